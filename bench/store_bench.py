@@ -1,0 +1,241 @@
+"""Store benchmark: this project's stores against the peer ``agentlightning==0.3.0``, in one run.
+
+The workload (``_workload.py``) is the same for every system: 4 runner tasks in one event loop,
+each rollout is enqueued, dequeued, given 5 spans and marked succeeded; then the algorithm side
+waits for all rollouts and reads every rollout's spans back. The figure is rollouts per second.
+
+This project's stores (``memory://`` and ``sqlite:///<tmp>/bench.db``) run in this process; the
+peer's ``InMemoryLightningStore`` runs in a subprocess with the peer's own interpreter (its own
+virtual environment), via ``peer_store_bench.py``. ``nox -s bench`` creates that environment and
+runs this script; by hand::
+
+    python bench/store_bench.py --peer-python .nox/_peer-agentlightning-0.3.0/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from _workload import Workload, repeat_workload, span_payload, summarize
+
+BENCH_DIR = Path(__file__).resolve().parent
+DEFAULT_PEER_PYTHON = BENCH_DIR.parent / ".nox" / "_peer-agentlightning-0.3.0" / "bin" / "python"
+RESULTS_DIR = BENCH_DIR / "results"
+
+# Ratio of this project's rollouts/s to the peer's that each store is expected to reach.
+TARGETS = {"memory": 10.0, "sqlite": 5.0}
+
+
+def _make_our_span_factory() -> tuple[Any, dict[str, str]]:
+    from agentlightning.types import OtelResource, Span, SpanContext, TraceStatus
+
+    resource = OtelResource(attributes={"service.name": "bench"}, schema_url="")
+    ok = TraceStatus(status_code="OK")
+    trace_ids: dict[str, str] = {}
+
+    def make_span(rollout_id: str, attempt_id: str, sequence_id: int, index: int) -> Any:
+        trace_id = trace_ids.setdefault(rollout_id, os.urandom(16).hex())
+        span_id = os.urandom(8).hex()
+        name, attributes = span_payload(rollout_id, index)
+        now = time.time()
+        return Span(
+            rollout_id=rollout_id,
+            attempt_id=attempt_id,
+            sequence_id=sequence_id,
+            trace_id=trace_id,
+            span_id=span_id,
+            parent_id=None,
+            name=name,
+            status=ok,
+            attributes=attributes,
+            events=[],
+            links=[],
+            start_time=now,
+            end_time=now,
+            context=SpanContext(trace_id=trace_id, span_id=span_id, is_remote=False, trace_state={}),
+            parent=None,
+            resource=resource,
+        )
+
+    return make_span, trace_ids
+
+
+def run_ours(kind: str, workload: Workload, repeats: int, min_time: float) -> dict[str, Any]:
+    """Measure one of this project's backends (``memory`` or ``sqlite``) in this process."""
+    from agentlightning.store import open_store
+
+    make_span, trace_ids = _make_our_span_factory()
+
+    with tempfile.TemporaryDirectory(prefix="agl-store-bench-") as tmp:
+
+        async def open_one(index: int) -> Any:
+            trace_ids.clear()
+            uri = "memory://" if kind == "memory" else f"sqlite:///{Path(tmp) / f'bench-{index}.db'}"
+            store = open_store(uri)
+            if inspect.isawaitable(store):
+                store = await store
+            return store
+
+        async def close_one(store: Any) -> None:
+            close = getattr(store, "close", None)
+            if close is not None:
+                result = close()
+                if inspect.isawaitable(result):
+                    await result
+
+        results = asyncio.run(repeat_workload(open_one, close_one, make_span, workload, repeats, min_time))
+
+    uri = "memory://" if kind == "memory" else "sqlite:///<tmp>/bench.db"
+    summary = summarize(f"agentlightning (this project) {uri}", results)
+    summary["kind"] = kind
+    return summary
+
+
+def run_peer(peer_python: Path, workload: Workload, repeats: int, min_time: float) -> dict[str, Any]:
+    """Measure the peer's in-memory store in a subprocess running the peer's interpreter."""
+    if not peer_python.exists():
+        raise SystemExit(
+            f"peer interpreter {peer_python} not found: run `nox -s bench` (it creates the peer's venv), "
+            "pass --peer-python, or --skip-peer"
+        )
+    command = [
+        str(peer_python),
+        str(BENCH_DIR / "peer_store_bench.py"),
+        f"--rollouts={workload.rollouts}",
+        f"--runners={workload.runners}",
+        f"--spans={workload.spans_per_rollout}",
+        f"--repeats={repeats}",
+        f"--min-time={min_time}",
+    ]
+    # The peer's venv must not see this project's package: drop our environment's paths.
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"}}
+    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=BENCH_DIR.parent, check=False)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        raise SystemExit(f"peer benchmark failed with exit code {proc.returncode}")
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        sys.stderr.write(proc.stdout + proc.stderr)
+        raise SystemExit("peer benchmark printed no JSON result")
+    summary: dict[str, Any] = json.loads(lines[-1])
+    summary["kind"] = "peer"
+    return summary
+
+
+def _table(peer: dict[str, Any] | None, ours: list[dict[str, Any]], workload: Workload) -> str:
+    header = f"{'system':<52} {'median r/s':>11} {'best r/s':>10} {'vs peer':>9} {'target':>8}  verdict"
+    rows = [
+        f"store workload: {workload.rollouts} rollouts x {workload.spans_per_rollout} spans, "
+        f"{workload.runners} runner tasks; rollouts/s over enqueue+run+wait+query",
+        header,
+        "-" * len(header),
+    ]
+    peer_rate = peer["median_rollouts_per_s"] if peer else None
+    if peer:
+        rows.append(
+            f"{peer['system']:<52} {peer['median_rollouts_per_s']:>11.0f} {peer['best_rollouts_per_s']:>10.0f} "
+            f"{'1.00x':>9} {'':>8}"
+        )
+    for result in ours:
+        ratio = result["median_rollouts_per_s"] / peer_rate if peer_rate else None
+        target = TARGETS.get(result["kind"])
+        ratio_s = f"{ratio:.2f}x" if ratio is not None else "-"
+        target_s = f">={target:g}x" if target is not None else ""
+        verdict = ""
+        if ratio is not None and target is not None:
+            verdict = "ok" if ratio >= target else "BELOW TARGET"
+        rows.append(
+            f"{result['system']:<52} {result['median_rollouts_per_s']:>11.0f} {result['best_rollouts_per_s']:>10.0f} "
+            f"{ratio_s:>9} {target_s:>8}  {verdict}"
+        )
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rollouts", type=int, default=4000, help="rollouts per workload run (default 4000)")
+    parser.add_argument("--runners", type=int, default=4)
+    parser.add_argument("--spans", type=int, default=5, help="spans per rollout")
+    parser.add_argument("--repeats", type=int, default=3, help="measurements per system; ratios use the median")
+    parser.add_argument("--min-time", type=float, default=2.0, help="seconds of workload per measurement, at least")
+    parser.add_argument("--systems", default="memory,sqlite", help="this project's stores: memory,sqlite")
+    parser.add_argument("--peer-python", type=Path, default=DEFAULT_PEER_PYTHON, help="the peer venv's python")
+    parser.add_argument("--skip-peer", action="store_true", help="measure this project only (no ratios)")
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="PATH",
+        help="also write the results as JSON (default path: bench/results/store_bench-<time>.json)",
+    )
+    parser.add_argument("--check", action="store_true", help="exit 1 when a store is below its target ratio")
+    args = parser.parse_args(argv)
+
+    workload = Workload(rollouts=args.rollouts, runners=args.runners, spans_per_rollout=args.spans)
+    kinds = [k.strip() for k in args.systems.split(",") if k.strip()]
+    unknown = sorted(set(kinds) - set(TARGETS))
+    if unknown:
+        parser.error(f"unknown systems {unknown}; choose from {sorted(TARGETS)}")
+
+    peer: dict[str, Any] | None = None
+    if not args.skip_peer:
+        print(f"measuring the peer agentlightning==0.3.0 ({args.peer_python}) ...", flush=True)
+        peer = run_peer(args.peer_python, workload, args.repeats, args.min_time)
+    ours: list[dict[str, Any]] = []
+    for kind in kinds:
+        print(f"measuring this project's {kind} store ...", flush=True)
+        ours.append(run_ours(kind, workload, args.repeats, args.min_time))
+
+    print()
+    print(_table(peer, ours, workload))
+
+    if args.json is not None:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        path = Path(args.json) if args.json else RESULTS_DIR / f"store_bench-{stamp}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        document = {
+            "benchmark": "store",
+            "time": stamp,
+            "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
+            "workload": {
+                "rollouts": workload.rollouts,
+                "runners": workload.runners,
+                "spans_per_rollout": workload.spans_per_rollout,
+                "repeats": args.repeats,
+                "min_time_s": args.min_time,
+            },
+            "targets": TARGETS,
+            "peer": peer,
+            "ours": ours,
+        }
+        path.write_text(json.dumps(document, indent=2) + "\n")
+        print(f"\nresults written to {path}")
+
+    if args.check and peer is not None:
+        below = [
+            r["kind"]
+            for r in ours
+            if r["median_rollouts_per_s"] / peer["median_rollouts_per_s"] < TARGETS.get(r["kind"], 0.0)
+        ]
+        if below:
+            print(f"below target: {', '.join(below)}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

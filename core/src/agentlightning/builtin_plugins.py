@@ -1,0 +1,44 @@
+"""The plugin shipped with agentlightning: registers the built-in components.
+
+Every registration is a :class:`~agentlightning.plugins.LazyObject`, so importing this module (which
+:func:`agentlightning.plugins.get_plugin_manager` always does) imports none of the components; each
+is imported the first time it is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from agentlightning.hookspecs import StoreFactory, hookimpl
+from agentlightning.plugins import LazyObject
+
+__all__ = [
+    "agl_register_algorithms",
+    "agl_register_span_exporters",
+    "agl_register_store_backends",
+    "agl_register_tracers",
+]
+
+
+@hookimpl
+def agl_register_store_backends(register: Callable[[str, StoreFactory], None]) -> None:
+    register("memory", LazyObject("agentlightning.store.memory:InMemoryLightningStore.from_uri"))
+    register("sqlite", LazyObject("agentlightning.store.sqlite:SqliteLightningStore.from_uri"))
+
+
+@hookimpl
+def agl_register_tracers(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    register("otel", LazyObject("agentlightning.tracer.otel:OtelTracer"))
+    register("dummy", LazyObject("agentlightning.tracer.dummy:DummyTracer"))
+
+
+@hookimpl
+def agl_register_span_exporters(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    # Prints spans to stdout; ships with opentelemetry-sdk, a core dependency.
+    register("console", LazyObject("opentelemetry.sdk.trace.export:ConsoleSpanExporter"))
+
+
+@hookimpl
+def agl_register_algorithms(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    register("baseline", LazyObject("agentlightning.algorithm.baseline:Baseline"))

@@ -1,0 +1,29 @@
+"""``emit_exception``: record an exception the agent handled (or is about to raise)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from agentlightning.semconv import AGL_EXCEPTION
+from agentlightning.tracer.dummy import exception_attributes
+from agentlightning.types.tracer import Attributes, SpanCoreFields, TraceStatus
+
+from ._common import resolve_tracer
+
+__all__ = ["emit_exception"]
+
+
+def emit_exception(
+    exception: BaseException, attributes: Optional[Attributes] = None, propagate: bool = True
+) -> SpanCoreFields:
+    """Record ``exception`` as an ``agentlightning.exception`` span with status ERROR.
+
+    Attributes follow the OpenTelemetry conventions: ``exception.type``, ``exception.message``,
+    ``exception.stacktrace`` and ``exception.escaped``.
+    """
+    if not isinstance(exception, BaseException):
+        raise TypeError(f"emit_exception expects an exception, got {type(exception).__name__}")
+    merged: Attributes = {**(attributes or {}), **exception_attributes(exception)}
+    status = TraceStatus(status_code="ERROR", description=str(exception) or type(exception).__name__)
+    tracer = resolve_tracer(propagate, "emit_exception()")
+    return tracer.create_span(AGL_EXCEPTION, attributes=merged, status=status)

@@ -1,0 +1,63 @@
+"""Environment variables read by Agent Lightning, and typed resolvers."""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from typing import Optional
+
+__all__ = ["LightningEnvVar", "resolve_bool_env_var", "resolve_int_env_var", "resolve_str_env_var"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class LightningEnvVar(str, Enum):
+    AGL_DISABLE_PLUGIN_AUTOLOAD = "AGL_DISABLE_PLUGIN_AUTOLOAD"
+    AGL_DISABLE_INSTRUMENTORS = "AGL_DISABLE_INSTRUMENTORS"
+    AGL_SPAN_EXPORTERS = "AGL_SPAN_EXPORTERS"
+    AGL_EMITTER_DEBUG = "AGL_EMITTER_DEBUG"
+
+
+def _name(var: "LightningEnvVar | str") -> str:
+    return var.value if isinstance(var, LightningEnvVar) else var
+
+
+def resolve_bool_env_var(
+    var: "LightningEnvVar | str", override: Optional[bool] = None, fallback: Optional[bool] = None
+) -> Optional[bool]:
+    """``override`` if given, else the variable (1/true/yes/on, 0/false/no/off), else ``fallback``."""
+    if override is not None:
+        return override
+    raw = os.environ.get(_name(var))
+    if raw is None or raw.strip() == "":
+        return fallback
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{_name(var)}={raw!r} is not a boolean; use 1/true/yes/on or 0/false/no/off")
+
+
+def resolve_int_env_var(
+    var: "LightningEnvVar | str", override: Optional[int] = None, fallback: Optional[int] = None
+) -> Optional[int]:
+    if override is not None:
+        return override
+    raw = os.environ.get(_name(var))
+    if raw is None or raw.strip() == "":
+        return fallback
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{_name(var)}={raw!r} is not an integer") from None
+
+
+def resolve_str_env_var(
+    var: "LightningEnvVar | str", override: Optional[str] = None, fallback: Optional[str] = None
+) -> Optional[str]:
+    if override is not None:
+        return override
+    raw = os.environ.get(_name(var))
+    return raw if raw not in (None, "") else fallback

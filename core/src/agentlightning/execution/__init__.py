@@ -1,0 +1,6 @@
+"""Execution strategies: where the algorithm and the runners run."""
+
+from .base import AlgorithmBundle, ExecutionStrategy, RunnerBundle
+from .shared_memory import SharedMemoryExecutionStrategy
+
+__all__ = ["ExecutionStrategy", "AlgorithmBundle", "RunnerBundle", "SharedMemoryExecutionStrategy"]

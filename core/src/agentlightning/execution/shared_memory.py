@@ -1,0 +1,85 @@
+"""In-process execution: the algorithm and every runner share one event loop and one store."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any, List, Optional
+
+from agentlightning.store.base import LightningStore
+
+from .base import AlgorithmBundle, ExecutionStrategy, RunnerBundle
+
+__all__ = ["SharedMemoryExecutionStrategy"]
+
+logger = logging.getLogger(__name__)
+
+
+class SharedMemoryExecutionStrategy(ExecutionStrategy):
+    """Run the algorithm and ``n_runners`` runners as tasks of one asyncio loop in this process.
+
+    When the algorithm returns, the runners are told to stop and get to finish their in-flight
+    rollouts (each runner's ``graceful_timeout``). If any bundle raises, the others are cancelled
+    and the error propagates. Ctrl-C cancels everything; unfinished attempts are marked failed.
+    """
+
+    def __init__(self, n_runners: int = 1, **_ignored: Any) -> None:
+        if n_runners < 1:
+            raise ValueError(f"n_runners must be >= 1, got {n_runners!r}")
+        self.n_runners = n_runners
+
+    def execute(self, algorithm: AlgorithmBundle, runner: RunnerBundle, store: LightningStore) -> None:
+        if not _loop_running():
+            asyncio.run(self.execute_async(algorithm, runner, store))
+            return
+        # Called from inside a running loop (e.g. a notebook): run ours in a helper thread.
+        errors: List[BaseException] = []
+
+        def target() -> None:
+            try:
+                asyncio.run(self.execute_async(algorithm, runner, store))
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=target, name="agl-trainer")
+        thread.start()
+        thread.join()
+        if errors:
+            raise errors[0]
+
+    async def execute_async(self, algorithm: AlgorithmBundle, runner: RunnerBundle, store: LightningStore) -> None:
+        stop = threading.Event()
+        algorithm_task = asyncio.ensure_future(algorithm(store, stop))
+        runner_tasks = [asyncio.ensure_future(runner(store, i, stop)) for i in range(self.n_runners)]
+        everything = [algorithm_task, *runner_tasks]
+        failure: Optional[BaseException] = None
+        try:
+            pending = set(everything)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task.cancelled():
+                        continue
+                    if task.exception() is not None and failure is None:
+                        failure = task.exception()
+                if failure is not None:
+                    break
+                if algorithm_task.done():
+                    stop.set()  # runners finish what they hold, then return
+        finally:
+            stop.set()
+            for task in everything:
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(*everything, return_exceptions=True)
+        if failure is not None:
+            raise failure
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

@@ -1,0 +1,102 @@
+"""Plugin hook specifications.
+
+Plugins are modules listed under the ``agentlightning`` entry point group (or registered by hand
+with :func:`agentlightning.plugins.get_plugin_manager().register`). They implement any of the
+hooks below with the :data:`agentlightning.hookimpl` marker. Every hook name starts with ``agl_``.
+
+Two kinds of hooks:
+
+* **Registration hooks** receive a ``register`` callback and call it once per thing they provide.
+  Every implementation is called; their return value is ignored.
+* **Notification hooks** are called once per event (never per span or token). Their return
+  value is ignored and an exception in one implementation is logged, never propagated.
+
+``docs/plugin-hooks.md`` documents each hook with an example; a test fails when a hook here is
+missing from that page or from the hook tests.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+import pluggy
+
+if TYPE_CHECKING:
+    from agentlightning.store.base import LightningStore
+    from agentlightning.types import Attempt, Rollout
+
+__all__ = ["hookspec", "hookimpl", "PROJECT_NAME"]
+
+PROJECT_NAME = "agentlightning"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+StoreFactory = Callable[[str], "LightningStore"]
+
+
+@hookspec
+def agl_register_store_backends(register: Callable[[str, StoreFactory], None]) -> None:
+    """Register store backends by URI scheme.
+
+    Call ``register(scheme, factory)`` where ``factory(uri) -> LightningStore`` builds a store from
+    the full URI (for example ``register("sqlite", open_sqlite)``). A later registration of the same
+    scheme replaces an earlier one, so a plugin can override a built-in backend.
+    """
+
+
+@hookspec
+def agl_register_tracers(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    """Register tracer classes by name: ``register("otel", OtelTracer)``.
+
+    ``Trainer(tracer="<name>")`` resolves the name through this hook.
+    """
+
+
+@hookspec
+def agl_register_span_exporters(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    """Register OpenTelemetry span exporter factories by name.
+
+    ``register(name, factory)`` where ``factory() -> opentelemetry.sdk.trace.export.SpanExporter``.
+    The tracer attaches the exporters named in ``AGL_SPAN_EXPORTERS`` (comma separated) next to
+    its store writer, so spans can also go to Jaeger, a file, etc.
+    """
+
+
+@hookspec
+def agl_register_algorithms(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    """Register algorithm classes by name: ``register("apo", APO)``.
+
+    Prefer the ``agentlightning.algorithms`` entry point group for heavy algorithms: it is imported
+    only when the name is asked for. This hook is for algorithms cheap to import.
+    """
+
+
+@hookspec
+def agl_register_adapters(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    """Register trace adapter classes by name, used by ``Trainer(adapter="<name>")``."""
+
+
+@hookspec
+def agl_register_instrumentors(register: Callable[[str, Any], None]) -> None:
+    """Register framework instrumentors: ``register(name, instrumentor)``.
+
+    ``instrumentor`` has ``instrument()`` and ``uninstrument()`` (both idempotent). Runners call
+    ``instrument()`` on every registered instrumentor when they start (zero-code enablement),
+    and ``uninstrument()`` when they stop. ``AGL_DISABLE_INSTRUMENTORS=name1,name2`` skips some.
+    """
+
+
+@hookspec
+def agl_on_rollout_start(rollout: "Rollout", attempt: "Attempt", worker_id: Optional[str]) -> None:
+    """Called once when a runner starts executing an attempt, before the agent runs."""
+
+
+@hookspec
+def agl_on_rollout_end(
+    rollout: "Rollout", attempt: "Attempt", worker_id: Optional[str], status: str, error: Optional[BaseException]
+) -> None:
+    """Called once when a runner finishes an attempt, after the store knows its status.
+
+    ``status`` is the attempt's final status; ``error`` the exception the agent raised, if any.
+    """

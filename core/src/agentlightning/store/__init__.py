@@ -1,0 +1,58 @@
+"""LightningStore backends, chosen by URI.
+
+>>> store = open_store("sqlite:///run/store.db")   # the embedded default
+>>> store = open_store("memory://")
+
+Backends register through the ``agl_register_store_backends`` plugin hook.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from agentlightning.errors import UnknownStoreURIError
+
+from .base import (
+    UNSET,
+    LightningStore,
+    LightningStoreCapabilities,
+    LightningStoreStatistics,
+    Unset,
+    is_finished,
+    is_queuing,
+    is_running,
+)
+from .engine import StoreEngine, rollout_status_from_attempt
+from .memory import InMemoryLightningStore
+from .sqlite import SqliteLightningStore, StoreLockedError
+
+__all__ = [
+    "LightningStore",
+    "LightningStoreCapabilities",
+    "LightningStoreStatistics",
+    "InMemoryLightningStore",
+    "SqliteLightningStore",
+    "StoreEngine",
+    "StoreLockedError",
+    "UNSET",
+    "Unset",
+    "is_finished",
+    "is_queuing",
+    "is_running",
+    "open_store",
+    "rollout_status_from_attempt",
+]
+
+
+def open_store(uri: str) -> LightningStore:
+    """Build a store from a URI (``memory://``, ``sqlite:///path.db``, or a plugin's scheme)."""
+    from agentlightning.plugins import registered
+
+    if not isinstance(uri, str) or not uri:
+        raise TypeError(f"store URI must be a non-empty str, got {uri!r}")
+    scheme = urlsplit(uri).scheme
+    backends = registered("store_backends")
+    factory = backends.get(scheme)
+    if factory is None:
+        raise UnknownStoreURIError(uri, list(backends))
+    return factory(uri)

@@ -1,0 +1,70 @@
+"""``memory://``: everything in process memory; fastest, gone with the process."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Sequence, Tuple
+
+from agentlightning.types import PaginatedResult, Span
+
+from .engine import SpanInsertResult, SpanQuery, StoreEngine
+from .query import match_filters, paginate
+
+__all__ = ["InMemoryLightningStore"]
+
+
+def span_predicates(filters: Dict[str, Tuple[str, str]]) -> List[Callable[[Span], bool]]:
+    predicates: List[Callable[[Span], bool]] = []
+    for key, (kind, value) in filters.items():
+        field = key.rstrip("~")
+        if kind == "exact":
+            predicates.append(lambda s, f=field, v=value: getattr(s, f) == v)
+        else:
+            predicates.append(lambda s, f=field, v=value: getattr(s, f) is not None and v in getattr(s, f))
+    return predicates
+
+
+class InMemoryLightningStore(StoreEngine):
+    """A store held in process memory. Thread-safe and usable from any event loop."""
+
+    backend_name = "memory"
+
+    def __init__(self, *, watchdog: bool = True, scan_debounce_seconds: float = 1.0, **_deprecated: Any) -> None:
+        # 0.3 options (thread_safe, eviction thresholds, tracker) are accepted and ignored:
+        # this store is always thread-safe and keeps every span.
+        super().__init__(watchdog=watchdog, scan_debounce_seconds=scan_debounce_seconds)
+        self._spans: Dict[str, Dict[Tuple[str, str], Span]] = {}
+        self._span_count = 0
+
+    @classmethod
+    def from_uri(cls, uri: str) -> "InMemoryLightningStore":
+        if not uri.startswith("memory:"):
+            raise ValueError(f"not a memory:// URI: {uri!r}")
+        return cls()
+
+    def _insert_spans(self, spans: Sequence[Span]) -> SpanInsertResult:
+        flags: List[bool] = []
+        for span in spans:
+            bucket = self._spans.setdefault(span.rollout_id, {})
+            key = (span.attempt_id, span.span_id)
+            if key in bucket:
+                flags.append(False)
+            else:
+                bucket[key] = span
+                flags.append(True)
+        self._span_count += sum(flags)
+        return flags
+
+    async def _select_spans(self, query: SpanQuery) -> PaginatedResult[Span]:
+        match = match_filters(span_predicates(query.filters), query.filter_logic)
+        with self._lock:
+            spans = [
+                s
+                for s in self._spans.get(query.rollout_id, {}).values()
+                if (query.attempt_id is None or s.attempt_id == query.attempt_id) and match(s)
+            ]
+        page = paginate(spans, sort_by=query.sort_by, sort_order=query.sort_order, limit=query.limit, offset=query.offset)
+        page.items = [s.model_copy() for s in page.items]
+        return page
+
+    def _count_spans(self) -> int:
+        return self._span_count

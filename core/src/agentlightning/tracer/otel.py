@@ -1,0 +1,725 @@
+"""OpenTelemetry-based tracer that streams spans to a LightningStore.
+
+How spans reach the store:
+
+* ``trace_context`` opens a *trace scope* (rollout id, attempt id, store, buffer) and puts it in a
+  context variable. Concurrent rollouts in one process (asyncio tasks, threads started with a
+  copied context) each see their own scope.
+* :class:`LightningSpanProcessor`, attached once to the SDK ``TracerProvider``, reads that context
+  variable in ``on_start`` - so any span created through the OpenTelemetry API, including by
+  instrumented libraries, is attributed to the right attempt - and buffers the span in ``on_end``.
+* Buffers are written in batches (``get_many_span_sequence_ids`` then ``add_many_spans``, ids in
+  span start order): in the background by a daemon thread when a buffer is big or old enough, and
+  all remaining spans when ``trace_context`` exits, before the ``async with`` returns.
+* Spans whose write fails are logged, retried once at exit and always kept for ``get_last_trace``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import logging
+import os
+import threading
+import time
+import weakref
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, AsyncIterator, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
+
+from opentelemetry import context as context_api
+from opentelemetry import trace as trace_api
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import Span as SdkSpan
+from opentelemetry.trace import Status, StatusCode
+
+from agentlightning.types.tracer import Attributes, Span, SpanCoreFields, SpanRecordingContext, TraceStatus
+from agentlightning.types.tracer import StatusCode as AglStatusCode
+from agentlightning.utils.otel import sanitize_attributes
+
+from .base import Tracer, coerce_status
+from .dummy import exception_attributes
+
+if TYPE_CHECKING:
+    from agentlightning.store.base import LightningStore
+
+__all__ = ["OtelTracer", "LightningSpanProcessor", "OtelSpanRecordingContext"]
+
+logger = logging.getLogger(__name__)
+
+INSTRUMENTATION_NAME = "agentlightning"
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_FLUSH_INTERVAL = 2.0
+DEFAULT_FLUSH_TIMEOUT = 60.0
+# Upper bound on spans per add_many_spans call, so one huge final flush is not one huge request.
+_MAX_WRITE_CHUNK = 512
+_TICK_SECONDS = 0.1
+_MAX_BACKOFF_SECONDS = 30.0
+SPAN_EXPORTERS_ENV = "AGL_SPAN_EXPORTERS"
+
+_SpanKey = Tuple[int, int]
+
+
+def _ns(seconds: Optional[float]) -> Optional[int]:
+    return int(seconds * 1e9) if seconds is not None else None
+
+
+def _otel_status(status: TraceStatus) -> Status:
+    code = {"OK": StatusCode.OK, "ERROR": StatusCode.ERROR}.get(status.status_code, StatusCode.UNSET)
+    # OpenTelemetry only keeps a description on ERROR.
+    return Status(code, status.description if code is StatusCode.ERROR else None)
+
+
+def _to_span(readable: ReadableSpan, rollout_id: str, attempt_id: str, sequence_id: int) -> Span:
+    span = Span.from_opentelemetry(readable, rollout_id, attempt_id, sequence_id)
+    # The SDK stores sequences as tuples; stored spans use JSON lists everywhere.
+    span.attributes = {k: list(v) if isinstance(v, tuple) else v for k, v in span.attributes.items()}
+    return span
+
+
+class _TraceScope:
+    """Everything one ``trace_context`` collects; shared by the processor, the flusher and the exit path."""
+
+    def __init__(
+        self,
+        name: Optional[str],
+        rollout_id: Optional[str],
+        attempt_id: Optional[str],
+        store: Optional[LightningStore],
+        batch_size: int,
+        flush_interval: float,
+    ) -> None:
+        self.name = name
+        self.rollout_id = rollout_id or "rollout-dummy"
+        self.attempt_id = attempt_id or "attempt-dummy"
+        # Only scopes with real ids and a store write anything.
+        self.store = store if rollout_id is not None else None
+        self.batch_size = max(1, batch_size)
+        self.flush_interval = flush_interval
+        self.lock = threading.Lock()
+        self.pending: List[Tuple[int, ReadableSpan]] = []  # ended spans without a sequence id yet
+        self.unwritten: List[Span] = []  # spans with store-issued ids whose add_many_spans failed
+        self.written: List[Span] = []
+        self.failed: List[Span] = []
+        self.oldest_pending: Optional[float] = None
+        self.inflight: Optional[concurrent.futures.Future[None]] = None
+        self.closing = False
+        self.closed = False
+        self.max_sequence_id = 0
+        self.failures = 0
+        self.retry_at = 0.0  # monotonic time before which background writes back off
+
+    # -- called with the lock held ---------------------------------------------------------------
+    def _take(self) -> Tuple[List[Tuple[int, ReadableSpan]], List[Span]]:
+        pending, unwritten = self.pending, self.unwritten
+        self.pending, self.unwritten, self.oldest_pending = [], [], None
+        return pending, unwritten
+
+    # -- called from any thread ------------------------------------------------------------------
+    def add_ended(self, order: int, span: ReadableSpan) -> bool:
+        """Buffer an ended span; True when the background flusher should look at this scope now."""
+        with self.lock:
+            self.pending.append((order, span))
+            if self.oldest_pending is None:
+                self.oldest_pending = time.monotonic()
+            if self.store is None:
+                return False
+            # Wake the flusher when the threshold is crossed; later spans are picked up by its tick.
+            return self.closed or len(self.pending) == self.batch_size
+
+    def take_if_due(self, now: float, force: bool) -> Optional[Tuple[List[Tuple[int, ReadableSpan]], List[Span]]]:
+        """Take the buffer for a background write if a threshold is met and no write is running."""
+        with self.lock:
+            if self.store is None or (self.closing and not self.closed):
+                return None  # the exit path owns the buffer while it is closing
+            if self.inflight is not None or not (self.pending or self.unwritten):
+                return None
+            if not force and now < self.retry_at:
+                return None
+            due = (
+                force
+                or self.closed
+                or len(self.pending) >= self.batch_size
+                or (self.oldest_pending is not None and now - self.oldest_pending >= self.flush_interval)
+            )
+            if not due:
+                return None
+            self.inflight = concurrent.futures.Future()
+            return self._take()
+
+    def finish_inflight(self) -> None:
+        with self.lock:
+            inflight, self.inflight = self.inflight, None
+        if inflight is not None and not inflight.done():
+            inflight.set_result(None)
+
+    def requeue(self, pending: List[Tuple[int, ReadableSpan]], unwritten: List[Span]) -> None:
+        with self.lock:
+            self.pending[:0] = pending
+            self.unwritten[:0] = unwritten
+            if self.pending and self.oldest_pending is None:
+                self.oldest_pending = time.monotonic()
+
+    def back_off(self) -> None:
+        """After a failed background write: wait longer before the next one (a broken store is not hammered)."""
+        with self.lock:
+            self.failures += 1
+            self.retry_at = time.monotonic() + min(_MAX_BACKOFF_SECONDS, self.flush_interval * 2**self.failures)
+
+    def record_written(self, spans: Sequence[Span]) -> None:
+        with self.lock:
+            self.written.extend(spans)
+            for span in spans:
+                self.max_sequence_id = max(self.max_sequence_id, span.sequence_id)
+
+    def next_local_ids(self, count: int) -> List[int]:
+        with self.lock:
+            start = self.max_sequence_id + 1
+            self.max_sequence_id += count
+        return list(range(start, start + count))
+
+    def snapshot(self) -> List[Span]:
+        with self.lock:
+            spans = self.written + self.failed
+        return sorted(spans, key=lambda s: (s.sequence_id, s.start_time or 0.0))
+
+
+def _start_order(item: Tuple[int, ReadableSpan]) -> Tuple[int, int]:
+    order, span = item
+    return (span.start_time or 0, order)
+
+
+async def _write_batch(
+    scope: _TraceScope, pending: List[Tuple[int, ReadableSpan]], unwritten: List[Span], *, final: bool
+) -> None:
+    """Write one batch to the scope's store; on failure give the spans back (or, if final, keep them as failed)."""
+    store = scope.store
+    assert store is not None
+    pending = sorted(pending, key=_start_order)
+    converted: List[Span] = []
+    if pending:
+        try:
+            ids = await store.get_many_span_sequence_ids([(scope.rollout_id, scope.attempt_id)] * len(pending))
+            if len(ids) != len(pending):
+                raise RuntimeError(f"store issued {len(ids)} sequence ids for {len(pending)} spans")
+        except Exception as exc:
+            _report_failure(scope, exc, len(pending) + len(unwritten), final)
+            if final:
+                _keep_failed(scope, pending, unwritten)
+            else:
+                scope.requeue(pending, unwritten)
+                scope.back_off()
+            return
+        converted = [
+            _to_span(span, scope.rollout_id, scope.attempt_id, seq)
+            for (_, span), seq in zip(pending, sorted(ids), strict=True)
+        ]
+    to_write = unwritten + converted
+    for start in range(0, len(to_write), _MAX_WRITE_CHUNK):
+        chunk = to_write[start : start + _MAX_WRITE_CHUNK]
+        try:
+            await store.add_many_spans(chunk)
+        except Exception as exc:
+            rest = to_write[start:]
+            _report_failure(scope, exc, len(rest), final)
+            if final:
+                _keep_failed(scope, [], rest)
+            else:
+                scope.requeue([], rest)
+                scope.back_off()
+            return
+        # Spans the store reports as duplicates are already there, so every sent span counts.
+        scope.record_written(chunk)
+    scope.failures = 0
+
+
+def _report_failure(scope: _TraceScope, exc: BaseException, count: int, final: bool) -> None:
+    if final:
+        logger.error(
+            "could not write %d span(s) of rollout %s attempt %s to the store: %r; they are kept in get_last_trace()",
+            count,
+            scope.rollout_id,
+            scope.attempt_id,
+            exc,
+        )
+    else:
+        logger.warning(
+            "background write of %d span(s) of rollout %s attempt %s failed: %r; retrying when the trace ends",
+            count,
+            scope.rollout_id,
+            scope.attempt_id,
+            exc,
+        )
+
+
+def _keep_failed(scope: _TraceScope, pending: List[Tuple[int, ReadableSpan]], unwritten: List[Span]) -> None:
+    ids = scope.next_local_ids(len(pending))
+    local = [
+        _to_span(span, scope.rollout_id, scope.attempt_id, seq) for (_, span), seq in zip(pending, ids, strict=True)
+    ]
+    with scope.lock:
+        scope.failed.extend(unwritten)
+        scope.failed.extend(local)
+
+
+def _finalize_local(scope: _TraceScope) -> None:
+    """Store-less scope: number spans locally in start order."""
+    with scope.lock:
+        pending, _ = scope._take()
+    pending.sort(key=_start_order)
+    ids = scope.next_local_ids(len(pending))
+    spans = [
+        _to_span(span, scope.rollout_id, scope.attempt_id, seq) for (_, span), seq in zip(pending, ids, strict=True)
+    ]
+    with scope.lock:
+        scope.written.extend(spans)
+
+
+class _BackgroundFlusher:
+    """One daemon thread with its own event loop; writes buffers that reached a size or age threshold."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._thread: Optional[threading.Thread] = None
+        self._scopes: weakref.WeakSet[_TraceScope] = weakref.WeakSet()
+        self._urgent: Set[_TraceScope] = set()
+        self._tasks: Set[asyncio.Task[None]] = set()
+
+    def _ensure_started(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is not None and self._thread is not None and self._thread.is_alive():
+                return self._loop
+            loop = asyncio.new_event_loop()
+            ready = threading.Event()
+
+            def run() -> None:
+                asyncio.set_event_loop(loop)
+                loop.call_soon(ready.set)
+                loop.create_task(self._tick_forever())
+                loop.run_forever()
+
+            thread = threading.Thread(target=run, name="agentlightning-span-flusher", daemon=True)
+            thread.start()
+            ready.wait()
+            self._loop, self._thread = loop, thread
+            return loop
+
+    def reset_after_fork(self) -> None:
+        # The thread does not exist in a forked child; start a new one on demand.
+        self._lock = threading.Lock()
+        self._loop, self._thread = None, None
+        self._scopes = weakref.WeakSet()
+        self._urgent = set()
+        self._tasks = set()
+
+    def register(self, scope: _TraceScope) -> None:
+        if scope.store is None:
+            return
+        self._ensure_started()
+        with self._lock:
+            self._scopes.add(scope)
+
+    def unregister(self, scope: _TraceScope) -> None:
+        with self._lock:
+            self._scopes.discard(scope)
+
+    def request(self, scope: _TraceScope) -> None:
+        """Ask for a prompt look at ``scope`` (buffer full, or a late span after the context closed)."""
+        loop = self._ensure_started()
+        with self._lock:
+            self._urgent.add(scope)
+        try:
+            loop.call_soon_threadsafe(self._check)
+        except RuntimeError:  # loop closed during interpreter shutdown
+            pass
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_TICK_SECONDS)
+            self._check()
+
+    def _check(self, force: bool = False) -> None:
+        now = time.monotonic()
+        with self._lock:
+            scopes = set(self._scopes) | self._urgent
+            self._urgent = set()
+        for scope in scopes:
+            batch = scope.take_if_due(now, force)
+            if batch is None:
+                continue
+            task = asyncio.get_running_loop().create_task(self._write(scope, *batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _write(self, scope: _TraceScope, pending: List[Tuple[int, ReadableSpan]], unwritten: List[Span]) -> None:
+        try:
+            # Late spans of a closed scope get one try: nobody would retry them later.
+            await _write_batch(scope, pending, unwritten, final=scope.closed)
+        except BaseException:
+            scope.requeue(pending, unwritten)
+            raise
+        finally:
+            scope.finish_inflight()
+            # Late spans may have arrived while writing; a closed scope is flushed until empty.
+            if scope.closed and scope.pending:
+                self.request(scope)
+
+    def flush_all(self, timeout: Optional[float]) -> bool:
+        """Write every buffered span of every registered scope now; True if it finished in time."""
+        loop = self._loop
+        if loop is None or self._thread is None or not self._thread.is_alive():
+            return True
+
+        async def run() -> None:
+            self._check(force=True)
+            if self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+        if threading.current_thread() is self._thread:
+            return False  # cannot block the flusher's own loop
+        future = asyncio.run_coroutine_threadsafe(run(), loop)
+        try:
+            future.result(timeout)
+            return True
+        except concurrent.futures.TimeoutError:
+            return False
+
+
+_flusher = _BackgroundFlusher()
+
+# The scope of the trace context the current code runs in.
+_current_scope: ContextVar[Optional[_TraceScope]] = ContextVar("agentlightning_trace_scope", default=None)
+
+
+class LightningSpanProcessor(SpanProcessor):
+    """Attributes each span to the trace scope it was started in and hands ended spans to it.
+
+    Attached at most once per ``TracerProvider`` (see :func:`install_span_processor`).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._live: Dict[_SpanKey, Tuple[_TraceScope, int]] = {}
+        self._order = itertools.count()
+
+    def on_start(self, span: SdkSpan, parent_context: Optional[context_api.Context] = None) -> None:
+        ctx = span.get_span_context()
+        if ctx is None:
+            return
+        scope = _current_scope.get()
+        with self._lock:
+            if scope is None and span.parent is not None:
+                # A thread without our context but with the OpenTelemetry parent: inherit its scope.
+                parent = self._live.get((span.parent.trace_id, span.parent.span_id))
+                scope = parent[0] if parent is not None else None
+            if scope is None:
+                return  # outside any trace context: not ours to store
+            self._live[(ctx.trace_id, ctx.span_id)] = (scope, next(self._order))
+
+    def on_end(self, span: ReadableSpan) -> None:
+        ctx = span.get_span_context()
+        if ctx is None:
+            return
+        with self._lock:
+            entry = self._live.pop((ctx.trace_id, ctx.span_id), None)
+        if entry is None:
+            return
+        scope, order = entry
+        if scope.add_ended(order, span):
+            _flusher.request(scope)
+
+    def reset_after_fork(self) -> None:
+        # Another thread may have held the lock at fork time; its spans are the parent's business.
+        self._lock = threading.Lock()
+        self._live = {}
+
+    def shutdown(self) -> None:
+        _flusher.flush_all(timeout=5.0)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return _flusher.flush_all(timeout=timeout_millis / 1000)
+
+
+_processors: weakref.WeakKeyDictionary[TracerProvider, LightningSpanProcessor] = weakref.WeakKeyDictionary()
+_install_lock = threading.Lock()
+
+
+def _reset_after_fork() -> None:
+    global _install_lock
+    _install_lock = threading.Lock()
+    _flusher.reset_after_fork()
+    for processor in list(_processors.values()):
+        processor.reset_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def install_span_processor() -> Tuple[TracerProvider, LightningSpanProcessor]:
+    """Attach our processor to the global SDK provider (created and set globally if there is none).
+
+    A provider the user already set is kept; it just gains our processor, once.
+    """
+    with _install_lock:
+        provider = trace_api.get_tracer_provider()
+        if not isinstance(provider, TracerProvider):
+            candidate = TracerProvider()
+            trace_api.set_tracer_provider(candidate)
+            provider = trace_api.get_tracer_provider()
+            if not isinstance(provider, TracerProvider):
+                # A non-SDK provider was set before us and cannot be replaced: instrumented
+                # libraries will not reach us, but our own spans still do.
+                logger.warning(
+                    "the global OpenTelemetry TracerProvider is %s, not an SDK provider; only spans created by "
+                    "agentlightning itself will be recorded",
+                    type(provider).__name__,
+                )
+                provider = candidate
+        processor = _processors.get(provider)
+        if processor is None:
+            processor = LightningSpanProcessor()
+            provider.add_span_processor(processor)
+            _processors[provider] = processor
+            _attach_configured_exporters(provider)
+        return provider, processor
+
+
+def _attach_configured_exporters(provider: TracerProvider) -> None:
+    """Add the exporters named in ``AGL_SPAN_EXPORTERS`` (plugin-registered); a bad one is skipped."""
+    names = [name.strip() for name in os.environ.get(SPAN_EXPORTERS_ENV, "").split(",") if name.strip()]
+    if not names:
+        return
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from agentlightning.plugins import resolve
+
+    for name in names:
+        try:
+            exporter = resolve("span_exporters", name)()
+            provider.add_span_processor(BatchSpanProcessor(exporter))
+        except Exception as exc:
+            logger.warning("could not attach span exporter %r from %s: %s", name, SPAN_EXPORTERS_ENV, exc)
+
+
+class OtelSpanRecordingContext(SpanRecordingContext):
+    """Records into a live OpenTelemetry span and keeps a copy of what it recorded."""
+
+    def __init__(self, span: trace_api.Span, name: str, attributes: Attributes, start_time: float) -> None:
+        self._span = span
+        self._name = name
+        self._attributes = dict(attributes)
+        self._start_time = start_time
+        self._end_time: Optional[float] = None
+        self._status = TraceStatus()
+
+    def record_exception(self, exception: BaseException) -> None:
+        attributes = exception_attributes(exception)
+        self._span.record_exception(exception, attributes=attributes, escaped=True)
+        # Also on the span itself, so readers need not dig through events (same as DummyTracer).
+        self._span.set_attributes(attributes)
+        self._attributes.update(attributes)
+        self.record_status("ERROR", str(exception) or type(exception).__name__)
+
+    def record_attributes(self, attributes: Attributes) -> None:
+        clean = sanitize_attributes(attributes)
+        self._span.set_attributes(clean)
+        self._attributes.update(clean)
+
+    def record_status(self, status_code: AglStatusCode, description: Optional[str] = None) -> None:
+        status = coerce_status(status_code)
+        status.description = description
+        self._status = status
+        self._span.set_status(_otel_status(status))
+
+    def end(self, end_time: Optional[float]) -> None:
+        self._end_time = end_time if end_time is not None else time.time()
+        self._span.end(end_time=_ns(self._end_time))
+
+    def get_recorded_span(self) -> SpanCoreFields:
+        return SpanCoreFields(
+            name=self._name,
+            attributes=dict(self._attributes),
+            start_time=self._start_time,
+            end_time=self._end_time,
+            status=self._status.model_copy(),
+        )
+
+
+class OtelTracer(Tracer):
+    """Tracer built on the OpenTelemetry SDK; see the module docstring for how spans flow.
+
+    Args:
+        batch_size: a background write starts when an attempt has this many ended spans buffered.
+        flush_interval: ... or when its oldest buffered span is this many seconds old. Streaming
+            spans during long rollouts also serves as the attempt's heartbeat.
+        flush_timeout: how long ``trace_context`` exit waits for the final write before leaving it
+            to finish in the background.
+    """
+
+    def __init__(
+        self,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+        flush_timeout: Optional[float] = DEFAULT_FLUSH_TIMEOUT,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if flush_interval <= 0:
+            raise ValueError(f"flush_interval must be > 0, got {flush_interval}")
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.flush_timeout = flush_timeout
+        self._provider: Optional[TracerProvider] = None
+        self._processor: Optional[LightningSpanProcessor] = None
+        self._last: ContextVar[Optional[List[Span]]] = ContextVar(f"agl_otel_last_{id(self)}", default=None)
+        self._last_anywhere: List[Span] = []
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def init(self, *args: Any, **kwargs: Any) -> None:
+        super().init(*args, **kwargs)
+        self._ensure_provider()
+
+    def init_worker(self, worker_id: int, store: Optional[LightningStore] = None, *args: Any, **kwargs: Any) -> None:
+        super().init_worker(worker_id, store, *args, **kwargs)
+        self._ensure_provider()
+
+    def teardown_worker(self, worker_id: int, *args: Any, **kwargs: Any) -> None:
+        super().teardown_worker(worker_id, *args, **kwargs)
+        _flusher.flush_all(timeout=self.flush_timeout)
+
+    def _ensure_provider(self) -> TracerProvider:
+        if self._provider is None:
+            self._provider, self._processor = install_span_processor()
+        return self._provider
+
+    @property
+    def tracer_provider(self) -> TracerProvider:
+        return self._ensure_provider()
+
+    def _otel_tracer(self) -> trace_api.Tracer:
+        return self._ensure_provider().get_tracer(INSTRUMENTATION_NAME)
+
+    # -- trace context ---------------------------------------------------------------------------
+    @asynccontextmanager
+    async def _trace_context(
+        self,
+        name: Optional[str],
+        *,
+        rollout_id: Optional[str],
+        attempt_id: Optional[str],
+        store: Optional[LightningStore],
+    ) -> AsyncIterator[Any]:
+        otel_tracer = self._otel_tracer()
+        if rollout_id is not None and store is None:
+            logger.warning(
+                "trace_context for rollout %s has no store (pass store= or call init_worker(worker_id, store)); "
+                "spans are only kept for get_last_trace()",
+                rollout_id,
+            )
+        scope = _TraceScope(name, rollout_id, attempt_id, store, self.batch_size, self.flush_interval)
+        _flusher.register(scope)
+        token = _current_scope.set(scope)
+        try:
+            yield otel_tracer
+        finally:
+            try:
+                _current_scope.reset(token)
+            except ValueError:
+                _current_scope.set(None)
+            await self._close_scope(scope)
+
+    async def _close_scope(self, scope: _TraceScope) -> None:
+        with scope.lock:
+            scope.closing = True
+            inflight = scope.inflight
+        _flusher.unregister(scope)
+        if scope.store is None:
+            _finalize_local(scope)
+            scope.closed = True
+            self._remember(scope.snapshot())
+            return
+
+        async def final() -> None:
+            if inflight is not None:
+                await asyncio.wrap_future(inflight)
+            with scope.lock:
+                pending, unwritten = scope._take()
+            if pending or unwritten:
+                await _write_batch(scope, pending, unwritten, final=True)
+
+        task = asyncio.ensure_future(final())
+        try:
+            # Shielded: a cancelled rollout still gets its spans written.
+            await asyncio.wait_for(asyncio.shield(task), self.flush_timeout)
+        except asyncio.TimeoutError:
+            logger.error(
+                "writing the spans of rollout %s attempt %s took more than %ss; continuing in the background",
+                scope.rollout_id,
+                scope.attempt_id,
+                self.flush_timeout,
+            )
+        finally:
+            with scope.lock:
+                scope.closed = True
+                late = bool(scope.pending)
+            if late:
+                _flusher.request(scope)
+            self._remember(scope.snapshot())
+
+    def _remember(self, spans: List[Span]) -> None:
+        self._last.set(spans)
+        self._last_anywhere = spans
+
+    def get_last_trace(self) -> List[Span]:
+        last = self._last.get()
+        return list(last if last is not None else self._last_anywhere)
+
+    # -- span helpers ----------------------------------------------------------------------------
+    def create_span(
+        self,
+        name: str,
+        attributes: Optional[Attributes] = None,
+        timestamp: Optional[float] = None,
+        status: Union[TraceStatus, AglStatusCode, None] = None,
+    ) -> SpanCoreFields:
+        when = timestamp if timestamp is not None else time.time()
+        clean = sanitize_attributes(attributes)
+        trace_status = coerce_status(status)
+        span = self._otel_tracer().start_span(name, attributes=clean, start_time=_ns(when))
+        span.set_status(_otel_status(trace_status))
+        span.end(end_time=_ns(when))
+        return SpanCoreFields(name=name, attributes=clean, start_time=when, end_time=when, status=trace_status)
+
+    @contextmanager
+    def operation_context(
+        self,
+        name: str,
+        attributes: Optional[Attributes] = None,
+        start_time: Optional[float] = None,
+        end_time: Optional[float] = None,
+    ) -> Iterator[SpanRecordingContext]:
+        begin = start_time if start_time is not None else time.time()
+        clean = sanitize_attributes(attributes)
+        with self._otel_tracer().start_as_current_span(
+            name,
+            attributes=clean,
+            start_time=_ns(begin),
+            end_on_exit=False,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            recorder = OtelSpanRecordingContext(span, name, clean, begin)
+            try:
+                yield recorder
+            except GeneratorExit:
+                raise
+            except BaseException as exc:
+                recorder.record_exception(exc)
+                raise
+            finally:
+                recorder.end(end_time)

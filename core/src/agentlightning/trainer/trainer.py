@@ -1,0 +1,241 @@
+"""``Trainer``: wires an agent, an algorithm, a store and runners, and runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import secrets
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+from agentlightning.adapter import Adapter
+from agentlightning.algorithm import Algorithm, Baseline, FastAlgorithm
+from agentlightning.errors import ComponentResolutionError
+from agentlightning.execution import ExecutionStrategy, SharedMemoryExecutionStrategy
+from agentlightning.litagent import LitAgent
+from agentlightning.plugins import UnknownComponentError, resolve, resolve_algorithm
+from agentlightning.runner import LitAgentRunner, Runner
+from agentlightning.runner.base import ExecutionEvent
+from agentlightning.store import LightningStore, open_store
+from agentlightning.tracer import OtelTracer, Tracer
+from agentlightning.types import Dataset, Hook, NamedResources
+
+from .build import build_component
+
+__all__ = ["Trainer"]
+
+logger = logging.getLogger(__name__)
+
+STRATEGIES: Dict[str, Callable[..., ExecutionStrategy]] = {
+    "shm": SharedMemoryExecutionStrategy,
+    "in-process": SharedMemoryExecutionStrategy,
+}
+
+
+def _registry(kind: str) -> Callable[[str], Optional[Callable[..., Any]]]:
+    def lookup(name: str) -> Optional[Callable[..., Any]]:
+        try:
+            found: Callable[..., Any] = resolve_algorithm(name) if kind == "algorithms" else resolve(kind, name)
+            return found
+        except UnknownComponentError:
+            if "." in name or ":" in name:
+                return None  # an import path; build_component imports it
+            raise
+
+    return lookup
+
+
+def _strategy_registry(name: str) -> Optional[Callable[..., ExecutionStrategy]]:
+    if name in STRATEGIES:
+        return STRATEGIES[name]
+    if name in ("processes", "cs", "client-server"):
+        raise ComponentResolutionError(
+            f"strategy {name!r} (runners in separate processes) needs the store server; this build runs in-process only"
+        )
+    if "." in name or ":" in name:
+        return None
+    raise ComponentResolutionError(f"unknown strategy {name!r}; known: {', '.join(sorted(STRATEGIES))}")
+
+
+class Trainer:
+    """Train ``agent`` with ``algorithm`` on a store, with ``n_runners`` runners.
+
+    Components are given as instances, classes, zero-argument factories, import strings
+    (``"my_pkg.algos:MyAlgo"``), registered names (``algorithm="baseline"``) or dicts with a
+    ``type`` key plus constructor arguments. ``store`` is a :class:`LightningStore` or a URI;
+    by default a SQLite file ``store.db`` in ``run_dir`` (``./agl_runs/<timestamp>-<id>``).
+    """
+
+    def __init__(
+        self,
+        *,
+        dev: bool = False,
+        n_runners: Optional[int] = None,
+        max_rollouts: Optional[int] = None,
+        initial_resources: Optional[NamedResources] = None,
+        tracer: Any = None,
+        adapter: Any = None,
+        store: Union[LightningStore, str, None] = None,
+        runner: Any = None,
+        strategy: Any = None,
+        algorithm: Any = None,
+        llm_proxy: Any = None,
+        hooks: Optional[Sequence[Hook]] = None,
+        run_dir: Union[str, Path, None] = None,
+        port: Optional[int] = None,
+        n_workers: Optional[int] = None,
+        max_tasks: Optional[int] = None,
+        triplet_exporter: Any = None,
+        daemon: Optional[bool] = None,
+    ) -> None:
+        if n_workers is not None:
+            warnings.warn("Trainer(n_workers=...) is deprecated; use n_runners", DeprecationWarning, stacklevel=2)
+            n_runners = n_runners if n_runners is not None else n_workers
+        if max_tasks is not None:
+            warnings.warn("Trainer(max_tasks=...) is deprecated; use max_rollouts", DeprecationWarning, stacklevel=2)
+            max_rollouts = max_rollouts if max_rollouts is not None else max_tasks
+        if triplet_exporter is not None:
+            warnings.warn("Trainer(triplet_exporter=...) is deprecated; use adapter", DeprecationWarning, stacklevel=2)
+            adapter = adapter if adapter is not None else triplet_exporter
+        if dev:
+            warnings.warn("Trainer(dev=True) is deprecated; call trainer.dev(...)", DeprecationWarning, stacklevel=2)
+        if daemon is not None or port is not None:
+            warnings.warn("Trainer(daemon=/port=) have no effect in-process", DeprecationWarning, stacklevel=2)
+        if n_runners is not None and n_runners < 1:
+            raise ValueError(f"n_runners must be >= 1, got {n_runners!r}")
+
+        self.n_runners = n_runners or 1
+        self.max_rollouts = max_rollouts
+        self.initial_resources = initial_resources
+        self.hooks: List[Hook] = list(hooks or [])
+        self.llm_proxy = llm_proxy
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self._store_spec = store
+        self.store: Optional[LightningStore] = store if isinstance(store, LightningStore) else None
+        if store is not None and not isinstance(store, (LightningStore, str)):
+            raise ComponentResolutionError(f"store must be a LightningStore or a URI string, got {store!r}")
+
+        self.tracer: Tracer = build_component(
+            tracer, Tracer, "tracer", default_factory=OtelTracer, registry=_registry("tracers")
+        )  # type: ignore[assignment]
+        self.adapter: Optional[Adapter[Any, Any]] = build_component(
+            adapter, Adapter, "adapter", allow_none=True, registry=_registry("adapters")
+        )
+        self.algorithm: Optional[Algorithm] = build_component(
+            algorithm, Algorithm, "algorithm", allow_none=True, registry=_registry("algorithms")
+        )
+        self.strategy: ExecutionStrategy = build_component(
+            strategy,
+            ExecutionStrategy,
+            "strategy",
+            default_factory=lambda: SharedMemoryExecutionStrategy(n_runners=self.n_runners),
+            optional_defaults={"n_runners": self.n_runners},
+            registry=_strategy_registry,
+        )  # type: ignore[assignment]
+        self.n_runners = getattr(self.strategy, "n_runners", self.n_runners)
+        self.runner: Runner[Any] = build_component(
+            runner,
+            Runner,
+            "runner",
+            default_factory=lambda: LitAgentRunner(tracer=self.tracer, max_rollouts=self.max_rollouts),
+            optional_defaults={"tracer": self.tracer, "max_rollouts": self.max_rollouts},
+        )  # type: ignore[assignment]
+
+    # -- entry points ------------------------------------------------------------------------------
+    def fit(
+        self,
+        agent: LitAgent[Any],
+        train_dataset: Optional[Dataset[Any]] = None,
+        *,
+        val_dataset: Optional[Dataset[Any]] = None,
+    ) -> None:
+        """Run the algorithm and the runners until the algorithm finishes."""
+        if isinstance(train_dataset, str):
+            raise TypeError(
+                "fit(agent, '<server url>') was the v0.1 client-server API and is gone; pass a dataset (a list works)"
+            )
+        self._run(agent, self.algorithm, train_dataset, val_dataset)
+
+    def dev(
+        self,
+        agent: LitAgent[Any],
+        train_dataset: Optional[Dataset[Any]] = None,
+        *,
+        val_dataset: Optional[Dataset[Any]] = None,
+    ) -> None:
+        """Dry-run the agent on the datasets with a fast algorithm (default :class:`Baseline`)."""
+        algorithm = self.algorithm if self.algorithm is not None else Baseline()
+        if not isinstance(algorithm, FastAlgorithm):
+            raise TypeError(
+                f"Trainer.dev needs a FastAlgorithm (such as Baseline), got {type(algorithm).__name__}; use fit() instead"
+            )
+        self.algorithm = algorithm
+        self._run(agent, algorithm, train_dataset, val_dataset)
+
+    # -- wiring ------------------------------------------------------------------------------------
+    def _open_store(self) -> LightningStore:
+        """The store given, or the one named by URI (opened once and kept open for inspection)."""
+        if self.store is not None:
+            return self.store
+        spec = self._store_spec
+        if spec is None:
+            if self.run_dir is None:
+                stamp = time.strftime("%Y%m%d-%H%M%S")
+                self.run_dir = Path("agl_runs") / f"{stamp}-{secrets.token_hex(3)}"
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            spec = f"sqlite:///{(self.run_dir / 'store.db').resolve()}"
+        store = open_store(str(spec))
+        logger.info("store: %s", spec)
+        return store
+
+    def _run(
+        self,
+        agent: LitAgent[Any],
+        algorithm: Optional[Algorithm],
+        train_dataset: Optional[Dataset[Any]],
+        val_dataset: Optional[Dataset[Any]],
+    ) -> None:
+        if not isinstance(agent, LitAgent):
+            raise TypeError(f"the agent must be a LitAgent (decorate a function with @agl.rollout), got {agent!r}")
+        store = self._open_store()
+        self.store = store
+        agent.set_trainer(self)
+        runners: Dict[int, Runner[Any]] = {}
+
+        async def algorithm_bundle(store: LightningStore, event: ExecutionEvent) -> None:
+            if algorithm is None:
+                if self.initial_resources:
+                    await store.update_resources("default", self.initial_resources)
+                while not event.is_set():  # nothing to drive: serve runners until stopped
+                    await asyncio.sleep(0.2)
+                return
+            algorithm.set_trainer(self)
+            algorithm.set_store(store)
+            if self.adapter is not None:
+                algorithm.set_adapter(self.adapter)
+            if self.initial_resources is not None:
+                algorithm.set_initial_resources(self.initial_resources)
+            if self.llm_proxy is not None:
+                algorithm.set_llm_proxy(self.llm_proxy)
+            if algorithm.is_async():
+                await algorithm.run(train_dataset=train_dataset, val_dataset=val_dataset)  # type: ignore[misc]
+            else:
+                await asyncio.to_thread(algorithm.run, train_dataset=train_dataset, val_dataset=val_dataset)
+
+        async def runner_bundle(store: LightningStore, worker_id: int, event: ExecutionEvent) -> None:
+            runner = self.runner if worker_id == 0 else copy.copy(self.runner)
+            runners[worker_id] = runner
+            runner.init(agent, hooks=self.hooks)
+            try:
+                runner.init_worker(worker_id, store)
+                try:
+                    await runner.iter(event=event)
+                finally:
+                    runner.teardown_worker(worker_id)
+            finally:
+                runner.teardown()
+
+        self.strategy.execute(algorithm_bundle, runner_bundle, store)

@@ -1,0 +1,632 @@
+"""Plugin loading, registries, algorithm resolution and notifications (agentlightning.plugins).
+
+Most tests use the two fixture distributions under tests/plugin_dists, which must be installed in the
+test environment (nox does it):
+
+    pip install tests/plugin_dists/agl-broken-plugin tests/plugin_dists/agl-sample-plugin
+
+Every hook in hookspecs.py has a ``test_hook_<hook name>`` here (checked by test_hook_docs.py).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentlightning import hookimpl, plugins
+from agentlightning.errors import AgentLightningError, ComponentResolutionError
+from agentlightning.plugins import (
+    LazyObject,
+    PluginInfo,
+    PluginLoadError,
+    UnknownComponentError,
+    get_plugin_manager,
+    list_plugins,
+    notify,
+    registered,
+    resolve,
+    resolve_algorithm,
+)
+
+TEST_DISTS = {
+    "agl-broken-plugin": "tests/plugin_dists/agl-broken-plugin",
+    "agl-sample-plugin": "tests/plugin_dists/agl-sample-plugin",
+}
+
+
+@pytest.fixture
+def test_dists() -> None:
+    """Fail (never skip) when the fixture distributions are not installed: CI must install them."""
+    missing = []
+    for dist, path in TEST_DISTS.items():
+        try:
+            importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(path)
+    if missing:
+        raise RuntimeError(
+            "the plugin test distributions are not installed in this environment; run "
+            f"`{sys.executable} -m pip install {' '.join(missing)}` from the repository root (nox does this)"
+        )
+
+
+@pytest.fixture(autouse=True)
+def fresh_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv(plugins.DISABLE_AUTOLOAD_ENV, raising=False)
+    plugins.reset_plugin_manager()
+    yield
+    plugins.reset_plugin_manager()
+
+
+def by_name(infos: list[PluginInfo]) -> dict[str, PluginInfo]:
+    return {info.name: info for info in infos}
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    import os
+
+    full_env = {key: value for key, value in os.environ.items() if key != plugins.DISABLE_AUTOLOAD_ENV}
+    full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=full_env, timeout=60
+    )
+
+
+def install_fake_entry_points(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, modules: dict[str, str]) -> None:
+    """Make the ``agentlightning`` group list one entry point per module written from ``modules``."""
+    for module_name, source in modules.items():
+        (tmp_path / f"{module_name}.py").write_text(textwrap.dedent(source))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for module_name in modules:
+        monkeypatch.delitem(sys.modules, module_name, raising=False)
+    fake = [importlib.metadata.EntryPoint(name, name, plugins.ENTRY_POINT_GROUP) for name in modules]
+
+    def fake_entry_points(**params: Any) -> list[importlib.metadata.EntryPoint]:
+        assert params == {"group": plugins.ENTRY_POINT_GROUP}
+        return fake
+
+    monkeypatch.setattr(plugins, "entry_points", fake_entry_points)
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("test_dists")
+def test_broken_plugin_is_reported_and_others_still_load(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="agentlightning.plugins"):
+        infos = by_name(list_plugins())
+
+    broken = infos["broken"]
+    assert broken.error == "RuntimeError: agl-broken-plugin fails on import on purpose"
+    assert broken.distribution == "agl-broken-plugin"
+    assert broken.version == "0.1.0"
+    assert broken.hooks == []
+    assert not broken.builtin
+    assert "Skipping agentlightning plugin 'broken'" in caplog.text
+
+    sample = infos["sample"]
+    assert sample.error is None
+    assert (sample.distribution, sample.version) == ("agl-sample-plugin", "0.2.0")
+    assert "agl_on_rollout_end" in sample.hooks
+
+    builtin = infos[plugins.BUILTIN_PLUGIN_NAME]
+    assert builtin.builtin and builtin.error is None and builtin.distribution == "agentlightning"
+    assert list_plugins()[0].builtin  # the built-in plugin is listed first
+
+
+@pytest.mark.usefixtures("test_dists")
+def test_process_survives_broken_plugin() -> None:
+    result = run_python(
+        """
+        from agentlightning import plugins
+        plugins.get_plugin_manager()
+        print("alive", sorted(i.name for i in plugins.list_plugins() if i.error))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "alive ['broken']" in result.stdout
+    assert "agl-broken-plugin fails on import on purpose" in result.stderr  # the warning
+
+
+def test_plugin_failures_of_every_kind_are_isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    install_fake_entry_points(
+        monkeypatch,
+        tmp_path,
+        {
+            "agl_exits": "import sys\nsys.exit(3)\n",
+            "agl_bad_signature": """
+                from agentlightning import hookimpl
+
+                @hookimpl
+                def agl_register_tracers(register, not_a_hook_argument):
+                    pass
+            """,
+            "agl_future_hook": """
+                from agentlightning import hookimpl
+
+                @hookimpl
+                def agl_hook_from_the_future(register):
+                    pass
+
+                @hookimpl
+                def agl_register_tracers(register):
+                    register("future", object)
+            """,
+            "agl_good": """
+                from agentlightning import hookimpl
+
+                @hookimpl
+                def agl_register_tracers(register):
+                    register("good", object)
+            """,
+        },
+    )
+    listed = list_plugins()
+    infos = by_name(listed)
+    assert len(listed) == len(infos) == 5  # the built-in plugin and each module, once
+    assert infos["agl_exits"].error == "SystemExit: 3"
+    assert infos["agl_bad_signature"].error is not None
+    assert "not_a_hook_argument" in infos["agl_bad_signature"].error
+    assert not get_plugin_manager().has_plugin("agl_bad_signature")  # no half-registered leftovers
+    assert infos["agl_future_hook"].error is None  # an unknown hook is only warned about
+    assert infos["agl_good"].error is None
+    assert {"good", "future"} <= set(registered("tracers"))
+
+
+def test_plugin_calling_get_plugin_manager_while_loading(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    install_fake_entry_points(
+        monkeypatch,
+        tmp_path,
+        {
+            "agl_reentrant": """
+                from agentlightning.plugins import get_plugin_manager
+
+                MANAGER = get_plugin_manager()
+            """
+        },
+    )
+    pm = get_plugin_manager()
+    assert sys.modules["agl_reentrant"].MANAGER is pm
+    assert by_name(list_plugins())["agl_reentrant"].error is None
+
+
+def test_get_plugin_manager_is_a_thread_safe_singleton() -> None:
+    seen: list[object] = []
+    barrier = threading.Barrier(8)
+
+    def grab() -> None:
+        barrier.wait()
+        seen.append(get_plugin_manager())
+
+    threads = [threading.Thread(target=grab) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(seen) == 8
+    assert all(pm is seen[0] for pm in seen)
+    assert get_plugin_manager() is seen[0]
+    plugins.reset_plugin_manager()
+    assert get_plugin_manager() is not seen[0]
+
+
+@pytest.mark.usefixtures("test_dists")
+@pytest.mark.parametrize("value", ["1", "true", "YES", "On", " yes "])
+def test_autoload_disabled(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv(plugins.DISABLE_AUTOLOAD_ENV, value)
+    assert [info.name for info in list_plugins()] == [plugins.BUILTIN_PLUGIN_NAME]
+    assert "sample" not in registered("tracers")
+    assert set(registered("store_backends")) == {"memory", "sqlite"}
+    # Asking for an algorithm by name is explicit, so its entry point is still used.
+    assert resolve_algorithm("sample-algo").__name__ == "SampleAlgorithm"
+
+
+@pytest.mark.usefixtures("test_dists")
+@pytest.mark.parametrize("value", ["", "0", "false", "no", "off"])
+def test_autoload_enabled(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv(plugins.DISABLE_AUTOLOAD_ENV, value)
+    assert {"sample", "broken"} <= set(by_name(list_plugins()))
+
+
+@pytest.mark.usefixtures("test_dists")
+def test_autoload_disabled_in_a_fresh_process() -> None:
+    result = run_python(
+        """
+        import sys
+        from agentlightning import plugins
+        print([i.name for i in plugins.list_plugins()], "agl_sample_plugin.hooks" in sys.modules)
+        """,
+        AGL_DISABLE_PLUGIN_AUTOLOAD="1",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['agentlightning.builtin_plugins'] False"
+    assert result.stderr == ""
+
+
+# -- registries ---------------------------------------------------------------------------------
+
+
+class Recorder:
+    """A plugin registered by hand in tests."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+
+def test_registered_later_registration_wins() -> None:
+    class Override:
+        @hookimpl
+        def agl_register_store_backends(self, register: Callable[[str, Any], None]) -> None:
+            register("memory", "overridden")
+            register("extra", "extra")
+
+    class Low:
+        @hookimpl(trylast=True)
+        def agl_register_store_backends(self, register: Callable[[str, Any], None]) -> None:
+            register("extra", "low priority")
+            register("low-only", 1)
+
+    pm = get_plugin_manager()
+    pm.register(Override(), name="override")
+    pm.register(Low(), name="low")
+    backends = registered("store_backends")
+    assert backends["memory"] == "overridden"
+    assert backends["extra"] == "extra"
+    assert backends["low-only"] == 1
+    assert isinstance(backends["sqlite"], LazyObject)
+
+    class High:
+        @hookimpl(tryfirst=True)
+        def agl_register_store_backends(self, register: Callable[[str, Any], None]) -> None:
+            register("memory", "high priority")
+
+    class Later:
+        @hookimpl
+        def agl_register_store_backends(self, register: Callable[[str, Any], None]) -> None:
+            register("memory", "later")
+
+    pm.register(High(), name="high")
+    pm.register(Later(), name="later")
+    assert registered("store_backends")["memory"] == "high priority"
+
+
+def test_registration_hook_that_raises_is_reported_and_skipped(caplog: pytest.LogCaptureFixture) -> None:
+    class Faulty:
+        @hookimpl
+        def agl_register_tracers(self, register: Callable[[str, Any], None]) -> None:
+            register("half-done", object)
+            raise RuntimeError("tracer registration exploded")
+
+        @hookimpl
+        def agl_register_adapters(self, register: Callable[[str, Any], None]) -> None:
+            register("faulty-adapter", object)
+
+    class BadName:
+        @hookimpl
+        def agl_register_tracers(self, register: Callable[[Any, Any], None]) -> None:
+            register(42, object)
+
+    pm = get_plugin_manager()
+    pm.register(Faulty(), name="faulty")
+    pm.register(BadName(), name="bad-name")
+    with caplog.at_level(logging.WARNING, logger="agentlightning.plugins"):
+        tracers = registered("tracers")
+    assert "half-done" not in tracers
+    assert {"otel", "dummy"} <= set(tracers)
+    assert registered("adapters")["faulty-adapter"] is object  # its other hook still works
+    assert "tracer registration exploded" in caplog.text
+
+    infos = by_name(list_plugins())
+    assert infos["faulty"].error == "agl_register_tracers raised RuntimeError: tracer registration exploded"
+    assert infos["faulty"].distribution is None
+    assert infos["faulty"].hooks == ["agl_register_adapters", "agl_register_tracers"]
+    assert infos["bad-name"].error is not None and "non-empty string name" in infos["bad-name"].error
+    # Asking again does not pile up duplicate records.
+    registered("tracers")
+    assert by_name(list_plugins())["faulty"].error == infos["faulty"].error
+
+
+def test_registered_rejects_unknown_kind() -> None:
+    with pytest.raises(ValueError, match="unknown registry kind 'widgets'"):
+        registered("widgets")
+
+
+def test_resolve_unwraps_lazy_objects_and_names_unknown_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(plugins.DISABLE_AUTOLOAD_ENV, "1")
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+    assert resolve("span_exporters", "console") is ConsoleSpanExporter
+    with pytest.raises(UnknownComponentError, match=r"unknown tracer 'nope'; known names: dummy, otel") as info:
+        resolve("tracers", "nope")
+    assert isinstance(info.value, LookupError) and isinstance(info.value, AgentLightningError)
+    assert info.value.known == ["dummy", "otel"]
+
+
+def test_lazy_object() -> None:
+    lazy = LazyObject("json:dumps")
+    assert lazy([1]) == "[1]"
+    assert lazy.load() is json.dumps
+    assert repr(lazy) == "LazyObject('json:dumps')"
+    assert LazyObject("os.path:join.__name__").load() == "join"
+    with pytest.raises(ValueError, match="package.module:attribute"):
+        LazyObject("json.dumps")
+    with pytest.raises(PluginLoadError, match="agl_no_such_module:thing: ModuleNotFoundError") as info:
+        LazyObject("agl_no_such_module:thing").load()
+    assert isinstance(info.value.original, ModuleNotFoundError)
+    with pytest.raises(PluginLoadError, match="AttributeError"):
+        LazyObject("json:no_such_attribute").load()
+
+
+def test_builtin_registrations_are_lazy() -> None:
+    result = run_python(
+        """
+        import sys
+        from agentlightning import plugins
+        kinds = ("store_backends", "tracers", "span_exporters", "algorithms", "adapters", "instrumentors")
+        names = {kind: sorted(plugins.registered(kind)) for kind in kinds}
+        loaded = [m for m in ("agentlightning.tracer.otel", "agentlightning.tracer.dummy",
+                              "agentlightning.algorithm.baseline", "agentlightning.store.sqlite") if m in sys.modules]
+        print(names["store_backends"], names["tracers"], names["span_exporters"], names["algorithms"], loaded)
+        """,
+        AGL_DISABLE_PLUGIN_AUTOLOAD="1",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['memory', 'sqlite'] ['dummy', 'otel'] ['console'] ['baseline'] []"
+
+
+# -- one test per hook (test_hook_docs.py checks that each exists) ------------------------------
+
+
+@pytest.mark.usefixtures("test_dists")
+async def test_hook_agl_register_store_backends(tmp_path: Path) -> None:
+    from agentlightning.store import InMemoryLightningStore, LightningStore, SqliteLightningStore, open_store
+
+    backends = registered("store_backends")
+    assert set(backends) >= {"memory", "sqlite", "sample"}
+    assert resolve("store_backends", "memory") == InMemoryLightningStore.from_uri
+
+    sample = open_store("sample://anything")  # the sample plugin's backend
+    assert isinstance(sample, LightningStore)
+    await sample.close()
+    sqlite_store = open_store(f"sqlite:///{tmp_path / 'hook.db'}")
+    assert isinstance(sqlite_store, SqliteLightningStore)
+    await sqlite_store.close()
+
+
+@pytest.mark.usefixtures("test_dists")
+def test_hook_agl_register_tracers() -> None:
+    from agl_sample_plugin.hooks import SampleTracer
+
+    tracers = registered("tracers")
+    assert {"otel", "dummy", "sample"} <= set(tracers)
+    assert tracers["sample"] is SampleTracer
+    tracer = resolve("tracers", "sample")(option=1)
+    assert isinstance(tracer, SampleTracer) and tracer.kwargs == {"option": 1}
+    assert tracers["otel"].target == "agentlightning.tracer.otel:OtelTracer"
+
+
+@pytest.mark.usefixtures("test_dists")
+def test_hook_agl_register_span_exporters() -> None:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    exporters = registered("span_exporters")
+    assert {"console", "sample"} <= set(exporters)
+    for name in ("console", "sample"):
+        exporter = exporters[name]()
+        assert isinstance(exporter, SpanExporter), name
+        exporter.shutdown()
+
+
+@pytest.mark.usefixtures("test_dists")
+def test_hook_agl_register_algorithms() -> None:
+    from agl_sample_plugin.hooks import SampleHookAlgorithm
+
+    algorithms = registered("algorithms")
+    assert {"baseline", "sample-hook-algo"} <= set(algorithms)
+    assert "sample-algo" not in algorithms  # entry point algorithms are not registered through the hook
+    assert resolve_algorithm("sample-hook-algo") is SampleHookAlgorithm
+
+
+@pytest.mark.usefixtures("test_dists")
+def test_hook_agl_register_adapters() -> None:
+    from agl_sample_plugin.hooks import SampleAdapter
+
+    adapters = registered("adapters")
+    assert adapters["sample"] is SampleAdapter
+    assert resolve("adapters", "sample")().adapt([1]) == [1]
+
+
+@pytest.mark.usefixtures("test_dists")
+def test_hook_agl_register_instrumentors() -> None:
+    from agl_sample_plugin.hooks import INSTRUMENTOR
+
+    instrumentors = registered("instrumentors")
+    assert instrumentors["sample"] is INSTRUMENTOR
+    before = INSTRUMENTOR.instrument_calls
+    for instrumentor in instrumentors.values():
+        instrumentor.instrument()
+        instrumentor.instrument()  # idempotent
+        assert INSTRUMENTOR.active
+        instrumentor.uninstrument()
+    assert not INSTRUMENTOR.active
+    assert INSTRUMENTOR.instrument_calls == before + 2
+
+
+def make_rollout_and_attempt() -> tuple[Any, Any]:
+    from agentlightning.types import Attempt, Rollout
+
+    now = time.time()
+    rollout = Rollout(rollout_id="ro-1", input={"task": 1}, start_time=now)
+    attempt = Attempt(rollout_id="ro-1", attempt_id="at-1", sequence_id=1, start_time=now)
+    return rollout, attempt
+
+
+@pytest.mark.usefixtures("test_dists")
+def test_hook_agl_on_rollout_start() -> None:
+    from agl_sample_plugin.hooks import EVENTS
+
+    rollout, attempt = make_rollout_and_attempt()
+    EVENTS.clear()
+    notify("agl_on_rollout_start", rollout=rollout, attempt=attempt, worker_id="worker-0")
+    received = list(EVENTS)
+    assert received == [("agl_on_rollout_start", {"rollout": rollout, "attempt": attempt, "worker_id": "worker-0"})]
+
+
+@pytest.mark.usefixtures("test_dists")
+def test_hook_agl_on_rollout_end() -> None:
+    from agl_sample_plugin.hooks import EVENTS
+
+    rollout, attempt = make_rollout_and_attempt()
+    error = ValueError("agent failed")
+    EVENTS.clear()
+    notify("agl_on_rollout_end", rollout=rollout, attempt=attempt, worker_id=None, status="failed", error=error)
+    received = list(EVENTS)
+    assert received == [
+        (
+            "agl_on_rollout_end",
+            {"rollout": rollout, "attempt": attempt, "worker_id": None, "status": "failed", "error": error},
+        )
+    ]
+
+
+# -- notifications ------------------------------------------------------------------------------
+
+
+def test_notify_isolates_each_implementation(caplog: pytest.LogCaptureFixture) -> None:
+    received: list[str] = []
+
+    class Before:
+        @hookimpl(tryfirst=True)
+        def agl_on_rollout_start(self, rollout: Any) -> None:
+            received.append("before")
+
+    class Raises:
+        @hookimpl
+        def agl_on_rollout_start(self, rollout: Any, attempt: Any, worker_id: str | None) -> None:
+            raise RuntimeError("listener exploded")
+
+    class After:
+        @hookimpl(trylast=True)
+        def agl_on_rollout_start(self, worker_id: str | None) -> None:
+            received.append(f"after:{worker_id}")
+
+    pm = get_plugin_manager()
+    for plugin, name in ((Before(), "before"), (Raises(), "raises"), (After(), "after")):
+        pm.register(plugin, name=name)
+    rollout, attempt = make_rollout_and_attempt()
+    with caplog.at_level(logging.WARNING, logger="agentlightning.plugins"):
+        notify("agl_on_rollout_start", rollout=rollout, attempt=attempt, worker_id="w")
+    assert received == ["before", "after:w"]
+    assert "'raises' raised in agl_on_rollout_start (ignored): RuntimeError: listener exploded" in caplog.text
+
+
+def test_notify_rejects_bad_calls() -> None:
+    rollout, attempt = make_rollout_and_attempt()
+    with pytest.raises(ValueError, match="'agl_on_nothing' is not an agentlightning hook"):
+        notify("agl_on_nothing", rollout=rollout)
+    with pytest.raises(TypeError, match=r"missing \['worker_id'\], unexpected \['extra'\]"):
+        notify("agl_on_rollout_start", rollout=rollout, attempt=attempt, extra=1)
+
+
+def test_notify_with_no_implementations() -> None:
+    rollout, attempt = make_rollout_and_attempt()
+    notify("agl_on_rollout_start", rollout=rollout, attempt=attempt, worker_id=None)
+
+
+# -- algorithms ---------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("test_dists")
+def test_resolve_algorithm_imports_only_the_named_entry_point(tmp_path: Path) -> None:
+    log = tmp_path / "imports.log"
+    code = """
+        import sys
+        from agentlightning import plugins
+        cls = plugins.resolve_algorithm("sample-algo")
+        print(cls.__module__, cls.__name__, "agl_sample_plugin.broken_algorithm" in sys.modules)
+    """
+    result = run_python(code, AGL_SAMPLE_PLUGIN_IMPORT_LOG=str(log))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["agl_sample_plugin.algorithm", "SampleAlgorithm", "False"]
+    imported = log.read_text().split()
+    assert "agl_sample_plugin.algorithm" in imported
+    assert "agl_sample_plugin.broken_algorithm" not in imported
+
+    # Control: the log does catch an import of the broken module when it is asked for.
+    log.unlink()
+    result = run_python(
+        """
+        from agentlightning import plugins
+        try:
+            plugins.resolve_algorithm("sample-broken-algo")
+        except plugins.PluginLoadError as exc:
+            print("refused")
+        """,
+        AGL_SAMPLE_PLUGIN_IMPORT_LOG=str(log),
+    )
+    assert result.stdout.strip() == "refused", result.stderr
+    imported = log.read_text().split()
+    assert "agl_sample_plugin.broken_algorithm" in imported
+    assert "agl_sample_plugin.algorithm" not in imported
+
+
+@pytest.mark.usefixtures("test_dists")
+def test_resolve_algorithm_broken_entry_point() -> None:
+    with pytest.raises(PluginLoadError) as info:
+        resolve_algorithm("sample-broken-algo")
+    error = info.value
+    assert isinstance(error, ImportError) and isinstance(error, AgentLightningError)
+    assert "'sample-broken-algo'" in str(error)
+    assert "agl_sample_plugin.broken_algorithm:BrokenAlgorithm" in str(error)
+    assert "No module named 'agl_sample_missing_dependency'" in str(error)
+    assert isinstance(error.original, ModuleNotFoundError)
+    assert error.__cause__ is error.original
+    # The failure does not poison other names.
+    assert resolve_algorithm("sample-algo").__name__ == "SampleAlgorithm"
+
+
+@pytest.mark.usefixtures("test_dists")
+def test_resolve_algorithm_unknown_name_lists_known_names() -> None:
+    with pytest.raises(UnknownComponentError) as info:
+        resolve_algorithm("no-such-algo")
+    error = info.value
+    assert isinstance(error, LookupError)
+    assert error.name == "no-such-algo"
+    assert {"baseline", "sample-algo", "sample-broken-algo", "sample-hook-algo"} <= set(error.known)
+    assert str(error).startswith("unknown algorithm 'no-such-algo'; known names: ")
+    assert "sample-algo" in str(error)
+
+
+def test_resolve_algorithm_rejects_non_class() -> None:
+    class NotAClass:
+        @hookimpl
+        def agl_register_algorithms(self, register: Callable[[str, Any], None]) -> None:
+            register("instance-algo", object())
+
+    get_plugin_manager().register(NotAClass(), name="not-a-class")
+    with pytest.raises(ComponentResolutionError, match="'instance-algo'.* not a class"):
+        resolve_algorithm("instance-algo")
+
+
+def test_list_plugins_includes_plugins_registered_by_hand() -> None:
+    class Manual:
+        @hookimpl
+        def agl_on_rollout_end(self, status: str) -> None:
+            pass
+
+    get_plugin_manager().register(Manual(), name="manual")
+    manual = by_name(list_plugins())["manual"]
+    assert manual == PluginInfo(name="manual", distribution=None, version=None, hooks=["agl_on_rollout_end"])
+    assert manual.to_dict()["hooks"] == ["agl_on_rollout_end"]
