@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import logging
 import os
 import sqlite3
@@ -36,21 +37,21 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS rollouts (
     rollout_id TEXT PRIMARY KEY, status TEXT NOT NULL, start_time REAL, end_time REAL,
-    mode TEXT, resources_id TEXT, client_request_id TEXT UNIQUE, data TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS rollouts_status ON rollouts(status);
+    mode TEXT, resources_id TEXT, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS request_ids (client_request_id TEXT PRIMARY KEY, rollout_id TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS attempts (
     rollout_id TEXT NOT NULL, attempt_id TEXT NOT NULL, sequence_id INTEGER NOT NULL, status TEXT NOT NULL,
-    start_time REAL, end_time REAL, worker_id TEXT, data TEXT NOT NULL, PRIMARY KEY (rollout_id, attempt_id));
-CREATE TABLE IF NOT EXISTS queue (position INTEGER PRIMARY KEY AUTOINCREMENT, rollout_id TEXT NOT NULL);
+    start_time REAL, end_time REAL, worker_id TEXT, data TEXT NOT NULL,
+    PRIMARY KEY (rollout_id, attempt_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS queue (position INTEGER PRIMARY KEY, rollout_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS resources (
     resources_id TEXT PRIMARY KEY, version INTEGER NOT NULL, update_time REAL, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS workers (worker_id TEXT PRIMARY KEY, status TEXT, data TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS span_sequences (rollout_id TEXT PRIMARY KEY, last_value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS span_sequences (rollout_id TEXT PRIMARY KEY, last_value INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS spans (
     rollout_id TEXT NOT NULL, attempt_id TEXT NOT NULL, span_id TEXT NOT NULL, sequence_id INTEGER NOT NULL,
     trace_id TEXT, parent_id TEXT, name TEXT, start_time REAL, end_time REAL, data TEXT NOT NULL,
     PRIMARY KEY (rollout_id, attempt_id, span_id));
-CREATE INDEX IF NOT EXISTS spans_sequence ON spans(rollout_id, sequence_id);
 """
 
 SCHEMA_VERSION = "1"
@@ -67,10 +68,8 @@ _UPSERTS = {
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(rollout_id, attempt_id) DO UPDATE SET status=excluded.status, "
         "end_time=excluded.end_time, worker_id=excluded.worker_id, data=excluded.data"
     ),
-    "queue_push": "INSERT INTO queue (rollout_id) VALUES (?)",
-    "queue_pop": (
-        "DELETE FROM queue WHERE position = (SELECT MIN(position) FROM queue WHERE rollout_id = ?)"
-    ),
+    "queue_push": "INSERT INTO queue (position, rollout_id) VALUES (?, ?)",
+    "queue_pop": "DELETE FROM queue WHERE position = ?",
     "resources": (
         "INSERT INTO resources (resources_id, version, update_time, data) VALUES (?, ?, ?, ?) "
         "ON CONFLICT(resources_id) DO UPDATE SET version=excluded.version, update_time=excluded.update_time, "
@@ -85,12 +84,14 @@ _UPSERTS = {
         "INSERT INTO span_sequences (rollout_id, last_value) VALUES (?, ?) ON CONFLICT(rollout_id) "
         "DO UPDATE SET last_value=MAX(last_value, excluded.last_value)"
     ),
-    "request_id": "UPDATE rollouts SET client_request_id = ? WHERE rollout_id = ?",
+    "request_id": "INSERT OR IGNORE INTO request_ids (client_request_id, rollout_id) VALUES (?, ?)",
 }
-INSERT_SPAN = (
+INSERT_SPANS_PREFIX = (
     "INSERT OR IGNORE INTO spans (rollout_id, attempt_id, span_id, sequence_id, trace_id, parent_id, name, "
-    "start_time, end_time, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "start_time, end_time, data) VALUES "
 )
+_SPAN_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_SPANS_PER_STATEMENT = 3000  # 10 parameters each, below SQLite's 32766-variable limit
 # Keys whose latest state is all that matters: recording them twice before a commit writes once.
 _COALESCED = frozenset({"rollout", "attempt", "resources", "worker", "sequence"})
 _SPAN_COLUMNS = {"trace_id", "span_id", "parent_id", "name"}
@@ -120,17 +121,18 @@ def _resolve(loop: asyncio.AbstractEventLoop, future: "asyncio.Future[None]", er
 
 def _insert_span_rows(conn: sqlite3.Connection, spans: Sequence[Span]) -> List[bool]:
     """Insert spans, skipping keys already stored; one flag per span (True = inserted)."""
-    rows = [_span_row(span) for span in spans]
-    conn.execute("SAVEPOINT span_batch")
-    before = conn.total_changes
-    conn.executemany(INSERT_SPAN, rows)
-    if conn.total_changes - before == len(rows):
-        conn.execute("RELEASE span_batch")
-        return [True] * len(rows)
-    # Some were duplicates (rare): undo the batch and redo it row by row to learn which.
-    conn.execute("ROLLBACK TO span_batch")
-    conn.execute("RELEASE span_batch")
-    return [conn.execute(INSERT_SPAN, row).rowcount == 1 for row in rows]
+    flags = [False] * len(spans)
+    for start in range(0, len(spans), _SPANS_PER_STATEMENT):
+        chunk = spans[start : start + _SPANS_PER_STATEMENT]
+        sql = INSERT_SPANS_PREFIX + ", ".join([_SPAN_PLACEHOLDERS] * len(chunk)) + " RETURNING attempt_id, span_id"
+        params = [value for span in chunk for value in _span_row(span)]
+        # RETURNING yields only the rows actually inserted; map them back to positions.
+        positions: Dict[Tuple[str, str], List[int]] = {}
+        for offset, span in enumerate(chunk):
+            positions.setdefault((span.attempt_id, span.span_id), []).append(start + offset)
+        for attempt_id, span_id in conn.execute(sql, params).fetchall():
+            flags[positions[(attempt_id, span_id)][0]] = True
+    return flags
 
 
 class StoreLockedError(AgentLightningError, RuntimeError):
@@ -145,8 +147,10 @@ def _row(kind: str, payload: Any) -> Tuple[Any, ...]:
         a: Attempt = payload
         return (a.rollout_id, a.attempt_id, a.sequence_id, a.status, a.start_time, a.end_time, a.worker_id,
                 a.model_dump_json())
-    if kind in ("queue_push", "queue_pop", "latest_resources"):
+    if kind in ("queue_pop", "latest_resources"):
         return (payload,)
+    if kind == "queue_push":
+        return tuple(payload)
     if kind == "resources":
         u: ResourcesUpdate = payload
         return (u.resources_id, u.version, u.update_time, u.model_dump_json())
@@ -198,6 +202,8 @@ class SqliteLightningStore(StoreEngine):
         self._writer: Optional[sqlite3.Connection] = None
         self._writer_error: Optional[BaseException] = None
         self._span_count = 0
+        self._queue_positions: Dict[str, int] = {}
+        self._queue_tail = 0
 
         if read_only:
             if not self.path.exists():
@@ -243,6 +249,9 @@ class SqliteLightningStore(StoreEngine):
             conn.execute("PRAGMA journal_mode = WAL")
             # NORMAL with WAL: a committed transaction survives a process crash (not a power cut).
             conn.execute("PRAGMA synchronous = NORMAL")
+            # Checkpoint less often: hot pages (queue, workers) are copied back once per 40 MB of WAL.
+            conn.execute("PRAGMA wal_autocheckpoint = 10000")
+            conn.execute("PRAGMA cache_size = -65536")
         return conn
 
     def _acquire_write_lock(self) -> None:
@@ -291,16 +300,16 @@ class SqliteLightningStore(StoreEngine):
             for (data,) in conn.execute("SELECT data FROM rollouts ORDER BY rowid"):
                 rollout = Rollout.model_validate_json(data)
                 self._rollouts[rollout.rollout_id] = rollout
-            for key, rollout_id in conn.execute(
-                "SELECT client_request_id, rollout_id FROM rollouts WHERE client_request_id IS NOT NULL"
-            ):
+            for key, rollout_id in conn.execute("SELECT client_request_id, rollout_id FROM request_ids"):
                 self._request_ids[key] = rollout_id
             for (data,) in conn.execute("SELECT data FROM attempts ORDER BY rollout_id, sequence_id"):
                 attempt = Attempt.model_validate_json(data)
                 self._attempts.setdefault(attempt.rollout_id, []).append(attempt)
-            for (rollout_id,) in conn.execute("SELECT rollout_id FROM queue ORDER BY position"):
+            for position, rollout_id in conn.execute("SELECT position, rollout_id FROM queue ORDER BY position"):
                 self._queue.append(rollout_id)
                 self._queued.add(rollout_id)
+                self._queue_positions[rollout_id] = position
+                self._queue_tail = position
             for (data,) in conn.execute("SELECT data FROM resources ORDER BY rowid"):
                 update = ResourcesUpdate.model_validate_json(data)
                 self._resources[update.resources_id] = update
@@ -337,6 +346,13 @@ class SqliteLightningStore(StoreEngine):
         else:
             self._op_counter += 1
             key = self._op_counter
+            # The queue's row positions are ours, so a pop deletes by primary key.
+            if kind == "queue_push":
+                self._queue_tail += 1
+                self._queue_positions[payload] = self._queue_tail
+                payload = (self._queue_tail, payload)
+            elif kind == "queue_pop":
+                payload = self._queue_positions.pop(payload)
         self._pending[(kind, key)] = payload
         if kind == "resources":
             self._op_counter += 1
@@ -381,8 +397,8 @@ class SqliteLightningStore(StoreEngine):
                 conn = self._writer_connection()
                 try:
                     conn.execute("BEGIN IMMEDIATE")
-                    for kind, row in rows:
-                        conn.execute(_UPSERTS[kind], row)
+                    for kind, group in itertools.groupby(rows, key=lambda item: item[0]):
+                        conn.executemany(_UPSERTS[kind], [row for _, row in group])
                     for spans, _ in span_batches:
                         span_flags.append(_insert_span_rows(conn, spans))
                     conn.execute("COMMIT")

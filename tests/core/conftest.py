@@ -1,0 +1,66 @@
+"""Fixtures shared by the core tests.
+
+The store backends under test are listed ONCE, in ``STORE_BACKENDS``: every test that asks for the
+``store`` (or ``store_factory``) fixture runs against each of them. A new backend (an HTTP client in
+front of a store server, PostgreSQL, ...) only adds an entry there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+import pytest_asyncio
+
+from agentlightning.store import open_store
+from agentlightning.store.base import LightningStore
+from agentlightning.store.memory import InMemoryLightningStore
+from agentlightning.store.sqlite import SqliteLightningStore
+
+StoreFactory = Callable[..., LightningStore]
+"""``make(**options)`` -> a fresh, empty store; options are backend constructor options such as
+``scan_debounce_seconds`` or ``watchdog``. Without options the store is opened by its URI."""
+
+
+def _memory(tmp_path: Path, index: int, options: Dict[str, Any]) -> LightningStore:
+    if not options:
+        return open_store("memory://")
+    return InMemoryLightningStore(**options)
+
+
+def _sqlite(tmp_path: Path, index: int, options: Dict[str, Any]) -> LightningStore:
+    path = tmp_path / ("store.db" if index == 0 else f"store-{index}.db")
+    if not options:
+        return open_store(f"sqlite:///{path}")
+    return SqliteLightningStore(path, **options)
+
+
+STORE_BACKENDS: Dict[str, Callable[[Path, int, Dict[str, Any]], LightningStore]] = {
+    "memory": _memory,
+    "sqlite": _sqlite,
+}
+
+
+@pytest_asyncio.fixture(params=list(STORE_BACKENDS), ids=list(STORE_BACKENDS))
+async def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
+    """Builds stores of the parametrized backend; every store built is closed after the test."""
+    build = STORE_BACKENDS[request.param]
+    created: List[LightningStore] = []
+
+    def make(**options: Any) -> LightningStore:
+        store = build(tmp_path, len(created), options)
+        created.append(store)
+        return store
+
+    make.backend = request.param  # type: ignore[attr-defined]
+    yield make
+    for store in reversed(created):
+        await store.close()
+
+
+@pytest_asyncio.fixture
+async def store(store_factory: StoreFactory) -> LightningStore:
+    """A fresh store of each backend, with default options."""
+    return store_factory()
