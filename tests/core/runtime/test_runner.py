@@ -75,7 +75,9 @@ async def run_one(
     """Enqueue one rollout, run it with a fresh runner, return the finished rollout and its spans."""
     queued = await store.enqueue_rollout(task, **rollout_options)
     async with running(make_runner(tracer), agent, store):
-        (finished,) = await wait_finished(store, [queued.rollout_id])
+        await wait_finished(store, [queued.rollout_id])
+    finished = await store.get_rollout_by_id(queued.rollout_id)
+    assert finished is not None
     return finished, await spans_of(store, queued.rollout_id)
 
 
@@ -145,9 +147,8 @@ async def test_sync_agents_run_concurrently_in_threads(store: LightningStore, tr
     queued = [await store.enqueue_rollout(i) for i in range(n)]
     async with running(make_runner(tracer, concurrency=n), Blocking(), store):
         finished = await wait_finished(store, [r.rollout_id for r in queued])
-    assert {r.status for r in finished} == {"succeeded"}, [
-        (await store.get_latest_attempt(r.rollout_id)).metadata for r in finished  # type: ignore[union-attr]
-    ]
+    errors = [(await store.get_latest_attempt(r.rollout_id)).metadata for r in finished]  # type: ignore[union-attr]
+    assert {r.status for r in finished} == {"succeeded"}, errors
     assert len(threads) == n
     for r in queued:
         assert find_final_reward(await spans_of(store, r.rollout_id)) == 1.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from agentlightning.store.base import LightningStore
 from agentlightning.types import Span
@@ -65,3 +65,7 @@ async def snapshot(store: LightningStore) -> Dict[str, Any]:
     stats.pop("uptime", None)
     state["statistics"] = stats
     return state
+
+
+StoreFactory = Callable[..., LightningStore]
+"""The ``store_factory`` fixture: ``make(**backend_options)`` -> a fresh store of the backend under test."""

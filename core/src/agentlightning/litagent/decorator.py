@@ -15,9 +15,9 @@ __all__ = ["FunctionalLitAgent", "rollout", "llm_rollout", "prompt_rollout"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _pick(resources: NamedResources, kind: type, what: str, name: Optional[str]) -> Any:
-    """The resource the function asks for: by parameter name first, else the only one of its type."""
-    if name is not None and isinstance(resources.get(name), kind):
+def _pick(resources: NamedResources, kind: type, what: str, name: str) -> Any:
+    """The resource the function asks for: the one keyed like its parameter, else the only one of its type."""
+    if isinstance(resources.get(name), kind):
         return resources[name]
     matches = [r for r in resources.values() if isinstance(r, kind)]
     if not matches:
@@ -25,7 +25,8 @@ def _pick(resources: NamedResources, kind: type, what: str, name: Optional[str])
     if len(matches) > 1:
         names = sorted(k for k, r in resources.items() if isinstance(r, kind))
         raise ValueError(
-            f"the resources hold several {what} resources {names}; name the function parameter after one of them"
+            f"the resources hold several {what} resources {names}; publish the one this agent should use "
+            f"under the name {name!r}"
         )
     return matches[0]
 
@@ -39,7 +40,6 @@ class FunctionalLitAgent(LitAgent[Any]):
         self._strip_proxy = strip_proxy
         self._is_coroutine = inspect.iscoroutinefunction(rollout_func)
         params = list(inspect.signature(rollout_func).parameters)
-        self._resource_param = params[1] if len(params) > 1 else None
         self._wants_llm = "llm" in params
         self._wants_prompt = "prompt_template" in params
         self._wants_rollout = "rollout" in params
@@ -54,14 +54,14 @@ class FunctionalLitAgent(LitAgent[Any]):
     def _kwargs(self, resources: NamedResources, rollout: Rollout) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}
         if self._wants_llm:
-            llm = _pick(resources, LLM, "LLM", None)
+            llm = _pick(resources, LLM, "LLM", "llm")
             if isinstance(llm, ProxyLLM) and self._strip_proxy:
                 if not isinstance(rollout, AttemptedRollout):
                     raise ValueError("a ProxyLLM can only be resolved for an AttemptedRollout")
                 llm = llm.with_attempted_rollout(rollout)
             kwargs["llm"] = llm
         if self._wants_prompt:
-            kwargs["prompt_template"] = _pick(resources, PromptTemplate, "PromptTemplate", None)
+            kwargs["prompt_template"] = _pick(resources, PromptTemplate, "PromptTemplate", "prompt_template")
         if self._wants_rollout:
             kwargs["rollout"] = rollout
         return kwargs

@@ -41,10 +41,7 @@ class LitAgent(Generic[T]):
 
     def is_async(self) -> bool:
         """True when a subclass implements one of the ``*_async`` methods."""
-        for name in _ASYNC_METHODS:
-            if getattr(type(self), name) is not getattr(LitAgent, name):
-                return True
-        return False
+        return any(getattr(type(self), name) is not getattr(LitAgent, name) for name in _ASYNC_METHODS)
 
     # -- links to the trainer and runner (weak, so the agent never keeps them alive) ---------------
     def set_trainer(self, trainer: "Trainer") -> None:

@@ -9,10 +9,11 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
 import traceback
 import uuid
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan
 
@@ -43,6 +44,42 @@ logger = logging.getLogger(__name__)
 
 class RolloutCancelled(Exception):
     """The store cancelled the rollout (or its attempt) while the agent was running."""
+
+
+async def _in_own_thread(call: Callable[[], Any], *, name: str) -> Any:
+    """Run a blocking call in a thread of its own and await its result.
+
+    Not the loop's default executor: that pool has ``min(32, cpu + 4)`` threads shared with every
+    ``asyncio.to_thread`` in the process, which would cap sync agents below ``concurrency`` (6 on a
+    2-core machine) and let them starve each other. The thread is a daemon, so a sync agent that
+    ignores cancellation does not keep the process alive.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(error: Optional[BaseException], result: Any) -> None:
+        if future.done():  # the awaiting task was cancelled: the result is dropped
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def target() -> None:
+        try:
+            result = call()
+        except BaseException as exc:  # handed to the awaiting task, which decides what it means
+            error: Optional[BaseException] = exc
+            result = None
+        else:
+            error = None
+        try:
+            loop.call_soon_threadsafe(settle, error, result)
+        except RuntimeError:  # the loop is closed: nobody waits for this result any more
+            pass
+
+    threading.Thread(target=target, name=name, daemon=True).start()
+    return await future
 
 
 def _default_worker_id() -> str:
@@ -243,34 +280,48 @@ class LitAgentRunner(Runner[Any]):
         agent = self.agent
         rollout_id, attempt_id = rollout.rollout_id, rollout.attempt.attempt_id
         status, error = "succeeded", None
+        spans: List[Span] = []
         notify("agl_on_rollout_start", rollout=rollout, attempt=rollout.attempt, worker_id=self.worker_name)
         await self._call_hooks("on_rollout_start", agent=agent, runner=self, rollout=rollout)
         try:
             resources = await self._resources_for(rollout)
-            async with self.tracer.trace_context(
-                name=rollout_id, rollout_id=rollout_id, attempt_id=attempt_id, store=store
-            ):
-                await self._call_hooks("on_trace_start", agent=agent, runner=self, tracer=self.tracer, rollout=rollout)
-                result = await self._supervise(rollout, resources)
-                await self._call_hooks("on_trace_end", agent=agent, runner=self, tracer=self.tracer, rollout=rollout)
-            await self._record_result(rollout, result)
+            traced = False
+            try:
+                async with self.tracer.trace_context(
+                    name=rollout_id, rollout_id=rollout_id, attempt_id=attempt_id, store=store
+                ):
+                    traced = True
+                    hook_args = {"agent": agent, "runner": self, "tracer": self.tracer, "rollout": rollout}
+                    await self._call_hooks("on_trace_start", **hook_args)
+                    try:
+                        result = await self._supervise(rollout, resources)
+                    finally:
+                        await self._call_hooks("on_trace_end", **hook_args)
+            finally:
+                if traced:  # only then is the tracer's last trace this attempt's
+                    spans = self.tracer.get_last_trace()
+            spans.extend(await self._record_result(rollout, result))
         except asyncio.TimeoutError as exc:
             status, error = "timeout", exc
         except RolloutCancelled as exc:
             status, error = "failed", exc
         except asyncio.CancelledError as exc:  # the runner is stopping
             status, error = "failed", exc
-            await self._finish(rollout, status, error)
+            await self._finish(rollout, status, error, spans)
             raise
         except Exception as exc:  # the agent's own failure is data, recorded on the attempt
             status, error = "failed", exc
             logger.warning("rollout %s attempt %s failed: %r", rollout_id, attempt_id, exc)
-        await self._finish(rollout, status, error)
+        await self._finish(rollout, status, error, spans)
         self.completed += 1
         if raise_on_error and error is not None:
             raise error
 
-    async def _finish(self, rollout: AttemptedRollout, status: str, error: Optional[BaseException]) -> None:
+    async def _finish(
+        self, rollout: AttemptedRollout, status: str, error: Optional[BaseException], spans: List[Span]
+    ) -> None:
+        store = self.store
+        rollout_id, attempt_id = rollout.rollout_id, rollout.attempt.attempt_id
         metadata = None
         if error is not None:
             metadata = {
@@ -281,17 +332,20 @@ class LitAgentRunner(Runner[Any]):
                     "traceback": "".join(traceback.format_exception(type(error), error, error.__traceback__))[-8000:],
                 },
             }
-        spans = self.tracer.get_last_trace()
+        extra: Dict[str, Any] = {"metadata": metadata} if metadata is not None else {}
         try:
-            kwargs: Dict[str, Any] = {"status": status}
-            if metadata is not None:
-                kwargs["metadata"] = metadata
-            await asyncio.shield(self.store.update_attempt(rollout.rollout_id, rollout.attempt.attempt_id, **kwargs))
+            await asyncio.shield(store.update_attempt(rollout_id, attempt_id, status=status, **extra))
         except InvalidTransitionError as exc:
-            # The watchdog got there first (timeout): the store's verdict stands.
-            logger.info("attempt %s already final: %s", rollout.attempt.attempt_id, exc)
+            # The store ended the attempt first (its watchdog timed it out): its verdict stands,
+            # and is what hooks and plugins are told; the error is still recorded.
+            logger.info("attempt %s already final: %s", attempt_id, exc)
+            try:
+                current = await asyncio.shield(store.update_attempt(rollout_id, attempt_id, **extra))
+                status = current.status
+            except Exception:
+                logger.exception("could not record the end of attempt %s", attempt_id)
         except Exception:
-            logger.exception("could not record the end of attempt %s", rollout.attempt.attempt_id)
+            logger.exception("could not record the end of attempt %s", attempt_id)
         await self._call_hooks("on_rollout_end", agent=self.agent, runner=self, rollout=rollout, spans=spans)
         notify(
             "agl_on_rollout_end",
@@ -301,37 +355,50 @@ class LitAgentRunner(Runner[Any]):
             status=status,
             error=error,
         )
-        reward = find_final_reward(spans)
-        logger.debug("rollout %s %s, final reward %s", rollout.rollout_id, status, reward)
+        logger.debug("rollout %s %s, final reward %s", rollout_id, status, find_final_reward(spans))
 
     async def _supervise(self, rollout: AttemptedRollout, resources: NamedResources) -> Any:
         """Run the agent while heartbeating and watching for cancellation and the deadline."""
+        store = self.store
+        rollout_id, attempt_id = rollout.rollout_id, rollout.attempt.attempt_id
+        config = rollout.config
+        deadline = rollout.attempt.start_time + config.timeout_seconds if config.timeout_seconds is not None else None
+        # Beat often enough that the store's watchdog never takes a quiet agent for a dead one.
+        beat = self.heartbeat_interval
+        if config.unresponsive_seconds is not None:
+            beat = min(beat, config.unresponsive_seconds / 3)
         agent_task = asyncio.ensure_future(self._invoke(rollout, resources))
-        timeout = rollout.config.timeout_seconds
-        deadline = rollout.attempt.start_time + timeout if timeout is not None else None
+        watch: Optional[asyncio.Future[List[Rollout]]] = None
         try:
             while True:
-                wait = self.heartbeat_interval
-                if deadline is not None:
-                    wait = min(wait, max(0.0, deadline - time.time()))
-                watch = asyncio.ensure_future(
-                    self.store.wait_for_rollouts(rollout_ids=[rollout.rollout_id], timeout=wait)
-                )
+                wait = beat if deadline is None else min(beat, max(0.0, deadline - time.time()))
+                watch = asyncio.ensure_future(store.wait_for_rollouts(rollout_ids=[rollout_id], timeout=wait))
                 done, _ = await asyncio.wait({agent_task, watch}, return_when=asyncio.FIRST_COMPLETED)
                 if agent_task in done:
-                    watch.cancel()
                     return agent_task.result()
                 finished = watch.result()
-                if finished and finished[0].status in TERMINAL_ROLLOUT_STATUSES:
-                    raise RolloutCancelled(f"rollout {rollout.rollout_id} became {finished[0].status} while running")
                 if deadline is not None and time.time() >= deadline:
-                    raise asyncio.TimeoutError(f"rollout {rollout.rollout_id} exceeded timeout_seconds={timeout}")
-                latest = await self.store.update_attempt(
-                    rollout.rollout_id, rollout.attempt.attempt_id, last_heartbeat_time=time.time()
-                )
-                if latest.status == "timeout":
-                    raise asyncio.TimeoutError(f"the store timed out attempt {latest.attempt_id}")
+                    raise asyncio.TimeoutError(
+                        f"rollout {rollout_id} exceeded timeout_seconds={config.timeout_seconds}"
+                    )
+                if finished and finished[0].status in TERMINAL_ROLLOUT_STATUSES:
+                    latest = await store.get_latest_attempt(rollout_id)
+                    if latest is not None and latest.attempt_id == attempt_id and latest.status == "timeout":
+                        raise asyncio.TimeoutError(f"the store timed out attempt {attempt_id}")
+                    why = f" (attempt {latest.status})" if latest is not None and latest.attempt_id == attempt_id else ""
+                    raise RolloutCancelled(f"rollout {rollout_id} became {finished[0].status} while running{why}")
+                try:
+                    current = await store.update_attempt(rollout_id, attempt_id, last_heartbeat_time=time.time())
+                except InvalidTransitionError:
+                    continue
+                except Exception:  # a briefly unreachable store must not fail the agent
+                    logger.warning("heartbeat of attempt %s failed", attempt_id, exc_info=True)
+                    continue
+                if current.status == "timeout":
+                    raise asyncio.TimeoutError(f"the store timed out attempt {attempt_id}")
         finally:
+            if watch is not None and not watch.done():
+                watch.cancel()
             if not agent_task.done():
                 agent_task.cancel()
                 await asyncio.gather(agent_task, return_exceptions=True)
@@ -343,30 +410,29 @@ class LitAgentRunner(Runner[Any]):
             method = agent.training_rollout_async if train else agent.validation_rollout_async
             return await method(rollout.input, resources, rollout)
         sync_method = agent.training_rollout if train else agent.validation_rollout
-        loop = asyncio.get_running_loop()
         context = contextvars.copy_context()  # carries the trace context into the thread
         call = functools.partial(context.run, sync_method, rollout.input, resources, rollout)
-        return await loop.run_in_executor(None, call)
+        return await _in_own_thread(call, name=f"agl-agent-{rollout.rollout_id}")
 
-    async def _record_result(self, rollout: AttemptedRollout, result: Any) -> None:
+    async def _record_result(self, rollout: AttemptedRollout, result: Any) -> List[Span]:
+        """Store what the agent returned; returns the spans added."""
         store = self.store
         rollout_id, attempt_id = rollout.rollout_id, rollout.attempt.attempt_id
         if result is None:
-            return
+            return []
         if isinstance(result, (bool, int, float)):
             core = emit_reward(float(result), propagate=False)
             sequence_id = await store.get_next_span_sequence_id(rollout_id, attempt_id)
-            await store.add_span(
-                Span.from_core_fields(core, rollout_id=rollout_id, attempt_id=attempt_id, sequence_id=sequence_id)
-            )
-            return
+            span = Span.from_core_fields(core, rollout_id=rollout_id, attempt_id=attempt_id, sequence_id=sequence_id)
+            await store.add_span(span)
+            return [span]
         if isinstance(result, list):
             if not result:
                 logger.warning("rollout %s returned an empty list of spans", rollout_id)
-                return
+                return []
             sequence_ids = await store.get_many_span_sequence_ids([(rollout_id, attempt_id)] * len(result))
             spans: List[Span] = []
-            for item, sequence_id in zip(result, sequence_ids):
+            for item, sequence_id in zip(result, sequence_ids, strict=True):
                 if isinstance(item, Span):
                     spans.append(item)
                 elif isinstance(item, ReadableSpan):
@@ -378,7 +444,7 @@ class LitAgentRunner(Runner[Any]):
                 else:
                     raise TypeError(f"rollout returned a list holding {type(item).__name__}; expected spans")
             await store.add_many_spans(spans)
-            return
+            return spans
         raise TypeError(
             f"rollout returned {type(result).__name__} {result!r:.100}; expected None, a number (the final reward) "
             "or a list of spans"

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import secrets
+import random
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Type, TypeVar, Union
+
+from pydantic import BaseModel
 
 from agentlightning.errors import (
     AttemptNotFoundError,
@@ -82,8 +84,64 @@ def rollout_status_from_attempt(attempt: Attempt, config: RolloutConfig) -> str:
     return "failed"
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+def _construct(cls: Type[M], fields: Dict[str, Any]) -> M:
+    """Build a model from already-valid fields without validation (hot path; ~10x model_construct)."""
+    model = cls.__new__(cls)
+    object.__setattr__(model, "__dict__", fields)
+    object.__setattr__(model, "__pydantic_fields_set__", set(fields))
+    object.__setattr__(model, "__pydantic_extra__", None)
+    object.__setattr__(model, "__pydantic_private__", None)
+    return model
+
+
+# Container fields a caller may mutate in place (``rollout.metadata["k"] = v``,
+# ``rollout.config.max_attempts = 3``): copies handed out get their own containers, one level deep,
+# so changing a returned object never changes the store's state (nor, later, its durable copy).
+_MUTABLE_FIELDS: Dict[type, Tuple[str, ...]] = {
+    Rollout: ("config", "metadata"),
+    AttemptedRollout: ("config", "metadata", "attempt"),
+    RolloutConfig: ("retry_condition",),
+    Attempt: ("metadata",),
+    Worker: ("heartbeat_stats",),
+    ResourcesUpdate: ("resources",),
+    Span: ("attributes",),
+}
+
+
+def _copy_container(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return _clone(value)
+    if isinstance(value, dict):
+        return {k: _clone(v) if isinstance(v, BaseModel) else v for k, v in value.items()}
+    if isinstance(value, list):
+        return list(value)
+    return value
+
+
+def _clone(model: M) -> M:
+    """A copy handed to callers, so they cannot change the store's state by assignment or by
+    mutating its containers (see ``_MUTABLE_FIELDS``)."""
+    fields = dict(model.__dict__)
+    for name in _MUTABLE_FIELDS.get(type(model), ()):
+        value = fields.get(name)
+        if value is not None:
+            fields[name] = _copy_container(value)
+    copy = _construct(type(model), fields)
+    object.__setattr__(copy, "__pydantic_extra__", model.__pydantic_extra__)
+    return copy
+
+
+def _with_attempt(rollout: Rollout, attempt: Attempt) -> AttemptedRollout:
+    return _construct(AttemptedRollout, {**_clone(rollout).__dict__, "attempt": _clone(attempt)})
+
+
 def _new_id(prefix: str, nbytes: int) -> str:
-    return f"{prefix}{secrets.token_hex(nbytes)}"
+    # Ids need uniqueness, not secrecy: the module RNG (seeded from os.urandom, reseeded after fork)
+    # avoids a syscall per id.
+    return f"{prefix}{random.getrandbits(nbytes * 8):0{nbytes * 2}x}"
 
 
 @dataclass
@@ -194,12 +252,11 @@ class StoreEngine(LightningStore):
         """A copy for callers; carries the latest attempt when there is one."""
         attempts = self._attempts.get(rollout.rollout_id)
         if attempts:
-            fields = dict(rollout.__dict__)
-            return AttemptedRollout.model_construct(**fields, attempt=attempts[-1].model_copy())
-        return rollout.model_copy()
+            return _with_attempt(rollout, attempts[-1])
+        return _clone(rollout)
 
     def _attempted(self, rollout: Rollout, attempt: Attempt) -> AttemptedRollout:
-        return AttemptedRollout.model_construct(**dict(rollout.__dict__), attempt=attempt.model_copy())
+        return _with_attempt(rollout, attempt)
 
     def _set_rollout_status(self, rollout: Rollout, status: str, now: float) -> None:
         if rollout.status == status:
@@ -247,16 +304,19 @@ class StoreEngine(LightningStore):
 
     def _start_attempt(self, rollout: Rollout, worker_id: Optional[str], now: float) -> Attempt:
         attempts = self._attempts.setdefault(rollout.rollout_id, [])
-        attempt = Attempt.model_construct(
-            rollout_id=rollout.rollout_id,
-            attempt_id=_new_id("at-", 4),
-            sequence_id=len(attempts) + 1,
-            start_time=now,
-            end_time=None,
-            status="preparing",
-            worker_id=worker_id,
-            last_heartbeat_time=None,
-            metadata=None,
+        attempt = _construct(
+            Attempt,
+            dict(
+                rollout_id=rollout.rollout_id,
+                attempt_id=_new_id("at-", 4),
+                sequence_id=len(attempts) + 1,
+                start_time=now,
+                end_time=None,
+                status="preparing",
+                worker_id=worker_id,
+                last_heartbeat_time=None,
+                metadata=None,
+            ),
         )
         attempts.append(attempt)
         self._set_rollout_status(rollout, "preparing", now)
@@ -266,8 +326,9 @@ class StoreEngine(LightningStore):
             self._sync_worker(attempt, now)
         return attempt
 
-    def _change_attempt_status(self, rollout: Rollout, attempt: Attempt, status: str, now: float) -> None:
-        """Apply an attempt status and propagate it to the rollout if the attempt is the latest."""
+    @staticmethod
+    def _check_attempt_transition(attempt: Attempt, status: str) -> None:
+        """Raise if ``attempt`` may not move to ``status``; changes nothing."""
         if status not in ATTEMPT_STATUSES:
             raise InvalidStatusError(status, ATTEMPT_STATUSES, "attempt status")
         if attempt.status == status:
@@ -278,6 +339,12 @@ class StoreEngine(LightningStore):
             )
         if status == "preparing":
             raise InvalidTransitionError(attempt.attempt_id, attempt.status, status, "an attempt cannot go back")
+
+    def _change_attempt_status(self, rollout: Rollout, attempt: Attempt, status: str, now: float) -> None:
+        """Apply an attempt status and propagate it to the rollout if the attempt is the latest."""
+        self._check_attempt_transition(attempt, status)
+        if attempt.status == status:
+            return
         attempt.status = status  # type: ignore[assignment]
         attempt.end_time = now if status in ENDED_ATTEMPT_STATUSES else None
         self._record("attempt", attempt)
@@ -305,7 +372,10 @@ class StoreEngine(LightningStore):
             config = rollout.config
             if config.timeout_seconds is None and config.unresponsive_seconds is None:
                 continue
-            attempt = self._attempts[rollout_id][-1]
+            attempts = self._attempts.get(rollout_id)
+            if not attempts:  # set running by update_rollout without ever being dequeued: no clock
+                continue
+            attempt = attempts[-1]
             if attempt.status not in ("preparing", "running"):
                 continue
             if config.timeout_seconds is not None and now - attempt.start_time > config.timeout_seconds:
@@ -324,7 +394,10 @@ class StoreEngine(LightningStore):
             if rollout_id not in self._live:
                 continue
             config = self._rollouts[rollout_id].config
-            attempt = self._attempts[rollout_id][-1]
+            attempts = self._attempts.get(rollout_id)
+            if not attempts:
+                continue
+            attempt = attempts[-1]
             candidates = []
             if config.timeout_seconds is not None:
                 candidates.append(attempt.start_time + config.timeout_seconds)
@@ -357,16 +430,19 @@ class StoreEngine(LightningStore):
             config = RolloutConfig.model_validate(config)
         if metadata is not None and not isinstance(metadata, dict):
             raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
-        rollout = Rollout.model_construct(
-            rollout_id=_new_id("ro-", 6),
-            input=input,
-            start_time=now,
-            end_time=None,
-            mode=mode,
-            resources_id=self._resolve_resources_id(resources_id),
-            status="queuing",
-            config=config.model_copy(deep=True) if config is not None else RolloutConfig(),
-            metadata=dict(metadata) if metadata is not None else None,
+        rollout = _construct(
+            Rollout,
+            dict(
+                rollout_id=_new_id("ro-", 6),
+                input=input,
+                start_time=now,
+                end_time=None,
+                mode=mode,
+                resources_id=self._resolve_resources_id(resources_id),
+                status="queuing",
+                config=config.model_copy(deep=True) if config is not None else RolloutConfig(),
+                metadata=dict(metadata) if metadata is not None else None,
+            ),
         )
         self._rollouts[rollout.rollout_id] = rollout
         self._set_rollout_status(rollout, status, now)
@@ -424,6 +500,11 @@ class StoreEngine(LightningStore):
         metadata: Optional[Dict[str, Any]] = None,
         client_request_id: Optional[str] = None,
     ) -> Rollout:
+        # Same errors as start_rollout (TypeError), not a pydantic ValidationError from the request model.
+        if metadata is not None and not isinstance(metadata, dict):
+            raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+        if resources_id is not None and not isinstance(resources_id, str):
+            raise TypeError(f"resources_id must be a str, got {type(resources_id).__name__} {resources_id!r}")
         request = EnqueueRolloutRequest(
             input=input,
             mode=mode,
@@ -435,7 +516,9 @@ class StoreEngine(LightningStore):
         return (await self.enqueue_many_rollouts([request]))[0]
 
     async def enqueue_many_rollouts(self, rollouts: Sequence[EnqueueRolloutRequest]) -> List[Rollout]:
-        requests = [r if isinstance(r, EnqueueRolloutRequest) else EnqueueRolloutRequest.model_validate(r) for r in rollouts]
+        requests = [
+            r if isinstance(r, EnqueueRolloutRequest) else EnqueueRolloutRequest.model_validate(r) for r in rollouts
+        ]
         results: List[Rollout] = []
         with self._lock:
             self._check_open()
@@ -444,7 +527,7 @@ class StoreEngine(LightningStore):
             for request in requests:
                 key = request.client_request_id
                 if key is not None and key in self._request_ids:
-                    results.append(self._rollouts[self._request_ids[key]].model_copy())
+                    results.append(_clone(self._rollouts[self._request_ids[key]]))
                     continue
                 rollout = self._new_rollout(
                     request.input, request.mode, request.resources_id, request.config, request.metadata, "queuing", now
@@ -452,7 +535,7 @@ class StoreEngine(LightningStore):
                 if key is not None:
                     self._request_ids[key] = rollout.rollout_id
                     self._record("request_id", (key, rollout.rollout_id))
-                results.append(rollout.model_copy())
+                results.append(_clone(rollout))
         await self._flush()
         return results
 
@@ -460,9 +543,7 @@ class StoreEngine(LightningStore):
         items = await self.dequeue_many_rollouts(limit=1, worker_id=worker_id)
         return items[0] if items else None
 
-    async def dequeue_many_rollouts(
-        self, *, limit: int = 1, worker_id: Optional[str] = None
-    ) -> List[AttemptedRollout]:
+    async def dequeue_many_rollouts(self, *, limit: int = 1, worker_id: Optional[str] = None) -> List[AttemptedRollout]:
         if not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be a positive int, got {limit!r}")
         results: List[AttemptedRollout] = []
@@ -543,6 +624,8 @@ class StoreEngine(LightningStore):
         return page
 
     async def get_rollout_by_id(self, rollout_id: str) -> Optional[Union[Rollout, AttemptedRollout]]:
+        if not isinstance(rollout_id, str):
+            raise TypeError(f"rollout_id must be a str, got {type(rollout_id).__name__} {rollout_id!r}")
         with self._lock:
             self._scan(time.time())
             rollout = self._rollouts.get(rollout_id)
@@ -598,7 +681,7 @@ class StoreEngine(LightningStore):
             if status is not UNSET:
                 self._set_rollout_status(rollout, status, now)
             self._record("rollout", rollout)
-            result = rollout.model_copy()
+            result = _clone(rollout)
         await self._flush()
         return result
 
@@ -618,7 +701,7 @@ class StoreEngine(LightningStore):
                 remaining = None if deadline is None else deadline - loop.time()
                 if not pending or (remaining is not None and remaining <= 0):
                     return [
-                        self._rollouts[i].model_copy()
+                        _clone(self._rollouts[i])
                         for i in known
                         if self._rollouts[i].status in TERMINAL_ROLLOUT_STATUSES
                     ]
@@ -660,7 +743,7 @@ class StoreEngine(LightningStore):
         check_page(limit, offset)
         with self._lock:
             self._get_rollout(rollout_id)
-            attempts = [a.model_copy() for a in self._attempts.get(rollout_id, [])]
+            attempts = [_clone(a) for a in self._attempts.get(rollout_id, [])]
         return paginate(attempts, sort_by=sort_by, sort_order=sort_order, limit=limit, offset=offset)
 
     async def get_latest_attempt(self, rollout_id: str) -> Optional[Attempt]:
@@ -668,7 +751,7 @@ class StoreEngine(LightningStore):
             self._scan(time.time())
             self._get_rollout(rollout_id)
             attempts = self._attempts.get(rollout_id)
-            return attempts[-1].model_copy() if attempts else None
+            return _clone(attempts[-1]) if attempts else None
 
     async def update_attempt(
         self,
@@ -685,8 +768,9 @@ class StoreEngine(LightningStore):
             self._scan(now)
             rollout = self._get_rollout(rollout_id)
             attempt = self._get_attempt(rollout_id, attempt_id)
-            if status is not UNSET and status not in ATTEMPT_STATUSES:
-                raise InvalidStatusError(status, ATTEMPT_STATUSES, "attempt status")
+            # validate everything before changing anything
+            if status is not UNSET:
+                self._check_attempt_transition(attempt, status)
             if metadata is not UNSET and metadata is not None and not isinstance(metadata, dict):
                 raise TypeError(f"metadata must be a dict or None, got {type(metadata).__name__}")
             if last_heartbeat_time is not UNSET and not isinstance(last_heartbeat_time, (int, float)):
@@ -704,7 +788,7 @@ class StoreEngine(LightningStore):
             elif worker_id is not UNSET:
                 self._sync_worker(attempt, now)
             self._record("attempt", attempt)
-            result = attempt.model_copy()
+            result = _clone(attempt)
         await self._flush()
         return result
 
@@ -833,7 +917,7 @@ class StoreEngine(LightningStore):
         self._resources[resources_id] = update
         self._latest_resources_id = resources_id
         self._record("resources", update)
-        return update.model_copy()
+        return _clone(update)
 
     async def add_resources(self, resources: NamedResources) -> ResourcesUpdate:
         with self._lock:
@@ -854,13 +938,13 @@ class StoreEngine(LightningStore):
     async def get_resources_by_id(self, resources_id: str) -> Optional[ResourcesUpdate]:
         with self._lock:
             found = self._resources.get(resources_id)
-            return found.model_copy() if found else None
+            return _clone(found) if found else None
 
     async def get_latest_resources(self) -> Optional[ResourcesUpdate]:
         with self._lock:
             if self._latest_resources_id is None:
                 return None
-            return self._resources[self._latest_resources_id].model_copy()
+            return _clone(self._resources[self._latest_resources_id])
 
     async def query_resources(
         self,
@@ -876,7 +960,7 @@ class StoreEngine(LightningStore):
         check_page(limit, offset)
         with self._lock:
             items = [
-                r.model_copy()
+                _clone(r)
                 for r in self._resources.values()
                 if (resources_id is None or r.resources_id == resources_id)
                 and (resources_id_contains is None or resources_id_contains in r.resources_id)
@@ -909,13 +993,13 @@ class StoreEngine(LightningStore):
         match = match_filters(predicates, filter_logic)
         with self._lock:
             self._scan(time.time())
-            items = [w.model_copy() for w in self._workers.values() if match(w)]
+            items = [_clone(w) for w in self._workers.values() if match(w)]
         return paginate(items, sort_by=sort_by, sort_order=sort_order, limit=limit, offset=offset)
 
     async def get_worker_by_id(self, worker_id: str) -> Optional[Worker]:
         with self._lock:
             worker = self._workers.get(worker_id)
-            return worker.model_copy() if worker else None
+            return _clone(worker) if worker else None
 
     async def update_worker(self, worker_id: str, heartbeat_stats: Any = UNSET) -> Worker:
         if not isinstance(worker_id, str) or not worker_id:
@@ -931,7 +1015,7 @@ class StoreEngine(LightningStore):
             if heartbeat_stats is not UNSET:
                 worker.heartbeat_stats = dict(heartbeat_stats) if heartbeat_stats is not None else None
             self._record("worker", worker)
-            result = worker.model_copy()
+            result = _clone(worker)
         await self._flush()
         return result
 

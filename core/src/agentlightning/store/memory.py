@@ -6,7 +6,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from agentlightning.types import PaginatedResult, Span
 
-from .engine import SpanInsertResult, SpanQuery, StoreEngine
+from .engine import SpanInsertResult, SpanQuery, StoreEngine, _clone
 from .query import match_filters, paginate
 
 __all__ = ["InMemoryLightningStore"]
@@ -49,7 +49,7 @@ class InMemoryLightningStore(StoreEngine):
             if key in bucket:
                 flags.append(False)
             else:
-                bucket[key] = span
+                bucket[key] = _clone(span)  # the caller keeps (and may change) its own object
                 flags.append(True)
         self._span_count += sum(flags)
         return flags
@@ -62,8 +62,10 @@ class InMemoryLightningStore(StoreEngine):
                 for s in self._spans.get(query.rollout_id, {}).values()
                 if (query.attempt_id is None or s.attempt_id == query.attempt_id) and match(s)
             ]
-        page = paginate(spans, sort_by=query.sort_by, sort_order=query.sort_order, limit=query.limit, offset=query.offset)
-        page.items = [s.model_copy() for s in page.items]
+        page = paginate(
+            spans, sort_by=query.sort_by, sort_order=query.sort_order, limit=query.limit, offset=query.offset
+        )
+        page.items = [_clone(s) for s in page.items]
         return page
 
     def _count_spans(self) -> int:

@@ -1,33 +1,37 @@
 """``sqlite:///path.db``: the embedded default store. Durable, WAL, group commit.
 
 Rollouts, attempts, the queue, resources and workers are mirrored in memory (the status machine
-runs there, so it is fast) and written through to SQLite; spans live only in SQLite. A single
-writer thread commits whatever accumulated while the previous transaction ran (group commit), and
-a call returns only after the transaction holding its writes committed: with WAL, a write that a
-call acknowledged survives the process being killed.
+runs there, so it is fast); spans live only in SQLite.
+
+Durability: before a write call returns, its changes are appended to a journal file next to the
+database (``<db>-agl-journal``) with one ``write(2)``; the kernel holds them from then on, so an
+acknowledged write survives the process being killed. A writer thread moves the journal into
+SQLite in large batches, one transaction per batch (group commit, WAL, ``synchronous=NORMAL``),
+then drops the journal; opening a store replays whatever journal a killed process left behind.
 
 One process writes a database at a time (enforced with a lock file); any number of processes can
 read it concurrently, e.g. ``agl store stats sqlite:///run/store.db`` during a run, which opens it
-read-only (``?mode=ro``).
+read-only (``?mode=ro``). Such readers see the database as of the last batch, at most
+``commit_interval`` seconds behind the writer.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import itertools
 import logging
 import os
+import pickle
 import sqlite3
+import struct
 import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from agentlightning.errors import AgentLightningError, StoreClosedError
-from agentlightning.types import Attempt, PaginatedResult, ResourcesUpdate, Rollout, Span, Worker
+from agentlightning.types import Attempt, PaginatedResult, ResourcesUpdate, Rollout, RolloutConfig, Span, Worker
 
-from .engine import SpanInsertResult, SpanQuery, StoreEngine
+from .engine import SpanInsertResult, SpanQuery, StoreEngine, _construct
 
 __all__ = ["SqliteLightningStore", "StoreLockedError"]
 
@@ -68,7 +72,7 @@ _UPSERTS = {
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(rollout_id, attempt_id) DO UPDATE SET status=excluded.status, "
         "end_time=excluded.end_time, worker_id=excluded.worker_id, data=excluded.data"
     ),
-    "queue_push": "INSERT INTO queue (position, rollout_id) VALUES (?, ?)",
+    "queue_push": "INSERT OR REPLACE INTO queue (position, rollout_id) VALUES (?, ?)",
     "queue_pop": "DELETE FROM queue WHERE position = ?",
     "resources": (
         "INSERT INTO resources (resources_id, version, update_time, data) VALUES (?, ?, ?, ?) "
@@ -86,88 +90,79 @@ _UPSERTS = {
     ),
     "request_id": "INSERT OR IGNORE INTO request_ids (client_request_id, rollout_id) VALUES (?, ?)",
 }
-INSERT_SPANS_PREFIX = (
+_UPSERTS["span"] = (
     "INSERT OR IGNORE INTO spans (rollout_id, attempt_id, span_id, sequence_id, trace_id, parent_id, name, "
-    "start_time, end_time, data) VALUES "
+    "start_time, end_time, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_SPAN_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_SPANS_PER_STATEMENT = 3000  # 10 parameters each, below SQLite's 32766-variable limit
+JournalOp = Tuple[str, Any, Any]  # (kind, coalescing key or None, snapshot)
+_RECORD_HEADER = struct.Struct("<I")  # journal record: 4-byte length, then a pickled list of (kind, row)
 # Keys whose latest state is all that matters: recording them twice before a commit writes once.
 _COALESCED = frozenset({"rollout", "attempt", "resources", "worker", "sequence"})
 _SPAN_COLUMNS = {"trace_id", "span_id", "parent_id", "name"}
-
-
-def _resolve(loop: asyncio.AbstractEventLoop, future: "asyncio.Future[None]", error: Optional[BaseException]) -> None:
-    def settle() -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(None)
-
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is loop:
-        settle()
-    else:
-        try:
-            loop.call_soon_threadsafe(settle)
-        except RuntimeError:  # that caller's loop is closed; nobody waits for this future
-            pass
-
-
-def _insert_span_rows(conn: sqlite3.Connection, spans: Sequence[Span]) -> List[bool]:
-    """Insert spans, skipping keys already stored; one flag per span (True = inserted)."""
-    flags = [False] * len(spans)
-    for start in range(0, len(spans), _SPANS_PER_STATEMENT):
-        chunk = spans[start : start + _SPANS_PER_STATEMENT]
-        sql = INSERT_SPANS_PREFIX + ", ".join([_SPAN_PLACEHOLDERS] * len(chunk)) + " RETURNING attempt_id, span_id"
-        params = [value for span in chunk for value in _span_row(span)]
-        # RETURNING yields only the rows actually inserted; map them back to positions.
-        positions: Dict[Tuple[str, str], List[int]] = {}
-        for offset, span in enumerate(chunk):
-            positions.setdefault((span.attempt_id, span.span_id), []).append(start + offset)
-        for attempt_id, span_id in conn.execute(sql, params).fetchall():
-            flags[positions[(attempt_id, span_id)][0]] = True
-    return flags
+_SPAN_EXISTS = "SELECT 1 FROM spans WHERE rollout_id = ? AND attempt_id = ? AND span_id = ?"
 
 
 class StoreLockedError(AgentLightningError, RuntimeError):
     """Another process has this SQLite store open for writing."""
 
 
-def _row(kind: str, payload: Any) -> Tuple[Any, ...]:
-    if kind == "rollout":
-        r: Rollout = payload
-        return (r.rollout_id, r.status, r.start_time, r.end_time, r.mode, r.resources_id, r.model_dump_json())
-    if kind == "attempt":
-        a: Attempt = payload
-        return (a.rollout_id, a.attempt_id, a.sequence_id, a.status, a.start_time, a.end_time, a.worker_id,
-                a.model_dump_json())
+_MODELS: Dict[str, Any] = {"rollout": Rollout, "attempt": Attempt, "resources": ResourcesUpdate, "worker": Worker}
+
+
+def _snapshot(kind: str, payload: Any) -> Any:
+    """What the journal keeps of a write: a model's fields (cheap to pickle), else the payload.
+
+    Shallow is enough: the engine replaces nested values (config, metadata) instead of mutating them."""
+    if kind not in _MODELS:
+        return payload
+    fields = dict(payload.__dict__)
+    if kind == "rollout":  # pickling a pydantic model is slow; its fields are not
+        fields["config"] = dict(fields["config"].__dict__)
+    return fields
+
+
+def _row(kind: str, snapshot: Any) -> Tuple[Any, ...]:
+    """The SQL parameters of one journaled write."""
+    if kind in _MODELS:
+        fields = dict(snapshot)
+        if kind == "rollout":
+            fields["config"] = _construct(RolloutConfig, dict(fields["config"]))
+        data = _construct(_MODELS[kind], fields).model_dump_json()
+        f = snapshot
+        if kind == "rollout":
+            return (f["rollout_id"], f["status"], f["start_time"], f["end_time"], f["mode"], f["resources_id"], data)
+        if kind == "attempt":
+            return (
+                f["rollout_id"],
+                f["attempt_id"],
+                f["sequence_id"],
+                f["status"],
+                f["start_time"],
+                f["end_time"],
+                f["worker_id"],
+                data,
+            )
+        if kind == "resources":
+            return (f["resources_id"], f["version"], f["update_time"], data)
+        return (f["worker_id"], f["status"], data)
     if kind in ("queue_pop", "latest_resources"):
-        return (payload,)
-    if kind == "queue_push":
-        return tuple(payload)
-    if kind == "resources":
-        u: ResourcesUpdate = payload
-        return (u.resources_id, u.version, u.update_time, u.model_dump_json())
-    if kind == "worker":
-        w: Worker = payload
-        return (w.worker_id, w.status, w.model_dump_json())
-    if kind == "sequence":
-        return tuple(payload)
-    if kind == "request_id":
-        key, rollout_id = payload
-        return (key, rollout_id)
-    raise AssertionError(f"unknown write kind {kind!r}")
+        return (snapshot,)
+    return tuple(snapshot)  # queue_push, sequence, request_id, span: already parameter tuples
 
 
 def _span_row(span: Span) -> Tuple[Any, ...]:
-    return (span.rollout_id, span.attempt_id, span.span_id, span.sequence_id, span.trace_id, span.parent_id,
-            span.name, span.start_time, span.end_time, span.model_dump_json())
+    return (
+        span.rollout_id,
+        span.attempt_id,
+        span.span_id,
+        span.sequence_id,
+        span.trace_id,
+        span.parent_id,
+        span.name,
+        span.start_time,
+        span.end_time,
+        span.model_dump_json(),
+    )
 
 
 class SqliteLightningStore(StoreEngine):
@@ -183,6 +178,7 @@ class SqliteLightningStore(StoreEngine):
         watchdog: bool = True,
         scan_debounce_seconds: float = 1.0,
         busy_timeout_seconds: float = 30.0,
+        commit_interval: float = 0.05,
     ) -> None:
         super().__init__(watchdog=watchdog and not read_only, scan_debounce_seconds=scan_debounce_seconds)
         self.path = Path(path)
@@ -191,16 +187,25 @@ class SqliteLightningStore(StoreEngine):
         self._readers = threading.local()
         self._reader_connections: List[sqlite3.Connection] = []
         self._lock_file: Optional[Any] = None
+        self.commit_interval = commit_interval
+        self._journal_path = Path(f"{self.path}-agl-journal")
+        self._journal_fd: Optional[int] = None
+        # Writes recorded under the lock, not yet journaled: (kind, key) -> object (latest state wins).
         self._pending: Dict[Tuple[str, Any], Any] = {}
-        self._pending_spans: List[Tuple[List[Span], "concurrent.futures.Future[List[bool]]"]] = []
+        self._pending_span_rows: List[Tuple[Any, ...]] = []
         self._op_counter = 0
-        self._recorded = 0
-        self._committed = 0
-        self._flush_waiters: List[Tuple[int, asyncio.AbstractEventLoop, "asyncio.Future[None]"]] = []
-        self._scheduled_loops: Set[asyncio.AbstractEventLoop] = set()
+        # Journaled, not yet in SQLite: the next batch for the writer thread.
+        self._batch: List[JournalOp] = []
+        self._uncommitted_spans: Dict[Tuple[str, str, str], int] = {}  # span key -> batch generation
+        self._batch_generation = 0
+        self._rollouts_in_db: Set[str] = set()  # rollouts with at least one span committed
+        self._unsettled_rollouts: Dict[str, int] = {}  # rollouts with spans not committed yet
         self._commit_lock = threading.Lock()
+        self._writer_wakeup = threading.Condition(self._lock)
+        self._writer_thread: Optional[threading.Thread] = None
         self._writer: Optional[sqlite3.Connection] = None
         self._writer_error: Optional[BaseException] = None
+        self._stopping = False
         self._span_count = 0
         self._queue_positions: Dict[str, int] = {}
         self._queue_tail = 0
@@ -212,11 +217,19 @@ class SqliteLightningStore(StoreEngine):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._acquire_write_lock()
         try:
+            if not read_only:
+                self._replay_journal()
             with self._lock:
                 self._load()
         except BaseException:
             self._release_write_lock()
             raise
+        if not read_only:
+            self._journal_fd = os.open(self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._writer_thread = threading.Thread(
+                target=self._write_loop, name=f"agl-sqlite-writer:{self.path.name}", daemon=True
+            )
+            self._writer_thread.start()
 
     @classmethod
     def from_uri(cls, uri: str) -> "SqliteLightningStore":
@@ -240,8 +253,7 @@ class SqliteLightningStore(StoreEngine):
     # connections and locking
     def _connect(self, *, for_writer: bool) -> sqlite3.Connection:
         if self.read_only:
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False,
-                                   isolation_level=None)
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None)
         else:
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
@@ -321,6 +333,9 @@ class SqliteLightningStore(StoreEngine):
             for rollout_id, value in conn.execute("SELECT rollout_id, last_value FROM span_sequences"):
                 self._span_sequence[rollout_id] = value
             self._span_count = conn.execute("SELECT COUNT(*) FROM spans").fetchone()[0]
+            self._rollouts_in_db = {
+                rollout_id for (rollout_id,) in conn.execute("SELECT DISTINCT rollout_id FROM spans")
+            }
         finally:
             conn.close()
         self._live = {r.rollout_id for r in self._rollouts.values() if r.status in ("preparing", "running")}
@@ -339,9 +354,16 @@ class SqliteLightningStore(StoreEngine):
 
     def _record(self, kind: str, payload: Any) -> None:
         if kind in _COALESCED:
-            key: Any = payload[0] if kind == "sequence" else (
-                (payload.rollout_id, payload.attempt_id) if kind == "attempt" else
-                getattr(payload, {"rollout": "rollout_id", "resources": "resources_id", "worker": "worker_id"}[kind])
+            key: Any = (
+                payload[0]
+                if kind == "sequence"
+                else (
+                    (payload.rollout_id, payload.attempt_id)
+                    if kind == "attempt"
+                    else getattr(
+                        payload, {"rollout": "rollout_id", "resources": "resources_id", "worker": "worker_id"}[kind]
+                    )
+                )
             )
         else:
             self._op_counter += 1
@@ -357,72 +379,109 @@ class SqliteLightningStore(StoreEngine):
         if kind == "resources":
             self._op_counter += 1
             self._pending[("latest_resources", self._op_counter)] = payload.resources_id
-        self._recorded += 1
 
     def _insert_spans(self, spans: Sequence[Span]) -> SpanInsertResult:
-        future: "concurrent.futures.Future[List[bool]]" = concurrent.futures.Future()
-        self._pending_spans.append((list(spans), future))
-        self._recorded += 1
-        return future
+        """Dedupe against journaled and committed spans, then record the new ones (lock held)."""
+        flags: List[bool] = []
+        for span in spans:
+            key = (span.rollout_id, span.attempt_id, span.span_id)
+            # Only rollouts with committed spans need a look at the database.
+            duplicate = key in self._uncommitted_spans or (
+                span.rollout_id in self._rollouts_in_db
+                and self._reader().execute(_SPAN_EXISTS, key).fetchone() is not None
+            )
+            if not duplicate:
+                self._uncommitted_spans[key] = self._batch_generation
+                self._unsettled_rollouts[span.rollout_id] = self._batch_generation
+                self._pending_span_rows.append(_span_row(span))
+                self._span_count += 1
+            flags.append(not duplicate)
+        return flags
 
     async def _flush(self) -> None:
-        """Group commit: the first caller on a loop schedules one commit for everything recorded so
-        far (by any thread); callers arriving before it runs ride along in the same transaction."""
-        loop = asyncio.get_running_loop()
+        """Journal everything recorded so far: once this returns, those writes survive a kill."""
         with self._lock:
-            target = self._recorded
-            if self._committed >= target:
+            if not self._pending and not self._pending_span_rows:
                 return
-            future: "asyncio.Future[None]" = loop.create_future()
-            self._flush_waiters.append((target, loop, future))
-            schedule = loop not in self._scheduled_loops
-            self._scheduled_loops.add(loop)
-        if schedule:
-            loop.call_soon(self._commit, loop)
-        await future
+            # Serialize under the lock: the objects keep changing once it is released.
+            ops = [(kind, key, _snapshot(kind, payload)) for (kind, key), payload in self._pending.items()]
+            ops.extend(("span", None, row) for row in self._pending_span_rows)
+            self._pending, self._pending_span_rows = {}, []
+            blob = pickle.dumps(ops, protocol=pickle.HIGHEST_PROTOCOL)
+            record = _RECORD_HEADER.pack(len(blob)) + blob
+            try:
+                _write_all(self._journal_fd, record)
+            except OSError as exc:  # disk full: this write is not acknowledged, and no later one will be
+                self._writer_error = exc
+                raise StoreClosedError(f"cannot journal writes to {str(self._journal_path)!r}: {exc}") from exc
+            self._batch.extend(ops)
+            self._writer_wakeup.notify()
 
-    def _commit(self, loop: Optional[asyncio.AbstractEventLoop] = None) -> None:
-        with self._lock:
-            self._scheduled_loops.discard(loop)
-        with self._commit_lock:  # one transaction at a time, whichever thread runs it
+    def _write_loop(self) -> None:
+        """Move journaled batches into SQLite every ``commit_interval`` seconds."""
+        while True:
             with self._lock:
-                # Serialize under the lock: the objects keep changing once it is released.
-                rows = [(kind, _row(kind, payload)) for (kind, _), payload in self._pending.items()]
-                span_batches = self._pending_spans
-                self._pending, self._pending_spans = {}, []
-                upto = self._recorded
-            error: Optional[BaseException] = None
-            span_flags: List[List[bool]] = []
-            if rows or span_batches:
-                conn = self._writer_connection()
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    for kind, group in itertools.groupby(rows, key=lambda item: item[0]):
-                        conn.executemany(_UPSERTS[kind], [row for _, row in group])
-                    for spans, _ in span_batches:
-                        span_flags.append(_insert_span_rows(conn, spans))
-                    conn.execute("COMMIT")
-                except Exception as exc:  # disk full, I/O error: fail the callers, stop accepting writes
-                    logger.exception("SQLite store %s failed to commit", self.path)
-                    error = exc
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
+                if not self._stopping:
+                    self._writer_wakeup.wait(self.commit_interval)
+                stopping = self._stopping
+            self._commit_batch()
+            if stopping:
+                return
+
+    def _commit_batch(self) -> None:
+        """Commit the current batch in one transaction, then drop the journal that held it."""
+        with self._commit_lock:
             with self._lock:
-                if error is not None:
-                    self._writer_error = error
-                else:
-                    self._span_count += sum(sum(flags) for flags in span_flags)
-                self._committed = max(self._committed, upto)
-                ready = [w for w in self._flush_waiters if w[0] <= self._committed]
-                self._flush_waiters = [w for w in self._flush_waiters if w[0] > self._committed]
-        failure = StoreClosedError(f"SQLite write to {str(self.path)!r} failed: {error!r}") if error else None
-        for index, (_, span_future) in enumerate(span_batches):
-            if failure is not None:
-                span_future.set_exception(failure)
-            else:
-                span_future.set_result(span_flags[index])
-        for _, waiter_loop, waiter in ready:
-            _resolve(waiter_loop, waiter, failure)
+                if not self._batch or self._writer_error is not None:
+                    return
+                batch, self._batch = self._batch, []
+                generation = self._batch_generation
+                self._batch_generation += 1
+                # Later writes go to a fresh journal, so this one can be deleted once committed.
+                sealed = self._journal_path.with_name(f"{self._journal_path.name}.{generation}")
+                os.rename(self._journal_path, sealed)
+                old_fd = self._journal_fd
+                self._journal_fd = os.open(self._journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            if old_fd is not None:
+                os.close(old_fd)
+            try:
+                _apply(self._writer_connection(), batch)
+            except Exception as exc:  # disk full, I/O error: stop accepting writes; the journal keeps them
+                logger.exception("SQLite store %s failed to commit; its journal keeps the writes", self.path)
+                with self._lock:
+                    self._writer_error = exc
+                return
+            sealed.unlink()
+            with self._lock:
+                for key, seen in list(self._uncommitted_spans.items()):
+                    if seen <= generation:
+                        del self._uncommitted_spans[key]
+                for rollout_id, seen in list(self._unsettled_rollouts.items()):
+                    if seen <= generation:
+                        del self._unsettled_rollouts[rollout_id]
+                        self._rollouts_in_db.add(rollout_id)
+
+    def _replay_journal(self) -> None:
+        """Apply journals a previous process left (acknowledged writes it never committed)."""
+        journals = sorted(
+            self.path.parent.glob(f"{self._journal_path.name}.*"), key=lambda p: int(p.suffix.lstrip(".") or 0)
+        )
+        if self._journal_path.exists():
+            journals.append(self._journal_path)
+        if not journals:
+            return
+        ops: List[JournalOp] = []
+        for journal in journals:
+            ops.extend(_read_journal(journal))
+        conn = self._connect(for_writer=True)
+        try:
+            conn.executescript(SCHEMA)
+            _apply(conn, ops)
+        finally:
+            conn.close()
+        for journal in journals:
+            journal.unlink()
+        logger.info("replayed %d journaled writes into %s", len(ops), self.path)
 
     def _writer_connection(self) -> sqlite3.Connection:
         if self._writer is None:
@@ -432,6 +491,13 @@ class SqliteLightningStore(StoreEngine):
     # ---------------------------------------------------------------------------------------------
     # spans
     async def _select_spans(self, query: SpanQuery) -> PaginatedResult[Span]:
+        await self._flush()
+        with self._lock:
+            unsettled = query.rollout_id in self._unsettled_rollouts
+        if unsettled:
+            # Read-your-writes: the spans must be in SQLite before the query. This waits for a
+            # commit in progress (the commit lock) and commits whatever is left.
+            self._commit_batch()
         where = ["rollout_id = ?"]
         params: List[Any] = [query.rollout_id]
         if query.attempt_id is not None:
@@ -452,7 +518,6 @@ class SqliteLightningStore(StoreEngine):
             where.append(f"({joiner.join(clauses)})")
         sql_where = " AND ".join(where)
         conn = self._reader()
-        total = conn.execute(f"SELECT COUNT(*) FROM spans WHERE {sql_where}", params).fetchone()[0]
         order = ""
         if query.sort_by is not None:
             direction = "DESC" if query.sort_order == "desc" else "ASC"
@@ -461,9 +526,16 @@ class SqliteLightningStore(StoreEngine):
         elif query.sort_order == "desc":
             order = " ORDER BY rowid DESC"
         page = f" LIMIT {int(query.limit)} OFFSET {int(query.offset)}"
-        rows = conn.execute(f"SELECT data FROM spans WHERE {sql_where}{order}{page}", params).fetchall()
+        # One statement for the page and the total (COUNT OVER the whole filtered set).
+        rows = conn.execute(
+            f"SELECT data, COUNT(*) OVER () FROM spans WHERE {sql_where}{order}{page}", params
+        ).fetchall()
+        if rows:
+            total = rows[0][1]
+        else:
+            total = conn.execute(f"SELECT COUNT(*) FROM spans WHERE {sql_where}", params).fetchone()[0]
         return PaginatedResult(
-            items=[Span.model_validate_json(data) for (data,) in rows],
+            items=[Span.model_validate_json(data) for data, _ in rows],
             limit=query.limit,
             offset=query.offset,
             total=total,
@@ -473,8 +545,22 @@ class SqliteLightningStore(StoreEngine):
         return self._span_count
 
     async def close(self) -> None:
-        await super().close()
-        self._commit()  # nothing acknowledged is pending, but be thorough with unawaited writes
+        if self.read_only or self._writer_thread is None:
+            await super().close()
+        else:
+            await self._flush()
+            await super().close()
+            with self._lock:
+                self._stopping = True
+                self._writer_wakeup.notify()
+            self._writer_thread.join()
+            self._writer_thread = None
+            with self._lock:
+                if self._journal_fd is not None:
+                    os.close(self._journal_fd)
+                    self._journal_fd = None
+                if not self._batch and self._writer_error is None:
+                    self._journal_path.unlink(missing_ok=True)
         with self._commit_lock, self._lock:
             if self._writer is not None:
                 self._writer.close()
@@ -483,3 +569,52 @@ class SqliteLightningStore(StoreEngine):
                 conn.close()
             self._reader_connections.clear()
         self._release_write_lock()
+
+
+def _write_all(fd: Optional[int], data: bytes) -> None:
+    if fd is None:
+        raise OSError("the journal is closed")
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _read_journal(path: Path) -> List[JournalOp]:
+    """Records of a journal; a torn tail (never acknowledged) is ignored."""
+    data = path.read_bytes()
+    ops: List[JournalOp] = []
+    offset = 0
+    while offset + _RECORD_HEADER.size <= len(data):
+        (length,) = _RECORD_HEADER.unpack_from(data, offset)
+        start = offset + _RECORD_HEADER.size
+        if start + length > len(data):
+            break
+        ops.extend(pickle.loads(data[start : start + length]))
+        offset = start + length
+    return ops
+
+
+def _apply(conn: sqlite3.Connection, ops: Sequence[JournalOp]) -> None:
+    """Run journaled writes in one transaction: each model row once, with its latest state, then
+    the ordered operations (queue, spans, ids). Every statement is idempotent, so replaying a
+    journal whose batch was already committed changes nothing."""
+    latest: Dict[Tuple[str, Any], Any] = {}
+    ordered: List[Tuple[str, Any]] = []
+    for kind, key, snapshot in ops:
+        if kind in _COALESCED:
+            latest[(kind, key)] = snapshot
+        else:
+            ordered.append((kind, snapshot))
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        rows = sorted(((kind, _row(kind, snap)) for (kind, _), snap in latest.items()), key=lambda r: r[0])
+        for kind, group in itertools.groupby(rows, key=lambda r: r[0]):
+            conn.executemany(_UPSERTS[kind], [row for _, row in group])
+        for kind, ordered_group in itertools.groupby(ordered, key=lambda op: op[0]):
+            conn.executemany(_UPSERTS[kind], [_row(kind, snap) for _, snap in ordered_group])
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

@@ -81,6 +81,13 @@ def build_component(
     elif isinstance(spec, str):
         factory = _lookup(spec, spec_name, registry)
     elif callable(spec):
+        other_kind = _component_kind(spec)
+        if other_kind is not None:
+            # An Algorithm, Adapter, LitAgent, ... instance is callable, but it is not a factory:
+            # calling it would run it.
+            raise ComponentResolutionError(
+                f"{spec_name} must be a {expected_type.__name__}, got a {other_kind} instance: {spec!r}"
+            )
         factory = spec
     else:
         raise ComponentResolutionError(
@@ -99,13 +106,39 @@ def build_component(
     return instance
 
 
+def _component_kind(obj: Any) -> Optional[str]:
+    """The agentlightning component base ``obj`` is an instance of (classes and functions: None)."""
+    if isinstance(obj, type):
+        return None
+    from agentlightning.adapter import Adapter
+    from agentlightning.algorithm import Algorithm
+    from agentlightning.execution import ExecutionStrategy
+    from agentlightning.litagent import LitAgent
+    from agentlightning.runner import Runner
+    from agentlightning.store.base import LightningStore
+    from agentlightning.tracer import Tracer
+
+    for base in (Algorithm, Adapter, LitAgent, Runner, Tracer, ExecutionStrategy, LightningStore):
+        if isinstance(obj, base):
+            return base.__name__
+    return None
+
+
 def _lookup(name: Any, spec_name: str, registry: Optional[Callable[[str], Optional[Callable[..., Any]]]]) -> Any:
     if not isinstance(name, str):
         return name
     if registry is not None:
-        found = registry(name)
+        try:
+            found = registry(name)
+        except ComponentResolutionError:
+            raise
+        except (LookupError, ImportError) as exc:  # unknown name, or a plugin that cannot be imported
+            raise ComponentResolutionError(f"cannot resolve {spec_name} {name!r}: {exc}") from exc
         if found is not None:
             return found
     if "." in name or ":" in name:
-        return import_object(name)
+        try:
+            return import_object(name)
+        except ComponentResolutionError as exc:
+            raise ComponentResolutionError(f"cannot resolve {spec_name} {name!r}: {exc}") from exc
     raise ComponentResolutionError(f"unknown {spec_name} {name!r}: not a registered name nor an import path")

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from agentlightning.adapter import Adapter
-from agentlightning.algorithm import Algorithm, Baseline, FastAlgorithm
+from agentlightning.algorithm import Algorithm, Baseline, FastAlgorithm, algorithm_class
 from agentlightning.errors import ComponentResolutionError
 from agentlightning.execution import ExecutionStrategy, SharedMemoryExecutionStrategy
 from agentlightning.litagent import LitAgent
-from agentlightning.plugins import UnknownComponentError, resolve, resolve_algorithm
+from agentlightning.plugins import UnknownComponentError, resolve
 from agentlightning.runner import LitAgentRunner, Runner
 from agentlightning.runner.base import ExecutionEvent
 from agentlightning.store import LightningStore, open_store
@@ -38,7 +38,7 @@ STRATEGIES: Dict[str, Callable[..., ExecutionStrategy]] = {
 def _registry(kind: str) -> Callable[[str], Optional[Callable[..., Any]]]:
     def lookup(name: str) -> Optional[Callable[..., Any]]:
         try:
-            found: Callable[..., Any] = resolve_algorithm(name) if kind == "algorithms" else resolve(kind, name)
+            found: Callable[..., Any] = algorithm_class(name) if kind == "algorithms" else resolve(kind, name)
             return found
         except UnknownComponentError:
             if "." in name or ":" in name:
