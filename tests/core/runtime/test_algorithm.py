@@ -353,7 +353,9 @@ def no_algorithm_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("no_algorithm_plugins")
-@pytest.mark.parametrize("factory, name, package", [(agl.APO, "apo", "agentlightning-apo"), (agl.VERL, "verl", "agentlightning-verl")])
+@pytest.mark.parametrize(
+    "factory, name, package", [(agl.APO, "apo", "agentlightning-apo"), (agl.VERL, "verl", "agentlightning-verl")]
+)
 def test_plugin_algorithms_without_their_plugin_raise_a_clear_error(factory: Any, name: str, package: str) -> None:
     with pytest.raises(LookupError) as info:
         factory(config={})

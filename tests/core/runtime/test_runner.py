@@ -376,6 +376,60 @@ async def test_timeout_seconds_ends_attempt_as_timeout(
     assert len(ends) == 1 and ends[0][4] == "timeout"
 
 
+async def test_store_timing_out_the_attempt_stops_the_agent(
+    store: LightningStore, tracer: OtelTracer, listener: Listener
+) -> None:
+    """The store's verdict (here set by hand, as its watchdog would) reaches the runner and stands."""
+    agent = BlockForever()
+    queued = await store.enqueue_rollout("t")
+    async with running(make_runner(tracer, heartbeat_interval=30.0), agent, store):
+        await asyncio.wait_for(agent.started.wait(), 5)
+        attempt = await store.get_latest_attempt(queued.rollout_id)
+        assert attempt is not None
+        await store.update_attempt(queued.rollout_id, attempt.attempt_id, status="timeout")
+        await asyncio.wait_for(agent.cancelled.wait(), 2)
+
+        async def notified() -> bool:
+            return any(e[0] == "end" for e in listener.events)
+
+        await eventually(notified, what="agl_on_rollout_end")
+    attempt = await store.get_latest_attempt(queued.rollout_id)
+    assert attempt is not None and attempt.status == "timeout"
+    assert attempt.metadata is not None and attempt.metadata["error"]["type"] == "TimeoutError"
+    assert [e[4] for e in listener.events if e[0] == "end"] == ["timeout"]
+
+
+async def test_cancelling_a_sync_agent_drops_its_late_result(store: LightningStore, tracer: OtelTracer) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    class BlockingSync(LitAgent[Any]):
+        def rollout(self, task: Any, resources: NamedResources, rollout: Rollout) -> float:
+            entered.set()
+            release.wait(10)
+            return 1.0
+
+    queued = await store.enqueue_rollout("t")
+    try:
+        async with running(make_runner(tracer), BlockingSync(), store):
+            await asyncio.to_thread(entered.wait, 5)
+            cancelled_at = time.monotonic()
+            await store.cancel_rollout(queued.rollout_id)
+
+            async def attempt_failed() -> bool:
+                attempt = await store.get_latest_attempt(queued.rollout_id)
+                return attempt is not None and attempt.status == "failed"
+
+            # The thread cannot be interrupted, but the attempt ends at once.
+            await eventually(attempt_failed, timeout=2.0, what="the attempt to end")
+            assert time.monotonic() - cancelled_at < 2.0
+            release.set()
+    finally:
+        release.set()
+    rollout_now = await store.get_rollout_by_id(queued.rollout_id)
+    assert rollout_now is not None and rollout_now.status == "cancelled"
+    assert find_final_reward(await spans_of(store, queued.rollout_id)) is None  # the late 1.0 was dropped
+
+
 async def test_timed_out_attempt_is_retried_when_configured(store: LightningStore, tracer: OtelTracer) -> None:
     calls = 0
 
@@ -513,9 +567,13 @@ async def test_hooks_see_the_end_of_a_failed_rollout(store: LightningStore, trac
     queued = await store.enqueue_rollout("t")
     async with running(make_runner(tracer), ReturnValue(explode), store, hooks=[recorder]):
         await wait_finished(store, [queued.rollout_id])
-    names = [name for name, _ in recorder.calls]
-    assert names[0] == "on_rollout_start" and names[-1] == "on_rollout_end"
-    assert names.count("on_rollout_end") == 1
+    # on_trace_end pairs with on_trace_start even when the agent raised in between.
+    assert [name for name, _ in recorder.calls] == [
+        "on_rollout_start",
+        "on_trace_start",
+        "on_trace_end",
+        "on_rollout_end",
+    ]
 
 
 async def test_plugin_notified_once_per_attempt_with_final_status(

@@ -66,9 +66,7 @@ async def test_query_rollouts_and_or(store: LightningStore) -> None:
     # or: either condition
     either = await store.query_rollouts(status_in=["failed"], rollout_id_in=[queued, done], filter_logic="or")
     assert sorted(_ids(either)) == sorted([queued, done, ids["failed"][0]])
-    with_contains = await store.query_rollouts(
-        rollout_id_contains=done[3:], status_in=["cancelled"], filter_logic="or"
-    )
+    with_contains = await store.query_rollouts(rollout_id_contains=done[3:], status_in=["cancelled"], filter_logic="or")
     assert sorted(_ids(with_contains)) == sorted([done, ids["cancelled"][0]])
     # or without any filter: everything
     assert (await store.query_rollouts(filter_logic="or")).total == 7
@@ -158,7 +156,11 @@ async def test_query_workers(store: LightningStore) -> None:
     await store.update_worker("monitor-1")  # unknown
     everything = await store.query_workers(sort_by="worker_id")
     assert [w.worker_id for w in everything] == ["monitor-1", "runner-a", "runner-b"]
-    assert {w.worker_id: w.status for w in everything} == {"monitor-1": "unknown", "runner-a": "idle", "runner-b": "busy"}
+    assert {w.worker_id: w.status for w in everything} == {
+        "monitor-1": "unknown",
+        "runner-a": "idle",
+        "runner-b": "busy",
+    }
     assert [w.worker_id for w in await store.query_workers(status_in=["busy"])] == ["runner-b"]
     runners = await store.query_workers(worker_id_contains="runner", sort_by="worker_id", sort_order="desc")
     assert [w.worker_id for w in runners] == ["runner-b", "runner-a"]

@@ -130,9 +130,8 @@ async def test_add_otel_span(store: LightningStore) -> None:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("test")
-    with tracer.start_as_current_span("parent"):
-        with tracer.start_as_current_span("child") as child:
-            child.set_attribute("gen_ai.request.model", "tiny")
+    with tracer.start_as_current_span("parent"), tracer.start_as_current_span("child") as child:
+        child.set_attribute("gen_ai.request.model", "tiny")
     finished: List[ReadableSpan] = list(exporter.get_finished_spans())
     child_span = await store.add_otel_span(r.rollout_id, r.attempt.attempt_id, finished[0])
     parent_span = await store.add_otel_span(r.rollout_id, r.attempt.attempt_id, finished[1], sequence_id=10)

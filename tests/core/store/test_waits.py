@@ -179,7 +179,7 @@ async def test_writer_in_another_thread_wakes_this_loop(store: LightningStore) -
 
 async def test_concurrent_tasks_and_threads(store: LightningStore) -> None:
     """8 asyncio tasks and 2 threads (each with its own event loop) enqueue, dequeue, trace and finish."""
-    per_worker = 12
+    per_worker = 20
     spans_per_rollout = 3
     enqueued: List[str] = []
     dequeued: List[str] = []

@@ -10,7 +10,6 @@ import asyncio
 import time
 
 import pytest
-
 from store_helpers import StoreFactory, add_spans
 
 from agentlightning.errors import InvalidTransitionError

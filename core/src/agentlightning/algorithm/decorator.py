@@ -25,7 +25,9 @@ class FunctionalAlgorithm(Algorithm):
         unknown = [
             name
             for name, p in params.items()
-            if name not in _INJECTABLE and p.default is inspect.Parameter.empty and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+            if name not in _INJECTABLE
+            and p.default is inspect.Parameter.empty
+            and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
         ]
         if unknown:
             raise TypeError(

@@ -85,7 +85,9 @@ def _check_signature(func: Callable[..., Any], second: str) -> None:
         )
     extra = [p for p in params[2:] if p != "rollout"]
     if extra:
-        raise TypeError(f"{getattr(func, '__name__', func)!r}: unexpected parameters {extra}; only 'rollout' may follow")
+        raise TypeError(
+            f"{getattr(func, '__name__', func)!r}: unexpected parameters {extra}; only 'rollout' may follow"
+        )
 
 
 @overload

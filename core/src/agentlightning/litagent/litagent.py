@@ -97,7 +97,5 @@ class LitAgent(Generic[T]):
     async def training_rollout_async(self, task: T, resources: NamedResources, rollout: Rollout) -> RolloutRawResult:
         return await self.rollout_async(task, resources, rollout)
 
-    async def validation_rollout_async(
-        self, task: T, resources: NamedResources, rollout: Rollout
-    ) -> RolloutRawResult:
+    async def validation_rollout_async(self, task: T, resources: NamedResources, rollout: Rollout) -> RolloutRawResult:
         return await self.rollout_async(task, resources, rollout)

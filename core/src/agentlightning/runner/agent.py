@@ -219,7 +219,9 @@ class LitAgentRunner(Runner[Any]):
                 logger.error("attempt runner crashed", exc_info=task.exception())
 
     async def _idle(self, running: Dict["asyncio.Task[None]", str], event: Optional[ExecutionEvent]) -> None:
-        delay = max(0.0, self.poll_interval + random.uniform(-self.interval_jitter, self.interval_jitter) * self.poll_interval)
+        delay = max(
+            0.0, self.poll_interval + random.uniform(-self.interval_jitter, self.interval_jitter) * self.poll_interval
+        )
         deadline = time.monotonic() + delay
         while time.monotonic() < deadline and not (event is not None and event.is_set()):
             if running:
@@ -253,7 +255,11 @@ class LitAgentRunner(Runner[Any]):
 
     # -- one attempt -------------------------------------------------------------------------------
     async def step(
-        self, input: Any, *, resources: Optional[NamedResources] = None, mode: Optional[RolloutMode] = None,
+        self,
+        input: Any,
+        *,
+        resources: Optional[NamedResources] = None,
+        mode: Optional[RolloutMode] = None,
         event: Optional[ExecutionEvent] = None,
     ) -> Rollout:
         """Run one task right now, bypassing the queue; returns the finished rollout."""
@@ -270,7 +276,9 @@ class LitAgentRunner(Runner[Any]):
         if rollout.resources_id is not None:
             found = await store.get_resources_by_id(rollout.resources_id)
             if found is None:
-                raise LookupError(f"rollout {rollout.rollout_id} names resources {rollout.resources_id!r}, which do not exist")
+                raise LookupError(
+                    f"rollout {rollout.rollout_id} names resources {rollout.resources_id!r}, which do not exist"
+                )
             return found.resources
         latest = await store.get_latest_resources()
         return latest.resources if latest is not None else {}
@@ -385,7 +393,9 @@ class LitAgentRunner(Runner[Any]):
                     latest = await store.get_latest_attempt(rollout_id)
                     if latest is not None and latest.attempt_id == attempt_id and latest.status == "timeout":
                         raise asyncio.TimeoutError(f"the store timed out attempt {attempt_id}")
-                    why = f" (attempt {latest.status})" if latest is not None and latest.attempt_id == attempt_id else ""
+                    why = (
+                        f" (attempt {latest.status})" if latest is not None and latest.attempt_id == attempt_id else ""
+                    )
                     raise RolloutCancelled(f"rollout {rollout_id} became {finished[0].status} while running{why}")
                 try:
                     current = await store.update_attempt(rollout_id, attempt_id, last_heartbeat_time=time.time())
@@ -439,7 +449,9 @@ class LitAgentRunner(Runner[Any]):
                     spans.append(Span.from_opentelemetry(item, rollout_id, attempt_id, sequence_id))
                 elif isinstance(item, SpanCoreFields):
                     spans.append(
-                        Span.from_core_fields(item, rollout_id=rollout_id, attempt_id=attempt_id, sequence_id=sequence_id)
+                        Span.from_core_fields(
+                            item, rollout_id=rollout_id, attempt_id=attempt_id, sequence_id=sequence_id
+                        )
                     )
                 else:
                     raise TypeError(f"rollout returned a list holding {type(item).__name__}; expected spans")

@@ -33,7 +33,6 @@ from typing_extensions import TypedDict
 from agentlightning.types import (
     Attempt,
     AttemptedRollout,
-    AttemptStatus,
     EnqueueRolloutRequest,
     NamedResources,
     PaginatedResult,

@@ -100,35 +100,29 @@ def _construct(cls: Type[M], fields: Dict[str, Any]) -> M:
 # Container fields a caller may mutate in place (``rollout.metadata["k"] = v``,
 # ``rollout.config.max_attempts = 3``): copies handed out get their own containers, one level deep,
 # so changing a returned object never changes the store's state (nor, later, its durable copy).
-_MUTABLE_FIELDS: Dict[type, Tuple[str, ...]] = {
-    Rollout: ("config", "metadata"),
-    AttemptedRollout: ("config", "metadata", "attempt"),
-    RolloutConfig: ("retry_condition",),
-    Attempt: ("metadata",),
-    Worker: ("heartbeat_stats",),
-    ResourcesUpdate: ("resources",),
-    Span: ("attributes",),
+def _copy_models(mapping: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: _clone(v) for k, v in mapping.items()}
+
+
+_MUTABLE_FIELDS: Dict[type, Tuple[Tuple[str, Callable[[Any], Any]], ...]] = {
+    Rollout: (("config", lambda v: _clone(v)), ("metadata", dict)),
+    AttemptedRollout: (("config", lambda v: _clone(v)), ("metadata", dict), ("attempt", lambda v: _clone(v))),
+    RolloutConfig: (("retry_condition", list),),
+    Attempt: (("metadata", dict),),
+    Worker: (("heartbeat_stats", dict),),
+    ResourcesUpdate: (("resources", _copy_models),),
+    Span: (("attributes", dict),),
 }
-
-
-def _copy_container(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return _clone(value)
-    if isinstance(value, dict):
-        return {k: _clone(v) if isinstance(v, BaseModel) else v for k, v in value.items()}
-    if isinstance(value, list):
-        return list(value)
-    return value
 
 
 def _clone(model: M) -> M:
     """A copy handed to callers, so they cannot change the store's state by assignment or by
     mutating its containers (see ``_MUTABLE_FIELDS``)."""
     fields = dict(model.__dict__)
-    for name in _MUTABLE_FIELDS.get(type(model), ()):
-        value = fields.get(name)
+    for name, copy_value in _MUTABLE_FIELDS.get(type(model), ()):
+        value = fields[name]
         if value is not None:
-            fields[name] = _copy_container(value)
+            fields[name] = copy_value(value)
     copy = _construct(type(model), fields)
     object.__setattr__(copy, "__pydantic_extra__", model.__pydantic_extra__)
     return copy

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Sequence, Tuple
 
 from agentlightning.types import PaginatedResult, Span
 
@@ -21,6 +21,15 @@ def span_predicates(filters: Dict[str, Tuple[str, str]]) -> List[Callable[[Span]
         else:
             predicates.append(lambda s, f=field, v=value: getattr(s, f) is not None and v in getattr(s, f))
     return predicates
+
+
+def select_spans(spans: Iterable[Span], query: SpanQuery) -> PaginatedResult[Span]:
+    """Filter, sort and page one rollout's spans held in memory; returns copies."""
+    match = match_filters(span_predicates(query.filters), query.filter_logic)
+    selected = [s for s in spans if (query.attempt_id is None or s.attempt_id == query.attempt_id) and match(s)]
+    page = paginate(selected, sort_by=query.sort_by, sort_order=query.sort_order, limit=query.limit, offset=query.offset)
+    page.items = [_clone(s) for s in page.items]
+    return page
 
 
 class InMemoryLightningStore(StoreEngine):
@@ -55,18 +64,9 @@ class InMemoryLightningStore(StoreEngine):
         return flags
 
     async def _select_spans(self, query: SpanQuery) -> PaginatedResult[Span]:
-        match = match_filters(span_predicates(query.filters), query.filter_logic)
         with self._lock:
-            spans = [
-                s
-                for s in self._spans.get(query.rollout_id, {}).values()
-                if (query.attempt_id is None or s.attempt_id == query.attempt_id) and match(s)
-            ]
-        page = paginate(
-            spans, sort_by=query.sort_by, sort_order=query.sort_order, limit=query.limit, offset=query.offset
-        )
-        page.items = [_clone(s) for s in page.items]
-        return page
+            spans = list(self._spans.get(query.rollout_id, {}).values())
+        return select_spans(spans, query)
 
     def _count_spans(self) -> int:
         return self._span_count

@@ -17,13 +17,15 @@ read-only (``?mode=ro``). Such readers see the database as of the last batch, at
 
 from __future__ import annotations
 
-import itertools
+import asyncio
 import logging
 import os
 import pickle
 import sqlite3
 import struct
 import threading
+import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -31,7 +33,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from agentlightning.errors import AgentLightningError, StoreClosedError
 from agentlightning.types import Attempt, PaginatedResult, ResourcesUpdate, Rollout, RolloutConfig, Span, Worker
 
-from .engine import SpanInsertResult, SpanQuery, StoreEngine, _construct
+from .engine import SpanInsertResult, SpanQuery, StoreEngine, _clone, _construct
+from .memory import select_spans
 
 __all__ = ["SqliteLightningStore", "StoreLockedError"]
 
@@ -94,6 +97,7 @@ _UPSERTS["span"] = (
     "INSERT OR IGNORE INTO spans (rollout_id, attempt_id, span_id, sequence_id, trace_id, parent_id, name, "
     "start_time, end_time, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_SAFETY_COMMIT_SECONDS = 1.0
 JournalOp = Tuple[str, Any, Any]  # (kind, coalescing key or None, snapshot)
 _RECORD_HEADER = struct.Struct("<I")  # journal record: 4-byte length, then a pickled list of (kind, row)
 # Keys whose latest state is all that matters: recording them twice before a commit writes once.
@@ -179,6 +183,7 @@ class SqliteLightningStore(StoreEngine):
         scan_debounce_seconds: float = 1.0,
         busy_timeout_seconds: float = 30.0,
         commit_interval: float = 0.05,
+        span_cache_size: int = 50_000,
     ) -> None:
         super().__init__(watchdog=watchdog and not read_only, scan_debounce_seconds=scan_debounce_seconds)
         self.path = Path(path)
@@ -198,7 +203,12 @@ class SqliteLightningStore(StoreEngine):
         self._batch: List[JournalOp] = []
         self._uncommitted_spans: Dict[Tuple[str, str, str], int] = {}  # span key -> batch generation
         self._batch_generation = 0
-        self._rollouts_in_db: Set[str] = set()  # rollouts with at least one span committed
+        # Spans of recently active rollouts, complete per rollout, so reading them back (what an
+        # algorithm does right after a rollout finishes) needs no SQL.
+        self.span_cache_size = span_cache_size
+        self._span_cache: "OrderedDict[str, Dict[Tuple[str, str], Span]]" = OrderedDict()
+        self._cached_spans = 0
+        self._rollouts_in_db: Set[str] = set()  # rollouts whose spans are looked up in SQLite
         self._unsettled_rollouts: Dict[str, int] = {}  # rollouts with spans not committed yet
         self._commit_lock = threading.Lock()
         self._writer_wakeup = threading.Condition(self._lock)
@@ -206,6 +216,8 @@ class SqliteLightningStore(StoreEngine):
         self._writer: Optional[sqlite3.Connection] = None
         self._writer_error: Optional[BaseException] = None
         self._stopping = False
+        self._commit_scheduled = False
+        self._batch_started = 0.0
         self._span_count = 0
         self._queue_positions: Dict[str, int] = {}
         self._queue_tail = 0
@@ -381,22 +393,38 @@ class SqliteLightningStore(StoreEngine):
             self._pending[("latest_resources", self._op_counter)] = payload.resources_id
 
     def _insert_spans(self, spans: Sequence[Span]) -> SpanInsertResult:
-        """Dedupe against journaled and committed spans, then record the new ones (lock held)."""
+        """Dedupe against cached, journaled and committed spans, then record the new ones (lock held)."""
         flags: List[bool] = []
         for span in spans:
-            key = (span.rollout_id, span.attempt_id, span.span_id)
-            # Only rollouts with committed spans need a look at the database.
-            duplicate = key in self._uncommitted_spans or (
-                span.rollout_id in self._rollouts_in_db
-                and self._reader().execute(_SPAN_EXISTS, key).fetchone() is not None
-            )
+            rollout_id = span.rollout_id
+            key = (rollout_id, span.attempt_id, span.span_id)
+            cached = self._span_cache.get(rollout_id)
+            if cached is None and rollout_id not in self._rollouts_in_db:
+                cached = self._span_cache[rollout_id] = {}  # first span of a rollout: the cache has them all
+            if cached is not None:
+                duplicate = (span.attempt_id, span.span_id) in cached
+            else:  # only rollouts evicted from the cache (or from an earlier run) need the database
+                duplicate = key in self._uncommitted_spans or (
+                    self._reader().execute(_SPAN_EXISTS, key).fetchone() is not None
+                )
             if not duplicate:
+                if cached is not None:
+                    cached[(span.attempt_id, span.span_id)] = _clone(span)
+                    self._cached_spans += 1
                 self._uncommitted_spans[key] = self._batch_generation
-                self._unsettled_rollouts[span.rollout_id] = self._batch_generation
+                self._unsettled_rollouts[rollout_id] = self._batch_generation
                 self._pending_span_rows.append(_span_row(span))
                 self._span_count += 1
             flags.append(not duplicate)
+        self._evict_spans()
         return flags
+
+    def _evict_spans(self) -> None:
+        """Keep at most ``span_cache_size`` spans cached, dropping the least recently used rollouts."""
+        while self._cached_spans > self.span_cache_size and self._span_cache:
+            rollout_id, evicted = self._span_cache.popitem(last=False)
+            self._cached_spans -= len(evicted)
+            self._rollouts_in_db.add(rollout_id)  # from now on its spans are looked up in SQLite
 
     async def _flush(self) -> None:
         """Journal everything recorded so far: once this returns, those writes survive a kill."""
@@ -407,6 +435,8 @@ class SqliteLightningStore(StoreEngine):
             ops = [(kind, key, _snapshot(kind, payload)) for (kind, key), payload in self._pending.items()]
             ops.extend(("span", None, row) for row in self._pending_span_rows)
             self._pending, self._pending_span_rows = {}, []
+            if not self._batch:
+                self._batch_started = time.monotonic()
             blob = pickle.dumps(ops, protocol=pickle.HIGHEST_PROTOCOL)
             record = _RECORD_HEADER.pack(len(blob)) + blob
             try:
@@ -415,16 +445,23 @@ class SqliteLightningStore(StoreEngine):
                 self._writer_error = exc
                 raise StoreClosedError(f"cannot journal writes to {str(self._journal_path)!r}: {exc}") from exc
             self._batch.extend(ops)
-            self._writer_wakeup.notify()
+            schedule = not self._commit_scheduled
+            self._commit_scheduled = True
+        if schedule:
+            # Commit on the caller's loop, a little later so that more writes share the transaction.
+            # (A writer thread would fight this loop for the GIL on every call.)
+            asyncio.get_running_loop().call_later(self.commit_interval, self._commit_batch)
 
     def _write_loop(self) -> None:
-        """Move journaled batches into SQLite every ``commit_interval`` seconds."""
+        """Safety net: commit a batch that no loop committed (its loop stopped) within a second."""
         while True:
             with self._lock:
                 if not self._stopping:
-                    self._writer_wakeup.wait(self.commit_interval)
+                    self._writer_wakeup.wait(_SAFETY_COMMIT_SECONDS)
                 stopping = self._stopping
-            self._commit_batch()
+                stale = bool(self._batch) and time.monotonic() - self._batch_started > _SAFETY_COMMIT_SECONDS
+            if stale or stopping:
+                self._commit_batch()
             if stopping:
                 return
 
@@ -432,6 +469,7 @@ class SqliteLightningStore(StoreEngine):
         """Commit the current batch in one transaction, then drop the journal that held it."""
         with self._commit_lock:
             with self._lock:
+                self._commit_scheduled = False
                 if not self._batch or self._writer_error is not None:
                     return
                 batch, self._batch = self._batch, []
@@ -459,7 +497,6 @@ class SqliteLightningStore(StoreEngine):
                 for rollout_id, seen in list(self._unsettled_rollouts.items()):
                     if seen <= generation:
                         del self._unsettled_rollouts[rollout_id]
-                        self._rollouts_in_db.add(rollout_id)
 
     def _replay_journal(self) -> None:
         """Apply journals a previous process left (acknowledged writes it never committed)."""
@@ -491,6 +528,13 @@ class SqliteLightningStore(StoreEngine):
     # ---------------------------------------------------------------------------------------------
     # spans
     async def _select_spans(self, query: SpanQuery) -> PaginatedResult[Span]:
+        with self._lock:
+            cached = self._span_cache.get(query.rollout_id)
+            if cached is not None:
+                self._span_cache.move_to_end(query.rollout_id)
+                spans = list(cached.values())
+        if cached is not None:
+            return select_spans(spans, query)
         await self._flush()
         with self._lock:
             unsettled = query.rollout_id in self._unsettled_rollouts
@@ -596,23 +640,38 @@ def _read_journal(path: Path) -> List[JournalOp]:
 
 
 def _apply(conn: sqlite3.Connection, ops: Sequence[JournalOp]) -> None:
-    """Run journaled writes in one transaction: each model row once, with its latest state, then
-    the ordered operations (queue, spans, ids). Every statement is idempotent, so replaying a
-    journal whose batch was already committed changes nothing."""
+    """Run journaled writes in one transaction, each row once with its latest state.
+
+    A queue position pushed and popped within the batch never touches the table. Every statement
+    is idempotent, so replaying a journal whose batch was already committed changes nothing."""
     latest: Dict[Tuple[str, Any], Any] = {}
-    ordered: List[Tuple[str, Any]] = []
+    pushed: Dict[int, str] = {}
+    popped: List[int] = []
+    appended: Dict[str, List[Tuple[Any, ...]]] = {"span": [], "request_id": []}
     for kind, key, snapshot in ops:
         if kind in _COALESCED:
             latest[(kind, key)] = snapshot
+        elif kind == "queue_push":
+            position, rollout_id = snapshot
+            pushed[position] = rollout_id
+        elif kind == "queue_pop":
+            if pushed.pop(snapshot, None) is None:
+                popped.append(snapshot)
+        elif kind == "latest_resources":
+            latest[(kind, None)] = snapshot
         else:
-            ordered.append((kind, snapshot))
+            appended[kind].append(_row(kind, snapshot))
+    by_kind: Dict[str, List[Tuple[Any, ...]]] = {}
+    for (kind, _), snapshot in latest.items():
+        by_kind.setdefault(kind, []).append(_row(kind, snapshot))
+    by_kind["queue_pop"] = [(position,) for position in popped]
+    by_kind["queue_push"] = list(pushed.items())
+    by_kind.update(appended)
     conn.execute("BEGIN IMMEDIATE")
     try:
-        rows = sorted(((kind, _row(kind, snap)) for (kind, _), snap in latest.items()), key=lambda r: r[0])
-        for kind, group in itertools.groupby(rows, key=lambda r: r[0]):
-            conn.executemany(_UPSERTS[kind], [row for _, row in group])
-        for kind, ordered_group in itertools.groupby(ordered, key=lambda op: op[0]):
-            conn.executemany(_UPSERTS[kind], [_row(kind, snap) for _, snap in ordered_group])
+        for kind, rows in by_kind.items():
+            if rows:
+                conn.executemany(_UPSERTS[kind], rows)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

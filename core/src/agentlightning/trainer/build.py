@@ -19,7 +19,9 @@ def import_object(path: str) -> Any:
     if not sep:
         module_name, _, attr = path.rpartition(".")
     if not module_name or not attr:
-        raise ComponentResolutionError(f"{path!r} is neither a registered name nor an import path (package.module:Name)")
+        raise ComponentResolutionError(
+            f"{path!r} is neither a registered name nor an import path (package.module:Name)"
+        )
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:

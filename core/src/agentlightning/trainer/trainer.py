@@ -6,6 +6,7 @@ import asyncio
 import copy
 import logging
 import secrets
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -204,13 +205,25 @@ class Trainer:
         self.store = store
         agent.set_trainer(self)
         runners: Dict[int, Runner[Any]] = {}
+        finished_runners: List[int] = []
+        n_runners = self.strategy.n_runners
+        # Without an algorithm the trainer publishes the initial resources itself; runners wait for
+        # that, so that no rollout runs without them.
+        resources_published = threading.Event()
+        if algorithm is not None or not self.initial_resources:
+            resources_published.set()
 
         async def algorithm_bundle(store: LightningStore, event: ExecutionEvent) -> None:
             if algorithm is None:
-                if self.initial_resources:
-                    await store.update_resources("default", self.initial_resources)
-                while not event.is_set():  # nothing to drive: serve runners until stopped
-                    await asyncio.sleep(0.2)
+                try:
+                    if self.initial_resources:
+                        await store.update_resources("default", self.initial_resources)
+                finally:
+                    resources_published.set()
+                # Nothing to drive: serve the runners until stopped, or until every runner is done
+                # (max_rollouts reached), so that the run ends instead of idling forever.
+                while not event.is_set() and len(finished_runners) < n_runners:
+                    await asyncio.sleep(0.05)
                 return
             algorithm.set_trainer(self)
             algorithm.set_store(store)
@@ -228,6 +241,8 @@ class Trainer:
         async def runner_bundle(store: LightningStore, worker_id: int, event: ExecutionEvent) -> None:
             runner = self.runner if worker_id == 0 else copy.copy(self.runner)
             runners[worker_id] = runner
+            while not resources_published.is_set() and not event.is_set():
+                await asyncio.sleep(0.01)
             runner.init(agent, hooks=self.hooks)
             try:
                 runner.init_worker(worker_id, store)
@@ -237,5 +252,6 @@ class Trainer:
                     runner.teardown_worker(worker_id)
             finally:
                 runner.teardown()
+                finished_runners.append(worker_id)
 
         self.strategy.execute(algorithm_bundle, runner_bundle, store)
