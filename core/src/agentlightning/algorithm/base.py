@@ -24,9 +24,9 @@ class Algorithm:
     """
 
     def __init__(self) -> None:
-        self._trainer_ref: Optional[weakref.ref[Any]] = None
+        self._trainer_ref: Optional[weakref.ref["Trainer"]] = None
         self._llm_proxy_ref: Optional[weakref.ref[Any]] = None
-        self._adapter_ref: Optional[weakref.ref[Any]] = None
+        self._adapter_ref: Optional[weakref.ref["Adapter[Any, Any]"]] = None
         self._store: Optional["LightningStore"] = None
         self._initial_resources: Optional[NamedResources] = None
 

@@ -56,7 +56,7 @@ class Baseline(FastAlgorithm):
         self.span_verbosity = span_verbosity
         self.reports: List[RolloutReport] = []
 
-    async def run(  # type: ignore[override]
+    async def run(
         self, train_dataset: Optional[Dataset[Any]] = None, val_dataset: Optional[Dataset[Any]] = None
     ) -> None:
         store = self.get_store()

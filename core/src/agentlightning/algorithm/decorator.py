@@ -35,7 +35,7 @@ class FunctionalAlgorithm(Algorithm):
                 f"it may take any of {', '.join(_INJECTABLE)}"
             )
         self._wanted = [name for name in _INJECTABLE if name in params]
-        functools.update_wrapper(self, func)  # type: ignore[arg-type]
+        functools.update_wrapper(self, func)
 
     def is_async(self) -> bool:
         return inspect.iscoroutinefunction(self._func)
@@ -54,7 +54,7 @@ class FunctionalAlgorithm(Algorithm):
         }
         return {name: available[name]() for name in self._wanted}
 
-    def run(  # type: ignore[override]
+    def run(
         self, train_dataset: Optional[Dataset[Any]] = None, val_dataset: Optional[Dataset[Any]] = None
     ) -> Union[None, Awaitable[None]]:
         return self._func(**self._kwargs(train_dataset, val_dataset))  # type: ignore[no-any-return]

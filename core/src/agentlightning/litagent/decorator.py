@@ -43,7 +43,7 @@ class FunctionalLitAgent(LitAgent[Any]):
         self._wants_llm = "llm" in params
         self._wants_prompt = "prompt_template" in params
         self._wants_rollout = "rollout" in params
-        functools.update_wrapper(self, rollout_func)  # type: ignore[arg-type]
+        functools.update_wrapper(self, rollout_func)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._func(*args, **kwargs)

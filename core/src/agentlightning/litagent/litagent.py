@@ -36,8 +36,8 @@ class LitAgent(Generic[T]):
                 stacklevel=2,
             )
         self.trained_agents = trained_agents
-        self._trainer_ref: Optional[weakref.ref[Any]] = None
-        self._runner_ref: Optional[weakref.ref[Any]] = None
+        self._trainer_ref: Optional[weakref.ref["Trainer"]] = None
+        self._runner_ref: Optional[weakref.ref["Runner[Any]"]] = None
 
     def is_async(self) -> bool:
         """True when a subclass implements one of the ``*_async`` methods."""
@@ -73,8 +73,9 @@ class LitAgent(Generic[T]):
     def get_tracer(self) -> "Tracer":
         """The tracer of the runner executing this agent, else the trainer's."""
         runner = self._runner_ref() if self._runner_ref is not None else None
-        if runner is not None and getattr(runner, "tracer", None) is not None:
-            return runner.tracer  # type: ignore[no-any-return]
+        tracer: Optional["Tracer"] = getattr(runner, "tracer", None) if runner is not None else None
+        if tracer is not None:
+            return tracer
         return self.get_trainer().tracer
 
     @property

@@ -139,7 +139,7 @@ class LitAgentRunner(Runner[Any]):
         agent.set_runner(self)
         self._instrument()
 
-    def init_worker(self, worker_id: int, store: LightningStore, **kwargs: Any) -> None:  # type: ignore[override]
+    def init_worker(self, worker_id: int, store: LightningStore, **kwargs: Any) -> None:
         ParallelWorkerBase.init_worker(self, worker_id)
         self._store = store
         if self._fixed_worker_id is None:
@@ -287,7 +287,8 @@ class LitAgentRunner(Runner[Any]):
         store = self.store
         agent = self.agent
         rollout_id, attempt_id = rollout.rollout_id, rollout.attempt.attempt_id
-        status, error = "succeeded", None
+        status = "succeeded"
+        error: Optional[BaseException] = None
         spans: List[Span] = []
         notify("agl_on_rollout_start", rollout=rollout, attempt=rollout.attempt, worker_id=self.worker_name)
         await self._call_hooks("on_rollout_start", agent=agent, runner=self, rollout=rollout)

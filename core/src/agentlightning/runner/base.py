@@ -35,7 +35,7 @@ class Runner(ParallelWorkerBase, Generic[T]):
     def init(self, agent: "LitAgent[T]", *, hooks: Optional[Sequence[Hook]] = None, **kwargs: Any) -> None:
         raise NotImplementedError
 
-    def init_worker(self, worker_id: int, store: "LightningStore", **kwargs: Any) -> None:  # type: ignore[override]
+    def init_worker(self, worker_id: int, store: "LightningStore", **kwargs: Any) -> None:
         raise NotImplementedError
 
     async def iter(self, *, event: Optional[ExecutionEvent] = None) -> None:

@@ -115,6 +115,17 @@ _MUTABLE_FIELDS: Dict[type, Tuple[Tuple[str, Callable[[Any], Any]], ...]] = {
 }
 
 
+def _default_config() -> RolloutConfig:
+    return _construct(
+        RolloutConfig, {"timeout_seconds": None, "unresponsive_seconds": None, "max_attempts": 1, "retry_condition": []}
+    )
+
+
+def _set(model: BaseModel, **fields: Any) -> None:
+    """Assign already-valid fields on the store's own objects (pydantic's __setattr__ is slow)."""
+    model.__dict__.update(fields)
+
+
 def _clone(model: M) -> M:
     """A copy handed to callers, so they cannot change the store's state by assignment or by
     mutating its containers (see ``_MUTABLE_FIELDS``)."""
@@ -255,13 +266,13 @@ class StoreEngine(LightningStore):
     def _set_rollout_status(self, rollout: Rollout, status: str, now: float) -> None:
         if rollout.status == status:
             return
-        rollout.status = status  # type: ignore[assignment]
+        _set(rollout, status=status)
         if status in TERMINAL_ROLLOUT_STATUSES:
-            rollout.end_time = now
+            _set(rollout, end_time=now)
             self._live.discard(rollout.rollout_id)
             self._wake(rollout.rollout_id)
         else:
-            rollout.end_time = None
+            _set(rollout, end_time=None)
             if status in RUNNING_ROLLOUT_STATUSES:
                 self._live.add(rollout.rollout_id)
             else:
@@ -285,15 +296,18 @@ class StoreEngine(LightningStore):
             worker = self._workers[attempt.worker_id] = Worker(worker_id=attempt.worker_id)
         if attempt.status in ("succeeded", "failed"):
             if worker.current_attempt_id in (None, attempt.attempt_id):
-                worker.status, worker.last_idle_time = "idle", now
-                worker.current_rollout_id = worker.current_attempt_id = None
+                _set(worker, status="idle", last_idle_time=now, current_rollout_id=None, current_attempt_id=None)
         elif attempt.status in ("timeout", "unresponsive"):
             if worker.current_attempt_id in (None, attempt.attempt_id):
-                worker.status = "unknown"
-                worker.current_rollout_id = worker.current_attempt_id = None
+                _set(worker, status="unknown", current_rollout_id=None, current_attempt_id=None)
         else:
-            worker.status, worker.last_busy_time = "busy", now
-            worker.current_rollout_id, worker.current_attempt_id = attempt.rollout_id, attempt.attempt_id
+            _set(
+                worker,
+                status="busy",
+                last_busy_time=now,
+                current_rollout_id=attempt.rollout_id,
+                current_attempt_id=attempt.attempt_id,
+            )
         self._record("worker", worker)
 
     def _start_attempt(self, rollout: Rollout, worker_id: Optional[str], now: float) -> Attempt:
@@ -339,8 +353,7 @@ class StoreEngine(LightningStore):
         self._check_attempt_transition(attempt, status)
         if attempt.status == status:
             return
-        attempt.status = status  # type: ignore[assignment]
-        attempt.end_time = now if status in ENDED_ATTEMPT_STATUSES else None
+        _set(attempt, status=status, end_time=now if status in ENDED_ATTEMPT_STATUSES else None)
         self._record("attempt", attempt)
         self._sync_worker(attempt, now)
         latest = self._attempts[rollout.rollout_id][-1]
@@ -350,7 +363,7 @@ class StoreEngine(LightningStore):
 
     def _heartbeat(self, rollout: Rollout, attempt: Attempt, now: float) -> None:
         """A span or heartbeat arrived: the attempt is alive."""
-        attempt.last_heartbeat_time = now
+        _set(attempt, last_heartbeat_time=now)
         if attempt.status in ("preparing", "unresponsive"):
             self._change_attempt_status(rollout, attempt, "running", now)
         else:
@@ -434,7 +447,7 @@ class StoreEngine(LightningStore):
                 mode=mode,
                 resources_id=self._resolve_resources_id(resources_id),
                 status="queuing",
-                config=config.model_copy(deep=True) if config is not None else RolloutConfig(),
+                config=config.model_copy(deep=True) if config is not None else _default_config(),
                 metadata=dict(metadata) if metadata is not None else None,
             ),
         )
@@ -494,20 +507,35 @@ class StoreEngine(LightningStore):
         metadata: Optional[Dict[str, Any]] = None,
         client_request_id: Optional[str] = None,
     ) -> Rollout:
-        # Same errors as start_rollout (TypeError), not a pydantic ValidationError from the request model.
-        if metadata is not None and not isinstance(metadata, dict):
-            raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
-        if resources_id is not None and not isinstance(resources_id, str):
-            raise TypeError(f"resources_id must be a str, got {type(resources_id).__name__} {resources_id!r}")
-        request = EnqueueRolloutRequest(
-            input=input,
-            mode=mode,
-            resources_id=resources_id,
-            config=config,
-            metadata=metadata,
-            client_request_id=client_request_id,
-        )
-        return (await self.enqueue_many_rollouts([request]))[0]
+        with self._lock:
+            self._check_open()
+            now = time.time()
+            self._scan(now)
+            result = self._enqueue(input, mode, resources_id, config, metadata, client_request_id, now)
+        await self._flush()
+        return result
+
+    def _enqueue(
+        self,
+        input: Any,
+        mode: Optional[RolloutMode],
+        resources_id: Optional[str],
+        config: Optional[RolloutConfig],
+        metadata: Optional[Dict[str, Any]],
+        client_request_id: Optional[str],
+        now: float,
+    ) -> Rollout:
+        if client_request_id is not None:
+            if not isinstance(client_request_id, str):
+                raise TypeError(f"client_request_id must be a str, got {client_request_id!r}")
+            existing = self._request_ids.get(client_request_id)
+            if existing is not None:
+                return _clone(self._rollouts[existing])
+        rollout = self._new_rollout(input, mode, resources_id, config, metadata, "queuing", now)
+        if client_request_id is not None:
+            self._request_ids[client_request_id] = rollout.rollout_id
+            self._record("request_id", (client_request_id, rollout.rollout_id))
+        return _clone(rollout)
 
     async def enqueue_many_rollouts(self, rollouts: Sequence[EnqueueRolloutRequest]) -> List[Rollout]:
         requests = [
@@ -518,18 +546,10 @@ class StoreEngine(LightningStore):
             self._check_open()
             now = time.time()
             self._scan(now)
-            for request in requests:
-                key = request.client_request_id
-                if key is not None and key in self._request_ids:
-                    results.append(_clone(self._rollouts[self._request_ids[key]]))
-                    continue
-                rollout = self._new_rollout(
-                    request.input, request.mode, request.resources_id, request.config, request.metadata, "queuing", now
+            for r in requests:
+                results.append(
+                    self._enqueue(r.input, r.mode, r.resources_id, r.config, r.metadata, r.client_request_id, now)
                 )
-                if key is not None:
-                    self._request_ids[key] = rollout.rollout_id
-                    self._record("request_id", (key, rollout.rollout_id))
-                results.append(_clone(rollout))
         await self._flush()
         return results
 
@@ -558,9 +578,9 @@ class StoreEngine(LightningStore):
                 worker = self._workers.get(worker_id)
                 if worker is None:
                     worker = self._workers[worker_id] = Worker(worker_id=worker_id)
-                worker.last_dequeue_time = now
+                _set(worker, last_dequeue_time=now)
                 if not results:
-                    worker.status, worker.last_idle_time = "idle", now
+                    _set(worker, status="idle", last_idle_time=now)
                 self._record("worker", worker)
         await self._flush()
         return results

@@ -70,4 +70,6 @@ def paginate(
         ordered.reverse()
     total = len(ordered)
     page = ordered[offset:] if limit == -1 else ordered[offset : offset + limit]
-    return PaginatedResult(items=page, limit=limit, offset=offset, total=total)
+    # Built without validation: the items are the store's own, already valid (a hot path).
+    result: PaginatedResult[T] = PaginatedResult.model_construct(items=page, limit=limit, offset=offset, total=total)
+    return result

@@ -119,9 +119,13 @@ class Trainer:
         if store is not None and not isinstance(store, (LightningStore, str)):
             raise ComponentResolutionError(f"store must be a LightningStore or a URI string, got {store!r}")
 
-        self.tracer: Tracer = build_component(
-            tracer, Tracer, "tracer", default_factory=OtelTracer, registry=_registry("tracers")
-        )  # type: ignore[assignment]
+        self.tracer: Tracer = build_component(  # type: ignore[assignment]
+            tracer,
+            Tracer,  # type: ignore[type-abstract]
+            "tracer",
+            default_factory=OtelTracer,
+            registry=_registry("tracers"),
+        )
         self.adapter: Optional[Adapter[Any, Any]] = build_component(
             adapter, Adapter, "adapter", allow_none=True, registry=_registry("adapters")
         )
