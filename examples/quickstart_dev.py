@@ -1,6 +1,6 @@
 """Dry-run a plain-Python agent with ``Trainer.dev`` on a SQLite store and print every rollout.
 
-    python examples/quickstart_dev.py
+python examples/quickstart_dev.py
 """
 
 from __future__ import annotations
@@ -51,8 +51,9 @@ def main() -> None:
         table.add_column(column)
     for report in baseline.reports:
         r = report.rollout
-        table.add_row(r.rollout_id, str(r.mode), r.input["question"], r.status, str(report.final_reward),
-                      str(len(report.spans)))
+        table.add_row(
+            r.rollout_id, str(r.mode), r.input["question"], r.status, str(report.final_reward), str(len(report.spans))
+        )
     Console().print(table)
 
 

@@ -7,14 +7,16 @@ from typing import Union
 
 __all__ = ["setup_logging", "setup_module_logging"]
 
+_HANDLER_NAME = "agentlightning"
+
 
 def setup_logging(level: Union[int, str] = "INFO", *, rich: bool = True) -> None:
     """Send ``agentlightning`` logs to stderr (through rich when available)."""
     logger = logging.getLogger("agentlightning")
     logger.setLevel(level)
-    for handler in list(logger.handlers):
-        if getattr(handler, "_agl_handler", False):
-            logger.removeHandler(handler)
+    for existing in list(logger.handlers):
+        if existing.get_name() == _HANDLER_NAME:
+            logger.removeHandler(existing)
     handler: logging.Handler
     if rich:
         from rich.logging import RichHandler
@@ -24,7 +26,7 @@ def setup_logging(level: Union[int, str] = "INFO", *, rich: bool = True) -> None
     else:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler._agl_handler = True  # type: ignore[attr-defined]
+    handler.set_name(_HANDLER_NAME)  # so a second call replaces it instead of doubling output
     logger.addHandler(handler)
 
 

@@ -37,5 +37,3 @@ class TraceToTripletBase(TraceAdapter[List[Triplet]]):
 
     def adapt(self, source: Sequence[Span], /) -> List[Triplet]:  # pragma: no cover - abstract
         raise NotImplementedError
-
-

@@ -55,4 +55,7 @@ def open_store(uri: str) -> LightningStore:
     factory = backends.get(scheme)
     if factory is None:
         raise UnknownStoreURIError(uri, list(backends))
-    return factory(uri)
+    store = factory(uri)
+    if not isinstance(store, LightningStore):
+        raise TypeError(f"the store backend for {scheme!r} returned {type(store).__name__}, not a LightningStore")
+    return store

@@ -129,7 +129,7 @@ class LightningStore(ABC):
     def otlp_traces_endpoint(self) -> str:
         raise NotImplementedError(f"{type(self).__name__} does not ingest OTLP traces")
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional for backends holding nothing
         """Release connections and flush pending writes. Idempotent."""
 
     # -- rollouts -------------------------------------------------------------------------------

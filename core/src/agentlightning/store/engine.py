@@ -838,7 +838,7 @@ class StoreEngine(LightningStore):
             inserted = self._insert_spans(spans)
         await self._flush()  # commits the spans too
         flags = inserted if isinstance(inserted, list) else await asyncio.wrap_future(inserted)
-        return [span for span, new in zip(spans, flags) if new]
+        return [span for span, new in zip(spans, flags, strict=True) if new]
 
     async def get_next_span_sequence_id(self, rollout_id: str, attempt_id: str) -> int:
         return (await self.get_many_span_sequence_ids([(rollout_id, attempt_id)]))[0]

@@ -12,22 +12,28 @@ from .query import match_filters, paginate
 __all__ = ["InMemoryLightningStore"]
 
 
+def _predicate(field: str, kind: str, value: str) -> Callable[[Span], bool]:
+    if kind == "exact":
+        return lambda span: getattr(span, field) == value
+
+    def contains(span: Span) -> bool:
+        current = getattr(span, field)
+        return current is not None and value in current
+
+    return contains
+
+
 def span_predicates(filters: Dict[str, Tuple[str, str]]) -> List[Callable[[Span], bool]]:
-    predicates: List[Callable[[Span], bool]] = []
-    for key, (kind, value) in filters.items():
-        field = key.rstrip("~")
-        if kind == "exact":
-            predicates.append(lambda s, f=field, v=value: getattr(s, f) == v)
-        else:
-            predicates.append(lambda s, f=field, v=value: getattr(s, f) is not None and v in getattr(s, f))
-    return predicates
+    return [_predicate(key.rstrip("~"), kind, value) for key, (kind, value) in filters.items()]
 
 
 def select_spans(spans: Iterable[Span], query: SpanQuery) -> PaginatedResult[Span]:
     """Filter, sort and page one rollout's spans held in memory; returns copies."""
     match = match_filters(span_predicates(query.filters), query.filter_logic)
     selected = [s for s in spans if (query.attempt_id is None or s.attempt_id == query.attempt_id) and match(s)]
-    page = paginate(selected, sort_by=query.sort_by, sort_order=query.sort_order, limit=query.limit, offset=query.offset)
+    page = paginate(
+        selected, sort_by=query.sort_by, sort_order=query.sort_order, limit=query.limit, offset=query.offset
+    )
     page.items = [_clone(s) for s in page.items]
     return page
 

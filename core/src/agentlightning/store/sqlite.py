@@ -18,6 +18,7 @@ read-only (``?mode=ro``). Such readers see the database as of the last batch, at
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import pickle
@@ -25,6 +26,7 @@ import sqlite3
 import struct
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
@@ -242,6 +244,8 @@ class SqliteLightningStore(StoreEngine):
                 target=self._write_loop, name=f"agl-sqlite-writer:{self.path.name}", daemon=True
             )
             self._writer_thread.start()
+            # A store never closed (a script that just ends) still lands its last batch in SQLite.
+            atexit.register(_commit_at_exit, weakref.ref(self))
 
     @classmethod
     def from_uri(cls, uri: str) -> "SqliteLightningStore":
@@ -283,7 +287,7 @@ class SqliteLightningStore(StoreEngine):
             import fcntl
         except ImportError:  # pragma: no cover - non-POSIX: no cross-process guard
             return
-        handle = open(f"{self.path}.lock", "a+")
+        handle = open(f"{self.path}.lock", "a+")  # noqa: SIM115 - held open for the store's lifetime
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -613,6 +617,17 @@ class SqliteLightningStore(StoreEngine):
                 conn.close()
             self._reader_connections.clear()
         self._release_write_lock()
+
+
+def _commit_at_exit(ref: "weakref.ref[SqliteLightningStore]") -> None:
+    store = ref()
+    if store is not None and store._writer_thread is not None:
+        try:
+            store._commit_batch()
+            if not store._batch and store._writer_error is None:
+                store._journal_path.unlink(missing_ok=True)
+        except Exception:  # exiting anyway; the journal still holds the writes for the next open
+            logger.warning("could not commit %s at exit; its journal keeps the writes", store.path, exc_info=True)
 
 
 def _write_all(fd: Optional[int], data: bytes) -> None:

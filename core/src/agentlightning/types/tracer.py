@@ -113,9 +113,7 @@ class Span(BaseModel):
     resource: OtelResource = Field(default_factory=OtelResource)
 
     @classmethod
-    def from_opentelemetry(
-        cls, src: ReadableSpan, rollout_id: str, attempt_id: str, sequence_id: int
-    ) -> "Span":
+    def from_opentelemetry(cls, src: ReadableSpan, rollout_id: str, attempt_id: str, sequence_id: int) -> "Span":
         ctx = src.get_span_context()
         trace_id = _hex_trace_id(ctx.trace_id) if ctx is not None else secrets.token_hex(16)
         span_id = _hex_span_id(ctx.span_id) if ctx is not None else secrets.token_hex(8)
