@@ -396,3 +396,28 @@ def test_strategy_forms_and_its_n_runners() -> None:
 
 def test_trainer_is_exported() -> None:
     assert agl.Trainer is Trainer
+
+
+def test_close_releases_a_store_the_trainer_opened(tmp_path: Path) -> None:
+    with Trainer(run_dir=tmp_path) as trainer:
+        trainer.dev(reward_agent, [0.25])
+        assert isinstance(trainer.store, SqliteLightningStore)
+    assert trainer.store is None
+    # the file is released: a second trainer can write the same run directory in this process
+    second = Trainer(run_dir=tmp_path)
+    second.dev(reward_agent, [0.75])
+    try:
+        assert sorted(run(rollouts_and_rewards(second.store))) == [  # type: ignore[arg-type]
+            (0.25, "train", "succeeded", 0.25),
+            (0.75, "train", "succeeded", 0.75),
+        ]
+    finally:
+        second.close()
+
+
+def test_close_leaves_a_store_passed_in_open(memory_store: InMemoryLightningStore) -> None:
+    trainer = Trainer(store=memory_store)
+    trainer.dev(reward_agent, [0.5])
+    trainer.close()
+    assert trainer.store is memory_store
+    assert len(run(memory_store.query_rollouts())) == 1

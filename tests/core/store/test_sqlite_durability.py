@@ -276,3 +276,42 @@ async def test_sigkill_loses_no_acknowledged_write(tmp_path: Path) -> None:
     finally:
         await store.close()
     assert _integrity(path) == "ok"
+
+
+def _count_rows(path: Path, table: str) -> int:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+    finally:
+        conn.close()
+
+
+async def test_sync_makes_acknowledged_writes_visible_to_other_readers(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    store = SqliteLightningStore(path, commit_interval=3600)  # no timer commit during this test
+    try:
+        r = await store.start_rollout({"q": 1})
+        await add_spans(store, r.rollout_id, r.attempt.attempt_id, 4)
+        assert _count_rows(path, "spans") == 0  # journaled (durable) but not yet in the database
+        await store.sync()
+        assert _count_rows(path, "spans") == 4
+        assert _count_rows(path, "rollouts") == 1
+    finally:
+        await store.close()
+
+
+def test_batches_commit_on_later_loops_after_the_first_loop_closed(tmp_path: Path) -> None:
+    """A commit timer dies with its loop; writes from the next loop must still commit promptly."""
+    path = tmp_path / "store.db"
+    store = SqliteLightningStore(path, commit_interval=0.01)
+    try:
+        asyncio.run(store.enqueue_rollout({"first": True}))  # its loop closes right after the write
+
+        async def second_loop() -> None:
+            await store.enqueue_rollout({"second": True})
+            await asyncio.sleep(0.3)  # several commit intervals, well below the 1 s safety net
+
+        asyncio.run(second_loop())
+        assert _count_rows(path, "rollouts") == 2
+    finally:
+        asyncio.run(store.close())

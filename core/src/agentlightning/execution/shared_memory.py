@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 from agentlightning.store.base import LightningStore
+from agentlightning.utils.aio import run_sync
 
 from .base import AlgorithmBundle, ExecutionStrategy, RunnerBundle
 
@@ -30,23 +31,7 @@ class SharedMemoryExecutionStrategy(ExecutionStrategy):
         self.n_runners = n_runners
 
     def execute(self, algorithm: AlgorithmBundle, runner: RunnerBundle, store: LightningStore) -> None:
-        if not _loop_running():
-            asyncio.run(self.execute_async(algorithm, runner, store))
-            return
-        # Called from inside a running loop (e.g. a notebook): run ours in a helper thread.
-        errors: List[BaseException] = []
-
-        def target() -> None:
-            try:
-                asyncio.run(self.execute_async(algorithm, runner, store))
-            except BaseException as exc:
-                errors.append(exc)
-
-        thread = threading.Thread(target=target, name="agl-trainer")
-        thread.start()
-        thread.join()
-        if errors:
-            raise errors[0]
+        run_sync(self.execute_async(algorithm, runner, store))
 
     async def execute_async(self, algorithm: AlgorithmBundle, runner: RunnerBundle, store: LightningStore) -> None:
         stop = threading.Event()
@@ -75,11 +60,3 @@ class SharedMemoryExecutionStrategy(ExecutionStrategy):
             await asyncio.gather(*everything, return_exceptions=True)
         if failure is not None:
             raise failure
-
-
-def _loop_running() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True

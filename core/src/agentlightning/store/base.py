@@ -129,6 +129,9 @@ class LightningStore(ABC):
     def otlp_traces_endpoint(self) -> str:
         raise NotImplementedError(f"{type(self).__name__} does not ingest OTLP traces")
 
+    async def sync(self) -> None:  # noqa: B027 - a no-op for backends that write through
+        """Make every acknowledged write visible to other processes reading the same backend."""
+
     async def close(self) -> None:  # noqa: B027 - optional for backends holding nothing
         """Release connections and flush pending writes. Idempotent."""
 

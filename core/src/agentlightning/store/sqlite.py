@@ -218,7 +218,7 @@ class SqliteLightningStore(StoreEngine):
         self._writer: Optional[sqlite3.Connection] = None
         self._writer_error: Optional[BaseException] = None
         self._stopping = False
-        self._commit_scheduled = False
+        self._commit_loops: "weakref.WeakSet[asyncio.AbstractEventLoop]" = weakref.WeakSet()
         self._batch_started = 0.0
         self._span_count = 0
         self._queue_positions: Dict[str, int] = {}
@@ -449,12 +449,24 @@ class SqliteLightningStore(StoreEngine):
                 self._writer_error = exc
                 raise StoreClosedError(f"cannot journal writes to {str(self._journal_path)!r}: {exc}") from exc
             self._batch.extend(ops)
-            schedule = not self._commit_scheduled
-            self._commit_scheduled = True
+            loop = asyncio.get_running_loop()
+            schedule = loop not in self._commit_loops
+            self._commit_loops.add(loop)
         if schedule:
             # Commit on the caller's loop, a little later so that more writes share the transaction.
-            # (A writer thread would fight this loop for the GIL on every call.)
-            asyncio.get_running_loop().call_later(self.commit_interval, self._commit_batch)
+            # (A writer thread would fight this loop for the GIL on every call.) A loop that closes
+            # before its timer fires leaves the batch to the next commit or the safety net.
+            loop.call_later(self.commit_interval, self._commit_from_loop, loop)
+
+    def _commit_from_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            self._commit_loops.discard(loop)
+        self._commit_batch()
+
+    async def sync(self) -> None:
+        """Commit every acknowledged write to the database now, for other processes reading it."""
+        await self._flush()
+        self._commit_batch()
 
     def _write_loop(self) -> None:
         """Safety net: commit a batch that no loop committed (its loop stopped) within a second."""
@@ -473,7 +485,6 @@ class SqliteLightningStore(StoreEngine):
         """Commit the current batch in one transaction, then drop the journal that held it."""
         with self._commit_lock:
             with self._lock:
-                self._commit_scheduled = False
                 if not self._batch or self._writer_error is not None:
                     return
                 batch, self._batch = self._batch, []

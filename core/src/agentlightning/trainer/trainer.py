@@ -23,6 +23,7 @@ from agentlightning.runner.base import ExecutionEvent
 from agentlightning.store import LightningStore, open_store
 from agentlightning.tracer import OtelTracer, Tracer
 from agentlightning.types import Dataset, Hook, NamedResources
+from agentlightning.utils.aio import run_sync
 
 from .build import build_component
 
@@ -116,6 +117,7 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self._store_spec = store
         self.store: Optional[LightningStore] = store if isinstance(store, LightningStore) else None
+        self._owns_store = False
         if store is not None and not isinstance(store, (LightningStore, str)):
             raise ComponentResolutionError(f"store must be a LightningStore or a URI string, got {store!r}")
 
@@ -193,8 +195,23 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             spec = f"sqlite:///{(self.run_dir / 'store.db').resolve()}"
         store = open_store(str(spec))
+        self._owns_store = True
         logger.info("store: %s", spec)
         return store
+
+    def close(self) -> None:
+        """Close the store this Trainer opened from a URI (flushing it and releasing its file).
+
+        A store passed in as an object is left open: it belongs to the caller."""
+        if self.store is not None and self._owns_store:
+            store, self.store, self._owns_store = self.store, None, False
+            run_sync(store.close())
+
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
 
     def _run(
         self,
@@ -258,4 +275,7 @@ class Trainer:
                 runner.teardown()
                 finished_runners.append(worker_id)
 
-        self.strategy.execute(algorithm_bundle, runner_bundle, store)
+        try:
+            self.strategy.execute(algorithm_bundle, runner_bundle, store)
+        finally:
+            run_sync(store.sync())  # other processes (agl store stats, dashboards) see the whole run
