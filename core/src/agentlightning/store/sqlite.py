@@ -99,6 +99,8 @@ _UPSERTS["span"] = (
     "INSERT OR IGNORE INTO spans (rollout_id, attempt_id, span_id, sequence_id, trace_id, parent_id, name, "
     "start_time, end_time, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+
+
 _SAFETY_COMMIT_SECONDS = 1.0
 JournalOp = Tuple[str, Any, Any]  # (kind, coalescing key or None, snapshot)
 _RECORD_HEADER = struct.Struct("<I")  # journal record: 4-byte length, then a pickled list of (kind, row)
@@ -184,7 +186,7 @@ class SqliteLightningStore(StoreEngine):
         watchdog: bool = True,
         scan_debounce_seconds: float = 1.0,
         busy_timeout_seconds: float = 30.0,
-        commit_interval: float = 0.05,
+        commit_interval: float = 0.2,
         span_cache_size: int = 50_000,
     ) -> None:
         super().__init__(watchdog=watchdog and not read_only, scan_debounce_seconds=scan_debounce_seconds)
@@ -449,13 +451,19 @@ class SqliteLightningStore(StoreEngine):
                 self._writer_error = exc
                 raise StoreClosedError(f"cannot journal writes to {str(self._journal_path)!r}: {exc}") from exc
             self._batch.extend(ops)
+            due = time.monotonic() - self._batch_started >= self.commit_interval
             loop = asyncio.get_running_loop()
-            schedule = loop not in self._commit_loops
-            self._commit_loops.add(loop)
-        if schedule:
-            # Commit on the caller's loop, a little later so that more writes share the transaction.
-            # (A writer thread would fight this loop for the GIL on every call.) A loop that closes
-            # before its timer fires leaves the batch to the next commit or the safety net.
+            schedule = not due and loop not in self._commit_loops
+            if schedule:
+                self._commit_loops.add(loop)
+        # Commits run on the writers' own threads (a writer thread would fight them for the GIL):
+        # inline once the batch is ``commit_interval`` old, so busy writers commit regularly even
+        # if they never yield to their loop, and on a loop timer for the last writes before a
+        # pause. A loop that closes before its timer fires leaves the batch to the next commit
+        # or to the safety-net thread.
+        if due:
+            self._commit_batch()
+        elif schedule:
             loop.call_later(self.commit_interval, self._commit_from_loop, loop)
 
     def _commit_from_loop(self, loop: asyncio.AbstractEventLoop) -> None:
