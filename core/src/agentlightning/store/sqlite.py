@@ -1,18 +1,21 @@
 """``sqlite:///path.db``: the embedded default store. Durable, WAL, group commit.
 
 Rollouts, attempts, the queue, resources and workers are mirrored in memory (the status machine
-runs there, so it is fast); spans live only in SQLite.
+runs there, so it is fast); spans live in SQLite, with the spans of recently active rollouts also
+cached in memory (``span_cache_size``) so that reading them back right after a rollout needs no SQL.
 
 Durability: before a write call returns, its changes are appended to a journal file next to the
 database (``<db>-agl-journal``) with one ``write(2)``; the kernel holds them from then on, so an
-acknowledged write survives the process being killed. A writer thread moves the journal into
-SQLite in large batches, one transaction per batch (group commit, WAL, ``synchronous=NORMAL``),
-then drops the journal; opening a store replays whatever journal a killed process left behind.
+acknowledged write survives the process being killed. Batches of journaled writes then go into
+SQLite in one transaction each (group commit, WAL, ``synchronous=NORMAL``; each row written once
+with its latest state), after which their journal is deleted. Opening a store replays whatever
+journal a killed process left behind.
 
 One process writes a database at a time (enforced with a lock file); any number of processes can
 read it concurrently, e.g. ``agl store stats sqlite:///run/store.db`` during a run, which opens it
-read-only (``?mode=ro``). Such readers see the database as of the last batch, at most
-``commit_interval`` seconds behind the writer.
+read-only (``?mode=ro``). Such readers see the database as of the last batch: about
+``commit_interval`` seconds behind the writer, at most a second if the writer went idle.
+``await store.sync()`` commits everything acknowledged so far.
 """
 
 from __future__ import annotations
@@ -203,7 +206,7 @@ class SqliteLightningStore(StoreEngine):
         self._pending: Dict[Tuple[str, Any], Any] = {}
         self._pending_span_rows: List[Tuple[Any, ...]] = []
         self._op_counter = 0
-        # Journaled, not yet in SQLite: the next batch for the writer thread.
+        # Journaled, not yet in SQLite: the next batch to commit.
         self._batch: List[JournalOp] = []
         self._uncommitted_spans: Dict[Tuple[str, str, str], int] = {}  # span key -> batch generation
         self._batch_generation = 0
