@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["PhaseTimes", "Workload", "SpanFactory", "span_payload", "run_workload", "summarize"]
+__all__ = ["PhaseTimes", "Workload", "SpanFactory", "span_factory", "span_payload", "run_workload", "summarize"]
 
 # Builds one span: (rollout_id, attempt_id, sequence_id, index_in_rollout) -> a span object of the side's model.
 SpanFactory = Callable[[str, str, int, int], Any]
@@ -81,6 +82,40 @@ def span_payload(rollout_id: str, index: int) -> tuple[str, dict[str, Any]]:
         "bench.index": index,
     }
     return name, attributes
+
+
+def span_factory(types: Any) -> tuple[SpanFactory, dict[str, str]]:
+    """A ``SpanFactory`` building spans with the ``Span`` model of ``types`` (either side's
+    ``agentlightning.types`` module), and the per-rollout trace ids it hands out (clear between runs)."""
+    resource = types.OtelResource(attributes={"service.name": "bench"}, schema_url="")
+    ok = types.TraceStatus(status_code="OK")
+    trace_ids: dict[str, str] = {}
+
+    def make_span(rollout_id: str, attempt_id: str, sequence_id: int, index: int) -> Any:
+        trace_id = trace_ids.setdefault(rollout_id, os.urandom(16).hex())
+        span_id = os.urandom(8).hex()
+        name, attributes = span_payload(rollout_id, index)
+        now = time.time()
+        return types.Span(
+            rollout_id=rollout_id,
+            attempt_id=attempt_id,
+            sequence_id=sequence_id,
+            trace_id=trace_id,
+            span_id=span_id,
+            parent_id=None,
+            name=name,
+            status=ok,
+            attributes=attributes,
+            events=[],
+            links=[],
+            start_time=now,
+            end_time=now,
+            context=types.SpanContext(trace_id=trace_id, span_id=span_id, is_remote=False, trace_state={}),
+            parent=None,
+            resource=resource,
+        )
+
+    return make_span, trace_ids
 
 
 async def run_workload(store: Any, make_span: SpanFactory, workload: Workload) -> PhaseTimes:

@@ -22,7 +22,7 @@ from typing import Any
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("AGENTOPS_API_KEY", "")
 
-from _workload import Workload, repeat_workload, span_payload, summarize  # noqa: E402
+from _workload import Workload, repeat_workload, span_factory, summarize  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,38 +36,12 @@ def main(argv: list[str] | None = None) -> int:
 
     t_import = time.perf_counter()
     import agentlightning as agl  # the peer's package, from the peer's venv
+    import agentlightning.types
     from agentlightning.store import InMemoryLightningStore
-    from agentlightning.types import OtelResource, Span, SpanContext, TraceStatus
 
     import_s = time.perf_counter() - t_import
 
-    resource = OtelResource(attributes={"service.name": "bench"}, schema_url="")
-    ok = TraceStatus(status_code="OK")
-    trace_ids: dict[str, str] = {}
-
-    def make_span(rollout_id: str, attempt_id: str, sequence_id: int, index: int) -> Any:
-        trace_id = trace_ids.setdefault(rollout_id, os.urandom(16).hex())
-        span_id = os.urandom(8).hex()
-        name, attributes = span_payload(rollout_id, index)
-        now = time.time()
-        return Span(
-            rollout_id=rollout_id,
-            attempt_id=attempt_id,
-            sequence_id=sequence_id,
-            trace_id=trace_id,
-            span_id=span_id,
-            parent_id=None,
-            name=name,
-            status=ok,
-            attributes=attributes,
-            events=[],
-            links=[],
-            start_time=now,
-            end_time=now,
-            context=SpanContext(trace_id=trace_id, span_id=span_id, is_remote=False, trace_state={}),
-            parent=None,
-            resource=resource,
-        )
+    make_span, trace_ids = span_factory(agentlightning.types)
 
     async def open_store(_: int) -> Any:
         trace_ids.clear()

@@ -23,12 +23,11 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from _workload import Workload, repeat_workload, span_payload, summarize
+from _workload import Workload, repeat_workload, span_factory, summarize
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_PEER_PYTHON = BENCH_DIR.parent / ".nox" / "_peer-agentlightning-0.3.0" / "bin" / "python"
@@ -38,45 +37,12 @@ RESULTS_DIR = BENCH_DIR / "results"
 TARGETS = {"memory": 10.0, "sqlite": 5.0}
 
 
-def _make_our_span_factory() -> tuple[Any, dict[str, str]]:
-    from agentlightning.types import OtelResource, Span, SpanContext, TraceStatus
-
-    resource = OtelResource(attributes={"service.name": "bench"}, schema_url="")
-    ok = TraceStatus(status_code="OK")
-    trace_ids: dict[str, str] = {}
-
-    def make_span(rollout_id: str, attempt_id: str, sequence_id: int, index: int) -> Any:
-        trace_id = trace_ids.setdefault(rollout_id, os.urandom(16).hex())
-        span_id = os.urandom(8).hex()
-        name, attributes = span_payload(rollout_id, index)
-        now = time.time()
-        return Span(
-            rollout_id=rollout_id,
-            attempt_id=attempt_id,
-            sequence_id=sequence_id,
-            trace_id=trace_id,
-            span_id=span_id,
-            parent_id=None,
-            name=name,
-            status=ok,
-            attributes=attributes,
-            events=[],
-            links=[],
-            start_time=now,
-            end_time=now,
-            context=SpanContext(trace_id=trace_id, span_id=span_id, is_remote=False, trace_state={}),
-            parent=None,
-            resource=resource,
-        )
-
-    return make_span, trace_ids
-
-
 def run_ours(kind: str, workload: Workload, repeats: int, min_time: float) -> dict[str, Any]:
     """Measure one of this project's backends (``memory`` or ``sqlite``) in this process."""
+    import agentlightning.types
     from agentlightning.store import open_store
 
-    make_span, trace_ids = _make_our_span_factory()
+    make_span, trace_ids = span_factory(agentlightning.types)
 
     with tempfile.TemporaryDirectory(prefix="agl-store-bench-") as tmp:
 

@@ -8,7 +8,6 @@ Needs the fixture distributions under tests/plugin_dists installed (nox does it)
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
 import subprocess
@@ -18,39 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from plugin_fixtures import TEST_DISTS, fresh_manager, test_dists  # noqa: F401 - fixtures
 
 import agentlightning
 from agentlightning import hookimpl, plugins
 from agentlightning.cli import build_parser, main
-
-TEST_DISTS = {
-    "agl-broken-plugin": "tests/plugin_dists/agl-broken-plugin",
-    "agl-sample-plugin": "tests/plugin_dists/agl-sample-plugin",
-}
-
-
-@pytest.fixture
-def test_dists() -> None:
-    """Fail (never skip) when the fixture distributions are not installed: CI must install them."""
-    missing = []
-    for dist, path in TEST_DISTS.items():
-        try:
-            importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            missing.append(path)
-    if missing:
-        raise RuntimeError(
-            "the plugin test distributions are not installed in this environment; run "
-            f"`{sys.executable} -m pip install {' '.join(missing)}` from the repository root (nox does this)"
-        )
-
-
-@pytest.fixture(autouse=True)
-def fresh_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv(plugins.DISABLE_AUTOLOAD_ENV, raising=False)
-    plugins.reset_plugin_manager()
-    yield
-    plugins.reset_plugin_manager()
 
 
 def agl(*args: str, console_script: bool = False, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

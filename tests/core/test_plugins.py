@@ -18,11 +18,12 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from plugin_fixtures import TEST_DISTS, fresh_manager, test_dists  # noqa: F401 - fixtures
 
 from agentlightning import hookimpl, plugins
 from agentlightning.errors import AgentLightningError, ComponentResolutionError
@@ -38,35 +39,6 @@ from agentlightning.plugins import (
     resolve,
     resolve_algorithm,
 )
-
-TEST_DISTS = {
-    "agl-broken-plugin": "tests/plugin_dists/agl-broken-plugin",
-    "agl-sample-plugin": "tests/plugin_dists/agl-sample-plugin",
-}
-
-
-@pytest.fixture
-def test_dists() -> None:
-    """Fail (never skip) when the fixture distributions are not installed: CI must install them."""
-    missing = []
-    for dist, path in TEST_DISTS.items():
-        try:
-            importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            missing.append(path)
-    if missing:
-        raise RuntimeError(
-            "the plugin test distributions are not installed in this environment; run "
-            f"`{sys.executable} -m pip install {' '.join(missing)}` from the repository root (nox does this)"
-        )
-
-
-@pytest.fixture(autouse=True)
-def fresh_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv(plugins.DISABLE_AUTOLOAD_ENV, raising=False)
-    plugins.reset_plugin_manager()
-    yield
-    plugins.reset_plugin_manager()
 
 
 def by_name(infos: list[PluginInfo]) -> dict[str, PluginInfo]:

@@ -8,195 +8,71 @@ fast and a plugin module can import ``agentlightning`` without pulling in the tr
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any, Dict, List, Tuple
+from typing import TYPE_CHECKING, Any, List
 
-from .hookspecs import hookimpl
+from .hookspecs import hookimpl as hookimpl
 
 try:
     __version__ = version("agentlightning")
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0+unknown"
 
-# submodule -> the names it exports at the top level (tests check this against each __all__)
-_EXPORTS: Dict[str, Tuple[str, ...]] = {
-    "adapter": (
-        "Adapter",
-        "TraceAdapter",
-        "OtelTraceAdapter",
-        "TraceToTripletBase",
-    ),
-    "algorithm": (
-        "Algorithm",
-        "FastAlgorithm",
-        "FunctionalAlgorithm",
-        "Baseline",
-        "algo",
-        "APO",
-        "VERL",
-        "AlgorithmNotInstalledError",
-        "algorithm_class",
-    ),
-    "emitter": (
-        "reward",
-        "operation",
-        "emit_reward",
-        "emit_annotation",
-        "emit_message",
-        "emit_object",
-        "emit_exception",
-        "get_reward_value",
-        "get_rewards_from_span",
-        "is_reward_span",
-        "find_reward_spans",
-        "find_final_reward",
-        "get_message_value",
-        "get_object_value",
-        "OperationContext",
-    ),
-    "env_var": (
-        "LightningEnvVar",
-        "resolve_bool_env_var",
-        "resolve_int_env_var",
-        "resolve_str_env_var",
-    ),
-    "errors": (
-        "AgentLightningError",
-        "NotFoundError",
-        "RolloutNotFoundError",
-        "AttemptNotFoundError",
-        "ResourcesNotFoundError",
-        "InvalidStatusError",
-        "InvalidTransitionError",
-        "InvalidSpanError",
-        "StoreClosedError",
-        "UnknownStoreURIError",
-        "ComponentResolutionError",
-    ),
-    "execution": (
-        "ExecutionStrategy",
-        "AlgorithmBundle",
-        "RunnerBundle",
-        "SharedMemoryExecutionStrategy",
-    ),
-    "litagent": (
-        "LitAgent",
-        "FunctionalLitAgent",
-        "rollout",
-        "llm_rollout",
-        "prompt_rollout",
-    ),
-    "runner": (
-        "Runner",
-        "LitAgentRunner",
-        "ExecutionEvent",
-        "RolloutCancelled",
-    ),
-    "store": (
-        "LightningStore",
-        "LightningStoreCapabilities",
-        "LightningStoreStatistics",
-        "InMemoryLightningStore",
-        "SqliteLightningStore",
-        "StoreEngine",
-        "StoreLockedError",
-        "UNSET",
-        "Unset",
-        "is_finished",
-        "is_queuing",
-        "is_running",
-        "open_store",
-        "rollout_status_from_attempt",
-    ),
-    "tracer": (
-        "Tracer",
-        "OtelTracer",
-        "AgentOpsTracer",
-        "DummyTracer",
-        "get_active_tracer",
-        "set_active_tracer",
-        "clear_active_tracer",
-    ),
-    "trainer": (
-        "Trainer",
-        "build_component",
-    ),
-    "types": (
-        "Triplet",
-        "RolloutRawResult",
-        "RolloutMode",
-        "GenericResponse",
-        "ParallelWorkerBase",
-        "Dataset",
-        "AttemptStatus",
-        "RolloutStatus",
-        "RolloutConfig",
-        "Rollout",
-        "Attempt",
-        "AttemptedRollout",
-        "EnqueueRolloutRequest",
-        "Hook",
-        "Worker",
-        "WorkerStatus",
-        "PaginatedResult",
-        "FilterOptions",
-        "SortOptions",
-        "FilterField",
-        "ROLLOUT_STATUSES",
-        "ATTEMPT_STATUSES",
-        "TERMINAL_ROLLOUT_STATUSES",
-        "QUEUING_ROLLOUT_STATUSES",
-        "RUNNING_ROLLOUT_STATUSES",
-        "TERMINAL_ATTEMPT_STATUSES",
-        "Resource",
-        "LLM",
-        "ProxyLLM",
-        "PromptTemplate",
-        "ResourceUnion",
-        "NamedResources",
-        "ResourcesUpdate",
-        "Span",
-        "SpanCoreFields",
-        "SpanRecordingContext",
-        "SpanContext",
-        "TraceStatus",
-        "Event",
-        "Link",
-        "OtelResource",
-        "Attributes",
-        "AttributeValue",
-        "TraceState",
-        "StatusCode",
-        "SpanLike",
-        "SpanNames",
-        "SpanAttributeNames",
-    ),
-    "logging": (
-        "setup_logging",
-        "setup_module_logging",
-    ),
-    "plugins": (
-        "PluginInfo",
-        "list_plugins",
-        "resolve_algorithm",
-    ),
+# Submodules whose ``__all__`` make up the top-level API, searched in this order on first use.
+_SUBMODULES = (
+    "types",
+    "litagent",
+    "emitter",
+    "store",
+    "tracer",
+    "runner",
+    "trainer",
+    "algorithm",
+    "adapter",
+    "execution",
+    "errors",
+    "env_var",
+)
+_EXTRA = {
+    "reward": "emitter",  # the deprecated decorator, not the deprecated agentlightning.reward module
+    "setup_logging": "logging",
+    "setup_module_logging": "logging",
+    "PluginInfo": "plugins",
+    "list_plugins": "plugins",
+    "resolve_algorithm": "plugins",
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__all__: List[str] = ["hookimpl", "__version__", *_WHERE]
+
+def _public_names() -> List[str]:
+    names = ["hookimpl", "__version__", *(name for name in _EXTRA if name != "reward")]
+    for module in _SUBMODULES:
+        names.extend(importlib.import_module(f"agentlightning.{module}").__all__)
+    return names
 
 
 def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
+    if name == "__all__":  # `from agentlightning import *` imports everything, once
+        value: Any = _public_names()
+    elif name in _EXTRA:
+        value = getattr(importlib.import_module(f"agentlightning.{_EXTRA[name]}"), name)
+    elif name.startswith("_") or importlib.util.find_spec(f"agentlightning.{name}") is not None:
+        # a submodule (`from agentlightning import plugins`): the import system loads it itself
         raise AttributeError(f"module 'agentlightning' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"agentlightning.{module}"), name)
+    else:
+        for module_name in _SUBMODULES:
+            module = importlib.import_module(f"agentlightning.{module_name}")
+            if name in module.__all__:
+                value = getattr(module, name)
+                break
+        else:
+            raise AttributeError(f"module 'agentlightning' has no attribute {name!r}")
     globals()[name] = value  # later lookups skip this function
     return value
 
 
 def __dir__() -> List[str]:
-    return sorted(set(globals()) | set(_WHERE))
+    return sorted(set(globals()) | set(_public_names()))
 
 
 if TYPE_CHECKING:  # static checkers and IDEs see the eager imports
