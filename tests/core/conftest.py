@@ -14,8 +14,10 @@ from typing import Any, Dict, List
 import pytest
 import pytest_asyncio
 
+from agentlightning.server import StoreServer
 from agentlightning.store import open_store
 from agentlightning.store.base import LightningStore
+from agentlightning.store.client import HttpLightningStore
 from agentlightning.store.memory import InMemoryLightningStore
 from agentlightning.store.sqlite import SqliteLightningStore
 
@@ -37,9 +39,27 @@ def _sqlite(tmp_path: Path, index: int, options: Dict[str, Any]) -> LightningSto
     return SqliteLightningStore(path, **options)
 
 
+class ServedStore(HttpLightningStore):
+    """An HTTP client of a real store server (uvicorn in a background thread, on a free loopback port)
+    in front of a fresh in-memory store built with the test's options; ``close()`` stops the server too."""
+
+    def __init__(self, backing: LightningStore) -> None:
+        self.server = StoreServer(backing, host="127.0.0.1", port=0, close_store=True).start()
+        super().__init__(self.server.url, token=None, retry_delays=(0.05, 0.1))
+
+    async def close(self) -> None:
+        await super().close()
+        self.server.stop(wait=False)  # the server thread finishes and closes the store in the background
+
+
+def _http(tmp_path: Path, index: int, options: Dict[str, Any]) -> LightningStore:
+    return ServedStore(InMemoryLightningStore(**options))
+
+
 STORE_BACKENDS: Dict[str, Callable[[Path, int, Dict[str, Any]], LightningStore]] = {
     "memory": _memory,
     "sqlite": _sqlite,
+    "http": _http,
 }
 
 

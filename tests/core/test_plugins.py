@@ -199,7 +199,7 @@ def test_autoload_disabled(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv(plugins.DISABLE_AUTOLOAD_ENV, value)
     assert [info.name for info in list_plugins()] == [plugins.BUILTIN_PLUGIN_NAME]
     assert "sample" not in registered("tracers")
-    assert set(registered("store_backends")) == {"memory", "sqlite"}
+    assert set(registered("store_backends")) == {"memory", "sqlite", "http", "https"}
     # Asking for an algorithm by name is explicit, so its entry point is still used.
     assert resolve_algorithm("sample-algo").__name__ == "SampleAlgorithm"
 

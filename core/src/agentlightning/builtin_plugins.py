@@ -25,6 +25,9 @@ __all__ = [
 def agl_register_store_backends(register: Callable[[str, StoreFactory], None]) -> None:
     register("memory", LazyObject("agentlightning.store.memory:InMemoryLightningStore.from_uri"))
     register("sqlite", LazyObject("agentlightning.store.sqlite:SqliteLightningStore.from_uri"))
+    # A store server (`agl store serve`); https:// for one behind a TLS-terminating proxy.
+    register("http", LazyObject("agentlightning.store.client:HttpLightningStore.from_uri"))
+    register("https", LazyObject("agentlightning.store.client:HttpLightningStore.from_uri"))
 
 
 @hookimpl

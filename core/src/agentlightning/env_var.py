@@ -17,6 +17,8 @@ class LightningEnvVar(str, Enum):
     AGL_DISABLE_INSTRUMENTORS = "AGL_DISABLE_INSTRUMENTORS"
     AGL_SPAN_EXPORTERS = "AGL_SPAN_EXPORTERS"
     AGL_EMITTER_DEBUG = "AGL_EMITTER_DEBUG"
+    AGL_STORE_TOKEN = "AGL_STORE_TOKEN"
+    """Bearer token of a store server: ``agl store serve`` requires it, HTTP store clients send it."""
 
 
 def _name(var: "LightningEnvVar | str") -> str:

@@ -14,12 +14,18 @@ __all__ = [
     "RolloutNotFoundError",
     "AttemptNotFoundError",
     "ResourcesNotFoundError",
+    "WorkerNotFoundError",
     "InvalidStatusError",
     "InvalidTransitionError",
     "InvalidSpanError",
     "StoreClosedError",
     "UnknownStoreURIError",
     "ComponentResolutionError",
+    "StoreUnavailableError",
+    "StoreAuthError",
+    "PayloadTooLargeError",
+    "StoreServerError",
+    "InsecureBindError",
 ]
 
 
@@ -48,6 +54,10 @@ class AttemptNotFoundError(NotFoundError):
 
 class ResourcesNotFoundError(NotFoundError):
     kind = "resources"
+
+
+class WorkerNotFoundError(NotFoundError):
+    kind = "worker"
 
 
 class InvalidStatusError(AgentLightningError, ValueError):
@@ -89,3 +99,27 @@ class UnknownStoreURIError(AgentLightningError, ValueError):
 
 class ComponentResolutionError(AgentLightningError, TypeError):
     """A Trainer component spec that cannot be turned into the expected type."""
+
+
+class StoreUnavailableError(AgentLightningError, ConnectionError):
+    """A store server could not be reached (or kept failing) after every retry."""
+
+
+class StoreServerError(AgentLightningError, RuntimeError):
+    """A store server answered with an error that is not the caller's fault (HTTP 5xx)."""
+
+    def __init__(self, message: str, status_code: int = 500) -> None:
+        self.status_code = status_code
+        super().__init__(message)
+
+
+class StoreAuthError(AgentLightningError, PermissionError):
+    """A store server refused the request's credentials (HTTP 401): set ``AGL_STORE_TOKEN``."""
+
+
+class PayloadTooLargeError(AgentLightningError, ValueError):
+    """A request body over the store server's ``--max-body-bytes`` limit (HTTP 413)."""
+
+
+class InsecureBindError(AgentLightningError, ValueError):
+    """A store server asked to listen beyond loopback without a token."""

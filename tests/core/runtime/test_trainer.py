@@ -14,7 +14,7 @@ from agentlightning.adapter import TraceAdapter
 from agentlightning.algorithm import Algorithm, Baseline, algo
 from agentlightning.emitter import find_final_reward
 from agentlightning.errors import ComponentResolutionError
-from agentlightning.execution import SharedMemoryExecutionStrategy
+from agentlightning.execution import ProcessesExecutionStrategy, SharedMemoryExecutionStrategy
 from agentlightning.litagent import LitAgent, rollout
 from agentlightning.runner import LitAgentRunner
 from agentlightning.store import InMemoryLightningStore, SqliteLightningStore, open_store
@@ -376,10 +376,10 @@ def test_deprecated_arguments_warn_and_map() -> None:
 
 
 @pytest.mark.parametrize("name", ["processes", "cs", "client-server"])
-def test_process_strategies_are_a_clear_error_for_now(name: str) -> None:
-    with pytest.raises(ComponentResolutionError) as info:
-        Trainer(strategy=name)
-    assert repr(name) in str(info.value) and "in-process" in str(info.value)
+def test_process_strategy_names(name: str) -> None:
+    trainer = Trainer(strategy=name, n_runners=3)
+    assert isinstance(trainer.strategy, ProcessesExecutionStrategy)
+    assert trainer.strategy.n_runners == 3
 
 
 def test_strategy_forms_and_its_n_runners() -> None:

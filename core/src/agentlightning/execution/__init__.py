@@ -1,6 +1,13 @@
 """Execution strategies: where the algorithm and the runners run."""
 
 from .base import AlgorithmBundle, ExecutionStrategy, RunnerBundle
+from .processes import ProcessesExecutionStrategy
 from .shared_memory import SharedMemoryExecutionStrategy
 
-__all__ = ["ExecutionStrategy", "AlgorithmBundle", "RunnerBundle", "SharedMemoryExecutionStrategy"]
+__all__ = [
+    "ExecutionStrategy",
+    "AlgorithmBundle",
+    "RunnerBundle",
+    "SharedMemoryExecutionStrategy",
+    "ProcessesExecutionStrategy",
+]

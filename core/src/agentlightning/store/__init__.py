@@ -8,6 +8,7 @@ Backends register through the ``agl_register_store_backends`` plugin hook.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from agentlightning.errors import UnknownStoreURIError
@@ -26,7 +27,12 @@ from .engine import StoreEngine, rollout_status_from_attempt
 from .memory import InMemoryLightningStore
 from .sqlite import SqliteLightningStore, StoreLockedError
 
+if TYPE_CHECKING:
+    from .client import HttpLightningStore, LightningStoreClient
+
 __all__ = [
+    "HttpLightningStore",
+    "LightningStoreClient",
     "LightningStore",
     "LightningStoreCapabilities",
     "LightningStoreStatistics",
@@ -44,8 +50,22 @@ __all__ = [
 ]
 
 
+_LAZY = {"HttpLightningStore": "client", "LightningStoreClient": "client"}
+
+
+def __getattr__(name: str) -> Any:
+    # The HTTP client imports httpx; only pay for it when it is used.
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def open_store(uri: str) -> LightningStore:
-    """Build a store from a URI (``memory://``, ``sqlite:///path.db``, or a plugin's scheme)."""
+    """Build a store from a URI (``memory://``, ``sqlite:///path.db``, ``http://host:port``, or a plugin's scheme)."""
     from agentlightning.plugins import registered
 
     if not isinstance(uri, str) or not uri:

@@ -6,7 +6,6 @@ import asyncio
 import copy
 import logging
 import secrets
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 from agentlightning.adapter import Adapter
 from agentlightning.algorithm import Algorithm, Baseline, FastAlgorithm, algorithm_class
 from agentlightning.errors import ComponentResolutionError
-from agentlightning.execution import ExecutionStrategy, SharedMemoryExecutionStrategy
+from agentlightning.execution import ExecutionStrategy, ProcessesExecutionStrategy, SharedMemoryExecutionStrategy
 from agentlightning.litagent import LitAgent
 from agentlightning.plugins import UnknownComponentError, resolve
 from agentlightning.runner import LitAgentRunner, Runner
@@ -34,6 +33,9 @@ logger = logging.getLogger(__name__)
 STRATEGIES: Dict[str, Callable[..., ExecutionStrategy]] = {
     "shm": SharedMemoryExecutionStrategy,
     "in-process": SharedMemoryExecutionStrategy,
+    "processes": ProcessesExecutionStrategy,
+    "cs": ProcessesExecutionStrategy,
+    "client-server": ProcessesExecutionStrategy,
 }
 
 
@@ -53,10 +55,6 @@ def _registry(kind: str) -> Callable[[str], Optional[Callable[..., Any]]]:
 def _strategy_registry(name: str) -> Optional[Callable[..., ExecutionStrategy]]:
     if name in STRATEGIES:
         return STRATEGIES[name]
-    if name in ("processes", "cs", "client-server"):
-        raise ComponentResolutionError(
-            f"strategy {name!r} (runners in separate processes) needs the store server; this build runs in-process only"
-        )
     if "." in name or ":" in name:
         return None
     raise ComponentResolutionError(f"unknown strategy {name!r}; known: {', '.join(sorted(STRATEGIES))}")
@@ -228,19 +226,13 @@ class Trainer:
         runners: Dict[int, Runner[Any]] = {}
         finished_runners: List[int] = []
         n_runners = self.strategy.n_runners
-        # Without an algorithm the trainer publishes the initial resources itself; runners wait for
-        # that, so that no rollout runs without them.
-        resources_published = threading.Event()
-        if algorithm is not None or not self.initial_resources:
-            resources_published.set()
+        if algorithm is None and self.initial_resources:
+            # Without an algorithm the trainer publishes the initial resources itself, before any
+            # runner (in this process or another) can dequeue.
+            run_sync(store.update_resources("default", self.initial_resources))
 
         async def algorithm_bundle(store: LightningStore, event: ExecutionEvent) -> None:
             if algorithm is None:
-                try:
-                    if self.initial_resources:
-                        await store.update_resources("default", self.initial_resources)
-                finally:
-                    resources_published.set()
                 # Nothing to drive: serve the runners until stopped, or until every runner is done
                 # (max_rollouts reached), so that the run ends instead of idling forever.
                 while not event.is_set() and len(finished_runners) < n_runners:
@@ -262,8 +254,6 @@ class Trainer:
         async def runner_bundle(store: LightningStore, worker_id: int, event: ExecutionEvent) -> None:
             runner = self.runner if worker_id == 0 else copy.copy(self.runner)
             runners[worker_id] = runner
-            while not resources_published.is_set() and not event.is_set():
-                await asyncio.sleep(0.01)
             runner.init(agent, hooks=self.hooks)
             try:
                 runner.init_worker(worker_id, store)

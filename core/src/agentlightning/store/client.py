@@ -1,0 +1,663 @@
+"""``http://host:port``: a LightningStore whose data lives in a store server (``agl store serve``).
+
+>>> store = open_store("http://127.0.0.1:4747")   # token from AGL_STORE_TOKEN, if the server needs one
+
+Behaves like the store behind the server: same results, same typed errors (``RolloutNotFoundError``
+with the id in its message, ``InvalidTransitionError``, ``TypeError``, ...), raised locally from
+the server's 4xx answers.
+
+* Connections are pooled (httpx), one pool per event loop, so one client object can be used from
+  any thread and any loop (a tracer's exporter thread, ``asyncio.run`` in a worker thread, ...).
+* ``add_many_spans`` is one request per batch.
+* ``wait_for_rollouts`` with any timeout (or none) needs no polling by the caller: the server holds
+  each request up to its own limit and the client asks again until the rollouts finish or the
+  timeout passes.
+* Retries: connection failures, 5xx and timeouts are retried with backoff (``retry_delays``).
+  Reads are naturally idempotent; every mutation carries an ``Idempotency-Key`` header, so the
+  server answers a retry with the first response instead of applying it twice, and an enqueue also
+  carries a ``client_request_id`` that the store itself remembers (durably, in SQLite), so a retried
+  enqueue never duplicates a rollout. 4xx answers are never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import uuid
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from urllib.parse import quote, urlsplit
+
+import httpx
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError, to_json
+
+from agentlightning.env_var import LightningEnvVar, resolve_str_env_var
+from agentlightning.errors import InvalidSpanError, StoreClosedError, StoreServerError, StoreUnavailableError
+from agentlightning.types import (
+    ROLLOUT_STATUSES,
+    Attempt,
+    AttemptedRollout,
+    EnqueueRolloutRequest,
+    NamedResources,
+    PaginatedResult,
+    ResourcesUpdate,
+    Rollout,
+    RolloutConfig,
+    RolloutMode,
+    Span,
+    Worker,
+)
+
+from .base import UNSET, FilterLogic, LightningStore, LightningStoreCapabilities, LightningStoreStatistics, SortOrder
+from .wire import (
+    API_PREFIX,
+    IDEMPOTENCY_HEADER,
+    OTLP_TRACES_PATH,
+    AddSpansResponse,
+    AttemptsPage,
+    ErrorBody,
+    ResourcesPage,
+    RolloutsPage,
+    RolloutView,
+    SequenceIdsResponse,
+    SpansPage,
+    WaitForRolloutsResponse,
+    WorkersPage,
+    exception_from_error,
+)
+
+__all__ = ["HttpLightningStore", "LightningStoreClient"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RETRY_DELAYS: Tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+
+_ADAPTERS: Dict[Any, TypeAdapter[Any]] = {}
+
+
+def _adapter(tp: Any) -> TypeAdapter[Any]:
+    adapter = _ADAPTERS.get(tp)
+    if adapter is None:
+        adapter = _ADAPTERS[tp] = TypeAdapter(tp)
+    return adapter
+
+
+def _segment(name: str, value: Any) -> str:
+    """A path segment from an id, checked like the store checks it (a wrong type never reaches the server)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__} {value!r}")
+    if not value:
+        raise ValueError(f"{name} must be a non-empty str, got {value!r}")
+    return quote(value, safe="")
+
+
+_TLS: List[Any] = []
+
+
+def _tls_context() -> Any:
+    """One verifying TLS context per process (building one loads the CA bundle: tens of ms)."""
+    if not _TLS:
+        import ssl
+
+        _TLS.append(ssl.create_default_context())
+    return _TLS[0]
+
+
+def _dump(body: Any) -> bytes:
+    try:
+        return to_json(body)
+    except PydanticSerializationError as exc:
+        raise TypeError(f"cannot send this to the store server, it is not JSON-serializable: {exc}") from None
+
+
+class HttpLightningStore(LightningStore):
+    """Client of a store server at ``url`` (``http://host:port``; ``https://`` behind a TLS proxy).
+
+    ``token``: bearer token (default: the ``AGL_STORE_TOKEN`` environment variable).
+    ``request_timeout``: seconds one request may take (a long-poll wait gets this on top of its wait).
+    ``retry_delays``: pauses between retries of a failed request; its length is the number of retries.
+    ``wait_chunk_seconds``: how long one long-poll request of ``wait_for_rollouts`` asks the server to hold.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: Optional[str] = None,
+        request_timeout: float = 30.0,
+        connect_timeout: float = 5.0,
+        retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+        wait_chunk_seconds: float = 10.0,
+        max_connections: int = 64,
+        connection_timeout: Optional[float] = None,
+        **_ignored: Any,
+    ) -> None:
+        # ``connection_timeout`` and other 0.3 LightningStoreClient options are accepted for compatibility.
+        if not isinstance(url, str):
+            raise TypeError(f"url must be a str, got {type(url).__name__}")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"store server URL must look like http://host:port, got {url!r}")
+        if parts.username or parts.password:
+            raise ValueError(
+                "do not put credentials in the store URL; pass token=... or set the AGL_STORE_TOKEN environment variable"
+            )
+        if parts.query or parts.fragment:
+            raise ValueError(f"store server URL takes no query or fragment, got {url!r}")
+        path = parts.path.rstrip("/")
+        if path.endswith(API_PREFIX):
+            path = path[: -len(API_PREFIX)]
+        self.base_url = f"{parts.scheme}://{parts.netloc}{path}"
+        self._token = token if token is not None else resolve_str_env_var(LightningEnvVar.AGL_STORE_TOKEN)
+        self.request_timeout = float(request_timeout)
+        self.connect_timeout = float(connection_timeout if connection_timeout is not None else connect_timeout)
+        self.retry_delays = tuple(float(d) for d in retry_delays)
+        if wait_chunk_seconds <= 0:
+            raise ValueError(f"wait_chunk_seconds must be > 0, got {wait_chunk_seconds!r}")
+        self.wait_chunk_seconds = float(wait_chunk_seconds)
+        self.max_connections = int(max_connections)
+        self._clients: Dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+        self._clients_lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_uri(cls, uri: str) -> "HttpLightningStore":
+        return cls(uri)
+
+    def __repr__(self) -> str:
+        return f"HttpLightningStore({self.base_url!r})"
+
+    @property
+    def capabilities(self) -> LightningStoreCapabilities:
+        return LightningStoreCapabilities(thread_safe=True, async_safe=True, zero_copy=False, otlp_traces=True)
+
+    def otlp_traces_endpoint(self) -> str:
+        return f"{self.base_url}{OTLP_TRACES_PATH}"
+
+    # ------------------------------------------------------------------------------------------
+    # transport
+    def _client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        with self._clients_lock:
+            if self._closed:
+                raise StoreClosedError(f"{self!r} is closed")
+            client = self._clients.get(loop)
+            if client is None:
+                for other in [lp for lp in self._clients if lp.is_closed()]:
+                    del self._clients[other]  # its loop is gone; so are its connections
+                headers = {"Accept": "application/json"}
+                if self._token:
+                    headers["Authorization"] = f"Bearer {self._token}"
+                client = httpx.AsyncClient(
+                    base_url=self.base_url,
+                    verify=_tls_context() if self.base_url.startswith("https:") else False,
+                    headers=headers,
+                    timeout=httpx.Timeout(self.request_timeout, connect=self.connect_timeout),
+                    limits=httpx.Limits(
+                        max_connections=self.max_connections, max_keepalive_connections=self.max_connections
+                    ),
+                    trust_env=False,
+                )
+                self._clients[loop] = client
+            return client
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        params: Optional[Dict[str, Any]] = None,
+        mutation: bool = False,
+        extra_wait: float = 0.0,
+        none_on: Optional[str] = None,
+    ) -> Optional[bytes]:
+        """Send one request (retrying what is safe to retry) and return the body of its 2xx answer.
+
+        ``none_on``: the name of a NotFound error type that means "no such item" (returns None).
+        """
+        client = self._client()
+        headers: Dict[str, str] = {}
+        content: Optional[bytes] = None
+        if body is not None:
+            content = _dump(body)
+            headers["Content-Type"] = "application/json"
+        if mutation:
+            headers[IDEMPOTENCY_HEADER] = uuid.uuid4().hex
+        timeout = httpx.Timeout(self.request_timeout + extra_wait, connect=self.connect_timeout)
+        url = f"{API_PREFIX}{path}"
+        last_error: Optional[BaseException] = None
+        for attempt in range(len(self.retry_delays) + 1):
+            if attempt:
+                delay = self.retry_delays[attempt - 1]
+                await asyncio.sleep(delay * (0.75 + random.random() / 2))
+            try:
+                response = await client.request(
+                    method,
+                    url,
+                    content=content,
+                    params=params,
+                    headers=headers,
+                    timeout=timeout,
+                )
+            except httpx.TransportError as exc:  # connect/read/write failures and timeouts
+                last_error = exc
+                logger.debug("store request %s %s failed (%r); retrying", method, url, exc)
+                continue
+            status = response.status_code
+            if status < 400:
+                return response.content
+            error_body = self._error_body(response)
+            if status >= 500:
+                last_error = exception_from_error(status, error_body, response.text)
+                logger.debug("store request %s %s got %d; retrying", method, url, status)
+                continue
+            if none_on is not None and status == 404 and error_body is not None and error_body.error == none_on:
+                return None
+            raise exception_from_error(status, error_body, response.text)
+        if isinstance(last_error, StoreServerError):
+            raise last_error
+        raise StoreUnavailableError(
+            f"store server {self.base_url} unreachable after {len(self.retry_delays) + 1} tries: {last_error!r}"
+        ) from last_error
+
+    @staticmethod
+    def _error_body(response: httpx.Response) -> Optional[ErrorBody]:
+        try:
+            return ErrorBody.model_validate_json(response.content)
+        except ValidationError:
+            return None
+
+    @staticmethod
+    def _parse(tp: Any, content: Optional[bytes]) -> Any:
+        assert content is not None
+        return _adapter(tp).validate_json(content)
+
+    async def _get(
+        self, tp: Any, path: str, *, params: Optional[Dict[str, Any]] = None, none_on: Optional[str] = None
+    ) -> Any:
+        content = await self._call("GET", path, params=params, none_on=none_on)
+        return None if content is None else self._parse(tp, content)
+
+    async def _post(self, tp: Any, path: str, body: Any, *, mutation: bool = False, method: str = "POST") -> Any:
+        return self._parse(tp, await self._call(method, path, body, mutation=mutation))
+
+    # ------------------------------------------------------------------------------------------
+    async def statistics(self) -> LightningStoreStatistics:
+        stats: LightningStoreStatistics = await self._get(Dict[str, Any], "/statistics")
+        return stats
+
+    async def sync(self) -> None:
+        await self._call("POST", "/sync", {})
+
+    async def health(self) -> Dict[str, Any]:
+        """The server's ``/health`` answer (raises when it is unreachable)."""
+        result: Dict[str, Any] = await self._get(Dict[str, Any], "/health")
+        return result
+
+    async def close(self) -> None:
+        """Close this client's connections (the server and its store keep running)."""
+        with self._clients_lock:
+            self._closed = True
+            clients, self._clients = self._clients, {}
+        try:
+            current: Optional[asyncio.AbstractEventLoop] = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        for loop, client in clients.items():
+            if loop is current:
+                await client.aclose()
+            elif not loop.is_closed() and loop.is_running():
+                asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+
+    # -- rollouts -------------------------------------------------------------------------------
+    async def start_rollout(
+        self,
+        input: Any,
+        mode: Optional[RolloutMode] = None,
+        resources_id: Optional[str] = None,
+        config: Optional[RolloutConfig] = None,
+        metadata: Optional[Dict[str, Any]] = None,
+        worker_id: Optional[str] = None,
+    ) -> AttemptedRollout:
+        body = {
+            "input": input,
+            "mode": mode,
+            "resources_id": resources_id,
+            "config": config,
+            "metadata": metadata,
+            "worker_id": worker_id,
+        }
+        result: AttemptedRollout = await self._post(AttemptedRollout, "/rollouts", body, mutation=True)
+        return result
+
+    async def enqueue_rollout(
+        self,
+        input: Any,
+        mode: Optional[RolloutMode] = None,
+        resources_id: Optional[str] = None,
+        config: Optional[RolloutConfig] = None,
+        metadata: Optional[Dict[str, Any]] = None,
+        client_request_id: Optional[str] = None,
+    ) -> Rollout:
+        request = {
+            "input": input,
+            "mode": mode,
+            "resources_id": resources_id,
+            "config": config,
+            "metadata": metadata,
+            "client_request_id": client_request_id,
+        }
+        (rollout,) = await self._enqueue([request])
+        return rollout
+
+    async def enqueue_many_rollouts(self, rollouts: Sequence[EnqueueRolloutRequest]) -> List[Rollout]:
+        if isinstance(rollouts, (str, bytes)) or not isinstance(rollouts, Sequence):
+            raise TypeError(f"rollouts must be a list of EnqueueRolloutRequest, got {type(rollouts).__name__}")
+        return await self._enqueue(list(rollouts))
+
+    async def _enqueue(self, requests: List[Any]) -> List[Rollout]:
+        prepared: List[Any] = []
+        for request in requests:
+            if isinstance(request, EnqueueRolloutRequest):
+                request = request.model_dump(exclude_unset=True)
+            if isinstance(request, dict) and request.get("client_request_id") is None:
+                # The store remembers this id: a retried enqueue (lost answer, server restart) never duplicates.
+                request = {**request, "client_request_id": f"agl-http-{uuid.uuid4().hex}"}
+            prepared.append(request)
+        result: List[Rollout] = await self._post(
+            List[Rollout], "/queues/rollouts/enqueue", {"rollouts": prepared}, mutation=True
+        )
+        return result
+
+    async def dequeue_rollout(self, worker_id: Optional[str] = None) -> Optional[AttemptedRollout]:
+        items = await self.dequeue_many_rollouts(limit=1, worker_id=worker_id)
+        return items[0] if items else None
+
+    async def dequeue_many_rollouts(self, *, limit: int = 1, worker_id: Optional[str] = None) -> List[AttemptedRollout]:
+        body = {"limit": limit, "worker_id": worker_id}
+        result: List[AttemptedRollout] = await self._post(
+            List[AttemptedRollout], "/queues/rollouts/dequeue", body, mutation=True
+        )
+        return result
+
+    async def start_attempt(self, rollout_id: str, worker_id: Optional[str] = None) -> AttemptedRollout:
+        path = f"/rollouts/{_segment('rollout_id', rollout_id)}/attempts"
+        result: AttemptedRollout = await self._post(AttemptedRollout, path, {"worker_id": worker_id}, mutation=True)
+        return result
+
+    async def query_rollouts(
+        self,
+        *,
+        status_in: Optional[Sequence[Any]] = None,
+        rollout_id_in: Optional[Sequence[str]] = None,
+        rollout_id_contains: Optional[str] = None,
+        filter_logic: FilterLogic = "and",
+        sort_by: Optional[str] = None,
+        sort_order: SortOrder = "asc",
+        limit: int = -1,
+        offset: int = 0,
+        status: Optional[Sequence[Any]] = None,
+        rollout_ids: Optional[Sequence[str]] = None,
+    ) -> PaginatedResult[Union[Rollout, AttemptedRollout]]:
+        from .query import check_statuses
+
+        check_statuses(status_in, ROLLOUT_STATUSES, "rollout status")  # a str is an error, not a list of chars
+        check_statuses(status, ROLLOUT_STATUSES, "rollout status")
+        body = {
+            "status_in": status_in,
+            "rollout_id_in": rollout_id_in,
+            "rollout_id_contains": rollout_id_contains,
+            "filter_logic": filter_logic,
+            "sort_by": sort_by,
+            "sort_order": sort_order,
+            "limit": limit,
+            "offset": offset,
+            "status": status,
+            "rollout_ids": rollout_ids,
+        }
+        page: PaginatedResult[Union[Rollout, AttemptedRollout]] = await self._post(
+            RolloutsPage, "/rollouts/search", body
+        )
+        return page
+
+    async def get_rollout_by_id(self, rollout_id: str) -> Optional[Union[Rollout, AttemptedRollout]]:
+        path = f"/rollouts/{_segment('rollout_id', rollout_id)}"
+        result: Optional[Union[Rollout, AttemptedRollout]] = await self._get(
+            RolloutView, path, none_on="RolloutNotFoundError"
+        )
+        return result
+
+    async def update_rollout(
+        self,
+        rollout_id: str,
+        input: Any = UNSET,
+        mode: Any = UNSET,
+        resources_id: Any = UNSET,
+        status: Any = UNSET,
+        config: Any = UNSET,
+        metadata: Any = UNSET,
+    ) -> Rollout:
+        path = f"/rollouts/{_segment('rollout_id', rollout_id)}"
+        given = {"input": input, "mode": mode, "resources_id": resources_id, "status": status, "config": config}
+        given["metadata"] = metadata
+        body = {key: value for key, value in given.items() if value is not UNSET}
+        result: Rollout = await self._post(Rollout, path, body, mutation=True, method="PATCH")
+        return result
+
+    async def wait_for_rollouts(self, *, rollout_ids: List[str], timeout: Optional[float] = None) -> List[Rollout]:
+        if isinstance(rollout_ids, str):
+            raise TypeError("rollout_ids must be a list of ids, not a single string")
+        ids = list(rollout_ids)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + max(float(timeout), 0.0)
+        while True:
+            remaining = None if deadline is None else max(deadline - loop.time(), 0.0)
+            chunk = self.wait_chunk_seconds if remaining is None else min(remaining, self.wait_chunk_seconds)
+            content = await self._call(
+                "POST", "/waits/rollouts", {"rollout_ids": ids, "timeout": chunk}, extra_wait=chunk
+            )
+            answer: WaitForRolloutsResponse = self._parse(WaitForRolloutsResponse, content)
+            if not answer.pending or (deadline is not None and loop.time() >= deadline):
+                return list(answer.rollouts)
+
+    # -- attempts -------------------------------------------------------------------------------
+    async def query_attempts(
+        self,
+        rollout_id: str,
+        *,
+        sort_by: Optional[str] = "sequence_id",
+        sort_order: SortOrder = "asc",
+        limit: int = -1,
+        offset: int = 0,
+    ) -> PaginatedResult[Attempt]:
+        path = f"/rollouts/{_segment('rollout_id', rollout_id)}/attempts"
+        params: Dict[str, Any] = {"sort_order": sort_order, "limit": limit, "offset": offset}
+        if sort_by is not None:
+            params["sort_by"] = sort_by
+        page: PaginatedResult[Attempt] = await self._get(AttemptsPage, path, params=_query_params(params))
+        return page
+
+    async def get_latest_attempt(self, rollout_id: str) -> Optional[Attempt]:
+        path = f"/rollouts/{_segment('rollout_id', rollout_id)}/attempts/latest"
+        result: Optional[Attempt] = await self._get(Attempt, path, none_on="AttemptNotFoundError")
+        return result
+
+    async def update_attempt(
+        self,
+        rollout_id: str,
+        attempt_id: str,
+        status: Any = UNSET,
+        worker_id: Any = UNSET,
+        last_heartbeat_time: Any = UNSET,
+        metadata: Any = UNSET,
+    ) -> Attempt:
+        path = f"/rollouts/{_segment('rollout_id', rollout_id)}/attempts/{_segment('attempt_id', attempt_id)}"
+        given = {"status": status, "worker_id": worker_id, "last_heartbeat_time": last_heartbeat_time}
+        given["metadata"] = metadata
+        body = {key: value for key, value in given.items() if value is not UNSET}
+        result: Attempt = await self._post(Attempt, path, body, mutation=True, method="PATCH")
+        return result
+
+    # -- spans ----------------------------------------------------------------------------------
+    async def add_span(self, span: Span) -> Optional[Span]:
+        added = await self.add_many_spans([span])
+        return added[0] if added else None
+
+    async def add_many_spans(self, spans: Sequence[Span]) -> List[Span]:
+        spans = list(spans)
+        for span in spans:
+            if not isinstance(span, Span):
+                raise InvalidSpanError(f"expected an agentlightning Span, got {type(span).__name__}: {span!r:.200}")
+        if not spans:
+            return []
+        answer: AddSpansResponse = await self._post(AddSpansResponse, "/spans", {"spans": spans}, mutation=True)
+        return [spans[i] for i in answer.inserted if 0 <= i < len(spans)]
+
+    async def get_next_span_sequence_id(self, rollout_id: str, attempt_id: str) -> int:
+        return (await self.get_many_span_sequence_ids([(rollout_id, attempt_id)]))[0]
+
+    async def get_many_span_sequence_ids(self, rollout_attempt_ids: Sequence[Tuple[str, str]]) -> List[int]:
+        pairs = [list(pair) for pair in rollout_attempt_ids]
+        if not pairs:
+            return []
+        # Not idempotent, and safe to repeat: a retry after a lost answer only leaves a gap in the ids.
+        answer: SequenceIdsResponse = await self._post(SequenceIdsResponse, "/spans/sequence-ids", {"pairs": pairs})
+        return list(answer.sequence_ids)
+
+    async def query_spans(
+        self,
+        rollout_id: str,
+        attempt_id: Optional[str] = None,
+        *,
+        trace_id: Optional[str] = None,
+        trace_id_contains: Optional[str] = None,
+        span_id: Optional[str] = None,
+        span_id_contains: Optional[str] = None,
+        parent_id: Optional[str] = None,
+        parent_id_contains: Optional[str] = None,
+        name: Optional[str] = None,
+        name_contains: Optional[str] = None,
+        filter_logic: FilterLogic = "and",
+        limit: int = -1,
+        offset: int = 0,
+        sort_by: Optional[str] = "sequence_id",
+        sort_order: SortOrder = "asc",
+    ) -> PaginatedResult[Span]:
+        body = {
+            "rollout_id": rollout_id,
+            "attempt_id": attempt_id,
+            "trace_id": trace_id,
+            "trace_id_contains": trace_id_contains,
+            "span_id": span_id,
+            "span_id_contains": span_id_contains,
+            "parent_id": parent_id,
+            "parent_id_contains": parent_id_contains,
+            "name": name,
+            "name_contains": name_contains,
+            "filter_logic": filter_logic,
+            "limit": limit,
+            "offset": offset,
+            "sort_by": sort_by,
+            "sort_order": sort_order,
+        }
+        page: PaginatedResult[Span] = await self._post(SpansPage, "/spans/search", body)
+        return page
+
+    # -- resources ------------------------------------------------------------------------------
+    async def add_resources(self, resources: NamedResources) -> ResourcesUpdate:
+        result: ResourcesUpdate = await self._post(
+            ResourcesUpdate, "/resources", {"resources": resources}, mutation=True
+        )
+        return result
+
+    async def update_resources(self, resources_id: str, resources: NamedResources) -> ResourcesUpdate:
+        if not isinstance(resources_id, str) or not resources_id:
+            raise ValueError(f"resources_id must be a non-empty str, got {resources_id!r}")
+        path = f"/resources/{_segment('resources_id', resources_id)}"
+        result: ResourcesUpdate = await self._post(
+            ResourcesUpdate, path, {"resources": resources}, mutation=True, method="PUT"
+        )
+        return result
+
+    async def get_resources_by_id(self, resources_id: str) -> Optional[ResourcesUpdate]:
+        path = f"/resources/{_segment('resources_id', resources_id)}"
+        result: Optional[ResourcesUpdate] = await self._get(ResourcesUpdate, path, none_on="ResourcesNotFoundError")
+        return result
+
+    async def get_latest_resources(self) -> Optional[ResourcesUpdate]:
+        result: Optional[ResourcesUpdate] = await self._get(
+            ResourcesUpdate, "/resources/latest", none_on="ResourcesNotFoundError"
+        )
+        return result
+
+    async def query_resources(
+        self,
+        *,
+        resources_id: Optional[str] = None,
+        resources_id_contains: Optional[str] = None,
+        sort_by: Optional[str] = None,
+        sort_order: SortOrder = "asc",
+        limit: int = -1,
+        offset: int = 0,
+    ) -> PaginatedResult[ResourcesUpdate]:
+        body = {
+            "resources_id": resources_id,
+            "resources_id_contains": resources_id_contains,
+            "sort_by": sort_by,
+            "sort_order": sort_order,
+            "limit": limit,
+            "offset": offset,
+        }
+        page: PaginatedResult[ResourcesUpdate] = await self._post(ResourcesPage, "/resources/search", body)
+        return page
+
+    # -- workers --------------------------------------------------------------------------------
+    async def query_workers(
+        self,
+        *,
+        status_in: Optional[Sequence[Any]] = None,
+        worker_id_contains: Optional[str] = None,
+        filter_logic: FilterLogic = "and",
+        sort_by: Optional[str] = None,
+        sort_order: SortOrder = "asc",
+        limit: int = -1,
+        offset: int = 0,
+    ) -> PaginatedResult[Worker]:
+        from .query import check_statuses
+
+        check_statuses(status_in, ("idle", "busy", "unknown"), "worker status")
+        body = {
+            "status_in": status_in,
+            "worker_id_contains": worker_id_contains,
+            "filter_logic": filter_logic,
+            "sort_by": sort_by,
+            "sort_order": sort_order,
+            "limit": limit,
+            "offset": offset,
+        }
+        page: PaginatedResult[Worker] = await self._post(WorkersPage, "/workers/search", body)
+        return page
+
+    async def get_worker_by_id(self, worker_id: str) -> Optional[Worker]:
+        path = f"/workers/{_segment('worker_id', worker_id)}"
+        result: Optional[Worker] = await self._get(Worker, path, none_on="WorkerNotFoundError")
+        return result
+
+    async def update_worker(self, worker_id: str, heartbeat_stats: Any = UNSET) -> Worker:
+        if not isinstance(worker_id, str) or not worker_id:
+            raise ValueError(f"worker_id must be a non-empty str, got {worker_id!r}")
+        path = f"/workers/{_segment('worker_id', worker_id)}"
+        body = {} if heartbeat_stats is UNSET else {"heartbeat_stats": heartbeat_stats}
+        result: Worker = await self._post(Worker, path, body, mutation=True, method="PATCH")
+        return result
+
+
+def _query_params(params: Dict[str, Any]) -> Dict[str, Any]:
+    return {key: str(value) for key, value in params.items()}
+
+
+LightningStoreClient = HttpLightningStore
+"""The 0.3 name of the HTTP store client."""

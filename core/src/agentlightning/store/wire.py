@@ -1,0 +1,355 @@
+"""The store's REST API on the wire: paths, request bodies and error bodies.
+
+Shared by the store server (:mod:`agentlightning.server`) and the HTTP client
+(:mod:`agentlightning.store.client`); it needs pydantic only.
+
+Request bodies are validated strictly (JSON strings are not numbers, numbers are not strings) and
+reject unknown fields, so a typo in a field name is an error instead of a silently ignored value.
+Fields whose allowed values the store checks itself (statuses, modes, sort fields) are plain
+strings here, so the store's own typed error (naming the bad value) reaches the caller.
+
+Errors are JSON objects ``{"error": <type>, "message": <text>, "details": {...}}``. ``error`` is
+the name of the exception the store raised (``RolloutNotFoundError``, ``InvalidTransitionError``,
+``TypeError``, ...) or an HTTP-level name (``Unauthorized``, ``PayloadTooLarge``, ``RouteNotFound``);
+the client raises the same typed exception locally.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing_extensions import Annotated
+
+from agentlightning import errors
+from agentlightning.types import (
+    Attempt,
+    AttemptedRollout,
+    EnqueueRolloutRequest,
+    NamedResources,
+    PaginatedResult,
+    ResourcesUpdate,
+    Rollout,
+    RolloutConfig,
+    Span,
+    Worker,
+)
+
+__all__ = [
+    "API_PREFIX",
+    "API_VERSION",
+    "IDEMPOTENCY_HEADER",
+    "OTLP_TRACES_PATH",
+    "ErrorBody",
+    "error_body",
+    "error_status",
+    "exception_from_error",
+    "describe_validation_errors",
+    "validation_error_kind",
+]
+
+API_VERSION = "1"
+API_PREFIX = "/v1/agl"
+OTLP_TRACES_PATH = "/v1/traces"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+"""A mutation carrying this header is applied once: a repeat with the same key (a client's retry
+after a lost response) gets the first response again instead of being applied twice."""
+
+RolloutView = Annotated[Union[AttemptedRollout, Rollout], Field(union_mode="left_to_right")]
+"""A rollout as queries return it: with its latest attempt when it has one."""
+
+
+class RolloutsPage(PaginatedResult[RolloutView]):
+    """A page of rollouts (each with its latest attempt when it has one)."""
+
+
+class AttemptsPage(PaginatedResult[Attempt]):
+    """A page of attempts."""
+
+
+class SpansPage(PaginatedResult[Span]):
+    """A page of spans."""
+
+
+class ResourcesPage(PaginatedResult[ResourcesUpdate]):
+    """A page of resources."""
+
+
+class WorkersPage(PaginatedResult[Worker]):
+    """A page of workers."""
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+# -- rollouts -----------------------------------------------------------------------------------
+class StartRolloutRequest(_Request):
+    input: Any = Field(description="The task input handed to the agent (any JSON value).")
+    mode: Optional[str] = Field(default=None, description="'train', 'val' or 'test'.")
+    resources_id: Optional[str] = Field(default=None, description="Resources to use; default: the latest.")
+    config: Optional[RolloutConfig] = None
+    metadata: Optional[Dict[str, Any]] = None
+    worker_id: Optional[str] = None
+
+
+class EnqueueRolloutsRequest(_Request):
+    rollouts: List[EnqueueRolloutRequest] = Field(
+        description="Rollouts to enqueue, in order. A request whose client_request_id was seen before "
+        "returns the rollout created then instead of a new one."
+    )
+
+
+class DequeueRolloutsRequest(_Request):
+    limit: int = Field(default=1, description="At most this many rollouts (>= 1).")
+    worker_id: Optional[str] = None
+
+
+class QueryRolloutsRequest(_Request):
+    status_in: Optional[List[str]] = None
+    rollout_id_in: Optional[List[str]] = None
+    rollout_id_contains: Optional[str] = None
+    filter_logic: str = Field(default="and", description="'and' or 'or'.")
+    sort_by: Optional[str] = None
+    sort_order: str = Field(default="asc", description="'asc' or 'desc'.")
+    limit: int = Field(default=-1, description="-1: no limit.")
+    offset: int = 0
+    status: Optional[List[str]] = Field(default=None, description="Deprecated alias of status_in.")
+    rollout_ids: Optional[List[str]] = Field(default=None, description="Deprecated alias of rollout_id_in.")
+
+
+class UpdateRolloutRequest(_Request):
+    """Only the fields present in the body are changed; ``null`` is a value (it clears the field)."""
+
+    input: Any = None
+    mode: Optional[str] = None
+    resources_id: Optional[str] = None
+    status: Optional[str] = None
+    config: Optional[RolloutConfig] = None
+    metadata: Optional[Dict[str, Any]] = None
+
+
+class WaitForRolloutsRequest(_Request):
+    rollout_ids: List[str]
+    timeout: Optional[float] = Field(
+        default=None,
+        description="Seconds to wait; <= 0 checks once; null waits as long as the server allows per request "
+        "(the response's 'pending' says which rollouts are still running, so a client asks again).",
+    )
+
+
+class WaitForRolloutsResponse(BaseModel):
+    rollouts: List[Rollout] = Field(description="The requested rollouts that are finished, in request order.")
+    pending: List[str] = Field(description="Requested ids that exist and are not finished yet.")
+
+
+# -- attempts -----------------------------------------------------------------------------------
+class StartAttemptRequest(_Request):
+    worker_id: Optional[str] = None
+
+
+class QueryAttemptsRequest(_Request):
+    sort_by: Optional[str] = "sequence_id"
+    sort_order: str = "asc"
+    limit: int = -1
+    offset: int = 0
+
+
+class UpdateAttemptRequest(_Request):
+    """Only the fields present in the body are changed."""
+
+    status: Optional[str] = None
+    worker_id: Optional[str] = None
+    last_heartbeat_time: Optional[float] = None
+    metadata: Optional[Dict[str, Any]] = None
+
+
+# -- spans --------------------------------------------------------------------------------------
+class AddSpansRequest(_Request):
+    spans: List[Span]
+
+
+class AddSpansResponse(BaseModel):
+    inserted: List[int] = Field(
+        description="Indexes (in the request) of the spans that were new; duplicates are left out."
+    )
+
+
+class SequenceIdsRequest(_Request):
+    pairs: List[Annotated[List[str], Field(min_length=2, max_length=2)]] = Field(
+        description="[rollout_id, attempt_id] pairs; one new sequence id each."
+    )
+
+
+class SequenceIdsResponse(BaseModel):
+    sequence_ids: List[int]
+
+
+class QuerySpansRequest(_Request):
+    rollout_id: str
+    attempt_id: Optional[str] = Field(default=None, description="An attempt id, 'latest', or null for all attempts.")
+    trace_id: Optional[str] = None
+    trace_id_contains: Optional[str] = None
+    span_id: Optional[str] = None
+    span_id_contains: Optional[str] = None
+    parent_id: Optional[str] = None
+    parent_id_contains: Optional[str] = None
+    name: Optional[str] = None
+    name_contains: Optional[str] = None
+    filter_logic: str = "and"
+    limit: int = -1
+    offset: int = 0
+    sort_by: Optional[str] = "sequence_id"
+    sort_order: str = "asc"
+
+
+# -- resources and workers ---------------------------------------------------------------------
+class ResourcesRequest(_Request):
+    resources: NamedResources
+
+
+class QueryResourcesRequest(_Request):
+    resources_id: Optional[str] = None
+    resources_id_contains: Optional[str] = None
+    sort_by: Optional[str] = None
+    sort_order: str = "asc"
+    limit: int = -1
+    offset: int = 0
+
+
+class QueryWorkersRequest(_Request):
+    status_in: Optional[List[str]] = None
+    worker_id_contains: Optional[str] = None
+    filter_logic: str = "and"
+    sort_by: Optional[str] = None
+    sort_order: str = "asc"
+    limit: int = -1
+    offset: int = 0
+
+
+class UpdateWorkerRequest(_Request):
+    """A worker heartbeat; ``heartbeat_stats`` is replaced only when present."""
+
+    heartbeat_stats: Optional[Dict[str, Any]] = None
+
+
+# -- errors -------------------------------------------------------------------------------------
+class ErrorBody(BaseModel):
+    error: str = Field(description="Type of the error, e.g. RolloutNotFoundError, InvalidTransitionError, TypeError.")
+    message: str = Field(description="What is wrong, naming the offending value.")
+    details: Optional[Dict[str, Any]] = None
+
+
+# Errors a client may rebuild from a response, by name. Order matters for error_status (subclasses first).
+_TYPED_ERRORS: Dict[str, Type[BaseException]] = {
+    cls.__name__: cls
+    for cls in (
+        errors.RolloutNotFoundError,
+        errors.AttemptNotFoundError,
+        errors.ResourcesNotFoundError,
+        errors.WorkerNotFoundError,
+        errors.NotFoundError,
+        errors.InvalidStatusError,
+        errors.InvalidTransitionError,
+        errors.InvalidSpanError,
+        errors.StoreClosedError,
+        errors.PayloadTooLargeError,
+        TypeError,
+        ValueError,
+    )
+}
+# Attributes of typed errors carried in ``details`` so the rebuilt exception has them too.
+_ERROR_ATTRIBUTES = ("item_id", "status", "allowed", "current", "requested")
+
+
+def validation_error_kind(problems: Sequence[Mapping[str, Any]]) -> str:
+    """``TypeError`` when every problem is a value of the wrong JSON type, else ``ValueError``."""
+    kinds = [str(e.get("type", "")) for e in problems]
+    if kinds and all(k.endswith("_type") or k in ("is_instance_of", "model_attributes_type") for k in kinds):
+        return "TypeError"
+    return "ValueError"
+
+
+def describe_validation_errors(
+    errors_: Sequence[Mapping[str, Any]], strip: Sequence[str] = ()
+) -> Tuple[str, List[Dict[str, Any]]]:
+    """One line per problem naming the field and the value it got, plus a JSON-safe list of the problems."""
+    lines: List[str] = []
+    problems: List[Dict[str, Any]] = []
+    for error in errors_:
+        loc = [str(part) for part in error.get("loc", ())]
+        if loc and loc[0] in strip:
+            loc = loc[1:]
+        where = ".".join(loc) or "body"
+        text = f"{where}: {error.get('msg', 'invalid')}"
+        if "input" in error and error.get("type") != "missing":
+            shown = repr(error["input"])
+            text += f" (got {shown[:200]}{'...' if len(shown) > 200 else ''})"
+        lines.append(text)
+        problems.append({"loc": loc, "msg": str(error.get("msg", "")), "type": str(error.get("type", ""))})
+    return "; ".join(lines) or "invalid request", problems
+
+
+def error_status(exc: BaseException) -> Optional[Tuple[int, str]]:
+    """HTTP status and wire name for an exception a store raised because of its input; None if it is a bug."""
+    if isinstance(exc, errors.NotFoundError):
+        return 404, type(exc).__name__ if type(exc).__name__ in _TYPED_ERRORS else "NotFoundError"
+    if isinstance(exc, errors.InvalidTransitionError):
+        return 409, "InvalidTransitionError"
+    if isinstance(exc, errors.StoreClosedError):
+        return 503, "StoreClosedError"
+    if isinstance(exc, errors.PayloadTooLargeError):
+        return 413, "PayloadTooLargeError"
+    if isinstance(exc, ValidationError):
+        return 422, validation_error_kind(exc.errors())
+    if isinstance(exc, (errors.InvalidStatusError, errors.InvalidSpanError)):
+        return 400, type(exc).__name__
+    if isinstance(exc, TypeError):
+        return 422, "TypeError"
+    if isinstance(exc, ValueError):
+        return 400, "ValueError"
+    return None
+
+
+def error_body(name: str, message: str, exc: Optional[BaseException] = None, **details: Any) -> ErrorBody:
+    extra: Dict[str, Any] = dict(details)
+    if exc is not None:
+        for attribute in _ERROR_ATTRIBUTES:
+            value = getattr(exc, attribute, None)
+            if isinstance(value, (str, int, float, bool, list, tuple)):
+                extra[attribute] = list(value) if isinstance(value, tuple) else value
+    return ErrorBody(error=name, message=message, details=extra or None)
+
+
+def exception_from_error(status_code: int, body: Optional[ErrorBody], fallback_text: str = "") -> BaseException:
+    """The exception a client raises for an error response (the same type the store raised, when known)."""
+    if body is None:
+        message = fallback_text.strip() or f"HTTP {status_code}"
+        name = ""
+    else:
+        message, name = body.message, body.error
+    if status_code == 401:
+        return errors.StoreAuthError(message)
+    if status_code == 413:
+        return errors.PayloadTooLargeError(message)
+    cls = _TYPED_ERRORS.get(name)
+    if cls is None:
+        if status_code >= 500:
+            return errors.StoreServerError(f"store server error {status_code}: {message}", status_code)
+        if status_code == 404:
+            cls = errors.NotFoundError
+        elif status_code == 409:
+            cls = errors.InvalidTransitionError
+        elif status_code == 422:
+            cls = TypeError
+        else:
+            cls = ValueError
+    if cls in (TypeError, ValueError):
+        return cls(message)
+    # Typed errors format their message in __init__; keep the server's text and attributes as they are.
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, message)
+    for key, value in ((body.details or {}) if body is not None else {}).items():
+        if key in _ERROR_ATTRIBUTES:
+            setattr(exc, key, tuple(value) if key == "allowed" and isinstance(value, list) else value)
+    return exc

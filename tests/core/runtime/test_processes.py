@@ -1,0 +1,118 @@
+"""Trainer with runners in separate processes: a store server here, HTTP clients there."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any, List
+
+import pytest
+
+from agentlightning.algorithm import Algorithm
+from agentlightning.emitter import emit_reward, find_final_reward
+from agentlightning.litagent import rollout
+from agentlightning.store import SqliteLightningStore
+from agentlightning.trainer import Trainer
+from agentlightning.types import RolloutConfig
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process signals")
+
+
+@rollout
+def pid_agent(task: float) -> float:
+    """Reports which process ran it (as the final reward's companion span) and rewards the task."""
+    emit_reward({"value": float(task), "pid": float(os.getpid())}, primary_key="value")
+    return None  # type: ignore[return-value]
+
+
+async def finished_rollouts(store: Any) -> List[Any]:
+    rollouts = list(await store.query_rollouts(sort_by="start_time"))
+    out = []
+    for r in rollouts:
+        spans = list(await store.query_spans(r.rollout_id, "latest"))
+        out.append((r, spans))
+    return out
+
+
+def test_fit_with_runner_processes(tmp_path: Path) -> None:
+    with Trainer(run_dir=tmp_path, strategy="processes", n_runners=2) as trainer:
+        trainer.dev(pid_agent, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+        assert isinstance(trainer.store, SqliteLightningStore)
+        results = asyncio.run(finished_rollouts(trainer.store))
+        workers = asyncio.run(trainer.store.query_workers())
+    assert [r.status for r, _ in results] == ["succeeded"] * 6
+    assert sorted(find_final_reward(spans) for _, spans in results) == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    pids = {
+        int(span.attributes["agentlightning.reward.1.value"])
+        for _, spans in results
+        for span in spans
+        if "agentlightning.reward.1.value" in span.attributes
+    }
+    assert os.getpid() not in pids  # the agents ran in the runner processes
+    assert 1 <= len(pids) <= 2
+    assert len(workers) == 2
+
+
+class KillOnce:
+    """An agent whose first attempt of task "die" kills its own process with SIGKILL."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __call__(self, task: str) -> float:
+        if task == "die" and not self.marker.exists():
+            self.marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+        return 1.0
+
+
+class EnqueueAndWait(Algorithm):
+    def __init__(self, tasks: List[str], config: RolloutConfig) -> None:
+        super().__init__()
+        self.tasks = tasks
+        self.config = config
+        self.statuses: List[str] = []
+        self.attempts: List[int] = []
+
+    async def run(self, train_dataset: Any = None, val_dataset: Any = None) -> None:  # type: ignore[override]
+        store = self.get_store()
+        queued = [await store.enqueue_rollout(t, mode="train", config=self.config) for t in self.tasks]
+        done = await store.wait_for_rollouts(rollout_ids=[r.rollout_id for r in queued], timeout=60)
+        self.statuses = [r.status for r in done]
+        for r in queued:
+            self.attempts.append(len(await store.query_attempts(r.rollout_id)))
+
+
+def test_a_killed_runner_process_is_replaced_and_its_rollout_retried(tmp_path: Path) -> None:
+    marker = tmp_path / "killed"
+
+    @rollout
+    def agent(task: str) -> float:
+        return KillOnce(marker)(task)
+
+    config = RolloutConfig(unresponsive_seconds=1.0, max_attempts=3, retry_condition=["unresponsive"])
+    algorithm = EnqueueAndWait(["ok-1", "die", "ok-2"], config)
+    with Trainer(run_dir=tmp_path / "run", strategy="processes", n_runners=1, algorithm=algorithm) as trainer:
+        trainer.fit(agent)
+    assert marker.exists()  # the runner process really died
+    assert algorithm.statuses == ["succeeded", "succeeded", "succeeded"]
+    assert algorithm.attempts[1] == 2  # "die" was retried once, on the replacement runner
+
+
+class Boom(Algorithm):
+    async def run(self, train_dataset: Any = None, val_dataset: Any = None) -> None:  # type: ignore[override]
+        await asyncio.sleep(0.2)
+        raise RuntimeError("algorithm failed on purpose")
+
+
+def test_an_algorithm_error_stops_every_runner_process(tmp_path: Path) -> None:
+    trainer = Trainer(run_dir=tmp_path, strategy="processes", n_runners=2, algorithm=Boom())
+    with pytest.raises(RuntimeError, match="on purpose"):
+        trainer.fit(pid_agent)
+    trainer.close()
+    import multiprocessing
+
+    assert [p for p in multiprocessing.active_children() if p.name.startswith("agl-runner")] == []
