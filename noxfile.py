@@ -34,6 +34,9 @@ os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 PYTHON = "3.11"
 
 TEST_DEPS = ["pytest>=8.3", "pytest-asyncio>=0.24", "pytest-timeout>=2.3"]
+# The core's tests also run the store server (the `server` extra) and talk to it like the outside
+# world does: the OpenTelemetry SDK's OTLP/HTTP exporter, and schemathesis against its OpenAPI document.
+CORE_TEST_DEPS = ["opentelemetry-exporter-otlp-proto-http>=1.30", "schemathesis>=4,<5"]
 # Small plugin distributions that the core's plugin-loading tests install and load for real.
 TEST_PLUGIN_DISTS = ["tests/plugin_dists/agl-sample-plugin", "tests/plugin_dists/agl-broken-plugin"]
 LINT_DEPS = ["ruff==0.17.6"]
@@ -98,7 +101,7 @@ def _pytest(session: nox.Session, *paths: str) -> None:
 @nox.session(python=PYTHON)
 def core(session: nox.Session) -> None:
     """The core distribution `agentlightning`: install it as a wheel and run tests/core."""
-    _install_core(session, *TEST_DEPS, *_test_plugin_dists(session))
+    session.install("./core[server]", *TEST_DEPS, *CORE_TEST_DEPS, *_test_plugin_dists(session))
     _show_installed(session, "agentlightning")
     _pytest(session, "tests/core")
 
@@ -137,7 +140,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy over the core's sources (and plugins' sources when there are plugins)."""
-    _install_core(session, *TYPECHECK_DEPS)
+    session.install("./core[server]", *TYPECHECK_DEPS)
     session.run("mypy", "core/src/agentlightning")
     plugin_sources = _existing([f"plugins/{p.name}/src" for p in PLUGINS])
     for src in plugin_sources:

@@ -349,13 +349,16 @@ def test_builtin_registrations_are_lazy() -> None:
         kinds = ("store_backends", "tracers", "span_exporters", "algorithms", "adapters", "instrumentors")
         names = {kind: sorted(plugins.registered(kind)) for kind in kinds}
         loaded = [m for m in ("agentlightning.tracer.otel", "agentlightning.tracer.dummy",
-                              "agentlightning.algorithm.baseline", "agentlightning.store.sqlite") if m in sys.modules]
+                              "agentlightning.algorithm.baseline", "agentlightning.store.sqlite",
+                              "agentlightning.store.client", "httpx") if m in sys.modules]
         print(names["store_backends"], names["tracers"], names["span_exporters"], names["algorithms"], loaded)
         """,
         AGL_DISABLE_PLUGIN_AUTOLOAD="1",
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "['memory', 'sqlite'] ['dummy', 'otel'] ['console'] ['baseline'] []"
+    assert result.stdout.strip() == (
+        "['http', 'https', 'memory', 'sqlite'] ['dummy', 'otel'] ['console'] ['baseline'] []"
+    )
 
 
 # -- one test per hook (test_hook_docs.py checks that each exists) ------------------------------

@@ -1,6 +1,7 @@
 """``agl store ...``: commands that work on a LightningStore chosen by URI.
 
-Sub-commands are added in :func:`add_parser`; ``agl store serve`` belongs next to ``stats``.
+* ``agl store stats URI``: print a store's statistics (read-only).
+* ``agl store serve --store URI``: serve a store over HTTP (REST API + OTLP trace ingest).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from agentlightning.cli import CLIError
 
-__all__ = ["add_parser", "read_only_uri", "read_statistics", "run_stats"]
+__all__ = ["add_parser", "read_only_uri", "read_statistics", "run_serve", "run_stats"]
 
 URI_HELP = "Store URI, for example sqlite:///path/to/store.db or memory://."
 
@@ -22,7 +23,7 @@ URI_HELP = "Store URI, for example sqlite:///path/to/store.db or memory://."
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "store",
-        help="Inspect (and later serve) a LightningStore.",
+        help="Inspect or serve a LightningStore.",
         description="Commands that open a LightningStore from its URI.",
     )
 
@@ -41,6 +42,73 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     stats.add_argument("uri", metavar="URI", help=URI_HELP)
     stats.add_argument("--json", action="store_true", help="Print the statistics as JSON instead of a table.")
     stats.set_defaults(handler=run_stats)
+
+    from agentlightning.server.serve import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WAIT_SECONDS, DEFAULT_PORT
+
+    serve = store_commands.add_parser(
+        "serve",
+        help="Serve a store over HTTP for runners in other processes and on other hosts.",
+        description=(
+            "Serve the store at --store over HTTP: every LightningStore operation as a REST API under /v1/agl "
+            "(OpenAPI document at /openapi.json, browsable at /docs) and OpenTelemetry OTLP/HTTP trace ingest at "
+            "/v1/traces (protobuf or JSON; spans name their rollout and attempt with the agentlightning.rollout_id "
+            'and agentlightning.attempt_id attributes). Runners use it with store="http://HOST:PORT". '
+            'Needs the server extra: pip install "agentlightning[server]". Stop with Ctrl-C.'
+        ),
+    )
+    serve.add_argument(
+        "--store",
+        metavar="URI",
+        default=DEFAULT_SERVE_STORE,
+        help=f"The store to serve (default: {DEFAULT_SERVE_STORE}). {URI_HELP} A SQLite file keeps every "
+        "acknowledged write across a restart; memory:// is gone when the server stops.",
+    )
+    serve.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"Address to listen on (default: {DEFAULT_HOST}, this machine only). Listening on any other address "
+        "(0.0.0.0, a LAN address) requires --token.",
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"Port to listen on (default: {DEFAULT_PORT}; 0 picks a free port and prints it).",
+    )
+    serve.add_argument(
+        "--token",
+        default=None,
+        help="Require 'Authorization: Bearer TOKEN' on every request (401 otherwise). Prefer the environment variable: "
+        "a --token value is visible to other users in the process list. Default: the "
+        "AGL_STORE_TOKEN environment variable, if set. Clients send the AGL_STORE_TOKEN of their environment.",
+    )
+    serve.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        metavar="N",
+        help=f"Largest request body accepted, in bytes, also after gzip decompression (default: {DEFAULT_MAX_BODY_BYTES}, "
+        "32 MiB); larger requests get 413.",
+    )
+    serve.add_argument(
+        "--max-wait-seconds",
+        type=float,
+        default=DEFAULT_MAX_WAIT_SECONDS,
+        metavar="S",
+        help=f"Longest time one wait_for_rollouts request is held (default: {DEFAULT_MAX_WAIT_SECONDS:g}); "
+        "clients ask again until their own timeout, so any timeout works.",
+    )
+    serve.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="Server log level (default: warning).",
+    )
+    serve.add_argument("--access-log", action="store_true", help="Log every request (one line each).")
+    serve.set_defaults(handler=run_serve)
+
+
+DEFAULT_SERVE_STORE = "sqlite:///agl_store.db"
 
 
 def read_only_uri(uri: str) -> str:
@@ -100,4 +168,86 @@ def run_stats(args: argparse.Namespace) -> int:
     for key, value in stats.items():
         table.add_row(key, _format(value))
     Console().print(table)
+    return 0
+
+
+def _banner(server: Any, uri: str) -> str:
+    url = server.url
+    token_note = (
+        "token required: runners need AGL_STORE_TOKEN set to the same token"
+        if server.token
+        else "no token: only this machine can connect"
+    )
+    lines = [
+        "Agent Lightning store server",
+        f"  store:      {uri}",
+        f"  listening:  {url}  ({token_note})",
+        f"  REST API:   {url}/v1/agl   (OpenAPI: {url}/openapi.json, docs: {url}/docs)",
+        f"  OTLP/HTTP:  {url}/v1/traces",
+        "Point runners at it:",
+        f'  Trainer(store="{url}", ...)   or   agentlightning.store.open_store("{url}")',
+    ]
+    if server.host not in ("127.0.0.1", "localhost", "::1"):
+        lines.append(f"  (from other hosts, use this machine's address instead of {url.split('//')[1].split(':')[0]})")
+    lines.append("Press Ctrl-C to stop.")
+    return "\n".join(lines)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import sys
+
+    from agentlightning.env_var import LightningEnvVar, resolve_str_env_var
+    from agentlightning.errors import InsecureBindError, UnknownStoreURIError
+    from agentlightning.server.serve import (
+        ServerDependencyError,
+        StoreServer,
+        check_bind_address,
+        import_server_dependencies,
+    )
+    from agentlightning.store import open_store
+
+    token = args.token or resolve_str_env_var(LightningEnvVar.AGL_STORE_TOKEN)
+    uri: str = args.store
+    if urlsplit(uri).scheme in ("http", "https"):
+        raise CLIError(f"--store must be a local store (sqlite:///path.db or memory://), not another server: {uri!r}")
+    if not 0 <= args.port <= 65535:
+        raise CLIError(f"--port must be in 0..65535, got {args.port}")
+    if args.max_body_bytes < 1:
+        raise CLIError(f"--max-body-bytes must be positive, got {args.max_body_bytes}")
+    if not args.max_wait_seconds > 0:
+        raise CLIError(f"--max-wait-seconds must be positive, got {args.max_wait_seconds}")
+    try:
+        check_bind_address(args.host, token)  # before opening anything
+        import_server_dependencies()
+    except (InsecureBindError, ServerDependencyError) as exc:
+        raise CLIError(str(exc)) from exc
+    try:
+        store = open_store(uri)
+    except UnknownStoreURIError as exc:
+        raise CLIError(str(exc)) from exc
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise CLIError(f"cannot open store {uri!r}: {exc}") from exc
+    server = StoreServer(
+        store,
+        host=args.host,
+        port=args.port,
+        token=token,
+        max_body_bytes=args.max_body_bytes,
+        max_wait_seconds=args.max_wait_seconds,
+        log_level=args.log_level,
+        access_log=args.access_log,
+        close_store=True,
+    )
+
+    def ready(running: Any) -> None:
+        print(_banner(running, uri), flush=True)
+
+    try:
+        server.serve_forever(ready=ready)
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled, after a graceful shutdown
+        pass
+    except OSError as exc:
+        asyncio.run(store.close())
+        raise CLIError(str(exc)) from exc
+    print("store server stopped", file=sys.stderr, flush=True)
     return 0

@@ -14,8 +14,8 @@ import logging
 import threading
 import time
 import zlib
-from dataclasses import dataclass, field
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Dict, List, MutableMapping, Optional, Tuple, Type
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
@@ -139,11 +139,24 @@ def _fields(model: Any) -> Dict[str, Any]:
 
 # -- idempotent replays -------------------------------------------------------------------------
 class _Replays:
-    """Responses of mutations by ``Idempotency-Key``: a repeated key gets the first response again."""
+    """Responses of mutations by ``Idempotency-Key``: a repeated key gets the first response again.
 
-    def __init__(self, max_entries: int = 10_000, ttl_seconds: float = 900.0) -> None:
+    Bounded: entries live ``ttl_seconds`` (longer than any client's retries), at most ``max_entries``
+    of them and ``max_bytes`` in all; an answer over ``max_entry_bytes`` is not kept (a retry of such a
+    request is applied again; an enqueue is still safe, the store remembers its client_request_id)."""
+
+    def __init__(
+        self,
+        max_entries: int = 10_000,
+        ttl_seconds: float = 900.0,
+        max_bytes: int = 64 << 20,
+        max_entry_bytes: int = 4 << 20,
+    ) -> None:
         self.max_entries = max_entries
         self.ttl_seconds = ttl_seconds
+        self.max_bytes = max_bytes
+        self.max_entry_bytes = max_entry_bytes
+        self._bytes = 0
         self._done: "OrderedDict[Tuple[str, str, str], Tuple[float, int, bytes]]" = OrderedDict()
         self._running: Dict[Tuple[str, str, str], "asyncio.Future[None]"] = {}
 
@@ -168,16 +181,26 @@ class _Replays:
         self._running[key] = future
         try:
             response = await compute()
-            if response.status_code < 400:
-                self._done[key] = (time.monotonic() + self.ttl_seconds, response.status_code, bytes(response.body))
-                self._done.move_to_end(key)
-                now = time.monotonic()
-                while self._done and (len(self._done) > self.max_entries or next(iter(self._done.values()))[0] < now):
-                    self._done.popitem(last=False)
+            if response.status_code < 400 and len(response.body) <= self.max_entry_bytes:
+                self._remember(key, response.status_code, bytes(response.body))
             return response
         finally:
             del self._running[key]
             future.set_result(None)
+
+    def _remember(self, key: Tuple[str, str, str], status_code: int, body: bytes) -> None:
+        now = time.monotonic()
+        old = self._done.pop(key, None)
+        if old is not None:
+            self._bytes -= len(old[2])
+        self._done[key] = (now + self.ttl_seconds, status_code, body)
+        self._bytes += len(body)
+        while self._done:
+            expires, _, oldest = next(iter(self._done.values()))
+            if expires >= now and len(self._done) <= self.max_entries and self._bytes <= self.max_bytes:
+                break
+            self._done.popitem(last=False)
+            self._bytes -= len(oldest)
 
 
 # -- ASGI guard: token and body size -------------------------------------------------------------
@@ -224,7 +247,9 @@ class StoreApp:
     StoreApp, so starting a server costs no route building.
     """
 
-    def __init__(self, store: LightningStore, *, token: Optional[str], max_body_bytes: int, max_wait_seconds: float) -> None:
+    def __init__(
+        self, store: LightningStore, *, token: Optional[str], max_body_bytes: int, max_wait_seconds: float
+    ) -> None:
         if not isinstance(store, LightningStore):
             raise TypeError(f"store must be a LightningStore, got {type(store).__name__}")
         self.store = store
@@ -254,7 +279,10 @@ class StoreApp:
             if not hmac.compare_digest(given, self.expected):
                 why = "no Authorization header" if not given else "wrong bearer token"
                 await _send_error(
-                    send, 401, "Unauthorized", f"{why}: send 'Authorization: Bearer <token>' (clients read AGL_STORE_TOKEN)"
+                    send,
+                    401,
+                    "Unauthorized",
+                    f"{why}: send 'Authorization: Bearer <token>' (clients read AGL_STORE_TOKEN)",
                 )
                 return
         length = headers.get(b"content-length")
@@ -343,12 +371,7 @@ def _build_app() -> FastAPI:
     # -- errors ---------------------------------------------------------------------------------
     async def on_request_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        problems = list(exc.errors())
-        if any(p.get("type") == "json_invalid" for p in problems):
-            detail = next((str(p.get("ctx", {}).get("error", "")) for p in problems), "")
-            return _error(400, "InvalidJSON", f"request body is not valid JSON: {detail}".rstrip(": "))
-        message, listed = describe_validation_errors(problems, strip=("body",))
-        return _error(422, validation_error_kind(problems), message, errors=listed)
+        return _body_error(list(exc.errors()))
 
     async def on_store_error(request: Request, exc: Exception) -> Response:
         mapped = error_status(exc)
@@ -365,6 +388,10 @@ def _build_app() -> FastAPI:
         names = {404: "RouteNotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge", 415: "UnsupportedMediaType"}
         name = names.get(exc.status_code, "HTTPError")
         detail = str(exc.detail)
+        if exc.status_code == 400 and "parsing the body" in detail:
+            name, detail = "InvalidJSON", "request body is not valid JSON (or not UTF-8)"
+        elif exc.status_code == 400:
+            name = "BadRequest"
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no route {request.method} {request.url.path}; the API is under {API_PREFIX} (see /docs)"
         response = _error(exc.status_code, name, detail)
@@ -522,8 +549,8 @@ def _build_app() -> FastAPI:
         response_model=Attempt,
         summary="update_attempt (attempt_id may be 'latest'; fields present only)",
     )
-    async def update_attempt(ctx: Ctx, 
-        rollout_id: str, attempt_id: str, body: UpdateAttemptRequest, request: Request
+    async def update_attempt(
+        ctx: Ctx, rollout_id: str, attempt_id: str, body: UpdateAttemptRequest, request: Request
     ) -> Response:
         async def compute() -> Response:
             return _json(await ctx.store.update_attempt(rollout_id, attempt_id, **_fields(body)), Attempt)
@@ -531,8 +558,25 @@ def _build_app() -> FastAPI:
         return await ctx.replays.run(request, compute)
 
     # -- spans ----------------------------------------------------------------------------------
-    @api.post("/spans", response_model=AddSpansResponse, summary="add_many_spans (one batch, all or nothing)")
-    async def add_spans(ctx: Ctx, body: AddSpansRequest, request: Request) -> Response:
+    @api.post(
+        "/spans",
+        response_model=AddSpansResponse,
+        summary="add_many_spans (one batch, all or nothing)",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {JSON: {"schema": {"$ref": "#/components/schemas/AddSpansRequest"}}},
+            }
+        },
+    )
+    async def add_spans(ctx: Ctx, request: Request) -> Response:
+        # The hot path of trace ingest: the body is parsed straight from bytes by pydantic (no json.loads
+        # into dicts first); the OpenAPI document still describes it (see _openapi_with_extra_bodies).
+        try:
+            body = AddSpansRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            return _body_error(exc.errors())
+
         async def compute() -> Response:
             spans = body.spans
             added = await ctx.store.add_many_spans(spans)
@@ -651,6 +695,7 @@ def _build_app() -> FastAPI:
         return await ctx.replays.run(request, compute)
 
     app.include_router(api)
+    _add_manual_bodies_to_openapi(app, [AddSpansRequest])
 
     # -- OTLP/HTTP ------------------------------------------------------------------------------
     @app.post(
@@ -696,6 +741,34 @@ def _build_app() -> FastAPI:
         return Response(otlp.encode_response(result, protobuf), media_type=media_type)
 
     return app
+
+
+def _body_error(problems: List[Any]) -> Response:
+    """400 for a body that is not JSON, 422 (TypeError/ValueError) for one of the wrong shape."""
+    if any(p.get("type") == "json_invalid" for p in problems):
+        detail = next((str((p.get("ctx") or {}).get("error", "")) for p in problems), "")
+        return _error(400, "InvalidJSON", f"request body is not valid JSON: {detail}".rstrip(": "))
+    message, listed = describe_validation_errors(problems, strip=("body",))
+    return _error(422, validation_error_kind(problems), message, errors=listed)
+
+
+def _add_manual_bodies_to_openapi(app: FastAPI, models: List[Type[BaseModel]]) -> None:
+    """Routes that parse their body themselves reference its schema; put those schemas in the document."""
+    generate = app.openapi
+
+    def openapi() -> Dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            for model in models:
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                for name, definition in schema.pop("$defs", {}).items():
+                    schemas.setdefault(name, definition)
+                schemas[model.__name__] = schema
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import ipaddress
 import logging
 import socket
 import threading
-from typing import TYPE_CHECKING, Any, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Optional
 
 from agentlightning.errors import AgentLightningError, InsecureBindError
 from agentlightning.utils.aio import run_sync
@@ -187,10 +187,14 @@ class StoreServer:
         )
         return _make_uvicorn_server(config)
 
-    def serve_forever(self) -> None:
-        """Serve in this thread until SIGINT/SIGTERM (uvicorn's handlers), then return."""
+    def serve_forever(self, ready: Optional[Callable[["StoreServer"], None]] = None) -> None:
+        """Serve in this thread until SIGINT/SIGTERM (uvicorn's handlers), then return.
+
+        ``ready(server)`` is called once the port is bound (``server.url`` is final), before serving."""
         server = self._server = self._build()
         assert self._socket is not None
+        if ready is not None:
+            ready(self)
         try:
             server.run(sockets=[self._socket])
         finally:

@@ -2,6 +2,7 @@
 
 >>> store = open_store("sqlite:///run/store.db")   # the embedded default
 >>> store = open_store("memory://")
+>>> store = open_store("http://127.0.0.1:4747")      # a store server (`agl store serve`)
 
 Backends register through the ``agl_register_store_backends`` plugin hook.
 """

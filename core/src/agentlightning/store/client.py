@@ -6,8 +6,8 @@ Behaves like the store behind the server: same results, same typed errors (``Rol
 with the id in its message, ``InvalidTransitionError``, ``TypeError``, ...), raised locally from
 the server's 4xx answers.
 
-* Connections are pooled (httpx), one pool per event loop, so one client object can be used from
-  any thread and any loop (a tracer's exporter thread, ``asyncio.run`` in a worker thread, ...).
+* Keep-alive connections are pooled, one pool per event loop, so one client object can be used
+  from any thread and any loop (a tracer's exporter thread, ``asyncio.run`` in a worker thread, ...).
 * ``add_many_spans`` is one request per batch.
 * ``wait_for_rollouts`` with any timeout (or none) needs no polling by the caller: the server holds
   each request up to its own limit and the client asks again until the rollouts finish or the
@@ -29,7 +29,6 @@ import uuid
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from urllib.parse import quote, urlsplit
 
-import httpx
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError, to_json
 
@@ -50,6 +49,7 @@ from agentlightning.types import (
     Worker,
 )
 
+from ._http import HttpPool, TransportError
 from .base import UNSET, FilterLogic, LightningStore, LightningStoreCapabilities, LightningStoreStatistics, SortOrder
 from .wire import (
     API_PREFIX,
@@ -132,9 +132,10 @@ class HttpLightningStore(LightningStore):
         wait_chunk_seconds: float = 10.0,
         max_connections: int = 64,
         connection_timeout: Optional[float] = None,
-        **_ignored: Any,
+        health_retry_delays: Any = None,
     ) -> None:
-        # ``connection_timeout`` and other 0.3 LightningStoreClient options are accepted for compatibility.
+        # ``connection_timeout`` and ``health_retry_delays`` are 0.3 LightningStoreClient options, accepted
+        # for compatibility (the first is ``connect_timeout``; there is no separate health probing).
         if not isinstance(url, str):
             raise TypeError(f"url must be a str, got {type(url).__name__}")
         parts = urlsplit(url)
@@ -158,8 +159,8 @@ class HttpLightningStore(LightningStore):
             raise ValueError(f"wait_chunk_seconds must be > 0, got {wait_chunk_seconds!r}")
         self.wait_chunk_seconds = float(wait_chunk_seconds)
         self.max_connections = int(max_connections)
-        self._clients: Dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
-        self._clients_lock = threading.Lock()
+        self._pools: Dict[asyncio.AbstractEventLoop, HttpPool] = {}
+        self._pools_lock = threading.Lock()
         self._closed = False
 
     @classmethod
@@ -178,30 +179,25 @@ class HttpLightningStore(LightningStore):
 
     # ------------------------------------------------------------------------------------------
     # transport
-    def _client(self) -> httpx.AsyncClient:
+    def _pool(self) -> HttpPool:
         loop = asyncio.get_running_loop()
-        with self._clients_lock:
+        with self._pools_lock:
             if self._closed:
                 raise StoreClosedError(f"{self!r} is closed")
-            client = self._clients.get(loop)
-            if client is None:
-                for other in [lp for lp in self._clients if lp.is_closed()]:
-                    del self._clients[other]  # its loop is gone; so are its connections
-                headers = {"Accept": "application/json"}
-                if self._token:
-                    headers["Authorization"] = f"Bearer {self._token}"
-                client = httpx.AsyncClient(
-                    base_url=self.base_url,
-                    verify=_tls_context() if self.base_url.startswith("https:") else False,
+            pool = self._pools.get(loop)
+            if pool is None:
+                for other in [lp for lp in self._pools if lp.is_closed()]:
+                    del self._pools[other]  # its loop is gone; so are its connections
+                headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+                pool = HttpPool(
+                    self.base_url,
                     headers=headers,
-                    timeout=httpx.Timeout(self.request_timeout, connect=self.connect_timeout),
-                    limits=httpx.Limits(
-                        max_connections=self.max_connections, max_keepalive_connections=self.max_connections
-                    ),
-                    trust_env=False,
+                    connect_timeout=self.connect_timeout,
+                    max_connections=self.max_connections,
+                    tls=_tls_context() if self.base_url.startswith("https:") else None,
                 )
-                self._clients[loop] = client
-            return client
+                self._pools[loop] = pool
+            return pool
 
     async def _call(
         self,
@@ -209,7 +205,7 @@ class HttpLightningStore(LightningStore):
         path: str,
         body: Any = None,
         *,
-        params: Optional[Dict[str, Any]] = None,
+        params: Optional[Dict[str, str]] = None,
         mutation: bool = False,
         extra_wait: float = 0.0,
         none_on: Optional[str] = None,
@@ -218,7 +214,7 @@ class HttpLightningStore(LightningStore):
 
         ``none_on``: the name of a NotFound error type that means "no such item" (returns None).
         """
-        client = self._client()
+        pool = self._pool()
         headers: Dict[str, str] = {}
         content: Optional[bytes] = None
         if body is not None:
@@ -226,7 +222,7 @@ class HttpLightningStore(LightningStore):
             headers["Content-Type"] = "application/json"
         if mutation:
             headers[IDEMPOTENCY_HEADER] = uuid.uuid4().hex
-        timeout = httpx.Timeout(self.request_timeout + extra_wait, connect=self.connect_timeout)
+        timeout = self.request_timeout + extra_wait
         url = f"{API_PREFIX}{path}"
         last_error: Optional[BaseException] = None
         for attempt in range(len(self.retry_delays) + 1):
@@ -234,22 +230,17 @@ class HttpLightningStore(LightningStore):
                 delay = self.retry_delays[attempt - 1]
                 await asyncio.sleep(delay * (0.75 + random.random() / 2))
             try:
-                response = await client.request(
-                    method,
-                    url,
-                    content=content,
-                    params=params,
-                    headers=headers,
-                    timeout=timeout,
+                response = await pool.request(
+                    method, url, body=content, params=params, headers=headers, timeout=timeout
                 )
-            except httpx.TransportError as exc:  # connect/read/write failures and timeouts
+            except TransportError as exc:  # connect/read/write failures and timeouts
                 last_error = exc
                 logger.debug("store request %s %s failed (%r); retrying", method, url, exc)
                 continue
-            status = response.status_code
+            status = response.status
             if status < 400:
-                return response.content
-            error_body = self._error_body(response)
+                return response.body
+            error_body = self._error_body(response.body)
             if status >= 500:
                 last_error = exception_from_error(status, error_body, response.text)
                 logger.debug("store request %s %s got %d; retrying", method, url, status)
@@ -260,13 +251,13 @@ class HttpLightningStore(LightningStore):
         if isinstance(last_error, StoreServerError):
             raise last_error
         raise StoreUnavailableError(
-            f"store server {self.base_url} unreachable after {len(self.retry_delays) + 1} tries: {last_error!r}"
+            f"store server {self.base_url} unreachable after {len(self.retry_delays) + 1} tries: {last_error}"
         ) from last_error
 
     @staticmethod
-    def _error_body(response: httpx.Response) -> Optional[ErrorBody]:
+    def _error_body(content: bytes) -> Optional[ErrorBody]:
         try:
-            return ErrorBody.model_validate_json(response.content)
+            return ErrorBody.model_validate_json(content)
         except ValidationError:
             return None
 
@@ -299,18 +290,19 @@ class HttpLightningStore(LightningStore):
 
     async def close(self) -> None:
         """Close this client's connections (the server and its store keep running)."""
-        with self._clients_lock:
+        with self._pools_lock:
             self._closed = True
-            clients, self._clients = self._clients, {}
-        try:
-            current: Optional[asyncio.AbstractEventLoop] = asyncio.get_running_loop()
-        except RuntimeError:
-            current = None
-        for loop, client in clients.items():
-            if loop is current:
-                await client.aclose()
-            elif not loop.is_closed() and loop.is_running():
-                asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+            pools, self._pools = self._pools, {}
+        for loop, pool in pools.items():
+            try:
+                if loop.is_closed():
+                    continue
+                loop.call_soon_threadsafe(pool.close)
+            except RuntimeError:  # closed meanwhile
+                pass
+        current = asyncio.get_running_loop()
+        if current in pools:
+            pools[current].close()
 
     # -- rollouts -------------------------------------------------------------------------------
     async def start_rollout(

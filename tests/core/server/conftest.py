@@ -1,0 +1,43 @@
+"""Fixtures for the store server tests: real servers (uvicorn in a thread) on free loopback ports."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, List
+
+import httpx
+import pytest
+
+from agentlightning.server import StoreServer
+from agentlightning.store.memory import InMemoryLightningStore
+
+ServeFactory = Callable[..., StoreServer]
+
+
+@pytest.fixture
+def serve() -> Iterator[ServeFactory]:
+    """``serve(store=None, **StoreServer options)`` -> a started server on 127.0.0.1:<free port>."""
+    started: List[StoreServer] = []
+
+    def make(store: Any = None, **options: Any) -> StoreServer:
+        options.setdefault("port", 0)
+        server = StoreServer(store if store is not None else InMemoryLightningStore(), **options).start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(serve: ServeFactory) -> StoreServer:
+    """A server in front of a fresh in-memory store, with a 1 MiB body limit."""
+    return serve(max_body_bytes=1 << 20)
+
+
+@pytest.fixture
+def http(server: StoreServer) -> Iterator[httpx.Client]:
+    """A plain HTTP client of ``server`` (for requests the typed client would never send)."""
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        yield client
