@@ -80,8 +80,12 @@ class HttpPool:
         except aiohttp.ClientError as exc:  # refused, reset, disconnected, malformed answer
             raise TransportError(f"{type(exc).__name__}: {exc}") from exc
 
-    def close(self) -> None:
-        """Close the pooled connections (call on the pool's own loop)."""
+    async def aclose(self) -> None:
+        """Close the pooled connections, on the pool's own loop."""
         session, self._session = self._session, None
         if session is not None and not session.closed:
-            asyncio.ensure_future(session.close())
+            await session.close()
+
+    def close(self) -> None:
+        """Schedule :meth:`aclose` (call on the pool's own loop, e.g. with ``call_soon_threadsafe``)."""
+        asyncio.ensure_future(self.aclose())

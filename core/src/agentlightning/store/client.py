@@ -293,16 +293,16 @@ class HttpLightningStore(LightningStore):
         with self._pools_lock:
             self._closed = True
             pools, self._pools = self._pools, {}
+        current = asyncio.get_running_loop()
         for loop, pool in pools.items():
+            if loop is current:
+                await pool.aclose()
+                continue
             try:
-                if loop.is_closed():
-                    continue
-                loop.call_soon_threadsafe(pool.close)
+                if not loop.is_closed():
+                    loop.call_soon_threadsafe(pool.close)  # closes on its own loop
             except RuntimeError:  # closed meanwhile
                 pass
-        current = asyncio.get_running_loop()
-        if current in pools:
-            pools[current].close()
 
     # -- rollouts -------------------------------------------------------------------------------
     async def start_rollout(
