@@ -116,3 +116,18 @@ def test_an_algorithm_error_stops_every_runner_process(tmp_path: Path) -> None:
     import multiprocessing
 
     assert [p for p in multiprocessing.active_children() if p.name.startswith("agl-runner")] == []
+
+
+def test_runner_processes_connect_to_an_existing_store_server(tmp_path: Path) -> None:
+    from agentlightning.server.serve import StoreServer
+    from agentlightning.store import InMemoryLightningStore
+    from agentlightning.store.client import HttpLightningStore
+
+    backing = InMemoryLightningStore()
+    with StoreServer(backing, port=0, token="secret") as server:
+        client = HttpLightningStore(server.url, token="secret")
+        trainer = Trainer(store=client, strategy="processes", n_runners=2)
+        trainer.dev(pid_agent, [0.5, 0.25])
+        results = asyncio.run(finished_rollouts(backing))
+    assert sorted(find_final_reward(spans) for _, spans in results) == [0.25, 0.5]
+    assert all(r.status == "succeeded" for r, _ in results)

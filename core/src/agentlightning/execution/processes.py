@@ -22,7 +22,7 @@ __all__ = ["ProcessesExecutionStrategy"]
 logger = logging.getLogger(__name__)
 
 
-def _runner_main(runner: RunnerBundle, url: str, token: str, worker_id: int, stop: Any) -> None:
+def _runner_main(runner: RunnerBundle, url: str, token: Optional[str], worker_id: int, stop: Any) -> None:
     """Body of a runner process: a client of the parent's store server, until ``stop`` is set."""
     # Leave without the parent's exit handlers: it owns the store and its files.
     code = 0
@@ -49,6 +49,9 @@ def _runner_main(runner: RunnerBundle, url: str, token: str, worker_id: int, sto
 
 class ProcessesExecutionStrategy(ExecutionStrategy):
     """Serve ``store`` over HTTP from this process and run ``n_runners`` runner processes.
+
+    Given a client of a store server that already runs (``store="http://host:port"``), the runner
+    processes connect to that server instead.
 
     The algorithm runs here, on the store directly. Each runner process is a client of the store
     server (loopback, with a random token). When the algorithm returns, runners are asked to stop
@@ -83,17 +86,23 @@ class ProcessesExecutionStrategy(ExecutionStrategy):
 
     def execute(self, algorithm: AlgorithmBundle, runner: RunnerBundle, store: LightningStore) -> None:
         from agentlightning.server.serve import StoreServer
+        from agentlightning.store.client import HttpLightningStore
 
-        token = secrets.token_urlsafe(24)
         stop = self._context.Event()
-        server = StoreServer(store, host=self.host, port=self.port, token=token).start()
+        server: Optional[StoreServer] = None
+        if isinstance(store, HttpLightningStore):  # a store server already runs: runners connect to it
+            url, token = store.base_url, store.token
+        else:
+            token = secrets.token_urlsafe(24)
+            server = StoreServer(store, host=self.host, port=self.port, token=token).start()
+            url = server.url
         processes: Dict[int, Any] = {}
         restarts = 0
 
         def launch(worker_id: int) -> None:
             process = self._context.Process(
                 target=_runner_main,
-                args=(runner, server.url, token, worker_id, stop),
+                args=(runner, url, token, worker_id, stop),
                 name=f"agl-runner-{worker_id}",
                 daemon=True,
             )
@@ -129,7 +138,7 @@ class ProcessesExecutionStrategy(ExecutionStrategy):
                 done.set_result(None)
                 await watcher
 
-        logger.info("store server at %s; starting %d runner processes", server.url, self.n_runners)
+        logger.info("store server at %s; starting %d runner processes", url, self.n_runners)
         try:
             for worker_id in range(self.n_runners):
                 launch(worker_id)
@@ -137,7 +146,8 @@ class ProcessesExecutionStrategy(ExecutionStrategy):
         finally:
             stop.set()
             self._shut_down(processes)
-            server.stop()
+            if server is not None:
+                server.stop()
 
     def _shut_down(self, processes: Dict[int, Any]) -> None:
         """Graceful stop, then SIGTERM, then SIGKILL, each with a deadline."""

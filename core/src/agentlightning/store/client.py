@@ -163,6 +163,11 @@ class HttpLightningStore(LightningStore):
         self._pools_lock = threading.Lock()
         self._closed = False
 
+    @property
+    def token(self) -> Optional[str]:
+        """The bearer token sent with every request (None: no token)."""
+        return self._token
+
     @classmethod
     def from_uri(cls, uri: str) -> "HttpLightningStore":
         return cls(uri)
