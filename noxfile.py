@@ -2,7 +2,8 @@
 
 ``nox`` with no arguments runs the whole test suite (the default sessions: ``core``, every plugin
 marked ``default=True``, ``lint`` and ``typecheck``); ``.ci/run`` runs exactly that. Other sessions:
-``nox -s bench`` (store benchmark against the peer ``agentlightning==0.3.0``), ``nox -s demo``
+``nox -s bench`` (store benchmark against the peer ``agentlightning==0.3.0``), ``nox -s bench_http``
+(the same over HTTP, plus span ingest through the server), ``nox -s demo``
 (the quickstart on the embedded default), ``nox -s plugins/<name>`` (one plugin's tests).
 
 Packages are installed from their folders as regular (non-editable) wheels, so a session also
@@ -176,6 +177,15 @@ def bench(session: nox.Session) -> None:
     peer_python = _ensure_peer_venv(session)
     args = session.posargs or ["--json"]
     session.run("python", "bench/store_bench.py", "--peer-python", str(peer_python), *args)
+
+
+@nox.session(python=PYTHON)
+def bench_http(session: nox.Session) -> None:
+    """HTTP benchmarks: the store cycle over HTTP against the peer agentlightning==0.3.0, and span ingest."""
+    session.install("./core[server]")  # the store server runs in the benchmark's venv
+    peer_python = _ensure_peer_venv(session)
+    args = session.posargs or ["--json"]
+    session.run("python", "bench/http_bench.py", "--peer-python", str(peer_python), *args)
 
 
 @nox.session(python=PYTHON)

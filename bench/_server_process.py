@@ -103,7 +103,10 @@ class ServerProcess:
         return self._expect("url", self.timeout)
 
     def close(self) -> None:
-        """Stop serving the current store and drop it."""
+        """Stop serving the current store and drop it (nothing to do once the process is gone: the error
+        that ended it, or that it caused, is the one to report)."""
+        if self.proc.poll() is not None:
+            return
         self._send("close")
         self._expect("closed", self.timeout)
 

@@ -247,7 +247,7 @@ def run_ingest(spans: int, batch: int, tasks: int, attempts: int, repeats: int, 
         asyncio.run(asyncio.wait_for(measure(), timeout=time_limit))
     rates = [r["spans_per_s"] for r in runs]
     return {
-        "system": "agentlightning (this project) over HTTP, add_many_spans into sqlite:///<tmp>/bench.db",
+        "system": "agentlightning (this project): add_many_spans over HTTP into sqlite:///<tmp>/bench.db",
         "repeats": len(runs),
         "best_spans_per_s": max(rates),
         "median_spans_per_s": statistics.median(rates),
@@ -257,7 +257,8 @@ def run_ingest(spans: int, batch: int, tasks: int, attempts: int, repeats: int, 
 
 # ----------------------------------------------------------------------------------------------
 def _cycle_table(peer: dict[str, Any] | None, ours: list[dict[str, Any]], workload: Workload) -> str:
-    header = f"{'system':<60} {'median r/s':>11} {'best r/s':>10} {'vs peer':>9} {'target':>8}  verdict"
+    width = max([len(r["system"]) for r in ([peer] if peer else []) + ours] + [6])
+    header = f"{'system':<{width}} {'median r/s':>11} {'best r/s':>10} {'vs peer':>9} {'target':>8}  verdict"
     rows = [
         f"store cycle over HTTP: {workload.rollouts} rollouts x {workload.spans_per_rollout} spans, "
         f"{workload.runners} runner tasks; server in its own process; rollouts/s over enqueue+run+wait+query",
@@ -267,35 +268,36 @@ def _cycle_table(peer: dict[str, Any] | None, ours: list[dict[str, Any]], worklo
     peer_rate = peer["median_rollouts_per_s"] if peer else None
     if peer:
         rows.append(
-            f"{peer['system']:<60} {peer['median_rollouts_per_s']:>11.1f} {peer['best_rollouts_per_s']:>10.1f} "
+            f"{peer['system']:<{width}} {peer['median_rollouts_per_s']:>11.1f} {peer['best_rollouts_per_s']:>10.1f} "
             f"{'1.00x':>9} {'':>8}"
         )
     for result in ours:
         ratio = result["median_rollouts_per_s"] / peer_rate if peer_rate else None
         target = TARGETS.get(result["kind"])
-        ratio_s = f"{ratio:.1f}x" if ratio is not None else "-"
+        ratio_s = f"{ratio:.2f}x" if ratio is not None else "-"
         target_s = f">={target:g}x" if target is not None else ""
         verdict = ""
         if ratio is not None and target is not None:
             verdict = "ok" if ratio >= target else "BELOW TARGET"
         rows.append(
-            f"{result['system']:<60} {result['median_rollouts_per_s']:>11.1f} {result['best_rollouts_per_s']:>10.1f} "
-            f"{ratio_s:>9} {target_s:>8}  {verdict}"
+            f"{result['system']:<{width}} {result['median_rollouts_per_s']:>11.1f} "
+            f"{result['best_rollouts_per_s']:>10.1f} {ratio_s:>9} {target_s:>8}  {verdict}"
         )
     return "\n".join(rows)
 
 
 def _ingest_table(ingest: dict[str, Any]) -> str:
     run = ingest["runs"][0]
-    header = f"{'system':<84} {'median spans/s':>15} {'best spans/s':>13} {'target':>9}  verdict"
+    width = len(ingest["system"])
+    header = f"{'system':<{width}} {'median spans/s':>15} {'best spans/s':>13} {'target':>9}  verdict"
     verdict = "ok" if ingest["median_spans_per_s"] >= INGEST_TARGET else "BELOW TARGET"
     return "\n".join(
         [
-            f"span ingest over HTTP: {run['spans']} spans in batches of {run['batch']} (add_many_spans), "
+            f"span ingest over HTTP: {run['spans']} spans per run in batches of {run['batch']} (add_many_spans), "
             f"{run['tasks']} concurrent tasks, {run['attempts']} running attempts; server in its own process",
             header,
             "-" * len(header),
-            f"{ingest['system']:<84} {ingest['median_spans_per_s']:>15.0f} {ingest['best_spans_per_s']:>13.0f} "
+            f"{ingest['system']:<{width}} {ingest['median_spans_per_s']:>15.0f} {ingest['best_spans_per_s']:>13.0f} "
             f"{f'>={INGEST_TARGET:g}':>9}  {verdict}",
         ]
     )
@@ -317,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         help="cli: like 0.3's `agl store` (default); thread: LightningStoreServer's default launch mode",
     )
     parser.add_argument("--skip-peer", action="store_true", help="measure this project only (no ratios)")
-    parser.add_argument("--ingest-spans", type=int, default=200_000, help="spans per ingest run (0 skips ingest)")
+    parser.add_argument("--ingest-spans", type=int, default=100_000, help="spans per ingest run (0 skips ingest)")
     parser.add_argument("--ingest-batch", type=int, default=500, help="spans per add_many_spans call")
     parser.add_argument("--ingest-tasks", type=int, default=4, help="concurrent sending tasks")
     parser.add_argument("--ingest-attempts", type=int, default=32, help="running attempts the spans belong to")
@@ -337,7 +339,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.serve:
         exit_after(args.time_limit + 60.0)
-        asyncio.run(serve(args.serve))
+        try:
+            asyncio.run(serve(args.serve))
+        except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the benchmark reports it
+            return 130
         return 0
 
     workload = Workload(rollouts=args.rollouts, runners=args.runners, spans_per_rollout=args.spans)

@@ -231,7 +231,8 @@ class _Context:
     replays: _Replays = field(default_factory=_Replays)
 
 
-def _context(request: Request) -> _Context:
+async def _context(request: Request) -> _Context:
+    # async: FastAPI would run a plain function in a worker thread, a hand-off per request
     context: _Context = request.scope["agl.context"]
     return context
 
