@@ -27,7 +27,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["PhaseTimes", "Workload", "SpanFactory", "span_factory", "span_payload", "run_workload", "summarize"]
+__all__ = [
+    "PhaseTimes",
+    "Workload",
+    "SpanFactory",
+    "span_factory",
+    "span_payload",
+    "run_workload",
+    "summarize",
+    "comparison_table",
+]
 
 # Builds one span: (rollout_id, attempt_id, sequence_id, index_in_rollout) -> a span object of the side's model.
 SpanFactory = Callable[[str, str, int, int], Any]
@@ -235,3 +244,31 @@ def summarize(system: str, results: list[PhaseTimes]) -> dict[str, Any]:
         "median_rollouts_per_s": statistics.median(rates),
         "runs": [r.as_dict() for r in results],
     }
+
+
+def comparison_table(
+    title: str, peer: dict[str, Any] | None, ours: list[dict[str, Any]], targets: dict[str, float]
+) -> str:
+    """Rollouts/s of the peer and each of our systems, with the ratio to the peer and the target."""
+    width = max([len(r["system"]) for r in ([peer] if peer else []) + ours] + [6])
+    header = f"{'system':<{width}} {'median r/s':>11} {'best r/s':>10} {'vs peer':>9} {'target':>8}  verdict"
+    rows = [title, header, "-" * len(header)]
+    peer_rate = peer["median_rollouts_per_s"] if peer else None
+    if peer:
+        rows.append(
+            f"{peer['system']:<{width}} {peer['median_rollouts_per_s']:>11.1f} {peer['best_rollouts_per_s']:>10.1f} "
+            f"{'1.00x':>9} {'':>8}"
+        )
+    for result in ours:
+        ratio = result["median_rollouts_per_s"] / peer_rate if peer_rate else None
+        target = targets.get(result["kind"])
+        ratio_s = f"{ratio:.2f}x" if ratio is not None else "-"
+        target_s = f">={target:g}x" if target is not None else ""
+        verdict = ""
+        if ratio is not None and target is not None:
+            verdict = "ok" if ratio >= target else "BELOW TARGET"
+        rows.append(
+            f"{result['system']:<{width}} {result['median_rollouts_per_s']:>11.1f} "
+            f"{result['best_rollouts_per_s']:>10.1f} {ratio_s:>9} {target_s:>8}  {verdict}"
+        )
+    return "\n".join(rows)

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from _server_process import ServerProcess, exit_after, serve_commands
-from _workload import Workload, repeat_workload, span_factory, summarize
+from _workload import Workload, comparison_table, repeat_workload, span_factory, summarize
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_PEER_PYTHON = BENCH_DIR.parent / ".nox" / "_peer-agentlightning-0.3.0" / "bin" / "python"
@@ -257,33 +257,11 @@ def run_ingest(spans: int, batch: int, tasks: int, attempts: int, repeats: int, 
 
 # ----------------------------------------------------------------------------------------------
 def _cycle_table(peer: dict[str, Any] | None, ours: list[dict[str, Any]], workload: Workload) -> str:
-    width = max([len(r["system"]) for r in ([peer] if peer else []) + ours] + [6])
-    header = f"{'system':<{width}} {'median r/s':>11} {'best r/s':>10} {'vs peer':>9} {'target':>8}  verdict"
-    rows = [
+    title = (
         f"store cycle over HTTP: {workload.rollouts} rollouts x {workload.spans_per_rollout} spans, "
-        f"{workload.runners} runner tasks; server in its own process; rollouts/s over enqueue+run+wait+query",
-        header,
-        "-" * len(header),
-    ]
-    peer_rate = peer["median_rollouts_per_s"] if peer else None
-    if peer:
-        rows.append(
-            f"{peer['system']:<{width}} {peer['median_rollouts_per_s']:>11.1f} {peer['best_rollouts_per_s']:>10.1f} "
-            f"{'1.00x':>9} {'':>8}"
-        )
-    for result in ours:
-        ratio = result["median_rollouts_per_s"] / peer_rate if peer_rate else None
-        target = TARGETS.get(result["kind"])
-        ratio_s = f"{ratio:.2f}x" if ratio is not None else "-"
-        target_s = f">={target:g}x" if target is not None else ""
-        verdict = ""
-        if ratio is not None and target is not None:
-            verdict = "ok" if ratio >= target else "BELOW TARGET"
-        rows.append(
-            f"{result['system']:<{width}} {result['median_rollouts_per_s']:>11.1f} "
-            f"{result['best_rollouts_per_s']:>10.1f} {ratio_s:>9} {target_s:>8}  {verdict}"
-        )
-    return "\n".join(rows)
+        f"{workload.runners} runner tasks; server in its own process; rollouts/s over enqueue+run+wait+query"
+    )
+    return comparison_table(title, peer, ours, TARGETS)
 
 
 def _ingest_table(ingest: dict[str, Any]) -> str:

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from _workload import Workload, repeat_workload, span_factory, summarize
+from _workload import Workload, comparison_table, repeat_workload, span_factory, summarize
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_PEER_PYTHON = BENCH_DIR.parent / ".nox" / "_peer-agentlightning-0.3.0" / "bin" / "python"
@@ -102,32 +102,11 @@ def run_peer(peer_python: Path, workload: Workload, repeats: int, min_time: floa
 
 
 def _table(peer: dict[str, Any] | None, ours: list[dict[str, Any]], workload: Workload) -> str:
-    header = f"{'system':<52} {'median r/s':>11} {'best r/s':>10} {'vs peer':>9} {'target':>8}  verdict"
-    rows = [
+    title = (
         f"store workload: {workload.rollouts} rollouts x {workload.spans_per_rollout} spans, "
-        f"{workload.runners} runner tasks; rollouts/s over enqueue+run+wait+query",
-        header,
-        "-" * len(header),
-    ]
-    peer_rate = peer["median_rollouts_per_s"] if peer else None
-    if peer:
-        rows.append(
-            f"{peer['system']:<52} {peer['median_rollouts_per_s']:>11.0f} {peer['best_rollouts_per_s']:>10.0f} "
-            f"{'1.00x':>9} {'':>8}"
-        )
-    for result in ours:
-        ratio = result["median_rollouts_per_s"] / peer_rate if peer_rate else None
-        target = TARGETS.get(result["kind"])
-        ratio_s = f"{ratio:.2f}x" if ratio is not None else "-"
-        target_s = f">={target:g}x" if target is not None else ""
-        verdict = ""
-        if ratio is not None and target is not None:
-            verdict = "ok" if ratio >= target else "BELOW TARGET"
-        rows.append(
-            f"{result['system']:<52} {result['median_rollouts_per_s']:>11.0f} {result['best_rollouts_per_s']:>10.0f} "
-            f"{ratio_s:>9} {target_s:>8}  {verdict}"
-        )
-    return "\n".join(rows)
+        f"{workload.runners} runner tasks; rollouts/s over enqueue+run+wait+query"
+    )
+    return comparison_table(title, peer, ours, TARGETS)
 
 
 def main(argv: list[str] | None = None) -> int:
