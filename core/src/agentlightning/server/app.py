@@ -49,6 +49,7 @@ from agentlightning.store.wire import (
     RolloutView,
     SequenceIdsRequest,
     SequenceIdsResponse,
+    SpanFilters,
     SpansPage,
     StartAttemptRequest,
     StartRolloutRequest,
@@ -814,23 +815,8 @@ class _AttemptsQuery(QueryAttemptsRequest):
     model_config = {"strict": False, "extra": "forbid"}
 
 
-class _SpansQuery(BaseModel):
+class _SpansQuery(SpanFilters):
     model_config = {"strict": False, "extra": "forbid"}
-
-    attempt_id: Optional[str] = None
-    trace_id: Optional[str] = None
-    trace_id_contains: Optional[str] = None
-    span_id: Optional[str] = None
-    span_id_contains: Optional[str] = None
-    parent_id: Optional[str] = None
-    parent_id_contains: Optional[str] = None
-    name: Optional[str] = None
-    name_contains: Optional[str] = None
-    filter_logic: str = "and"
-    limit: int = -1
-    offset: int = 0
-    sort_by: Optional[str] = "sequence_id"
-    sort_order: str = "asc"
 
 
 class _ResourcesQuery(QueryResourcesRequest):

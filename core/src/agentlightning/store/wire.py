@@ -185,8 +185,9 @@ class SequenceIdsResponse(BaseModel):
     sequence_ids: List[int]
 
 
-class QuerySpansRequest(_Request):
-    rollout_id: str
+class SpanFilters(_Request):
+    """The filters, order and page of a span query (the rollout is given separately)."""
+
     attempt_id: Optional[str] = Field(default=None, description="An attempt id, 'latest', or null for all attempts.")
     trace_id: Optional[str] = None
     trace_id_contains: Optional[str] = None
@@ -201,6 +202,10 @@ class QuerySpansRequest(_Request):
     offset: int = 0
     sort_by: Optional[str] = "sequence_id"
     sort_order: str = "asc"
+
+
+class QuerySpansRequest(SpanFilters):
+    rollout_id: str
 
 
 # -- resources and workers ---------------------------------------------------------------------
