@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import os
+import platform
 import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -272,3 +276,27 @@ def comparison_table(
             f"{result['best_rollouts_per_s']:>10.1f} {ratio_s:>9} {target_s:>8}  {verdict}"
         )
     return "\n".join(rows)
+
+
+def write_results(
+    json_arg: str, results_dir: Path, benchmark: str, workload: Workload, args: Any, **sections: Any
+) -> None:
+    """Write a run's figures as JSON (to ``json_arg``, or a timestamped file in ``results_dir``)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = Path(json_arg) if json_arg else results_dir / f"{benchmark}_bench-{stamp}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "benchmark": benchmark,
+        "time": stamp,
+        "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
+        "workload": {
+            "rollouts": workload.rollouts,
+            "runners": workload.runners,
+            "spans_per_rollout": workload.spans_per_rollout,
+            "repeats": args.repeats,
+            "min_time_s": args.min_time,
+        },
+        **sections,
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"\nresults written to {path}")

@@ -25,18 +25,16 @@ import gc
 import itertools
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from _server_process import ServerProcess, exit_after, serve_commands
-from _workload import Workload, comparison_table, repeat_workload, span_factory, summarize
+from _workload import Workload, comparison_table, repeat_workload, span_factory, summarize, write_results
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_PEER_PYTHON = BENCH_DIR.parent / ".nox" / "_peer-agentlightning-0.3.0" / "bin" / "python"
@@ -357,28 +355,18 @@ def main(argv: list[str] | None = None) -> int:
         print(_ingest_table(ingest))
 
     if args.json is not None:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        path = Path(args.json) if args.json else RESULTS_DIR / f"http_bench-{stamp}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        document = {
-            "benchmark": "http",
-            "time": stamp,
-            "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
-            "workload": {
-                "rollouts": workload.rollouts,
-                "runners": workload.runners,
-                "spans_per_rollout": workload.spans_per_rollout,
-                "repeats": args.repeats,
-                "min_time_s": args.min_time,
-                "peer_server_mode": args.peer_server_mode,
-            },
-            "targets": {"vs_peer": TARGETS, "ingest_spans_per_s": INGEST_TARGET},
-            "peer": peer,
-            "ours": ours,
-            "ingest": ingest,
-        }
-        path.write_text(json.dumps(document, indent=2) + "\n")
-        print(f"\nresults written to {path}")
+        write_results(
+            args.json,
+            RESULTS_DIR,
+            "http",
+            workload,
+            args,
+            peer_server_mode=args.peer_server_mode,
+            targets={"vs_peer": TARGETS, "ingest_spans_per_s": INGEST_TARGET},
+            peer=peer,
+            ours=ours,
+            ingest=ingest,
+        )
 
     if args.check:
         below = []

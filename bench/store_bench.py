@@ -19,15 +19,13 @@ import asyncio
 import inspect
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from _workload import Workload, comparison_table, repeat_workload, span_factory, summarize
+from _workload import Workload, comparison_table, repeat_workload, span_factory, summarize, write_results
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_PEER_PYTHON = BENCH_DIR.parent / ".nox" / "_peer-agentlightning-0.3.0" / "bin" / "python"
@@ -149,26 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     print(_table(peer, ours, workload))
 
     if args.json is not None:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        path = Path(args.json) if args.json else RESULTS_DIR / f"store_bench-{stamp}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        document = {
-            "benchmark": "store",
-            "time": stamp,
-            "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
-            "workload": {
-                "rollouts": workload.rollouts,
-                "runners": workload.runners,
-                "spans_per_rollout": workload.spans_per_rollout,
-                "repeats": args.repeats,
-                "min_time_s": args.min_time,
-            },
-            "targets": TARGETS,
-            "peer": peer,
-            "ours": ours,
-        }
-        path.write_text(json.dumps(document, indent=2) + "\n")
-        print(f"\nresults written to {path}")
+        write_results(args.json, RESULTS_DIR, "store", workload, args, targets=TARGETS, peer=peer, ours=ours)
 
     if args.check and peer is not None:
         below = [
