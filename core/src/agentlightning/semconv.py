@@ -51,3 +51,51 @@ class RewardPydanticModel(BaseModel):
 class LinkPydanticModel(BaseModel):
     key_match: str
     value_match: str
+
+
+# --- LLM calls -------------------------------------------------------------------------------
+# One span per LLM call, written by the LLM proxy (with exact token ids) and by framework adapters
+# (structure: agent, step, request/response, without token ids). The two are joined by
+# ``gen_ai.response.id``. Standard keys follow the OpenTelemetry GenAI semantic conventions.
+
+
+class GenAIAttributes:
+    """OpenTelemetry GenAI semantic-convention keys used on LLM call spans."""
+
+    OPERATION_NAME = "gen_ai.operation.name"  # "chat" | "text_completion"
+    PROVIDER_NAME = "gen_ai.provider.name"
+    REQUEST_MODEL = "gen_ai.request.model"
+    REQUEST_TEMPERATURE = "gen_ai.request.temperature"
+    REQUEST_TOP_P = "gen_ai.request.top_p"
+    REQUEST_MAX_TOKENS = "gen_ai.request.max_tokens"
+    REQUEST_SEED = "gen_ai.request.seed"
+    RESPONSE_ID = "gen_ai.response.id"
+    RESPONSE_MODEL = "gen_ai.response.model"
+    RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"
+    USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+    USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+    AGENT_NAME = "gen_ai.agent.name"
+    TOOL_NAME = "gen_ai.tool.name"
+    TOOL_CALL_ID = "gen_ai.tool.call.id"
+    ERROR_TYPE = "error.type"
+
+
+class LLMCallAttributes:
+    """Agent Lightning keys on LLM call spans (JSON payloads are strings; id lists are int lists)."""
+
+    REQUEST = "agentlightning.llm.request"  # JSON of the request body as the client sent it
+    RESPONSE = "agentlightning.llm.response"  # JSON of the response body (assembled for streams)
+    PROMPT_TOKEN_IDS = "agentlightning.llm.prompt_token_ids"
+    RESPONSE_TOKEN_IDS = "agentlightning.llm.response_token_ids"  # first choice
+    RESPONSE_LOGPROBS = "agentlightning.llm.response_logprobs"  # first choice, one float per token
+    TOKEN_IDS_SOURCE = "agentlightning.llm.token_ids_source"  # "engine" | "retokenized"
+    RETOKENIZATION_DRIFT = "agentlightning.llm.retokenization_drift"  # bool, only when both are known
+    DRIFT_DETAIL = "agentlightning.llm.drift_detail"  # JSON: first differing positions
+    STREAM = "agentlightning.llm.stream"
+    LATENCY_SECONDS = "agentlightning.llm.latency_seconds"
+    HTTP_STATUS = "agentlightning.llm.http_status"
+    BACKEND = "agentlightning.llm.backend"
+
+
+TOKEN_IDS_FROM_ENGINE = "engine"
+TOKEN_IDS_RETOKENIZED = "retokenized"
