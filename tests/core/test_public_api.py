@@ -22,7 +22,7 @@ RolloutConfig Rollout Attempt AttemptedRollout EnqueueRolloutRequest Hook Worker
 PaginatedResult FilterOptions SortOptions FilterField Resource LLM ProxyLLM PromptTemplate
 ResourceUnion NamedResources ResourcesUpdate Span SpanCoreFields SpanRecordingContext SpanContext
 TraceStatus Event Link OtelResource Attributes AttributeValue TraceState StatusCode SpanLike
-SpanNames SpanAttributeNames setup_logging
+SpanNames SpanAttributeNames setup_logging TracerTraceToTriplet LlmProxyTraceToTriplet TraceToMessages LLMProxy
 """.split()  # noqa: SIM905 - a list of names reads best as words
 
 

@@ -41,6 +41,7 @@ _EXTRA = {
     "PluginInfo": "plugins",
     "list_plugins": "plugins",
     "resolve_algorithm": "plugins",
+    "LLMProxy": "proxy",
 }
 
 
