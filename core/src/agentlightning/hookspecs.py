@@ -81,9 +81,11 @@ def agl_register_adapters(register: Callable[[str, Callable[..., Any]], None]) -
 def agl_register_instrumentors(register: Callable[[str, Any], None]) -> None:
     """Register framework instrumentors: ``register(name, instrumentor)``.
 
-    ``instrumentor`` has ``instrument()`` and ``uninstrument()`` (both idempotent). Runners call
-    ``instrument()`` on every registered instrumentor when they start (zero-code enablement),
-    and ``uninstrument()`` when they stop. ``AGL_DISABLE_INSTRUMENTORS=name1,name2`` skips some.
+    ``instrumentor`` has ``instrument()`` and ``uninstrument()`` (both idempotent); subclass
+    :class:`agentlightning.instrumentation.Instrumentor`. Runners call ``instrument()`` on every
+    registered instrumentor whose framework is installed when they start (zero-code enablement,
+    :func:`agentlightning.instrumentation.auto_instrument`), and ``uninstrument()`` when they stop.
+    ``AGL_DISABLE_INSTRUMENTORS=name1,name2`` skips some.
     """
 
 

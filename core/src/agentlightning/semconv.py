@@ -77,7 +77,31 @@ class GenAIAttributes:
     AGENT_NAME = "gen_ai.agent.name"
     TOOL_NAME = "gen_ai.tool.name"
     TOOL_CALL_ID = "gen_ai.tool.call.id"
+    TOOL_CALL_ARGUMENTS = "gen_ai.tool.call.arguments"  # JSON string
+    TOOL_CALL_RESULT = "gen_ai.tool.call.result"  # the tool's output, text or JSON string
     ERROR_TYPE = "error.type"
+
+
+class GenAIOperationNames:
+    """Values of ``gen_ai.operation.name``."""
+
+    CHAT = "chat"
+    TEXT_COMPLETION = "text_completion"
+    EXECUTE_TOOL = "execute_tool"
+    INVOKE_AGENT = "invoke_agent"
+
+
+class FrameworkAttributes:
+    """Keys framework adapters put on the spans they create, next to the GenAI keys.
+
+    Every adapter span carries ``FRAMEWORK`` (the instrumentor's name), which tells it apart from the
+    proxy's span of the same LLM call.
+    """
+
+    FRAMEWORK = "agentlightning.framework"  # "langchain", "openai_agents", ...
+    RUN_ID = "agentlightning.framework.run_id"  # the framework's own id of the run / event
+    STEP_NAME = "agentlightning.step.name"  # the step or graph node the span belongs to
+    STEP_INDEX = "agentlightning.step.index"  # the step's number (LangGraph superstep)
 
 
 class LLMCallAttributes:

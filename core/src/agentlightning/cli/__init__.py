@@ -23,7 +23,12 @@ __all__ = ["COMMAND_MODULES", "CLIError", "build_parser", "main"]
 
 PROG = "agl"
 
-COMMAND_MODULES: tuple[str, ...] = ("agentlightning.cli.plugins", "agentlightning.cli.proxy", "agentlightning.cli.store")
+COMMAND_MODULES: tuple[str, ...] = (
+    "agentlightning.cli.plugins",
+    "agentlightning.cli.proxy",
+    "agentlightning.cli.serve_model",
+    "agentlightning.cli.store",
+)
 """Modules that each add one top-level command group."""
 
 Handler = Callable[[argparse.Namespace], int]

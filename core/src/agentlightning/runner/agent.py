@@ -19,8 +19,9 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from agentlightning.emitter import emit_reward, find_final_reward
 from agentlightning.errors import InvalidTransitionError
+from agentlightning.instrumentation import AutoInstrumentation, auto_instrument
 from agentlightning.litagent import LitAgent
-from agentlightning.plugins import notify, registered
+from agentlightning.plugins import notify
 from agentlightning.store.base import LightningStore
 from agentlightning.tracer import Tracer
 from agentlightning.types import (
@@ -126,7 +127,7 @@ class LitAgentRunner(Runner[Any]):
         self._agent: Optional[LitAgent[Any]] = None
         self._hooks: List[Hook] = []
         self._store: Optional[LightningStore] = None
-        self._instrumented: List[Any] = []
+        self._instrumented: Optional[AutoInstrumentation] = None
         self.completed = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -135,7 +136,6 @@ class LitAgentRunner(Runner[Any]):
             raise TypeError(f"the runner needs a LitAgent (use @agl.rollout on a function), got {agent!r}")
         self._agent = agent
         self._hooks = list(hooks or [])
-        self._instrumented = []
         agent.set_runner(self)
         self._instrument()
 
@@ -151,24 +151,16 @@ class LitAgentRunner(Runner[Any]):
         self._store = None
 
     def teardown(self, *args: Any, **kwargs: Any) -> None:
-        for instrumentor in self._instrumented:
-            try:
-                instrumentor.uninstrument()
-            except Exception:  # one failing instrumentor must not block the others
-                logger.exception("uninstrument() failed for %r", instrumentor)
-        self._instrumented.clear()
+        if self._instrumented is not None:
+            self._instrumented.release()
+            self._instrumented = None
         self._agent = None
 
     def _instrument(self) -> None:
-        disabled = {n.strip() for n in os.environ.get("AGL_DISABLE_INSTRUMENTORS", "").split(",") if n.strip()}
-        for name, instrumentor in registered("instrumentors").items():
-            if name in disabled:
-                continue
-            try:
-                instrumentor.instrument()
-                self._instrumented.append(instrumentor)
-            except Exception:  # a framework that is not installed, or broken: trace without it
-                logger.warning("instrumentor %r could not instrument", name, exc_info=True)
+        # Zero-code enablement: every installed framework adapter (minus AGL_DISABLE_INSTRUMENTORS).
+        if self._instrumented is not None:
+            self._instrumented.release()
+        self._instrumented = auto_instrument()
 
     @property
     def store(self) -> LightningStore:

@@ -113,6 +113,7 @@ class Trainer:
         self.hooks: List[Hook] = list(hooks or [])
         self.llm_proxy = llm_proxy
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.resume = False
         self._store_spec = store
         self.store: Optional[LightningStore] = store if isinstance(store, LightningStore) else None
         self._owns_store = False
@@ -156,8 +157,14 @@ class Trainer:
         train_dataset: Optional[Dataset[Any]] = None,
         *,
         val_dataset: Optional[Dataset[Any]] = None,
+        resume: bool = False,
     ) -> None:
-        """Run the algorithm and the runners until the algorithm finishes."""
+        """Run the algorithm and the runners until the algorithm finishes.
+
+        ``resume=True`` asks the algorithm to continue the run in ``run_dir`` (its store, checkpoints
+        and metrics) instead of starting over; algorithms without state to resume ignore it.
+        """
+        self.resume = resume
         if isinstance(train_dataset, str):
             raise TypeError(
                 "fit(agent, '<server url>') was the v0.1 client-server API and is gone; pass a dataset (a list works)"

@@ -1,0 +1,41 @@
+"""GRPO for Agent Lightning: group-relative advantages and a clipped policy-gradient update on the
+exact token ids that agents produced through the proxy (multi-call trajectories, tool results masked).
+
+Building blocks (the algorithm loop drives them):
+
+- :func:`compute_group_advantages`: rewards of the rollouts of each task -> advantages;
+- :class:`TrainablePolicy`: a causal LM with LoRA (PEFT) or full fine-tuning; ``update(sequences,
+  advantages)`` runs one optimizer step and returns :class:`UpdateMetrics`; it exports the adapter or
+  merged weights for the serving backend and saves/loads checkpoints;
+- :class:`GRPOConfig`: every setting, validated.
+
+Importing this package imports torch; ``agentlightning`` itself never does.
+"""
+
+from .algorithm import GRPO
+from .advantages import FailedRolloutWarning, GroupAdvantages, RolloutReward, compute_group_advantages
+from .batch import MicroBatch, PreparedBatch, build_micro_batches
+from .config import GRPOConfig
+from .policy import TrainablePolicy, UpdateMetrics, checkpoint_dir, latest_checkpoint, resolve_device
+from .update import PolicyLossTerms, clipped_policy_loss, detect_logit_selection, token_logprobs
+
+__all__ = [
+    "GRPO",
+    "GRPOConfig",
+    "RolloutReward",
+    "GroupAdvantages",
+    "FailedRolloutWarning",
+    "compute_group_advantages",
+    "MicroBatch",
+    "PreparedBatch",
+    "build_micro_batches",
+    "TrainablePolicy",
+    "UpdateMetrics",
+    "checkpoint_dir",
+    "latest_checkpoint",
+    "resolve_device",
+    "PolicyLossTerms",
+    "clipped_policy_loss",
+    "detect_logit_selection",
+    "token_logprobs",
+]

@@ -1,0 +1,206 @@
+"""The fake OpenAI-compatible server used by the proxy and adapter tests."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any, Dict, Iterator, List
+
+import httpx
+import pytest
+
+from agentlightning.testing.fake_openai import DEFAULT_TEXT, FakeOpenAIServer, FakeReply
+
+CALCULATOR_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "calculator",
+        "parameters": {
+            "type": "object",
+            "properties": {"expression": {"type": "string"}, "precision": {"type": "integer"}},
+            "required": ["expression"],
+        },
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake(server: FakeOpenAIServer) -> FakeOpenAIServer:
+    server.reset()
+    return server
+
+
+def chat(fake: FakeOpenAIServer, **body: Any) -> httpx.Response:
+    body.setdefault("model", "fake-model")
+    body.setdefault("messages", [{"role": "user", "content": "hi"}])
+    return httpx.post(f"{fake.base_url}/chat/completions", json=body, headers={"Authorization": "Bearer x"})
+
+
+def sse_chunks(response: httpx.Response) -> List[Dict[str, Any]]:
+    lines = [line for line in response.text.split("\n") if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    return [json.loads(line[len("data: ") :]) for line in lines[:-1]]
+
+
+def test_base_url_and_models(fake: FakeOpenAIServer) -> None:
+    assert fake.base_url == f"http://127.0.0.1:{fake.port}/v1"
+    models = httpx.get(f"{fake.base_url}/models").json()
+    assert [model["id"] for model in models["data"]] == ["fake-model"]
+
+
+def test_scripted_replies_in_order_and_requests_recorded(fake: FakeOpenAIServer) -> None:
+    fake.enqueue(FakeReply.text("hello"), FakeReply.tool_call("calculator", {"expression": "2+2"}))
+    first = chat(fake).json()
+    second = chat(fake, model="other").json()
+    assert first["choices"][0]["message"]["content"] == "hello"
+    assert first["choices"][0]["finish_reason"] == "stop"
+    call = second["choices"][0]["message"]["tool_calls"][0]
+    assert call["function"] == {"name": "calculator", "arguments": '{"expression": "2+2"}'}
+    assert call["id"].startswith("call_")
+    assert second["choices"][0]["finish_reason"] == "tool_calls"
+    assert second["model"] == "other"
+    assert first["id"] != second["id"]
+    assert first["usage"]["total_tokens"] == first["usage"]["prompt_tokens"] + first["usage"]["completion_tokens"]
+    assert [body["model"] for body in fake.requests] == ["fake-model", "other"]
+    assert fake.received[0].path == "/v1/chat/completions"
+    assert fake.received[0].headers["authorization"] == "Bearer x"
+    assert fake.pending == 0
+
+
+def test_default_policy_calls_first_tool_then_reports_result(fake: FakeOpenAIServer) -> None:
+    call = chat(fake, tools=[CALCULATOR_TOOL]).json()["choices"][0]["message"]["tool_calls"][0]
+    assert call["function"]["name"] == "calculator"
+    assert json.loads(call["function"]["arguments"]) == {"expression": "Paris", "precision": 2}
+    messages = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "4"},
+    ]
+    answer = chat(fake, tools=[CALCULATOR_TOOL], messages=messages).json()
+    assert answer["choices"][0]["message"]["content"] == "The result is 4."
+    assert chat(fake).json()["choices"][0]["message"]["content"] == DEFAULT_TEXT
+
+
+def test_error_reply_and_bad_model(fake: FakeOpenAIServer) -> None:
+    fake.enqueue(FakeReply.error(500, "boom"), FakeReply.text("after"))
+    failed = chat(fake)
+    assert failed.status_code == 500
+    assert failed.json()["error"]["message"] == "boom"
+    assert failed.json()["error"]["type"] == "server_error"
+    bad = chat(fake, model="bad-model")
+    assert bad.status_code == 400
+    assert bad.json()["error"]["code"] == "model_not_found"
+    # The bad-model request did not consume the scripted reply.
+    assert chat(fake).json()["choices"][0]["message"]["content"] == "after"
+    assert chat(fake, stream=True, model="bad-model").status_code == 400
+
+
+def test_token_ids_and_logprobs(fake: FakeOpenAIServer) -> None:
+    fake.enqueue(FakeReply.text("hey"), FakeReply.text("forced", token_ids=[7, 8, 9]))
+    messages = [{"role": "user", "content": "hi"}]
+    response = chat(fake, messages=messages, return_token_ids=True, logprobs=True, top_logprobs=2).json()
+    expected_prompt = list(json.dumps(messages, sort_keys=True, separators=(",", ":")).encode())
+    assert response["prompt_token_ids"] == expected_prompt
+    choice = response["choices"][0]
+    assert choice["token_ids"] == list(b"hey")
+    assert [entry["token"] for entry in choice["logprobs"]["content"]] == ["h", "e", "y"]
+    assert all(len(entry["top_logprobs"]) == 2 for entry in choice["logprobs"]["content"])
+    assert response["usage"]["prompt_tokens"] == len(expected_prompt)
+    forced = chat(fake, return_token_ids=True).json()
+    assert forced["choices"][0]["token_ids"] == [7, 8, 9]
+    assert forced["usage"]["completion_tokens"] == 3
+    plain = chat(fake).json()
+    assert "prompt_token_ids" not in plain and plain["choices"][0]["logprobs"] is None
+
+
+def test_stream_text_with_usage_and_token_ids(fake: FakeOpenAIServer) -> None:
+    fake.enqueue(FakeReply.text("the quick brown fox"))
+    response = chat(fake, stream=True, stream_options={"include_usage": True}, return_token_ids=True, logprobs=True)
+    assert response.headers["content-type"].startswith("text/event-stream")
+    chunks = sse_chunks(response)
+    assert len({chunk["id"] for chunk in chunks}) == 1
+    assert all(chunk["object"] == "chat.completion.chunk" for chunk in chunks)
+    assert "prompt_token_ids" in chunks[0]
+    deltas = [chunk["choices"][0]["delta"].get("content") or "" for chunk in chunks if chunk["choices"]]
+    assert "".join(deltas) == "the quick brown fox"
+    assert sum(1 for delta in deltas if delta) >= 4
+    ids = [token for chunk in chunks if chunk["choices"] for token in chunk["choices"][0]["token_ids"]]
+    assert ids == list(b"the quick brown fox")
+    logprob_tokens = [
+        entry
+        for chunk in chunks
+        if chunk["choices"] and chunk["choices"][0]["logprobs"]
+        for entry in chunk["choices"][0]["logprobs"]["content"]
+    ]
+    assert len(logprob_tokens) == len(ids)
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == len(ids)
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_stream_tool_call(fake: FakeOpenAIServer) -> None:
+    fake.enqueue(FakeReply.tool_call("calculator", {"expression": "2+2"}))
+    chunks = sse_chunks(chat(fake, stream=True))
+    calls = [call for chunk in chunks for call in chunk["choices"][0]["delta"].get("tool_calls", [])]
+    assert calls[0]["function"]["name"] == "calculator" and calls[0]["id"].startswith("call_")
+    assert "".join(call["function"]["arguments"] for call in calls) == '{"expression": "2+2"}'
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    assert "usage" not in chunks[-1]
+
+
+def test_completions_endpoint(fake: FakeOpenAIServer) -> None:
+    fake.enqueue(FakeReply.text("one two"))
+    body = {"model": "m", "prompt": "say", "return_token_ids": True, "logprobs": 1}
+    response = httpx.post(f"{fake.base_url}/completions", json=body).json()
+    assert response["object"] == "text_completion"
+    assert response["choices"][0]["text"] == "one two"
+    assert response["prompt_token_ids"] == list(b"say")
+    assert response["choices"][0]["token_ids"] == list(b"one two")
+    assert len(response["choices"][0]["logprobs"]["token_logprobs"]) == len(b"one two")
+    stream = httpx.post(f"{fake.base_url}/completions", json={"model": "m", "prompt": "x", "stream": True})
+    text = "".join(chunk["choices"][0]["text"] for chunk in sse_chunks(stream) if chunk["choices"])
+    assert text == DEFAULT_TEXT
+
+
+def test_enqueue_for_marker_and_concurrency(fake: FakeOpenAIServer) -> None:
+    fake.enqueue_for("task-a", FakeReply.text("for a", delay=0.3))
+    fake.enqueue_for("task-b", FakeReply.text("for b"))
+    results: Dict[str, str] = {}
+
+    def ask(marker: str) -> None:
+        response = chat(fake, messages=[{"role": "user", "content": f"please do {marker}"}])
+        results[marker] = response.json()["choices"][0]["message"]["content"]
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=ask, args=(marker,)) for marker in ("task-a", "task-b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == {"task-a": "for a", "task-b": "for b"}
+    assert time.perf_counter() - started < 3
+
+
+def test_invalid_json_is_a_400(fake: FakeOpenAIServer) -> None:
+    response = httpx.post(f"{fake.base_url}/chat/completions", content=b"{not json")
+    assert response.status_code == 400
+    assert "error" in response.json()
+
+
+def test_start_stop_restart() -> None:
+    server = FakeOpenAIServer()
+    server.start()
+    port = server.port
+    assert httpx.get(f"{server.base_url}/models").status_code == 200
+    server.stop()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/v1/models")
+    server.stop()  # idempotent
+    with server:
+        assert httpx.get(f"{server.base_url}/models").status_code == 200
