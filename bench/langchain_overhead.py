@@ -24,14 +24,17 @@ import platform
 import statistics
 import sys
 import time
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List
 
 import agentlightning_langchain
 from langchain.agents import create_agent
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
+from langchain_core.tracers import context as langchain_context
 from langchain_openai import ChatOpenAI
 
 from agentlightning.semconv import FrameworkAttributes, GenAIAttributes
@@ -42,12 +45,35 @@ from agentlightning.tracer import OtelTracer
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TARGET_OVERHEAD = 0.03
 LLM_CALLS_PER_RUN = 2
+MODES = ("off", "noop", "on")
 
 
 @tool
 def calculator(expression: str) -> str:
     """Evaluate an arithmetic expression such as 2+2."""
     return "4"
+
+
+class NoOpHandler(BaseCallbackHandler):
+    """Does nothing: what LangChain's callback machinery alone costs, the floor of any callback adapter."""
+
+    run_inline = True
+
+
+# One shared handler as the default in every context, the way the adapter registers its own.
+NOOP_HOOK: ContextVar[Any] = ContextVar("bench_noop_handler", default=NoOpHandler())  # noqa: B039
+
+
+def set_mode(mode: str) -> None:
+    """``off``: no handler; ``noop``: a do-nothing handler through the same hook; ``on``: the adapter."""
+    hooks = langchain_context._configure_hooks
+    hooks[:] = [hook for hook in hooks if hook[0] is not NOOP_HOOK]
+    if mode == "on":
+        agentlightning_langchain.instrument()
+        return
+    agentlightning_langchain.uninstrument()
+    if mode == "noop":
+        langchain_context.register_configure_hook(NOOP_HOOK, inheritable=True)
 
 
 def build_agent(base_url: str) -> Any:
@@ -67,20 +93,17 @@ async def measure(args: argparse.Namespace) -> Dict[str, Any]:
     tracer = OtelTracer()
     tracer.init_worker(0, store)
     counter = 0
-    per_call: Dict[str, List[float]] = {"off": [], "on": []}
+    per_call: Dict[str, List[float]] = {"off": [], "noop": [], "on": []}
     # CPU time of the whole process (every thread: agent, fake server, span writer) per LLM call:
     # far less sensitive than wall time to other load on a shared machine.
-    cpu_per_call: Dict[str, List[float]] = {"off": [], "on": []}
-    rollout_ids: Dict[str, List[str]] = {"off": [], "on": []}
+    cpu_per_call: Dict[str, List[float]] = {"off": [], "noop": [], "on": []}
+    rollout_ids: Dict[str, List[str]] = {"off": [], "noop": [], "on": []}
     with FakeOpenAIServer() as server:
         agent = build_agent(server.base_url)
 
         async def block(mode: str, runs: int, record: bool) -> None:
             nonlocal counter
-            if mode == "on":
-                agentlightning_langchain.instrument()
-            else:
-                agentlightning_langchain.uninstrument()
+            set_mode(mode)
             attempted = await store.start_rollout({"mode": mode})
             started, cpu_started = time.perf_counter(), time.process_time()
             async with tracer.trace_context(
@@ -96,13 +119,13 @@ async def measure(args: argparse.Namespace) -> Dict[str, Any]:
                 cpu_per_call[mode].append(cpu / (runs * LLM_CALLS_PER_RUN))
                 rollout_ids[mode].append(attempted.rollout_id)
 
-        for mode in ("off", "on"):  # warm up imports, connections and caches
+        for mode in MODES:  # warm up imports, connections and caches
             await block(mode, args.warmup_runs, record=False)
         for round_index in range(args.rounds):
-            order = ("off", "on") if round_index % 2 == 0 else ("on", "off")
+            order = MODES if round_index % 2 == 0 else tuple(reversed(MODES))
             for mode in order:
                 await block(mode, args.runs_per_round, record=True)
-        agentlightning_langchain.uninstrument()
+        set_mode("off")
 
     # The adapter really recorded every call when on, and nothing when off.
     async def llm_spans(rollout_id: str) -> int:
@@ -126,12 +149,14 @@ async def measure(args: argparse.Namespace) -> Dict[str, Any]:
     # Paired per round as well: each round's on/off ratio, then the median of the ratios.
     paired = statistics.median(b / a for a, b in zip(per_call["off"], per_call["on"], strict=True)) - 1.0
     cpu_off, cpu_on = statistics.median(cpu_per_call["off"]), statistics.median(cpu_per_call["on"])
+    noop, cpu_noop = statistics.median(per_call["noop"]), statistics.median(cpu_per_call["noop"])
     return {
-        "per_llm_call_ms": {"off": off * 1e3, "on": on * 1e3},
+        "per_llm_call_ms": {"off": off * 1e3, "noop": noop * 1e3, "on": on * 1e3},
+        "noop_handler_overhead": noop / off - 1.0,
         "added_per_llm_call_ms": (on - off) * 1e3,
         "overhead": on / off - 1.0,
         "overhead_paired": paired,
-        "cpu_per_llm_call_ms": {"off": cpu_off * 1e3, "on": cpu_on * 1e3},
+        "cpu_per_llm_call_ms": {"off": cpu_off * 1e3, "noop": cpu_noop * 1e3, "on": cpu_on * 1e3},
         "cpu_overhead": cpu_on / cpu_off - 1.0,
         "samples_ms": {mode: [value * 1e3 for value in values] for mode, values in per_call.items()},
         "cpu_samples_ms": {mode: [value * 1e3 for value in values] for mode, values in cpu_per_call.items()},
@@ -144,15 +169,23 @@ def main(argv: List[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=21, help="off/on rounds (default 21)")
     parser.add_argument("--runs-per-round", type=int, default=20, help="agent runs per mode and round (default 20)")
     parser.add_argument("--warmup-runs", type=int, default=10)
+    parser.add_argument(
+        "--no-node-spans", action="store_true", help="the adapter without a span per LangGraph node (cheaper)"
+    )
     parser.add_argument("--json", nargs="?", const="", default=None, metavar="PATH", help="also write JSON results")
     parser.add_argument("--check", action="store_true", help=f"exit 1 above {TARGET_OVERHEAD:.0%} overhead")
     args = parser.parse_args(argv)
 
+    agentlightning_langchain.configure(node_spans=not args.no_node_spans)
     result = asyncio.run(measure(args))
     per_call = result["per_llm_call_ms"]
     print(f"LangChain create_agent, {LLM_CALLS_PER_RUN} LLM calls + 1 tool call per run, fake OpenAI server")
     print(f"rounds: {args.rounds} x {args.runs_per_round} runs per mode (alternating order), medians:")
     print(f"  adapter off : {per_call['off']:.3f} ms per LLM call")
+    print(
+        f"  no-op handler: {per_call['noop']:.3f} ms per LLM call "
+        f"({result['noop_handler_overhead']:+.1%}: LangChain's callback machinery alone)"
+    )
     print(f"  adapter on  : {per_call['on']:.3f} ms per LLM call")
     print(
         f"  added       : {result['added_per_llm_call_ms']:.3f} ms per LLM call = {result['overhead']:+.1%} "
@@ -160,7 +193,8 @@ def main(argv: List[str] | None = None) -> int:
     )
     cpu = result["cpu_per_llm_call_ms"]
     print(
-        f"  CPU time    : {cpu['off']:.3f} -> {cpu['on']:.3f} ms per LLM call = {result['cpu_overhead']:+.1%} "
+        f"  CPU time    : off {cpu['off']:.3f}, no-op {cpu['noop']:.3f}, on {cpu['on']:.3f} ms per LLM call; "
+        f"on = {result['cpu_overhead']:+.1%} "
         "(all threads of the process)"
     )
     if args.json is not None:

@@ -28,6 +28,15 @@ def fake() -> Iterator[FakeOpenAIServer]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    # One loop for the module: langchain-openai caches its async HTTP client per base_url, bound to
+    # the loop that created it, so a loop per test would break the second async test.
+    event_loop = asyncio.new_event_loop()
+    yield event_loop
+    event_loop.close()
+
+
 @pytest.fixture(autouse=True)
 def adapter_off() -> Iterator[None]:
     INSTRUMENTOR.uninstrument()
@@ -65,7 +74,9 @@ def adapter_spans(spans: List[Span], operation: str) -> List[Span]:
     ]
 
 
-def test_explicit_handler_records_one_run_without_instrument(fake: FakeOpenAIServer) -> None:
+def test_explicit_handler_records_one_run_without_instrument(
+    fake: FakeOpenAIServer, loop: asyncio.AbstractEventLoop
+) -> None:
     script_tool_then_answer(fake, "explicit-form")
     run = AgentRun(Scenario.TOOL, "explicit-form: 2+2?", fake.base_url)
 
@@ -75,14 +86,16 @@ def test_explicit_handler_records_one_run_without_instrument(fake: FakeOpenAISer
         await asyncio.to_thread(model.invoke, [HumanMessage(run.question)], config)
         await asyncio.to_thread(model.invoke, [HumanMessage("not traced")])  # no handler, not instrumented
 
-    spans = asyncio.run(traced(invoke))
+    spans = loop.run_until_complete(traced(invoke))
     assert not INSTRUMENTOR.is_instrumented
     chats = adapter_spans(spans, GenAIOperationNames.CHAT)
     assert len(chats) == 1
     assert chats[0].attributes[GenAIAttributes.RESPONSE_ID] == fake.response_ids("explicit-form")[0]
 
 
-def test_instrument_and_explicit_handler_record_each_call_once(fake: FakeOpenAIServer) -> None:
+def test_instrument_and_explicit_handler_record_each_call_once(
+    fake: FakeOpenAIServer, loop: asyncio.AbstractEventLoop
+) -> None:
     script_tool_then_answer(fake, "both-forms")
     agentlightning_langchain.instrument()
     run = AgentRun(Scenario.TOOL, "both-forms: 2+2?", fake.base_url)
@@ -91,15 +104,17 @@ def test_instrument_and_explicit_handler_record_each_call_once(fake: FakeOpenAIS
         model = chat_model(run)
         model.invoke([HumanMessage(run.question)], config={"callbacks": [agentlightning_langchain.handler()]})
 
-    spans = asyncio.run(traced(lambda: asyncio.to_thread(invoke)))
+    spans = loop.run_until_complete(traced(lambda: asyncio.to_thread(invoke)))
     assert len(adapter_spans(spans, GenAIOperationNames.CHAT)) == 1
 
 
-def test_langgraph_nodes_are_agents_and_agent_match_selects_them(fake: FakeOpenAIServer) -> None:
+def test_langgraph_nodes_are_agents_and_agent_match_selects_them(
+    fake: FakeOpenAIServer, loop: asyncio.AbstractEventLoop
+) -> None:
     script_tool_then_answer(fake, "nodes")
     agentlightning_langchain.instrument()
     graph = build_two_node_graph(AgentRun(Scenario.TOOL, "", fake.base_url))
-    spans = asyncio.run(traced(lambda: graph.ainvoke({"messages": [HumanMessage("nodes: 2+2?")]})))
+    spans = loop.run_until_complete(traced(lambda: graph.ainvoke({"messages": [HumanMessage("nodes: 2+2?")]})))
 
     agents = adapter_spans(spans, GenAIOperationNames.INVOKE_AGENT)
     assert [span.attributes[GenAIAttributes.AGENT_NAME] for span in agents] == [
@@ -120,7 +135,7 @@ def test_langgraph_nodes_are_agents_and_agent_match_selects_them(fake: FakeOpenA
     assert find_llm_calls(spans, agent_match="^tools$") == []
 
 
-def test_root_run_nests_under_the_callers_span(fake: FakeOpenAIServer) -> None:
+def test_root_run_nests_under_the_callers_span(fake: FakeOpenAIServer, loop: asyncio.AbstractEventLoop) -> None:
     script_tool_then_answer(fake, "nested")
     agentlightning_langchain.instrument()
 
@@ -128,7 +143,7 @@ def test_root_run_nests_under_the_callers_span(fake: FakeOpenAIServer) -> None:
         with agl.operation(name="my-step"):
             run_create_agent(AgentRun(Scenario.TOOL, "nested: 2+2?", fake.base_url))
 
-    spans = asyncio.run(traced(lambda: asyncio.to_thread(invoke)))
+    spans = loop.run_until_complete(traced(lambda: asyncio.to_thread(invoke)))
     operation = next(span for span in spans if span.attributes.get(FrameworkAttributes.FRAMEWORK) is None)
     root = next(span for span in adapter_spans(spans, GenAIOperationNames.INVOKE_AGENT) if span.parent_id is not None)
     assert root.attributes[GenAIAttributes.AGENT_NAME] == "calculator_agent"
@@ -154,7 +169,7 @@ def test_no_run_is_left_open(fake: FakeOpenAIServer) -> None:
     assert handler.open_runs == 0
 
 
-def test_a_context_can_opt_out(fake: FakeOpenAIServer) -> None:
+def test_a_context_can_opt_out(fake: FakeOpenAIServer, loop: asyncio.AbstractEventLoop) -> None:
     """Setting the hook's context variable to None turns capture off for that context only."""
     script_tool_then_answer(fake, "opt-out")
     agentlightning_langchain.instrument()
@@ -168,12 +183,14 @@ def test_a_context_can_opt_out(fake: FakeOpenAIServer) -> None:
         finally:
             hook_var.reset(token)
 
-    spans = asyncio.run(traced(lambda: asyncio.to_thread(invoke)))
+    spans = loop.run_until_complete(traced(lambda: asyncio.to_thread(invoke)))
     assert [span for span in spans if span.attributes.get(FrameworkAttributes.FRAMEWORK)] == []
     assert len(fake.response_ids("opt-out")) == 2
 
 
-def test_streamed_and_plain_calls_join_the_proxy_with_token_ids(fake: FakeOpenAIServer) -> None:
+def test_streamed_and_plain_calls_join_the_proxy_with_token_ids(
+    fake: FakeOpenAIServer, loop: asyncio.AbstractEventLoop
+) -> None:
     """Through the LLM proxy, agent_match picks the graph node's calls, with the proxy's exact token ids."""
     proxy_module = pytest.importorskip("agentlightning.proxy", reason="proxy not available")
     agentlightning_langchain.instrument()
@@ -204,7 +221,29 @@ def test_streamed_and_plain_calls_join_the_proxy_with_token_ids(fake: FakeOpenAI
         await store.close()
         return spans, [rid for marker in markers for rid in fake.response_ids(marker)]
 
-    spans, response_ids = asyncio.run(scenario())
+    spans, response_ids = loop.run_until_complete(scenario())
     calls = find_llm_calls(spans, agent_match="^researcher$", require_token_ids=True)
     assert sorted(call.response_id or "" for call in calls) == sorted(response_ids)
     assert all(call.has_token_ids and call.agent_name == "researcher" for call in calls)
+
+
+def test_without_node_spans_calls_still_name_their_node(
+    fake: FakeOpenAIServer, loop: asyncio.AbstractEventLoop
+) -> None:
+    script_tool_then_answer(fake, "lean")
+    agentlightning_langchain.instrument()
+    agentlightning_langchain.configure(node_spans=False)
+    try:
+        graph = build_two_node_graph(AgentRun(Scenario.TOOL, "", fake.base_url))
+        spans = loop.run_until_complete(traced(lambda: graph.ainvoke({"messages": [HumanMessage("lean: 2+2?")]})))
+    finally:
+        agentlightning_langchain.configure(node_spans=True)
+    agents = adapter_spans(spans, GenAIOperationNames.INVOKE_AGENT)
+    assert [span.attributes[GenAIAttributes.AGENT_NAME] for span in agents] == ["research_graph"]
+    chats = adapter_spans(spans, GenAIOperationNames.CHAT)
+    assert [span.attributes[GenAIAttributes.AGENT_NAME] for span in chats] == ["researcher", "researcher"]
+    assert [span.attributes[FrameworkAttributes.STEP_INDEX] for span in chats] == [1, 3]
+    (tool,) = adapter_spans(spans, GenAIOperationNames.EXECUTE_TOOL)
+    assert tool.attributes[GenAIAttributes.AGENT_NAME] == "tools"
+    assert all(span.parent_id == agents[0].span_id for span in [*chats, tool])
+    assert [call.response_id for call in find_llm_calls(spans, agent_match="^researcher$")] == fake.response_ids("lean")

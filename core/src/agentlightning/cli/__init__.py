@@ -26,6 +26,7 @@ PROG = "agl"
 COMMAND_MODULES: tuple[str, ...] = (
     "agentlightning.cli.plugins",
     "agentlightning.cli.proxy",
+    "agentlightning.cli.quickstart",
     "agentlightning.cli.serve_model",
     "agentlightning.cli.store",
 )
@@ -88,7 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``agl`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        # A command that runs another program's options (`agl quickstart --steps 8`) sets
+        # `forward_extra_args`; for every other command unknown options stay usage errors.
+        args, extra = parser.parse_known_args(argv)
+        if extra and not getattr(args, "forward_extra_args", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.extra_args = extra
     except SystemExit as exc:  # --help, --version and usage errors
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     logging.basicConfig(

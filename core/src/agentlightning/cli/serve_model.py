@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from agentlightning.cli import CLIError
@@ -53,7 +54,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--host", default=DEFAULT_HOST, help=f"Address to listen on (default: {DEFAULT_HOST}, this machine only)."
     )
     parser.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"Port to listen on (default: {DEFAULT_PORT}; 0 picks a free one)."
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"Port to listen on (default: {DEFAULT_PORT}; 0 picks a free one).",
     )
     parser.add_argument(
         "--dtype",
@@ -102,6 +106,27 @@ def _check_positive(args: argparse.Namespace) -> None:
         raise CLIError(f"--port must be between 0 and 65535, got {args.port}")
 
 
+def _check_model_argument(args: argparse.Namespace) -> None:
+    """Fail fast, before torch is imported, on a missing folder or uninstalled default model."""
+    if args.model is not None:
+        looks_like_path = args.model.startswith(("/", ".", "~")) or Path(args.model).exists()
+        if looks_like_path and not Path(args.model).expanduser().is_dir():
+            raise CLIError(f"--model {args.model}: no such folder (give a model folder or a Hugging Face id)")
+        return
+    from agentlightning.model_server.default_model import (
+        DefaultModelMissingError,
+        default_model_dir,
+        is_converted,
+        locate_default_model_parts,
+    )
+
+    if not is_converted(default_model_dir()):
+        try:
+            locate_default_model_parts()
+        except DefaultModelMissingError as exc:
+            raise CLIError(str(exc)) from exc
+
+
 def _resolve_model(args: argparse.Namespace) -> tuple[str, str]:
     """``(model path or id, served name)``, preparing the default model when none was given."""
     if args.model is not None:
@@ -127,7 +152,7 @@ def _banner(server: Any, seconds: float) -> str:
     return "\n".join(
         [
             f"Agent Lightning model server: {server.model_name} (loaded in {seconds:.1f} s)",
-            f"  OpenAI API:  {server.base_url}   (OpenAI(base_url=\"{server.base_url}\", api_key=\"unused\"))",
+            f'  OpenAI API:  {server.base_url}   (OpenAI(base_url="{server.base_url}", api_key="unused"))',
             f"  model:       {server.url}/v1/agl/model   (weights_version, LoRA, batching statistics)",
             f"  try:         {example}",
             "Press Ctrl-C to stop.",
@@ -137,12 +162,12 @@ def _banner(server: Any, seconds: float) -> str:
 
 def run_serve_model(args: argparse.Namespace) -> int:
     _check_positive(args)
+    _check_model_argument(args)
     try:
-        import torch  # noqa: F401 -- fail early with the install hint
-        import transformers  # noqa: F401
+        import torch
+        import transformers  # noqa: F401 -- fail early with the install hint
     except ImportError as exc:
         raise CLIError(f"serving a model needs torch and transformers ({exc}); install them: {MODEL_EXTRA_HINT}")
-    import torch
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -30,6 +30,7 @@ __all__ = [
     "cache_dir",
     "default_model_dir",
     "ensure_default_model",
+    "is_converted",
     "locate_default_model_parts",
 ]
 
@@ -91,7 +92,8 @@ def locate_default_model_parts() -> List[Path]:
     return [path for path in found.values() if path is not None]
 
 
-def _is_converted(folder: Path) -> bool:
+def is_converted(folder: Path) -> bool:
+    """``folder`` holds a finished conversion of this version of the default model."""
     try:
         marker = json.loads((folder / _MARKER).read_text())
     except (OSError, ValueError):
@@ -133,7 +135,7 @@ def _convert(gguf: Path, target: Path, report: Report) -> None:
     report("Loading the tokenizer from the GGUF file")
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     report(f"Dequantizing the weights to float32 (about a minute; tokenizer took {time.monotonic() - started:.0f} s)")
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    model: Any = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     # The GGUF quantizer marks the model as not serializable; the weights are plain float32 tensors now.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -159,7 +161,7 @@ def ensure_default_model(*, show_progress: bool = True, report: Optional[Report]
     renamed into place.
     """
     target = default_model_dir()
-    if _is_converted(target):
+    if is_converted(target):
         return target
     parts = locate_default_model_parts()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -207,7 +209,7 @@ def ensure_default_model(*, show_progress: bool = True, report: Optional[Report]
         try:
             model_dir.rename(target)
         except OSError:
-            if not _is_converted(target):  # another process finished first
+            if not is_converted(target):  # another process finished first
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -153,7 +153,7 @@ def load_model_and_tokenizer(model: str, *, dtype: str = "auto", device: str = "
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model)
-    loaded = AutoModelForCausalLM.from_pretrained(model, dtype=resolve_dtype(dtype, device))
+    loaded: Any = AutoModelForCausalLM.from_pretrained(model, dtype=resolve_dtype(dtype, device))
     loaded.to(device)
     loaded.eval()
     loaded.requires_grad_(False)
@@ -407,8 +407,9 @@ class GenerationEngine:
         state = dict(source) if isinstance(source, Mapping) else _read_state_dict(Path(source))
         if not state:
             raise ValueError("the new weights are empty")
-        targets = dict(self.model.named_parameters())
-        targets.update(dict(self.model.named_buffers()))
+        # Tied weights (lm_head and the embeddings) appear under both names, as in state_dict().
+        targets = dict(self.model.named_parameters(remove_duplicate=False))
+        targets.update(dict(self.model.named_buffers(remove_duplicate=False)))
         plan: List[Tuple[torch.Tensor, torch.Tensor]] = []
         unknown: List[str] = []
         for name, tensor in state.items():
@@ -423,7 +424,9 @@ class GenerationEngine:
             if not isinstance(tensor, torch.Tensor):
                 raise ValueError(f"weight {name!r} is not a tensor")
             if tuple(tensor.shape) != tuple(target.shape):
-                raise ValueError(f"weight {name!r} has shape {tuple(tensor.shape)}, the model has {tuple(target.shape)}")
+                raise ValueError(
+                    f"weight {name!r} has shape {tuple(tensor.shape)}, the model has {tuple(target.shape)}"
+                )
             plan.append((target, tensor))
         if unknown:
             shown = ", ".join(sorted(unknown)[:5])
@@ -574,7 +577,9 @@ class GenerationEngine:
 
         return decode
 
-    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, cache: Any) -> torch.Tensor:
+    def _forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, cache: Any
+    ) -> torch.Tensor:
         output = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -583,7 +588,8 @@ class GenerationEngine:
             use_cache=True,
             logits_to_keep=1,
         )
-        return output.logits[:, -1, :].float()
+        last: torch.Tensor = output.logits[:, -1, :]
+        return last.float()
 
     def _decode(self, handles: List[GenerationHandle]) -> int:
         from transformers import DynamicCache
@@ -597,7 +603,7 @@ class GenerationEngine:
             input_ids[index, longest - length :] = torch.tensor(handle.prompt_ids, dtype=torch.long)
             attention[index, longest - length :] = 1
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
+        cache: Any = DynamicCache()
         logits = self._forward(input_ids.to(device), attention.to(device), positions.to(device), cache)
 
         rows: List[_Row] = []
@@ -622,7 +628,7 @@ class GenerationEngine:
             tokens, chosen_logprobs, tops = self._choose(logits, rows)
             generated += len(rows)
             steps_by_handle: Dict[int, Tuple[GenerationHandle, List[TokenStep]]] = {}
-            for row, token, logprob, top in zip(rows, tokens, chosen_logprobs, tops):
+            for row, token, logprob, top in zip(rows, tokens, chosen_logprobs, tops, strict=True):
                 step = self._advance(row, token, logprob, top)
                 steps_by_handle.setdefault(id(row.handle), (row.handle, []))[1].append(step)
             for handle, steps in steps_by_handle.values():
@@ -685,7 +691,7 @@ class GenerationEngine:
             value_lists, id_lists = values.tolist(), ids.tolist()
             for i, row in enumerate(rows):
                 count = row.params.top_logprobs
-                tops[i] = tuple(zip(id_lists[i][:count], value_lists[i][:count]))
+                tops[i] = tuple(zip(id_lists[i][:count], value_lists[i][:count], strict=True))
         return chosen.tolist(), chosen_logprobs.tolist(), tops
 
     def _advance(self, row: _Row, token: int, logprob: float, top: Tuple[Tuple[int, float], ...]) -> TokenStep:

@@ -106,7 +106,12 @@ def _boolean(body: Mapping[str, Any], key: str, default: bool) -> bool:
 
 
 def _integer(
-    body: Mapping[str, Any], key: str, default: Optional[int], *, minimum: Optional[int] = None, maximum: Optional[int] = None
+    body: Mapping[str, Any],
+    key: str,
+    default: Optional[int],
+    *,
+    minimum: Optional[int] = None,
+    maximum: Optional[int] = None,
 ) -> Optional[int]:
     value = body.get(key)
     if value is None:

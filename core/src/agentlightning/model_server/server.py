@@ -408,7 +408,11 @@ class ModelServer:
     @staticmethod
     def _usage(prompt_tokens: int, choices: List[_Choice]) -> Dict[str, int]:
         completion = sum(len(choice.token_ids) for choice in choices)
-        return {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}
+        return {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": prompt_tokens + completion,
+        }
 
     async def _open_stream(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
@@ -484,7 +488,9 @@ class ModelServer:
             else:
                 bad = next((i for i in prompt if not 0 <= i < self.engine.vocab_size), None)
                 if bad is not None:
-                    raise RequestError(f"token id {bad} is outside the vocabulary (0..{self.engine.vocab_size - 1})", param="prompt")
+                    raise RequestError(
+                        f"token id {bad} is outside the vocabulary (0..{self.engine.vocab_size - 1})", param="prompt"
+                    )
                 ids = list(prompt)
             prompts.append(ids)
         return prompts
@@ -551,7 +557,7 @@ class ModelServer:
                 payload = b""
                 for step in steps:
                     choice, logprobs = record(prompt_index, step)
-                    body: Dict[str, Any] = {
+                    chunk: Dict[str, Any] = {
                         **header,
                         "choices": [
                             {
@@ -564,9 +570,9 @@ class ModelServer:
                         ],
                     }
                     if first:
-                        body["prompt_token_ids"] = prompts[0]
+                        chunk["prompt_token_ids"] = prompts[0]
                         first = False
-                    payload += _sse(body)
+                    payload += _sse(chunk)
                 await response.write(payload)
             if completion.include_usage:
                 await response.write(_sse({**header, "choices": [], "usage": self._usage(prompt_tokens, choices)}))
@@ -604,7 +610,7 @@ class ModelServer:
         body = await self._body(request)
         path = body.get("path") if isinstance(body, dict) else None
         if not isinstance(path, str) or not path:
-            raise RequestError("the body must be {\"path\": \"...\"}", param="path")
+            raise RequestError('the body must be {"path": "..."}', param="path")
         resolved = Path(path).expanduser()
         if not resolved.exists():
             raise RequestError(f"{resolved} does not exist", param="path", code="not_found")

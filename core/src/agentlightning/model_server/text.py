@@ -67,7 +67,7 @@ class IncrementalDetokenizer:
 
 
 class StopStringMatcher:
-    """Cuts text at the first stop string, holding back any tail that could start one.
+    """Cuts text at the first stop string, holding back only a tail that could start one.
 
     :meth:`push` takes newly decoded text and returns ``(releasable_text, stopped)``. Text after a stop
     string is dropped, as is the stop string itself (OpenAI's behaviour).
@@ -75,7 +75,6 @@ class StopStringMatcher:
 
     def __init__(self, stops: Sequence[str]) -> None:
         self._stops = [stop for stop in stops if stop]
-        self._hold = max((len(stop) for stop in self._stops), default=1) - 1
         self._text = ""
         self._released = 0
         self.stopped = False
@@ -83,19 +82,20 @@ class StopStringMatcher:
     def push(self, delta: str) -> Tuple[str, bool]:
         if self.stopped:
             return "", True
-        search_from = max(0, len(self._text) - self._hold)
         self._text += delta
         if not self._stops:
             return self._release(len(self._text)), False
+        # Released text never holds the start of a stop string, so a match can only begin after it.
         cut: Optional[int] = None
         for stop in self._stops:
-            position = self._text.find(stop, search_from)
+            position = self._text.find(stop, self._released)
             if position >= 0 and (cut is None or position < cut):
                 cut = position
         if cut is not None:
             self.stopped = True
             return self._release(cut), True
-        return self._release(max(self._released, len(self._text) - self._hold)), False
+        held = max(_partial_tag_length(self._text[self._released :], stop) for stop in self._stops)
+        return self._release(len(self._text) - held), False
 
     def flush(self) -> str:
         """Release the held-back tail (generation ended for another reason)."""
@@ -169,6 +169,7 @@ class ToolCallStreamParser:
         self._buffer = ""
         self._inside = False
         self._pending_space = ""  # trailing whitespace, dropped if a tool call follows
+        self._space_before_call = ""  # kept in case the call turns out malformed
         self._after_call = False  # strip leading whitespace of the next content
         self.calls_seen = 0
 
@@ -183,10 +184,10 @@ class ToolCallStreamParser:
                 body, self._buffer = self._buffer[:end], self._buffer[end + len(TOOL_CALL_END) :]
                 self._inside = False
                 call = _tool_call_from_body(body.strip())
+                space, self._space_before_call = self._space_before_call, ""
                 if call is None:
-                    delta.content += self._content(TOOL_CALL_START + body + TOOL_CALL_END)
+                    delta.content += self._content(space + TOOL_CALL_START + body + TOOL_CALL_END)
                 else:
-                    self._pending_space = ""
                     self._after_call = True
                     self.calls_seen += 1
                     delta.tool_calls.append(call)
@@ -194,7 +195,8 @@ class ToolCallStreamParser:
             start = self._buffer.find(TOOL_CALL_START)
             if start >= 0:
                 delta.content += self._content(self._buffer[:start], hold_space=True)
-                self._pending_space = ""  # whitespace right before a call is dropped
+                # Whitespace right before a call is dropped, unless the call is malformed.
+                self._space_before_call, self._pending_space = self._pending_space, ""
                 self._buffer = self._buffer[start + len(TOOL_CALL_START) :]
                 self._inside = True
                 continue
@@ -206,8 +208,8 @@ class ToolCallStreamParser:
 
     def finish(self) -> ParsedDelta:
         """Flush: an unclosed call and held-back text become content."""
-        rest = (TOOL_CALL_START + self._buffer) if self._inside else self._buffer
-        self._buffer, self._inside = "", False
+        rest = (self._space_before_call + TOOL_CALL_START + self._buffer) if self._inside else self._buffer
+        self._buffer, self._inside, self._space_before_call = "", False, ""
         content = self._content(rest, hold_space=True)
         if not self.calls_seen:
             content += self._pending_space

@@ -12,8 +12,8 @@ Building blocks (the algorithm loop drives them):
 Importing this package imports torch; ``agentlightning`` itself never does.
 """
 
-from .algorithm import GRPO
 from .advantages import FailedRolloutWarning, GroupAdvantages, RolloutReward, compute_group_advantages
+from .algorithm import GRPO
 from .batch import MicroBatch, PreparedBatch, build_micro_batches
 from .config import GRPOConfig
 from .policy import TrainablePolicy, UpdateMetrics, checkpoint_dir, latest_checkpoint, resolve_device

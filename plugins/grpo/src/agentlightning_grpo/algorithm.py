@@ -24,12 +24,12 @@ import random
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from agentlightning.adapter import TokenSequence, TraceToTokenSequences
 from agentlightning.algorithm.base import Algorithm
 from agentlightning.emitter.reward import find_final_reward
-from agentlightning.types import EnqueueRolloutRequest, RolloutConfig
+from agentlightning.types import Dataset, EnqueueRolloutRequest, RolloutConfig
 
 from .advantages import RolloutReward, compute_group_advantages
 from .config import GRPOConfig
@@ -133,7 +133,7 @@ class GRPO(Algorithm):
 
     # -------------------------------------------------------------------------------------- run
     async def run(
-        self, train_dataset: Optional[Sequence[Any]] = None, val_dataset: Optional[Sequence[Any]] = None
+        self, train_dataset: Optional[Dataset[Any]] = None, val_dataset: Optional[Dataset[Any]] = None
     ) -> None:
         if not train_dataset:
             raise ValueError("GRPO needs a non-empty train_dataset")
@@ -207,7 +207,7 @@ class GRPO(Algorithm):
                 requests.append(
                     EnqueueRolloutRequest(
                         input=task,
-                        mode=mode,  # type: ignore[arg-type]
+                        mode=mode,
                         resources_id=resources.resources_id,
                         config=config,
                         metadata={"step": step, "group": groups[-1]},
@@ -235,10 +235,16 @@ class GRPO(Algorithm):
         spans = await store.query_spans(rollout_id, "latest")
         return find_final_reward(spans), TraceToTokenSequences().adapt(spans)
 
-    async def _validate(self, store: Any, proxy: Any, val_dataset: Sequence[Any], step: int) -> Dict[str, Any]:
+    async def _validate(self, store: Any, proxy: Any, val_dataset: Dataset[Any], step: int) -> Dict[str, Any]:
         started = time.perf_counter()
         played = await self._play(
-            store, proxy, list(val_dataset), mode="val", repeats=1, sampling=self.val_sampling, step=step
+            store,
+            proxy,
+            [val_dataset[i] for i in range(len(val_dataset))],
+            mode="val",
+            repeats=1,
+            sampling=self.val_sampling,
+            step=step,
         )
         rewards = [(await self._outcome(store, rid, rollout))[0] for rid, _, rollout in played]
         scored = [r if r is not None else 0.0 for r in rewards]
@@ -261,7 +267,7 @@ class GRPO(Algorithm):
         proxy: Any,
         server: EmbeddedPolicyServer,
         policy: TrainablePolicy,
-        train_dataset: Sequence[Any],
+        train_dataset: Dataset[Any],
         step: int,
         run_dir: Path,
     ) -> Dict[str, Any]:

@@ -162,7 +162,7 @@ def _pad(rows: List[_Row], pad_token_id: int) -> MicroBatch:
         input_ids[i, :length] = torch.tensor(token_ids, dtype=torch.long)
         attention_mask[i, :length] = 1
         # Shift by one: column t scores token t + 1.
-        shifted_mask = torch.tensor(mask[1:], dtype=torch.float32)
+        shifted_mask = (torch.tensor(mask[1:]) != 0).float()
         loss_mask[i, : length - 1] = shifted_mask
         # A NaN or infinite logprob from the engine is as good as none.
         usable = [value if value is not None and math.isfinite(value) else None for value in logprobs[1:]]

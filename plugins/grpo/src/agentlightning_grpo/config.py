@@ -50,6 +50,9 @@ class GRPOConfig(BaseModel):
 
     # Batching.
     max_length: int = Field(4096, ge=2, description="Longer sequences keep their first max_length tokens.")
+    # Bounds memory: besides activations, a micro-batch holds float32 logits for its model tokens,
+    # up to micro_batch_tokens x vocab x 4 bytes (kept for the backward), e.g. 8192 x 152k = 5 GB
+    # for Qwen2.5's vocabulary; lower it for large vocabularies.
     micro_batch_tokens: int = Field(
         8192, ge=2, description="Padded tokens (rows x longest row) per forward/backward; gradients accumulate."
     )

