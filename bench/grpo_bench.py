@@ -45,7 +45,7 @@ import time
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TARGET_RATIO = 1.0
@@ -122,9 +122,8 @@ def load_average() -> List[float]:
 
 def make_ours(args: argparse.Namespace, model: Any, workload: Dict[str, Any], finetuning: str) -> Callable[[], float]:
     """Return a function that runs one update step of ours and returns its duration."""
-    from agentlightning_grpo import GRPOConfig, RolloutReward, TrainablePolicy, compute_group_advantages
-
     from agentlightning.adapter.sequence import TokenSequence
+    from agentlightning_grpo import GRPOConfig, RolloutReward, TrainablePolicy, compute_group_advantages
 
     length = args.prompt + args.completion
     config = GRPOConfig(
@@ -227,7 +226,9 @@ def run_block(
             "reward_value": reward_values,
         }
 
-    def reward_func(prompts: List[Any], completions: List[Any], reward_value: List[float], **_: Any) -> List[float]:
+    def reward_func(
+        prompts: List[Any], completions: List[Any], reward_value: List[float], **_: Any
+    ) -> List[Optional[float]]:
         return list(reward_value)
 
     total_steps = args.warmup + args.steps
@@ -288,7 +289,7 @@ def run_block(
     policy_gradient: List[float] = []
     ours: List[float] = []
 
-    class StepTimer(TrainerCallback):  # type: ignore[misc]
+    class StepTimer(TrainerCallback):
         started = 0.0
 
         def on_step_begin(self, *_: Any, **__: Any) -> None:

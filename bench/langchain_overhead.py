@@ -1,17 +1,25 @@
 """Tracing overhead of the LangChain adapter: the same LangChain agent with the adapter on and off.
 
-The agent is LangChain 1.x ``create_agent`` with one tool, against the local fake OpenAI server
-(``agentlightning.testing.fake_openai``), so one run is two LLM calls and one tool call and the model
-itself costs almost nothing: the measured time is LangChain + HTTP + (with the adapter) our callbacks,
-span creation and the span writes to the store. Both modes run inside the OpenTelemetry tracer's trace
-context on an in-memory store, exactly as under a runner; only the adapter differs.
+The agent is LangChain 1.x ``create_agent`` with one tool, against the fake OpenAI server
+(``agentlightning.testing.fake_openai``) running in a process of its own, so one run is two LLM calls
+and one tool call, and the model costs nothing unless ``--model-latency-ms`` says so: the measured
+time is LangChain + HTTP + (with the adapter) our callbacks, span creation and the span writes to the
+store. Every mode runs inside the OpenTelemetry tracer's trace context on an in-memory store, exactly
+as under a runner; only the LangChain callback handler differs:
 
-Modes alternate in rounds (off/on, then on/off, ...) so drifting machine load hits both alike; the
-figure is the median time per LLM call of each mode over the rounds, and the overhead is
-``(on - off) / off``. Target: at most 3 % added time per LLM call (``--check`` exits 1 above it).
+* ``off``: no handler;
+* ``noop``: a handler that does nothing, registered the same way (what LangChain's callback machinery
+  alone costs: the floor of any callback-based adapter);
+* ``on``: the adapter, as configured by default;
+* ``nodes``: the adapter with a span per LangGraph node as well (``configure(node_spans=True)``).
+
+Modes alternate in rounds (off/noop/on/nodes, then nodes/on/noop/off, ...) so drifting machine load hits them
+alike; figures are medians over the rounds, per LLM call: wall time, and this process's CPU time
+(steadier on a shared machine). The overhead is ``(on - off) / off``. Target: at most 3 % added time
+per LLM call (``--check`` exits 1 above it).
 
     nox -s bench_langchain                  # or, with agentlightning-langchain and its test deps installed:
-    python bench/langchain_overhead.py --rounds 21 --runs-per-round 20 --json
+    python bench/langchain_overhead.py --rounds 41 --runs-per-round 10 --json
 """
 
 from __future__ import annotations
@@ -22,14 +30,15 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List
 
-import agentlightning_langchain
 from langchain.agents import create_agent
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import HumanMessage
@@ -37,15 +46,16 @@ from langchain_core.tools import tool
 from langchain_core.tracers import context as langchain_context
 from langchain_openai import ChatOpenAI
 
+import agentlightning_langchain
 from agentlightning.semconv import FrameworkAttributes, GenAIAttributes
 from agentlightning.store.memory import InMemoryLightningStore
-from agentlightning.testing.fake_openai import FakeOpenAIServer, FakeReply
 from agentlightning.tracer import OtelTracer
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TARGET_OVERHEAD = 0.03
 LLM_CALLS_PER_RUN = 2
-MODES = ("off", "noop", "on")
+MODES = ("off", "noop", "on", "nodes")
+ADAPTER_MODES = ("on", "nodes")
 
 
 @tool
@@ -65,10 +75,11 @@ NOOP_HOOK: ContextVar[Any] = ContextVar("bench_noop_handler", default=NoOpHandle
 
 
 def set_mode(mode: str) -> None:
-    """``off``: no handler; ``noop``: a do-nothing handler through the same hook; ``on``: the adapter."""
+    """Turn on the handler of ``mode`` (see the module docstring) and only that one."""
     hooks = langchain_context._configure_hooks
     hooks[:] = [hook for hook in hooks if hook[0] is not NOOP_HOOK]
-    if mode == "on":
+    if mode in ADAPTER_MODES:
+        agentlightning_langchain.configure(node_spans=mode == "nodes")
         agentlightning_langchain.instrument()
         return
     agentlightning_langchain.uninstrument()
@@ -77,14 +88,48 @@ def set_mode(mode: str) -> None:
 
 
 def build_agent(base_url: str) -> Any:
-    model = ChatOpenAI(model="fake-model", base_url=base_url, api_key="unused", max_retries=0)  # type: ignore[arg-type]
+    model = ChatOpenAI(model="fake-model", base_url=base_url, api_key="unused", max_retries=0)
     return create_agent(model, [calculator], name="bench_agent")
 
 
-def one_run(agent: Any, server: FakeOpenAIServer, index: int) -> None:
-    marker = f"run-{index}"
-    server.enqueue_for(marker, FakeReply.tool_call("calculator", {"expression": "2+2"}), FakeReply.text("It is 4."))
-    result = agent.invoke({"messages": [HumanMessage(f"{marker}: what is 2+2?")]})
+# The fake server runs in a process of its own, so its work neither shares this process's GIL nor
+# counts in its CPU time. Its default policy answers a first call with a call of the tool and the
+# second with "The result is <tool result>." It exits when this process closes its stdin.
+_SERVER_SCRIPT = """
+import sys
+from agentlightning.testing.fake_openai import FakeOpenAIServer
+with FakeOpenAIServer(default_delay=float(sys.argv[1])) as server:
+    print(server.base_url, flush=True)
+    sys.stdin.read()
+"""
+
+
+@contextmanager
+def fake_server_process(latency_seconds: float) -> Iterator[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-c", _SERVER_SCRIPT, str(latency_seconds)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        base_url = process.stdout.readline().strip()
+        if not base_url.startswith("http://"):
+            raise RuntimeError(f"the fake server did not start: {base_url!r}")
+        yield base_url
+    finally:
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def one_run(agent: Any, index: int) -> None:
+    result = agent.invoke({"messages": [HumanMessage(f"run {index}: what is 2+2?")]})
     assert "4" in str(result["messages"][-1].content)
 
 
@@ -93,13 +138,13 @@ async def measure(args: argparse.Namespace) -> Dict[str, Any]:
     tracer = OtelTracer()
     tracer.init_worker(0, store)
     counter = 0
-    per_call: Dict[str, List[float]] = {"off": [], "noop": [], "on": []}
-    # CPU time of the whole process (every thread: agent, fake server, span writer) per LLM call:
-    # far less sensitive than wall time to other load on a shared machine.
-    cpu_per_call: Dict[str, List[float]] = {"off": [], "noop": [], "on": []}
-    rollout_ids: Dict[str, List[str]] = {"off": [], "noop": [], "on": []}
-    with FakeOpenAIServer() as server:
-        agent = build_agent(server.base_url)
+    per_call: Dict[str, List[float]] = {mode: [] for mode in MODES}
+    # CPU time of this process (the agent and the tracer's span writer, not the fake server) per LLM
+    # call: far less sensitive than wall time to other load on a shared machine.
+    cpu_per_call: Dict[str, List[float]] = {mode: [] for mode in MODES}
+    rollout_ids: Dict[str, List[str]] = {mode: [] for mode in MODES}
+    with fake_server_process(args.model_latency_ms / 1e3) as base_url:
+        agent = build_agent(base_url)
 
         async def block(mode: str, runs: int, record: bool) -> None:
             nonlocal counter
@@ -111,7 +156,7 @@ async def measure(args: argparse.Namespace) -> Dict[str, Any]:
             ):
                 for _ in range(runs):
                     counter += 1
-                    one_run(agent, server, counter)
+                    one_run(agent, counter)
             elapsed = time.perf_counter() - started  # includes writing the block's spans to the store
             cpu = time.process_time() - cpu_started
             if record:
@@ -126,6 +171,7 @@ async def measure(args: argparse.Namespace) -> Dict[str, Any]:
             for mode in order:
                 await block(mode, args.runs_per_round, record=True)
         set_mode("off")
+        agentlightning_langchain.configure()
 
     # The adapter really recorded every call when on, and nothing when off.
     async def llm_spans(rollout_id: str) -> int:
@@ -137,66 +183,70 @@ async def measure(args: argparse.Namespace) -> Dict[str, Any]:
             and span.attributes.get(GenAIAttributes.OPERATION_NAME) == "chat"
         )
 
-    recorded_on = [await llm_spans(rollout_id) for rollout_id in rollout_ids["on"]]
-    recorded_off = [await llm_spans(rollout_id) for rollout_id in rollout_ids["off"]]
     expected = args.runs_per_round * LLM_CALLS_PER_RUN
-    assert all(count == expected for count in recorded_on), (recorded_on, expected)
-    assert not any(recorded_off), recorded_off
+    for mode in MODES:
+        recorded = [await llm_spans(rollout_id) for rollout_id in rollout_ids[mode]]
+        wanted = expected if mode in ADAPTER_MODES else 0
+        assert all(count == wanted for count in recorded), (mode, recorded, wanted)
     tracer.teardown_worker(0)
     await store.close()
 
-    off, on = statistics.median(per_call["off"]), statistics.median(per_call["on"])
-    # Paired per round as well: each round's on/off ratio, then the median of the ratios.
-    paired = statistics.median(b / a for a, b in zip(per_call["off"], per_call["on"], strict=True)) - 1.0
-    cpu_off, cpu_on = statistics.median(cpu_per_call["off"]), statistics.median(cpu_per_call["on"])
-    noop, cpu_noop = statistics.median(per_call["noop"]), statistics.median(cpu_per_call["noop"])
+    def summary(samples: Dict[str, List[float]]) -> Dict[str, Dict[str, float]]:
+        base = samples["off"]
+        return {
+            mode: {
+                "ms_per_llm_call": statistics.median(values) * 1e3,
+                "overhead": statistics.median(values) / statistics.median(base) - 1.0,
+                # Paired per round: each round's ratio to off, then the median of the ratios.
+                "overhead_paired": statistics.median(b / a for a, b in zip(base, values, strict=True)) - 1.0,
+            }
+            for mode, values in samples.items()
+        }
+
     return {
-        "per_llm_call_ms": {"off": off * 1e3, "noop": noop * 1e3, "on": on * 1e3},
-        "noop_handler_overhead": noop / off - 1.0,
-        "added_per_llm_call_ms": (on - off) * 1e3,
-        "overhead": on / off - 1.0,
-        "overhead_paired": paired,
-        "cpu_per_llm_call_ms": {"off": cpu_off * 1e3, "noop": cpu_noop * 1e3, "on": cpu_on * 1e3},
-        "cpu_overhead": cpu_on / cpu_off - 1.0,
+        "wall": summary(per_call),
+        "cpu": summary(cpu_per_call),
         "samples_ms": {mode: [value * 1e3 for value in values] for mode, values in per_call.items()},
         "cpu_samples_ms": {mode: [value * 1e3 for value in values] for mode, values in cpu_per_call.items()},
-        "spans_checked": {"llm_spans_per_block_on": expected, "blocks": len(recorded_on)},
+        "llm_spans_checked_per_block": expected,
     }
 
 
 def main(argv: List[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=21, help="off/on rounds (default 21)")
-    parser.add_argument("--runs-per-round", type=int, default=20, help="agent runs per mode and round (default 20)")
+    parser.add_argument("--rounds", type=int, default=41, help="rounds of the modes (default 41)")
+    parser.add_argument("--runs-per-round", type=int, default=10, help="agent runs per mode and round (default 10)")
     parser.add_argument("--warmup-runs", type=int, default=10)
     parser.add_argument(
-        "--no-node-spans", action="store_true", help="the adapter without a span per LangGraph node (cheaper)"
+        "--model-latency-ms",
+        type=float,
+        default=0.0,
+        help="time the fake model takes per call (default 0: the worst case for the overhead ratio)",
     )
     parser.add_argument("--json", nargs="?", const="", default=None, metavar="PATH", help="also write JSON results")
     parser.add_argument("--check", action="store_true", help=f"exit 1 above {TARGET_OVERHEAD:.0%} overhead")
     args = parser.parse_args(argv)
 
-    agentlightning_langchain.configure(node_spans=not args.no_node_spans)
     result = asyncio.run(measure(args))
-    per_call = result["per_llm_call_ms"]
-    print(f"LangChain create_agent, {LLM_CALLS_PER_RUN} LLM calls + 1 tool call per run, fake OpenAI server")
-    print(f"rounds: {args.rounds} x {args.runs_per_round} runs per mode (alternating order), medians:")
-    print(f"  adapter off : {per_call['off']:.3f} ms per LLM call")
     print(
-        f"  no-op handler: {per_call['noop']:.3f} ms per LLM call "
-        f"({result['noop_handler_overhead']:+.1%}: LangChain's callback machinery alone)"
+        f"LangChain create_agent, {LLM_CALLS_PER_RUN} LLM calls + 1 tool call per run, fake OpenAI server "
+        f"answering in {args.model_latency_ms:g} ms; {args.rounds} rounds x {args.runs_per_round} runs per mode"
     )
-    print(f"  adapter on  : {per_call['on']:.3f} ms per LLM call")
-    print(
-        f"  added       : {result['added_per_llm_call_ms']:.3f} ms per LLM call = {result['overhead']:+.1%} "
-        f"(paired per round: {result['overhead_paired']:+.1%}; target <= {TARGET_OVERHEAD:.0%})"
-    )
-    cpu = result["cpu_per_llm_call_ms"]
-    print(
-        f"  CPU time    : off {cpu['off']:.3f}, no-op {cpu['noop']:.3f}, on {cpu['on']:.3f} ms per LLM call; "
-        f"on = {result['cpu_overhead']:+.1%} "
-        "(all threads of the process)"
-    )
+    labels = {
+        "off": "no handler",
+        "noop": "no-op handler (LangChain's callback machinery alone)",
+        "on": "adapter",
+        "nodes": "adapter, node_spans=True",
+    }
+    print(f"{'mode':<54} {'wall ms/call':>12} {'added':>8} {'paired':>8} {'CPU ms/call':>12} {'added':>8}")
+    for mode in MODES:
+        wall, cpu = result["wall"][mode], result["cpu"][mode]
+        print(
+            f"{labels[mode]:<54} {wall['ms_per_llm_call']:>12.3f} {wall['overhead']:>+8.1%} "
+            f"{wall['overhead_paired']:>+8.1%} {cpu['ms_per_llm_call']:>12.3f} {cpu['overhead']:>+8.1%}"
+        )
+    overhead = result["wall"]["on"]["overhead_paired"]
+    print(f"adapter overhead per LLM call: {overhead:+.1%} (paired wall time; target <= {TARGET_OVERHEAD:.0%})")
     if args.json is not None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         path = Path(args.json) if args.json else RESULTS_DIR / f"langchain_overhead-{stamp}.json"
@@ -205,14 +255,19 @@ def main(argv: List[str] | None = None) -> int:
             "benchmark": "langchain_overhead",
             "time": stamp,
             "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
-            "workload": {"rounds": args.rounds, "runs_per_round": args.runs_per_round, "warmup_runs": args.warmup_runs},
+            "workload": {
+                "rounds": args.rounds,
+                "runs_per_round": args.runs_per_round,
+                "warmup_runs": args.warmup_runs,
+                "model_latency_ms": args.model_latency_ms,
+            },
             "target_overhead": TARGET_OVERHEAD,
             **result,
         }
         path.write_text(json.dumps(document, indent=2) + "\n")
         print(f"results written to {path}")
-    if args.check and result["overhead"] > TARGET_OVERHEAD:
-        print(f"FAILED: {result['overhead']:.1%} > {TARGET_OVERHEAD:.0%}", file=sys.stderr)
+    if args.check and overhead > TARGET_OVERHEAD:
+        print(f"FAILED: {overhead:.1%} > {TARGET_OVERHEAD:.0%}", file=sys.stderr)
         return 1
     return 0
 

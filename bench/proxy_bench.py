@@ -324,6 +324,7 @@ class Pairing:
     direct_ns: list[int] = field(default_factory=list)
     proxied_ns: list[int] = field(default_factory=list)
     proxied_calls: int = 0  # every call made through the proxy, warm-up included (each one must be recorded)
+    proxy_cpu_s: float | None = None  # CPU time the proxy's process spent over the timed blocks
 
 
 async def _timed_call(session: aiohttp.ClientSession, url: str, body: bytes, stream: bool) -> int:
@@ -339,8 +340,28 @@ async def _timed_call(session: aiohttp.ClientSession, url: str, body: bytes, str
     return elapsed
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process ``pid`` (all its threads) so far; None where /proc is missing.
+
+    Unlike latency, it hardly depends on how busy the machine is: the figure to trust on a loaded one.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # the command name in parentheses may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 async def measure_pairing(
-    direct_url: str, proxied_urls: Sequence[str], *, calls: int, warmup: int, block: int, stream: bool
+    direct_url: str,
+    proxied_urls: Sequence[str],
+    *,
+    calls: int,
+    warmup: int,
+    block: int,
+    stream: bool,
+    proxy_pid: int | None = None,
 ) -> Pairing:
     """``calls`` timed calls through the proxy and as many straight to the backend, after ``warmup`` of each.
 
@@ -359,6 +380,7 @@ async def measure_pairing(
             pairing.proxied_calls += 1
         gc.collect()
         gc.disable()  # the client's own collections would land in random calls
+        cpu_before = process_cpu_seconds(proxy_pid) if proxy_pid else None
         try:
             for index in range(math.ceil(calls / block)):
                 size = min(block, calls - index * block)
@@ -372,6 +394,9 @@ async def measure_pairing(
                 gc.collect()  # between blocks, untimed
         finally:
             gc.enable()
+        cpu_after = process_cpu_seconds(proxy_pid) if proxy_pid else None
+        if cpu_before is not None and cpu_after is not None:
+            pairing.proxy_cpu_s = cpu_after - cpu_before
     return pairing
 
 
@@ -406,8 +431,8 @@ class Plan:
     time_limit: float
 
 
-def measure_system(direct_url: str, proxied_urls: Sequence[str], plan: Plan) -> dict[str, Any]:
-    """Both modes (non-streamed, then streamed) against one running proxy; figures and calls made."""
+def measure_system(direct_url: str, proxied_urls: Sequence[str], plan: Plan, proxy_pid: int) -> dict[str, Any]:
+    """Both modes (non-streamed, then streamed) against one running proxy (process ``proxy_pid``)."""
 
     async def both() -> dict[str, Any]:
         modes: dict[str, Any] = {}
@@ -422,6 +447,7 @@ def measure_system(direct_url: str, proxied_urls: Sequence[str], plan: Plan) -> 
                 warmup=min(plan.warmup, calls),
                 block=plan.block,
                 stream=mode == "stream",
+                proxy_pid=proxy_pid,
             )
             made += pairing.proxied_calls
             direct, proxied = latency_stats(pairing.direct_ns), latency_stats(pairing.proxied_ns)
@@ -431,6 +457,8 @@ def measure_system(direct_url: str, proxied_urls: Sequence[str], plan: Plan) -> 
                 "added_p50_ms": proxied["p50_ms"] - direct["p50_ms"],
                 "added_p99_ms": proxied["p99_ms"] - direct["p99_ms"],
                 "added_mean_ms": proxied["mean_ms"] - direct["mean_ms"],
+                # The proxy process's CPU time per timed call (it is idle during the direct blocks).
+                "proxy_cpu_ms_per_call": None if pairing.proxy_cpu_s is None else pairing.proxy_cpu_s * 1e3 / calls,
             }
         return {"modes": modes, "calls_made": made}
 
@@ -469,7 +497,7 @@ def run_ours_sqlite(backend_url: str, plan: Plan) -> dict[str, Any]:
         with Child("agl proxy", argv) as child:
             url = child.expect(_LISTENING, timeout=120).group(1)
             proxied = [f"{url}/rollout/{rollout_id}/attempt/{attempt_id}/v1" for rollout_id, attempt_id in attempts]
-            result = measure_system(backend_url, proxied, plan)
+            result = measure_system(backend_url, proxied, plan, child.proc.pid)
             child.stop(interrupt=True)  # Ctrl-C: it stores what is pending and releases the file
             if child.proc.returncode != 0:
                 raise RuntimeError(f"agl proxy exited with code {child.proc.returncode}:\n{child.stderr_tail()}")
@@ -492,7 +520,7 @@ def run_ours_memory(backend_url: str, plan: Plan) -> dict[str, Any]:
     argv += ["--backend", backend_url, f"--rollouts={plan.rollouts}", f"--time-limit={plan.time_limit + 120}"]
     with Child("our proxy on memory://", argv) as child:
         started = child.message(timeout=120)
-        result = measure_system(backend_url, started["base_urls"], plan)
+        result = measure_system(backend_url, started["base_urls"], plan, child.proc.pid)
         finals = child.stop()
         if not finals:
             raise RuntimeError(f"our proxy on memory:// reported no span count:\n{child.stderr_tail()}")
@@ -514,7 +542,7 @@ def run_peer(peer_python: Path, backend_url: str, plan: Plan) -> dict[str, Any]:
     argv += [f"--rollouts={plan.rollouts}", f"--time-limit={plan.time_limit + 180}"]
     with Child("the peer's proxy", argv, env=env) as child:
         started = child.message(timeout=180)  # 0.3 imports LiteLLM's proxy server: over ten seconds
-        result = measure_system(backend_url, started["base_urls"], plan)
+        result = measure_system(backend_url, started["base_urls"], plan, child.proc.pid)
         finals = child.stop(timeout=90)  # it first waits for the spans of the last calls
         if not finals:
             raise RuntimeError(f"the peer's proxy reported no span count:\n{child.stderr_tail()}")
@@ -528,18 +556,20 @@ def run_relay(backend_url: str, plan: Plan) -> dict[str, Any]:
     argv.append(f"--time-limit={plan.time_limit + 120}")
     with Child("the bare relay", argv) as child:
         started = child.message(timeout=60)
-        result = measure_system(backend_url, started["base_urls"], plan)
+        result = measure_system(backend_url, started["base_urls"], plan, child.proc.pid)
     return {"system": RELAY_NAME, "kind": "relay", **result}
 
 
 # ----------------------------------------------------------------------------------------------
 # output
-def _ratio(peer_added: float | None, ours_added: float) -> str:
-    if peer_added is None:
+def _ratio(peer_value: float | None, ours_value: float) -> str:
+    """The peer's figure over ours, as ``12x`` or ``1.5x``."""
+    if peer_value is None:
         return "-"
-    if ours_added <= 0:  # within the noise of the direct calls: no meaningful ratio
+    if ours_value <= 0:  # an added latency within the noise of the direct calls: no meaningful ratio
         return "n/a"
-    return f"{peer_added / ours_added:.0f}x" if peer_added / ours_added >= 10 else f"{peer_added / ours_added:.1f}x"
+    ratio = peer_value / ours_value
+    return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
 
 
 def results_table(
@@ -550,11 +580,11 @@ def results_table(
     width = max([len(s["system"]) for s in systems] + [6])
     header = (
         f"{'system':<{width}} {'p50':>8} {'p90':>8} {'p99':>8} {'mean':>8} | {'direct':>6} {'direct':>6} | "
-        f"{'added':>8} {'added':>8} | {'peer/this added':>15} | {'recorded':>11}  target"
+        f"{'added':>8} {'added':>8} | {'proxy CPU':>9} | {'peer/this':>23} | {'recorded':>11}  target"
     )
     header2 = (
         f"{'':<{width}} {'ms':>8} {'ms':>8} {'ms':>8} {'ms':>8} | {'p50':>6} {'p99':>6} | "
-        f"{'p50':>8} {'p99':>8} | {'p50':>7} {'p99':>7} | {'calls':>11}"
+        f"{'p50':>8} {'p99':>8} | {'ms/call':>9} | {'p50':>7} {'p99':>7} {'CPU':>7} | {'calls':>11}"
     )
     rows = [title, header, header2, "-" * len(header)]
     peer_figures = peer["modes"].get(mode) if peer and "modes" in peer else None
@@ -567,10 +597,13 @@ def results_table(
             continue
         proxied, direct = figures["proxied"], figures["direct"]
         compared = system in ours  # the peer's row is the base of the ratios; the relay records nothing
-        p50_ratio = p99_ratio = target = ""
+        cpu = figures.get("proxy_cpu_ms_per_call")
+        p50_ratio = p99_ratio = cpu_ratio = target = ""
         if compared:
             p50_ratio = _ratio(peer_figures and peer_figures["added_p50_ms"], figures["added_p50_ms"])
             p99_ratio = _ratio(peer_figures and peer_figures["added_p99_ms"], figures["added_p99_ms"])
+            peer_cpu = peer_figures.get("proxy_cpu_ms_per_call") if peer_figures else None
+            cpu_ratio = _ratio(peer_cpu, cpu) if cpu is not None else "-"
             if mode == "whole":
                 ok = figures["added_p50_ms"] <= TARGET_ADDED_P50_MS
                 target = f"p50 <={TARGET_ADDED_P50_MS:g} ms: {'ok' if ok else 'ABOVE TARGET'}"
@@ -580,7 +613,8 @@ def results_table(
         rows.append(
             f"{system['system']:<{width}} {proxied['p50_ms']:>8.3f} {proxied['p90_ms']:>8.3f} "
             f"{proxied['p99_ms']:>8.3f} {proxied['mean_ms']:>8.3f} | {direct['p50_ms']:>6.3f} {direct['p99_ms']:>6.3f} | "
-            f"{figures['added_p50_ms']:>+8.3f} {figures['added_p99_ms']:>+8.3f} | {p50_ratio:>7} {p99_ratio:>7} | "
+            f"{figures['added_p50_ms']:>+8.3f} {figures['added_p99_ms']:>+8.3f} | "
+            f"{'-' if cpu is None else f'{cpu:.3f}':>9} | {p50_ratio:>7} {p99_ratio:>7} {cpu_ratio:>7} | "
             f"{recorded:>11}  {target}"
         )
     return "\n".join(rows)

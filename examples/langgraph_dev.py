@@ -1,7 +1,8 @@
 """Dry-run a LangGraph agent with ``Trainer.dev`` and show the spans the LangChain adapter recorded.
 
 The agent is a plain two-node LangGraph graph (``researcher`` -> ``tools``) with no Agent Lightning
-code in it: the runner turns the LangChain adapter on when it starts. A local OpenAI-compatible fake
+code in it: the runner turns the LangChain adapter on when it starts. Each LLM and tool span names
+its graph node (``gen_ai.agent.name``), which is what ``agent_match`` selects on. A local OpenAI-compatible fake
 server stands in for the model (scripted per task, so the run is deterministic and needs no GPU).
 
     pip install agentlightning agentlightning-langchain langgraph langchain-openai
@@ -28,7 +29,7 @@ from agentlightning.adapter.llm_calls import find_llm_calls
 from agentlightning.testing.fake_openai import FakeOpenAIServer, FakeReply
 from agentlightning.types import Span
 
-TASKS = [
+TASKS: List[Dict[str, Any]] = [
     {"question": "What is 17 * 3?", "expression": "17 * 3", "answer": 51},
     {"question": "What is 120 / 8?", "expression": "120 / 8", "answer": 15},
     {"question": "What is 99 - 57?", "expression": "99 - 57", "answer": 42},
@@ -83,6 +84,8 @@ def span_tree(spans: List[Span]) -> Tree:
     def label(span: Span) -> str:
         attributes = span.attributes
         details = [f"agent={attributes['gen_ai.agent.name']}"] if "gen_ai.agent.name" in attributes else []
+        if "agentlightning.step.index" in attributes:
+            details.append(f"step={attributes['agentlightning.step.index']}")
         for key in ("gen_ai.response.id", "gen_ai.tool.call.arguments", "gen_ai.tool.call.result"):
             if key in attributes:
                 details.append(f"{key.rsplit('.', 1)[-1]}={attributes[key]}")

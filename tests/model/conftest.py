@@ -40,6 +40,7 @@ CALCULATOR_TOOL: Dict[str, Any] = {
 }
 TOOL_PROMPT: List[Dict[str, Any]] = [{"role": "user", "content": "What is 12+7?"}]
 TOOL_CALL_TEXT = '<tool_call>\n{"name": "calculator", "arguments": {"expression": "12+7"}}\n</tool_call>'
+BARE_CALL_TEXT = '```json\n{"name": "calculator", "arguments": {"expression": "12+7"}}\n```'
 
 
 @pytest.fixture(scope="session")
@@ -66,23 +67,21 @@ def fresh_server(tiny_model_path: Path) -> Iterator[ModelServer]:
         yield running
 
 
-@pytest.fixture(scope="session")
-def tool_call_weights(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Weights of the tiny model fine-tuned to answer ``TOOL_PROMPT`` (with the calculator) by a tool call."""
+def fine_tune(base: Path, target: Path, answer_text: str) -> Path:
+    """Save to ``target`` the tiny model fine-tuned to answer ``TOOL_PROMPT`` (calculator offered) with ``answer_text``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target = tmp_path_factory.mktemp("tool-call-model")
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base)
     prompt = tokenizer.apply_chat_template(
         TOOL_PROMPT, tools=[CALCULATOR_TOOL], add_generation_prompt=True, return_dict=False
     )
-    answer = tokenizer.encode(TOOL_CALL_TEXT, add_special_tokens=False) + [tokenizer.eos_token_id]
+    answer = tokenizer.encode(answer_text, add_special_tokens=False) + [tokenizer.eos_token_id]
     input_ids = torch.tensor([prompt + answer])
     labels = torch.tensor([[-100] * len(prompt) + answer])
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     model.train()
-    for _ in range(300):
+    for _ in range(300):  # about 20 steps are enough
         loss = model(input_ids=input_ids, labels=labels).loss
         optimizer.zero_grad()
         loss.backward()
@@ -92,3 +91,15 @@ def tool_call_weights(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFa
     model.eval()
     model.save_pretrained(target)
     return target
+
+
+@pytest.fixture(scope="session")
+def tool_call_weights(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Weights that answer ``TOOL_PROMPT`` with ``TOOL_CALL_TEXT`` (Qwen's tagged tool call)."""
+    return fine_tune(tiny_model_path, tmp_path_factory.mktemp("tool-call-model"), TOOL_CALL_TEXT)
+
+
+@pytest.fixture(scope="session")
+def bare_call_weights(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Weights that answer ``TOOL_PROMPT`` with the call's JSON in a code fence, without the tags."""
+    return fine_tune(tiny_model_path, tmp_path_factory.mktemp("bare-call-model"), BARE_CALL_TEXT)

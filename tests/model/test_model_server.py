@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
@@ -290,8 +291,42 @@ def test_concurrent_requests_are_decoded_in_one_batch(fresh_server: ModelServer)
     alone = fresh_server.engine.generate(bodies[1]["prompt_token_ids"], SamplingParams(max_tokens=8, temperature=0))
     assert all(b["choices"][0]["token_ids"] == alone[0].token_ids for b in bodies[1:])
     stats = httpx.get(f"{fresh_server.url}/v1/agl/model").json()["stats"]
-    assert stats["max_batch_rows"] == 4  # the four short requests, decoded together
+    # The four short requests joined the long one's batch instead of waiting for it to finish.
+    assert stats["joined_running_batch"] == 4
+    assert stats["max_batch_rows"] >= 3
     assert stats["requests"] == 6
+
+
+def test_requests_joining_a_running_batch_match_single_runs(fresh_server: ModelServer) -> None:
+    """Rows that join mid-way (their cache left-padded to the batch's) decode exactly as they do alone."""
+    engine = fresh_server.engine
+    tokenizer = engine.tokenizer
+    prompts = [tokenizer.encode(text, add_special_tokens=False) for text in ("a", "hello there", "x " * 60)]
+    params = SamplingParams(max_tokens=10, temperature=0, ignore_eos=True)
+    alone = [engine.generate(p, params)[0].token_ids for p in prompts]
+
+    started = threading.Event()
+    results: Dict[int, List[int]] = {}
+
+    def on_long_steps(steps: List[Any]) -> None:
+        started.set()
+
+    long = engine.submit(
+        prompts[1], SamplingParams(max_tokens=400, ignore_eos=True), on_steps=on_long_steps, on_error=print
+    )
+    assert started.wait(30)
+    joined_before = engine.stats["joined_running_batch"]
+    threads = [
+        threading.Thread(target=lambda i=i: results.__setitem__(i, engine.generate(prompts[i], params)[0].token_ids))
+        for i in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    long.cancel()
+    assert [results[i] for i in range(3)] == alone
+    assert engine.stats["joined_running_batch"] - joined_before >= 1
 
 
 def test_batched_rows_with_different_lengths_match_single_runs(fresh_server: ModelServer) -> None:
@@ -459,3 +494,37 @@ def test_history_with_tool_calls_and_null_content_is_rendered(client: httpx.Clie
     rendered = server.engine.tokenizer.decode(body["prompt_token_ids"])
     assert '<tool_call>\n{"name": "calculator", "arguments": {"expression": "12+7"}}\n</tool_call>' in rendered
     assert "<tool_response>\n19\n</tool_response>" in rendered
+
+
+# -- the OpenAI SDK -----------------------------------------------------------------------------------
+
+
+def test_openai_sdk_chat_and_stream(server: ModelServer) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=server.base_url, api_key="unused")
+    request: Dict[str, Any] = {"model": MODEL_NAME, "messages": MESSAGES, "max_tokens": 20, "temperature": 0}
+    completion = client.chat.completions.create(**request, logprobs=True, top_logprobs=2)
+    choice = completion.choices[0]
+    assert choice.logprobs is not None and choice.logprobs.content is not None
+    token_ids = (choice.model_extra or {})["token_ids"]
+    assert len(choice.logprobs.content) == len(token_ids)
+    assert all(len(entry.top_logprobs) == 2 for entry in choice.logprobs.content)
+    assert (completion.model_extra or {})["prompt_token_ids"]
+    assert completion.usage is not None and completion.usage.completion_tokens == len(token_ids)
+
+    stream = client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True})
+    text, ids, usage = "", [], None
+    for chunk in stream:
+        usage = chunk.usage or usage
+        for delta_choice in chunk.choices:
+            text += delta_choice.delta.content or ""
+            ids += (delta_choice.model_extra or {}).get("token_ids", [])
+    assert text == choice.message.content
+    assert ids == token_ids
+    assert usage is not None and usage.total_tokens == completion.usage.total_tokens
+
+    models = client.models.list()
+    assert [m.id for m in models.data] == [MODEL_NAME]
+    legacy = client.completions.create(model=MODEL_NAME, prompt="Once upon", max_tokens=5, temperature=0)
+    assert len((legacy.choices[0].model_extra or {})["token_ids"]) >= 1

@@ -190,3 +190,60 @@ def test_held_back_text_is_released_as_soon_as_it_cannot_start_a_stop() -> None:
     matcher = StopStringMatcher(["\n\n"])
     assert matcher.push("abc\n") == ("abc", False)
     assert matcher.push("x") == ("\nx", False)
+
+
+# -- calls without the tags (small models drop them) ------------------------------------------------
+
+BARE = '{"name": "calculator", "arguments": {"expression": "123*45"}}'
+
+
+@pytest.mark.parametrize(
+    "text",
+    [BARE, f"  {BARE}\n", f"```json\n{BARE}\n```", f"```\n{BARE}\n```"],
+    ids=["bare", "spaces", "json-fence", "fence"],
+)
+@pytest.mark.parametrize("piece", [1, 5, 1000])
+def test_a_reply_that_is_only_a_call_json_is_a_call(text: str, piece: int) -> None:
+    content, calls = parse_tool_calls(text, {"calculator"})
+    assert content is None
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [("calculator", {"expression": "123*45"})]
+    streamed_content, streamed_calls = stream_parse_bare(text, piece, {"calculator"})
+    assert streamed_content == "" and len(streamed_calls) == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"name": "weather", "arguments": {}}',  # not an offered tool
+        f"The call would be {BARE}",  # text around it
+        f"{BARE} and more",
+        '{"answer": 42}',
+        "```python\nprint(1)\n```",
+        "`inline` code",
+    ],
+)
+def test_other_replies_stay_content(text: str) -> None:
+    assert parse_tool_calls(text, {"calculator"}) == (text, [])
+    for piece in (1, 4, 1000):
+        assert stream_parse_bare(text, piece, {"calculator"}) == (text, [])
+
+
+def test_without_names_bare_json_is_content() -> None:
+    assert parse_tool_calls(BARE) == (BARE, [])
+
+
+def test_plain_text_still_streams_at_once_when_bare_calls_are_allowed() -> None:
+    parser = ToolCallStreamParser({"calculator"})
+    assert parser.feed("Hello ").content == "Hello"
+    assert parser.feed("world").content == " world"
+
+
+def stream_parse_bare(text: str, piece: int, names: set[str]) -> tuple[str, List[dict]]:
+    parser = ToolCallStreamParser(names)
+    content, calls = "", []
+    for start in range(0, len(text), piece):
+        delta = parser.feed(text[start : start + piece])
+        content += delta.content
+        calls += [call.to_openai() for call in delta.tool_calls]
+    last = parser.finish()
+    return content + last.content, calls + [call.to_openai() for call in last.tool_calls]

@@ -225,3 +225,20 @@ def test_tool_call_with_the_openai_sdk_streamed_and_not(tool_server: ModelServer
     # tool_choice "none": the text comes back as content.
     none = client.chat.completions.create(**request, tool_choice="none")
     assert none.choices[0].message.tool_calls is None and "<tool_call>" in (none.choices[0].message.content or "")
+
+
+def test_a_call_without_tags_counts_unless_strict(fresh_server: ModelServer, bare_call_weights: Path) -> None:
+    fresh_server.load_weights(bare_call_weights)
+    body = {"messages": TOOL_PROMPT, "tools": [CALCULATOR_TOOL], "max_tokens": 48, "temperature": 0}
+    choice = httpx.post(f"{fresh_server.url}/v1/chat/completions", json=body, timeout=60).json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["content"] is None
+    assert json.loads(choice["message"]["tool_calls"][0]["function"]["arguments"]) == {"expression": "12+7"}
+
+    strict = ModelServer(fresh_server.engine, port=0, lenient_tool_calls=False).start_in_thread()
+    try:
+        choice = httpx.post(f"{strict.url}/v1/chat/completions", json=body, timeout=60).json()["choices"][0]
+    finally:
+        strict.stop_thread()
+    assert choice["finish_reason"] == "stop" and "tool_calls" not in choice["message"]
+    assert choice["message"]["content"].startswith("```json")

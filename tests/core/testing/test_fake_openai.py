@@ -204,3 +204,15 @@ def test_start_stop_restart() -> None:
     server.stop()  # idempotent
     with server:
         assert httpx.get(f"{server.base_url}/models").status_code == 200
+
+
+def test_response_ids_by_marker_and_statuses(fake: FakeOpenAIServer) -> None:
+    fake.enqueue_for("alpha", FakeReply.text("a"), FakeReply.error(429, "slow down"))
+    first = chat(fake, messages=[{"role": "user", "content": "alpha one"}]).json()
+    assert chat(fake, messages=[{"role": "user", "content": "alpha two"}]).status_code == 429
+    stream = chat(fake, messages=[{"role": "user", "content": "beta"}], stream=True)
+    assert fake.response_ids("alpha") == [first["id"]]
+    assert fake.response_ids("beta") == [sse_chunks(stream)[0]["id"]]
+    assert fake.response_ids() == [first["id"], sse_chunks(stream)[0]["id"]]
+    assert [request.status for request in fake.received] == [200, 429, 200]
+    assert fake.received[1].response_id is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from agentlightning_grpo import FailedRolloutWarning, RolloutReward, compute_group_advantages
 
 

@@ -6,9 +6,9 @@ from typing import Callable
 
 import pytest
 import torch
-from agentlightning_grpo import build_micro_batches, clipped_policy_loss
 
 from agentlightning.adapter.sequence import TokenSequence
+from agentlightning_grpo import build_micro_batches, clipped_policy_loss
 
 
 def _sequence(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from agentlightning_grpo import GRPOConfig
 from pydantic import ValidationError
+
+from agentlightning_grpo import GRPOConfig
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,9 @@ from typing import Callable, Dict, List
 
 import pytest
 import torch
+from grpo_test_support import VOCAB_SIZE, make_tiny_model
+
+from agentlightning.adapter.sequence import TokenSequence
 from agentlightning_grpo import (
     FailedRolloutWarning,
     GRPOConfig,
@@ -15,9 +18,6 @@ from agentlightning_grpo import (
     compute_group_advantages,
     latest_checkpoint,
 )
-from grpo_test_support import VOCAB_SIZE, make_tiny_model
-
-from agentlightning.adapter.sequence import TokenSequence
 
 PROMPT_LENGTH = 6
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import agentlightning_langchain
 from langchain_harness import langchain_state, run_create_agent, run_two_node_graph
 
+import agentlightning_langchain
 from agentlightning.instrumentation import Instrumentor
 from agentlightning.testing.conformance import AdapterConformanceSuite, AgentRun
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Iterator, List, Tuple
 
-import agentlightning_langchain
 import pytest
 from langchain_core.messages import HumanMessage
 from langchain_harness import build_two_node_graph, chat_model, run_create_agent
 
 import agentlightning as agl
+import agentlightning_langchain
 from agentlightning.adapter.llm_calls import find_llm_calls
 from agentlightning.semconv import FrameworkAttributes, GenAIAttributes, GenAIOperationNames
 from agentlightning.store.memory import InMemoryLightningStore
@@ -108,13 +108,17 @@ def test_instrument_and_explicit_handler_record_each_call_once(
     assert len(adapter_spans(spans, GenAIOperationNames.CHAT)) == 1
 
 
-def test_langgraph_nodes_are_agents_and_agent_match_selects_them(
+def test_node_spans_make_a_tree_and_agent_match_selects_nodes(
     fake: FakeOpenAIServer, loop: asyncio.AbstractEventLoop
 ) -> None:
     script_tool_then_answer(fake, "nodes")
     agentlightning_langchain.instrument()
-    graph = build_two_node_graph(AgentRun(Scenario.TOOL, "", fake.base_url))
-    spans = loop.run_until_complete(traced(lambda: graph.ainvoke({"messages": [HumanMessage("nodes: 2+2?")]})))
+    agentlightning_langchain.configure(node_spans=True)
+    try:
+        graph = build_two_node_graph(AgentRun(Scenario.TOOL, "", fake.base_url))
+        spans = loop.run_until_complete(traced(lambda: graph.ainvoke({"messages": [HumanMessage("nodes: 2+2?")]})))
+    finally:
+        agentlightning_langchain.configure()
 
     agents = adapter_spans(spans, GenAIOperationNames.INVOKE_AGENT)
     assert [span.attributes[GenAIAttributes.AGENT_NAME] for span in agents] == [
@@ -227,17 +231,13 @@ def test_streamed_and_plain_calls_join_the_proxy_with_token_ids(
     assert all(call.has_token_ids and call.agent_name == "researcher" for call in calls)
 
 
-def test_without_node_spans_calls_still_name_their_node(
+def test_by_default_calls_name_their_node_without_node_spans(
     fake: FakeOpenAIServer, loop: asyncio.AbstractEventLoop
 ) -> None:
     script_tool_then_answer(fake, "lean")
     agentlightning_langchain.instrument()
-    agentlightning_langchain.configure(node_spans=False)
-    try:
-        graph = build_two_node_graph(AgentRun(Scenario.TOOL, "", fake.base_url))
-        spans = loop.run_until_complete(traced(lambda: graph.ainvoke({"messages": [HumanMessage("lean: 2+2?")]})))
-    finally:
-        agentlightning_langchain.configure(node_spans=True)
+    graph = build_two_node_graph(AgentRun(Scenario.TOOL, "", fake.base_url))
+    spans = loop.run_until_complete(traced(lambda: graph.ainvoke({"messages": [HumanMessage("lean: 2+2?")]})))
     agents = adapter_spans(spans, GenAIOperationNames.INVOKE_AGENT)
     assert [span.attributes[GenAIAttributes.AGENT_NAME] for span in agents] == ["research_graph"]
     chats = adapter_spans(spans, GenAIOperationNames.CHAT)

@@ -421,3 +421,24 @@ async def test_async_reload_in_place(fake_vllm: FakeVLLM, tmp_path: Path) -> Non
 def test_reload_needs_a_running_server(tmp_path: Path) -> None:
     with pytest.raises(VLLMError, match="not running"):
         VLLMServer(tmp_path, log_path=tmp_path / "log").reload_weights(tmp_path)
+
+
+def test_interpreter_exit_stops_a_server_left_running(fake_vllm: FakeVLLM) -> None:
+    code = (
+        "import sys; from agentlightning_vllm import VLLMServer; "
+        "server = VLLMServer(sys.argv[1], env={'PYTHONPATH': sys.argv[2], 'FAKE_VLLM_RECORD': sys.argv[3]}, "
+        "log_path=sys.argv[3] + '.log'); server.start(); del server"  # never stopped by its owner
+    )
+    args = [str(fake_vllm.model_dir), str(fake_vllm.root), str(fake_vllm.record_path)]
+    subprocess.run([sys.executable, "-c", code, *args], check=True, timeout=60)
+    [start] = fake_vllm.events("start")
+    assert _wait_gone(start["pid"]) and _wait_gone(start["engine_pid"])
+
+
+def test_api_key_is_not_written_to_the_log(fake_vllm: FakeVLLM) -> None:
+    with fake_vllm.server(api_key="sekret-key") as server:
+        response = httpx.get(f"{server.base_url}/models", headers={"Authorization": "Bearer sekret-key"})
+        assert response.status_code == 200
+    header = [line for line in server.log_path.read_text().splitlines() if "agentlightning_vllm:" in line]
+    assert header and "--api-key ***" in header[0]
+    assert "sekret-key" not in server.log_path.read_text()

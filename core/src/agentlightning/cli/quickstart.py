@@ -36,4 +36,5 @@ def run_quickstart(args: argparse.Namespace) -> int:
         from agentlightning_grpo.quickstart import main
     except ImportError as exc:
         raise CLIError(f"{INSTALL_HINT} ({exc})") from exc
-    return main(["--help"] if args.options else list(args.extra_args))
+    exit_code: int = main(["--help"] if args.options else list(args.extra_args))
+    return exit_code

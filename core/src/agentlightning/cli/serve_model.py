@@ -94,6 +94,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="N",
         help="torch CPU threads (default: torch's choice, one per core). Use fewer when a trainer shares the cores.",
     )
+    parser.add_argument(
+        "--strict-tool-calls",
+        action="store_true",
+        help="Read tool calls only from <tool_call>...</tool_call> tags. By default a reply that is nothing but "
+        '{"name": <an offered tool>, "arguments": {...}} (small models often drop the tags) is a call too.',
+    )
     parser.set_defaults(handler=run_serve_model)
 
 
@@ -188,6 +194,7 @@ def run_serve_model(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             served_model_name=served_name,
+            lenient_tool_calls=not args.strict_tool_calls,
         )
     except OSError as exc:  # no such folder, not on the hub, no network
         raise CLIError(f"cannot load model {model!r}: {exc}") from exc

@@ -6,7 +6,12 @@ Endpoints (aiohttp):
 * ``GET /v1/models``, ``GET /health``.
 * ``GET /v1/agl/model``: model name, ``weights_version``, the loaded LoRA adapter, batching statistics.
 * ``POST /v1/agl/model/weights {"path": ...}``, ``POST /v1/agl/model/lora {"path": ...}``,
-  ``DELETE /v1/agl/model/lora``: swap weights without a restart (after the batch in flight).
+  ``DELETE /v1/agl/model/lora``: swap weights without a restart (once the sequences in flight are done).
+
+Tool calls: with ``tools`` in a chat request (and ``tool_choice`` other than ``"none"``), the output's
+``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` blocks become OpenAI ``tool_calls`` (Qwen2.5's
+format, as vLLM's ``hermes`` parser reads it). With ``lenient_tool_calls`` (the default) a reply that is
+only such a JSON object naming an offered tool, without the tags or in a code fence, counts too.
 
 Like vLLM with ``"return_token_ids": true``, *every* response carries the exact ids: the top-level
 ``prompt_token_ids`` (on a stream's first chunk) and each choice's ``token_ids`` (generated ids, the
@@ -20,6 +25,7 @@ import asyncio
 import json
 import logging
 import re
+import signal
 import socket
 import threading
 import time
@@ -201,7 +207,7 @@ class ModelServer:
     foreground with :meth:`serve_forever`. ``port=0`` picks a free port; :attr:`port` tells which.
 
     The weight-swap methods (:meth:`load_weights`, :meth:`load_lora`, :meth:`load_lora_state_dict`,
-    :meth:`unload_lora`) block until the swap is applied, after the batch in flight. Call them from any
+    :meth:`unload_lora`) block until the swap is applied, once the sequences in flight are done. Call them from any
     thread but the server's event loop (use the HTTP endpoints, or ``engine.run_between_batches``, there).
     """
 
@@ -213,8 +219,10 @@ class ModelServer:
         port: int = DEFAULT_PORT,
         served_model_name: Optional[str] = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        lenient_tool_calls: bool = True,
     ) -> None:
         self.engine = engine
+        self.lenient_tool_calls = lenient_tool_calls
         self.host = host
         self.port = port
         self.model_name = served_model_name or engine.model_name
@@ -241,6 +249,7 @@ class ModelServer:
         host: str = DEFAULT_HOST,
         port: int = DEFAULT_PORT,
         served_model_name: Optional[str] = None,
+        lenient_tool_calls: bool = True,
     ) -> ModelServer:
         """Load ``model`` (a folder or a Hugging Face id) into a new engine and wrap it."""
         engine = GenerationEngine.from_pretrained(
@@ -252,7 +261,9 @@ class ModelServer:
             context_length=context_length,
             default_max_tokens=default_max_tokens,
         )
-        return cls(engine, host=host, port=port, served_model_name=served_model_name)
+        return cls(
+            engine, host=host, port=port, served_model_name=served_model_name, lenient_tool_calls=lenient_tool_calls
+        )
 
     @property
     def url(self) -> str:
@@ -345,7 +356,11 @@ class ModelServer:
         self._check_model(chat.model)
         prompt = self._chat_prompt(chat)
         generation = _Generation(self.engine, [prompt], chat.params, chat.n)
-        choices = [_Choice(i, parser=ToolCallStreamParser() if chat.parse_tool_calls else None) for i in range(chat.n)]
+        bare_names = [tool["function"]["name"] for tool in chat.tools or []] if self.lenient_tool_calls else None
+        choices = [
+            _Choice(i, parser=ToolCallStreamParser(bare_names) if chat.parse_tool_calls else None)
+            for i in range(chat.n)
+        ]
         meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": self.model_name}
         if chat.stream:
             return await self._stream_chat(request, generation, choices, prompt, meta, chat.include_usage)
@@ -743,8 +758,6 @@ class ModelServer:
                 on_ready(self)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
-            import signal
-
             for signum in (signal.SIGINT, signal.SIGTERM):
                 try:
                     loop.add_signal_handler(signum, stop.set)

@@ -7,9 +7,10 @@ and whole responses, which is why a streamed answer always concatenates to the n
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Collection, List, Optional, Sequence, Tuple
 
 __all__ = [
     "IncrementalDetokenizer",
@@ -142,6 +143,23 @@ def _tool_call_from_body(body: str) -> Optional[ParsedToolCall]:
     return ParsedToolCall(name=name, arguments=json.dumps(arguments, ensure_ascii=False))
 
 
+_FENCED = re.compile(r"^```[a-zA-Z]*\s*(.*?)\s*```$", re.DOTALL)
+
+
+def _bare_tool_call(text: str, names: Collection[str]) -> Optional[ParsedToolCall]:
+    """The call when ``text`` is nothing but a JSON call of one of ``names`` (fenced or not)."""
+    body = text.strip()
+    fenced = _FENCED.match(body)
+    if fenced:
+        body = fenced.group(1)
+    if not body.startswith("{"):
+        return None
+    call = _tool_call_from_body(body)
+    if call is None or call.name not in names:
+        return None
+    return call
+
+
 def _partial_tag_length(text: str, tag: str) -> int:
     """Length of the longest tail of ``text`` that is a proper prefix of ``tag``."""
     for length in range(min(len(tag) - 1, len(text)), 0, -1):
@@ -163,9 +181,16 @@ class ToolCallStreamParser:
     ``name`` (and ``arguments``) becomes a tool call, anything else goes out unchanged as content, as
     does an unclosed call at the end. Whitespace touching a tool call is dropped, so ``"<tool_call>..
     </tool_call>\\n<tool_call>..</tool_call>"`` has no content at all.
+
+    With ``bare_call_names``, a reply that is *only* a JSON object ``{"name": <one of those names>,
+    "arguments": {...}}``, possibly in a fenced code block, is also a call: small models (Qwen2.5 0.5B)
+    often drop the tags. Such a reply is held back until the end, since only then is it known to be one.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, bare_call_names: Optional[Collection[str]] = None) -> None:
+        self._bare_names = frozenset(bare_call_names or ())
+        self._maybe_bare = bool(self._bare_names)
+        self._bare_buffer = ""
         self._buffer = ""
         self._inside = False
         self._pending_space = ""  # trailing whitespace, dropped if a tool call follows
@@ -174,6 +199,13 @@ class ToolCallStreamParser:
         self.calls_seen = 0
 
     def feed(self, text: str) -> ParsedDelta:
+        if self._maybe_bare:
+            self._bare_buffer += text
+            start = self._bare_buffer.lstrip()
+            if not start or start.startswith(("{", "```")) or "```".startswith(start):
+                return ParsedDelta()  # it may still turn out to be a bare call
+            self._maybe_bare = False
+            text, self._bare_buffer = self._bare_buffer, ""
         delta = ParsedDelta()
         self._buffer += text
         while True:
@@ -208,6 +240,15 @@ class ToolCallStreamParser:
 
     def finish(self) -> ParsedDelta:
         """Flush: an unclosed call and held-back text become content."""
+        if self._maybe_bare:
+            self._maybe_bare = False
+            call = _bare_tool_call(self._bare_buffer, self._bare_names)
+            if call is not None:
+                self.calls_seen += 1
+                return ParsedDelta(tool_calls=[call])
+            held = self.feed(self._bare_buffer)
+            rest = self.finish()
+            return ParsedDelta(content=held.content + rest.content, tool_calls=held.tool_calls + rest.tool_calls)
         rest = (self._space_before_call + TOOL_CALL_START + self._buffer) if self._inside else self._buffer
         self._buffer, self._inside, self._space_before_call = "", False, ""
         content = self._content(rest, hold_space=True)
@@ -231,9 +272,11 @@ class ToolCallStreamParser:
         return text
 
 
-def parse_tool_calls(text: str) -> Tuple[Optional[str], List[ParsedToolCall]]:
+def parse_tool_calls(
+    text: str, bare_call_names: Optional[Collection[str]] = None
+) -> Tuple[Optional[str], List[ParsedToolCall]]:
     """``(content, calls)`` of a whole output; content is ``None`` when only calls remain."""
-    parser = ToolCallStreamParser()
+    parser = ToolCallStreamParser(bare_call_names)
     first = parser.feed(text)
     last = parser.finish()
     content = first.content + last.content

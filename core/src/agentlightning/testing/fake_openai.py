@@ -26,6 +26,7 @@ This module needs only aiohttp (a core dependency), not pytest.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import re
@@ -404,9 +405,12 @@ class FakeOpenAIServer:
         port: int = 0,
         default_text: str = DEFAULT_TEXT,
         models: Sequence[str] = ("fake-model",),
+        default_delay: float = 0.0,
     ) -> None:
         self.host = host
         self.default_text = default_text
+        self.default_delay = default_delay
+        """Seconds the default policy waits before answering (a stand-in for model latency)."""
         self.models = list(models)
         self._requested_port = port
         self._port: Optional[int] = None
@@ -574,7 +578,8 @@ class FakeOpenAIServer:
                     return queue.popleft()
             if self._queue:
                 return self._queue.popleft()
-        return _default_reply(body, self.default_text)
+        reply = _default_reply(body, self.default_text)
+        return dataclasses.replace(reply, delay=self.default_delay) if self.default_delay > 0 else reply
 
     def _new_id(self, prefix: str) -> str:
         return f"{prefix}-fake{next(self._ids)}{uuid.uuid4().hex[:12]}"

@@ -52,11 +52,13 @@ def handler() -> "LightningCallbackHandler":
     return INSTRUMENTOR.handler()
 
 
-def configure(*, node_spans: bool = True) -> None:
+def configure(*, node_spans: bool = False) -> None:
     """Tune what the handler records; needs langchain-core.
 
-    ``node_spans=False`` drops the span of every LangGraph node (its LLM and tool spans still carry the
-    node as ``gen_ai.agent.name`` and ``agentlightning.step.*``): fewer spans, less tracing overhead.
+    ``node_spans=True`` adds a span per LangGraph node (``invoke_agent <node>``), for a trace that
+    shows the graph's steps as a tree. Off by default: LLM and tool spans carry their node as
+    ``gen_ai.agent.name`` and ``agentlightning.step.*`` anyway, and node spans double the tracing
+    overhead per LLM call (see ``bench/langchain_overhead.py``).
     """
     handler().node_spans = node_spans
 

@@ -6,8 +6,9 @@ once the framework is known to be installed.
 Which runs become spans:
 
 * the root run (a graph, an agent, a chain called directly): ``invoke_agent <name>``;
-* every LangGraph node: ``invoke_agent <node>``, with the node as ``gen_ai.agent.name`` (so
-  ``agent_match`` can select nodes) and the superstep as ``agentlightning.step.index``;
+* with ``node_spans=True``, every LangGraph node: ``invoke_agent <node>``. Either way every span
+  under a node carries the node as ``gen_ai.agent.name`` (so ``agent_match`` can select nodes) and
+  ``agentlightning.step.name``, and the superstep as ``agentlightning.step.index``;
 * every chat model / LLM call: ``chat <model>`` / ``text_completion <model>`` with the request, the
   response, usage and the provider's response id (the key that joins the LLM proxy's span of the
   same call, which holds the token ids);
@@ -151,10 +152,11 @@ class LightningCallbackHandler(BaseCallbackHandler):
     run_inline = True
     raise_error = False
 
-    def __init__(self, framework_name: str = FRAMEWORK_NAME, *, node_spans: bool = True) -> None:
+    def __init__(self, framework_name: str = FRAMEWORK_NAME, *, node_spans: bool = False) -> None:
         super().__init__()
         self.framework_name = framework_name
-        # False: no span per LangGraph node (cheaper); LLM and tool spans still name the node as agent and step.
+        # Off by default: a span per LangGraph node costs as much as the LLM span itself, and LLM and
+        # tool spans name their node anyway (as agent and step).
         self.node_spans = node_spans
         self._tracer = trace_api.get_tracer(TRACER_NAME)
         # Single dict operations (get/set/pop) are atomic in CPython, so callbacks from LangGraph's

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import weakref
 from collections import deque
 from pathlib import Path
 from types import TracebackType
@@ -174,6 +173,12 @@ class VLLMServer:
         self.max_lora_rank = max_lora_rank
         self.max_loras = max_loras
         self.weight_reload: WeightReloadMode = weight_reload
+        if weight_reload == "in_place" and host not in ("127.0.0.1", "localhost", "::1"):
+            logger.warning(
+                "vLLM on %s with weight_reload='in_place' exposes its unauthenticated development endpoints "
+                "beyond this machine; use weight_reload='restart' there",
+                host,
+            )
         self.device: DeviceKind = device
         self.cpu_kvcache_space_gib = cpu_kvcache_space_gib
         self.api_key = api_key
@@ -183,11 +188,7 @@ class VLLMServer:
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.request_timeout = request_timeout
-        if log_path is None:
-            handle, temp_path = tempfile.mkstemp(prefix="agl-vllm-", suffix=".log")
-            os.close(handle)
-            log_path = temp_path
-        self.log_path = Path(log_path)
+        self._log_path = Path(log_path) if log_path is not None else None
         self.startup_seconds: Optional[float] = None
         """How long the last start took, from launch to the first answer of ``/v1/models``."""
         self._process: Optional[subprocess.Popen[bytes]] = None
@@ -293,8 +294,19 @@ class VLLMServer:
         if result.returncode != 0:
             raise VLLMNotInstalledError(self.python)
 
+    @property
+    def log_path(self) -> Path:
+        """The server's log: the ``log_path`` given, else a temporary file created at the first start."""
+        if self._log_path is None:
+            handle, temp_path = tempfile.mkstemp(prefix="agl-vllm-", suffix=".log")
+            os.close(handle)
+            self._log_path = Path(temp_path)
+        return self._log_path
+
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
         """The last ``lines`` lines of the server's log."""
+        if self._log_path is None:
+            return ""  # never started
         try:
             with self.log_path.open("r", encoding="utf-8", errors="replace") as log:
                 return "".join(deque(log, maxlen=lines)).rstrip()
@@ -446,6 +458,7 @@ class VLLMServer:
         process.wait()
         if self._process is process:
             self._process = None
+            _LIVE_SERVERS.discard(self)
 
     def stop(self) -> None:
         """Stop the server and every process it started; a no-op when it is not running."""
@@ -625,7 +638,8 @@ class VLLMServer:
         return f"VLLMServer(model={self.model!r}, url={self.url!r}, {state})"
 
 
-_LIVE_SERVERS: "weakref.WeakSet[VLLMServer]" = weakref.WeakSet()
+# Strong references: a running server is stopped at exit even when its owner dropped it.
+_LIVE_SERVERS: "set[VLLMServer]" = set()
 
 
 @atexit.register
