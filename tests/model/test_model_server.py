@@ -363,6 +363,32 @@ def test_client_disconnect_frees_the_model(fresh_server: ModelServer) -> None:
         assert fresh_server.engine.stats["generated_tokens"] < 1500
 
 
+def test_closing_the_engine_ends_requests_in_flight(tiny_model_path: Path) -> None:
+    server = make_server(tiny_model_path).start_in_thread()
+    try:
+
+        async def scenario() -> Tuple[httpx.Response, List[str]]:
+            async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+                body = {"messages": MESSAGES, "max_tokens": 1500, "ignore_eos": True}
+                whole = asyncio.create_task(http.post("/v1/chat/completions", json=body))
+
+                async def stream() -> List[str]:
+                    async with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as response:
+                        return [line async for line in response.aiter_lines() if line]
+
+                streamed = asyncio.create_task(stream())
+                while server.engine.stats["generated_tokens"] < 20:
+                    await asyncio.sleep(0.01)
+                await asyncio.to_thread(server.engine.close)
+                return await whole, await streamed
+
+        response, lines = asyncio.run(scenario())
+    finally:
+        server.close()
+    assert response.status_code == 503 and "shutting down" in response.json()["error"]["message"]
+    assert lines[-1] == "data: [DONE]" and '"error"' in lines[-2]
+
+
 # -- errors -----------------------------------------------------------------------------------------
 
 BAD_CHAT_BODIES = [

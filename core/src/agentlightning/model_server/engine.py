@@ -99,6 +99,7 @@ class GenerationResult:
 
 
 StepsCallback = Callable[[List[TokenStep]], None]
+ForwardFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any], torch.Tensor]
 ErrorCallback = Callable[[BaseException], None]
 
 
@@ -170,14 +171,12 @@ class _Batch:
                 layer.values = layer.values[:, :, lead:, :]
             self.attention = self.attention[:, lead:]
 
-    def step(self, engine: GenerationEngine, tokens: torch.Tensor) -> torch.Tensor:
-        """Feed each row its new token; return the next logits."""
+    def step(self, forward: ForwardFn, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed each row its new token through ``forward(ids, mask, positions, cache)``; return the next logits."""
         ones = self.attention.new_ones((len(self.rows), 1))
         self.attention = torch.cat([self.attention, ones], dim=1)
         device = self.attention.device
-        logits = engine._forward(
-            tokens[:, None].to(device), self.attention, self.next_position[:, None].to(device), self.cache
-        )
+        logits = forward(tokens[:, None].to(device), self.attention, self.next_position[:, None].to(device), self.cache)
         self.next_position += 1
         return logits
 
@@ -733,7 +732,7 @@ class GenerationEngine:
             batch.keep(alive)
             token_tensor = torch.tensor([tokens[i] for i in alive], dtype=torch.long)
             in_flight[:] = list({id(row.handle): row.handle for row in batch.rows}.values())
-            logits = batch.step(self, token_tensor)
+            logits = batch.step(self._forward, token_tensor)
             newcomers = self._admit_more(self.max_batch_size - len(batch.rows)) if batch.can_merge() else []
             if newcomers:
                 self._count_admitted(newcomers)

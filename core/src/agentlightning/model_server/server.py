@@ -739,9 +739,9 @@ class ModelServer:
         self._thread = None
 
     def close(self) -> None:
-        """Stop serving and stop the engine."""
-        self.stop_thread()
+        """Stop the engine (requests in flight fail at once instead of holding the shutdown) and stop serving."""
         self.engine.close()
+        self.stop_thread()
 
     def __enter__(self) -> ModelServer:
         return self.start_in_thread()
@@ -766,6 +766,8 @@ class ModelServer:
             try:
                 await stop.wait()
             finally:
+                # Requests in flight fail at once (503 / an error event) instead of holding the shutdown.
+                await asyncio.to_thread(self.engine.close)
                 await self.stop()
 
         try:

@@ -201,8 +201,8 @@ class ToolCallStreamParser:
     def feed(self, text: str) -> ParsedDelta:
         if self._maybe_bare:
             self._bare_buffer += text
-            start = self._bare_buffer.lstrip()
-            if not start or start.startswith(("{", "```")) or "```".startswith(start):
+            opening = self._bare_buffer.lstrip()
+            if not opening or opening.startswith(("{", "```")) or "```".startswith(opening):
                 return ParsedDelta()  # it may still turn out to be a bare call
             self._maybe_bare = False
             text, self._bare_buffer = self._bare_buffer, ""
@@ -247,8 +247,8 @@ class ToolCallStreamParser:
                 self.calls_seen += 1
                 return ParsedDelta(tool_calls=[call])
             held = self.feed(self._bare_buffer)
-            rest = self.finish()
-            return ParsedDelta(content=held.content + rest.content, tool_calls=held.tool_calls + rest.tool_calls)
+            tail = self.finish()
+            return ParsedDelta(content=held.content + tail.content, tool_calls=held.tool_calls + tail.tool_calls)
         rest = (self._space_before_call + TOOL_CALL_START + self._buffer) if self._inside else self._buffer
         self._buffer, self._inside, self._space_before_call = "", False, ""
         content = self._content(rest, hold_space=True)

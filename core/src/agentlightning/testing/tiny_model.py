@@ -52,7 +52,7 @@ SPECIAL_TOKENS = (PAD_TOKEN, START_OF_TURN, END_OF_TURN)
 TAG_TOKENS = (TOOL_CALL_START, TOOL_CALL_END, TOOL_RESPONSE_START, TOOL_RESPONSE_END)
 """Single-token tags that stay in decoded text, as in Qwen2.5's tokenizer."""
 
-# A few kilobytes of text in the shapes a chat agent sees, so common words, digits, JSON and the
+# About a kilobyte of text in the shapes a chat agent sees, so common words, digits, JSON and the
 # chat markup get their own merges and sequences stay short.
 _CORPUS_LINES = [
     "You are a helpful assistant. Answer the question and show your work.",
@@ -160,9 +160,14 @@ def create_tiny_model(
 ) -> Path:
     """Create (once) a tiny Qwen2 causal LM and its tokenizer in the folder ``path`` and return it.
 
-    The folder loads with ``AutoModelForCausalLM.from_pretrained`` / ``AutoTokenizer.from_pretrained``
-    and serves with ``agl serve-model --model PATH``. Weights are random (``seed`` picks them), so the
-    text it generates is gibberish but reproducible. A folder already holding a model made with the same
+    Defaults: hidden size 64, 2 layers, a byte-level BPE vocabulary of about 500 ids (``vocab_size`` is the
+    target), 2048 positions; about 0.16M parameters, 0.6 MB on disk, a few hundred tokens/s on one CPU
+    thread. Weights are drawn wider than usual (std 0.2) so greedy decoding produces varied text, with
+    multi-byte characters split across tokens, instead of repeating one token.
+
+    The folder loads with ``AutoModelForCausalLM.from_pretrained`` / ``AutoTokenizer.from_pretrained`` and
+    serves with ``agl serve-model --model PATH``. Weights are random (``seed`` picks them), so the text it
+    generates is gibberish but reproducible. A folder already holding a model made with the same
     arguments is returned as is; concurrent callers are safe (the files are written to a temporary folder
     that is then renamed). A non-empty folder that was not made by this function is never overwritten.
     """
