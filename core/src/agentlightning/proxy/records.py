@@ -54,6 +54,9 @@ class CallRecord:
     # Filled when the ids had to be (or were also) computed with a tokenizer.
     retokenized_prompt_ids: Optional[List[int]] = None
     retokenized_response_ids: Optional[List[int]] = None
+    # The bodies as they crossed the wire, stored as is (no second JSON encoding per call).
+    request_text: Optional[str] = None
+    response_text: Optional[str] = None
 
 
 def _as_int_list(value: Any) -> Optional[List[int]]:
@@ -243,7 +246,7 @@ def build_span(record: CallRecord) -> Span:
     attributes: Dict[str, Any] = {
         GenAIAttributes.OPERATION_NAME: record.operation,
         GenAIAttributes.PROVIDER_NAME: "openai",
-        LLMCallAttributes.REQUEST: _json(record.request),
+        LLMCallAttributes.REQUEST: record.request_text or _json(record.request),
         LLMCallAttributes.STREAM: record.stream,
         LLMCallAttributes.BACKEND: record.backend,
         **_request_attributes(record.request),
@@ -255,7 +258,7 @@ def build_span(record: CallRecord) -> Span:
     if record.end_time is not None:
         attributes[LLMCallAttributes.LATENCY_SECONDS] = record.end_time - record.start_time
     if response is not None:
-        attributes[LLMCallAttributes.RESPONSE] = _json(response)
+        attributes[LLMCallAttributes.RESPONSE] = record.response_text or _json(response)
         if isinstance(response.get("id"), str):
             attributes[GenAIAttributes.RESPONSE_ID] = response["id"]
         if isinstance(response.get("model"), str):

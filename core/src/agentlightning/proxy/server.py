@@ -279,7 +279,7 @@ class LLMProxy:
             )
         return candidates[next(self._round_robin) % len(candidates)]
 
-    async def _read_body(self, request: web.Request) -> Dict[str, Any]:
+    async def _read_body(self, request: web.Request) -> tuple[Dict[str, Any], bytes]:
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge as exc:
@@ -294,7 +294,7 @@ class LLMProxy:
             raise _ProxyError(
                 400, f"model must be a string, got {body['model']!r:.100}", "invalid_request_error", "model"
             )
-        return body
+        return body, raw
 
     async def _reserve(self, request: web.Request) -> tuple[str, str, int]:
         rollout_id = request.match_info.get("rollout_id")
@@ -321,7 +321,7 @@ class LLMProxy:
 
     async def _call(self, request: web.Request, operation: str, path: str) -> web.StreamResponse:
         try:
-            body = await self._read_body(request)
+            body, raw = await self._read_body(request)
             backend = self._pick_backend(body.get("model"))
             rollout_id, attempt_id, sequence_id = await self._reserve(request)
         except _ProxyError as exc:
@@ -338,6 +338,7 @@ class LLMProxy:
             agent_name=request.headers.get(AGENT_NAME_HEADER),
             trace_id=trace_id,
             parent_span_id=parent_id,
+            request_text=raw.decode("utf-8", "replace"),
         )
         outgoing = {**{k: v for k, v in backend.request_extras.items() if k not in body}, **body}
         headers = {"Content-Type": "application/json"}
@@ -382,6 +383,7 @@ class LLMProxy:
             record.error = payload.decode("utf-8", "replace")[:4000]
         elif isinstance(parsed, dict):
             record.response = parsed
+            record.response_text = payload.decode("utf-8", "replace")
         else:
             record.error = f"backend {record.backend} answered {upstream.status} with a body that is not JSON"
         await self._finish(record, backend)
