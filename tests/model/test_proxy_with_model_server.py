@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import openai
-from conftest import MODEL_NAME  # noqa: I001
+from conftest import MODEL_NAME
 from transformers import AutoTokenizer
 
 from agentlightning.adapter import TraceToTokenSequences

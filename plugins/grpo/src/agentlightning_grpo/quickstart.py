@@ -16,18 +16,24 @@ import operator
 import random
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import agentlightning as agl
 
-__all__ = ["CALCULATOR_TOOL", "calculator", "calculator_agent", "make_problems", "main", "parse_answer"]
+__all__ = [
+    "CALCULATOR_TOOL",
+    "CalculatorRun",
+    "calculator",
+    "calculator_agent",
+    "make_problems",
+    "main",
+    "parse_answer",
+    "train_calculator",
+]
 
-SYSTEM_PROMPT = (
-    "You are a careful math assistant. For any multiplication, division, addition or subtraction, call the "
-    "calculator tool instead of computing in your head. When you know the result, reply with exactly "
-    "'Answer: <number>'."
-)
+SYSTEM_PROMPT = "Use the calculator tool for arithmetic. When you have the result, reply 'Answer: <number>'."
 CALCULATOR_TOOL: Dict[str, Any] = {
     "type": "function",
     "function": {
@@ -133,35 +139,91 @@ _TEMPLATES = [
 
 
 def make_problems(n: int, *, seed: int) -> List[Dict[str, Any]]:
-    """``n`` word problems multiplying a 3-digit by a 2-digit number (hard without the tool)."""
+    """``n`` word problems: a third are 2-digit additions (the model mostly gets them right alone),
+    the rest multiply a 3-digit by a 2-digit number (it gets them wrong without the tool), so groups
+    of rollouts differ in reward from the first step."""
     draw = random.Random(seed)
     problems = []
-    for _ in range(n):
-        a, b = draw.randint(101, 999), draw.randint(11, 99)
-        problems.append({"question": draw.choice(_TEMPLATES).format(a=a, b=b), "answer": float(a * b)})
+    for index in range(n):
+        if index % 3 == 0:
+            a, b = draw.randint(10, 99), draw.randint(10, 99)
+            question = f"Tom has {a} marbles and finds {b} more. How many marbles does he have now?"
+            problems.append({"question": question, "answer": float(a + b)})
+        else:
+            a, b = draw.randint(101, 999), draw.randint(11, 99)
+            problems.append({"question": draw.choice(_TEMPLATES).format(a=a, b=b), "answer": float(a * b)})
     return problems
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Train a calculator agent with GRPO on the embedded default model.")
     parser.add_argument("--model", default=None, help="Model folder or hub id (default: the embedded default).")
-    parser.add_argument("--steps", type=int, default=4, help="GRPO steps (default: 4).")
-    parser.add_argument("--tasks-per-step", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=3, help="GRPO steps (default: 3).")
+    parser.add_argument("--tasks-per-step", type=int, default=2)
     parser.add_argument("--group-size", type=int, default=4)
-    parser.add_argument("--val-size", type=int, default=16, help="Held-out problems (default: 16).")
-    parser.add_argument("--learning-rate", type=float, default=2e-5)
-    parser.add_argument("--max-tokens", type=int, default=160, help="Completion limit per model call.")
+    parser.add_argument("--val-size", type=int, default=12, help="Held-out problems (default: 12).")
+    parser.add_argument("--learning-rate", type=float, default=2e-4, help="LoRA learning rate (default: 2e-4).")
+    parser.add_argument("--max-tokens", type=int, default=96, help="Completion limit per model call (default: 96).")
     parser.add_argument("--run-dir", default=None, help="Run folder (default: agl_runs/quickstart-<time>).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="Continue the run in --run-dir.")
     return parser
 
 
+@dataclass
+class CalculatorRun:
+    """What :func:`train_calculator` measured: validation records before and after, and the wall time."""
+
+    run_dir: Path
+    before: Dict[str, Any]
+    after: Dict[str, Any]
+    minutes: float
+
+
+def train_calculator(
+    *,
+    model: str,
+    run_dir: Path,
+    steps: int,
+    tasks_per_step: int,
+    group_size: int,
+    val_size: int,
+    learning_rate: float,
+    max_tokens: int,
+    seed: int,
+    val_every: int = 0,
+    resume: bool = False,
+    progress: bool = True,
+) -> CalculatorRun:
+    """The quickstart's recipe: held-out accuracy, ``steps`` GRPO steps, held-out accuracy again."""
+    from .algorithm import GRPO
+
+    algorithm = GRPO(
+        model=model,
+        config={"group_size": group_size, "learning_rate": learning_rate, "seed": seed},
+        n_steps=steps,
+        tasks_per_step=tasks_per_step,
+        val_every=val_every,
+        sampling={"temperature": 1.0, "max_tokens": max_tokens},
+        progress=progress,
+    )
+    runner = agl.LitAgentRunner(agl.OtelTracer(), concurrency=max(tasks_per_step * group_size, val_size))
+    trainer = agl.Trainer(algorithm=algorithm, runner=runner, run_dir=run_dir)
+    started = time.perf_counter()
+    trainer.fit(
+        calculator_agent,
+        make_problems(200, seed=seed + 1),
+        val_dataset=make_problems(val_size, seed=seed + 2),
+        resume=resume,
+    )
+    assert algorithm.log is not None
+    validations = algorithm.log.of_kind("validation")
+    return CalculatorRun(run_dir, validations[0], validations[-1], (time.perf_counter() - started) / 60)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from rich.console import Console
-
-    from .algorithm import GRPO
 
     console = Console()
     run_dir = Path(args.run_dir or f"agl_runs/quickstart-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -171,34 +233,29 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         console.print("[bold]Preparing the default model[/] (Qwen2.5-Coder-0.5B-Instruct; converted once, then cached)")
         model = str(ensure_default_model())
-    train = make_problems(200, seed=args.seed + 1)
-    val = make_problems(args.val_size, seed=args.seed + 2)
-    algorithm = GRPO(
+    run = train_calculator(
         model=model,
-        config={"group_size": args.group_size, "learning_rate": args.learning_rate, "seed": args.seed},
-        n_steps=args.steps,
+        run_dir=run_dir,
+        steps=args.steps,
         tasks_per_step=args.tasks_per_step,
-        val_every=0,
-        sampling={"temperature": 1.0, "max_tokens": args.max_tokens},
+        group_size=args.group_size,
+        val_size=args.val_size,
+        learning_rate=args.learning_rate,
+        max_tokens=args.max_tokens,
+        seed=args.seed,
+        resume=args.resume,
     )
-    runner = agl.LitAgentRunner(agl.OtelTracer(), concurrency=args.tasks_per_step * args.group_size)
-    trainer = agl.Trainer(algorithm=algorithm, runner=runner, run_dir=run_dir)
-    started = time.perf_counter()
-    trainer.fit(calculator_agent, train, val_dataset=val, resume=args.resume)
-    minutes = (time.perf_counter() - started) / 60
-    assert algorithm.log is not None
-    validations = algorithm.log.of_kind("validation")
-    before, after = validations[0], validations[-1]
+    before, after = run.before, run.after
     delta = (after["accuracy"] - before["accuracy"]) * 100
     console.print()
     console.print(f"[bold]Held-out accuracy[/] ({before['n']} problems, greedy):")
     console.print(f"  before training: {before['accuracy']:.1%}")
     console.print(f"  after {after['step']} GRPO steps: {after['accuracy']:.1%}  ({delta:+.1f} points)")
-    console.print(f"Finished in {minutes:.1f} min. Run folder: {run_dir}")
+    console.print(f"Finished in {run.minutes:.1f} min. Run folder: {run_dir}")
     console.print(f"  curve:       {run_dir / 'curve.png'}")
     console.print(f"  metrics:     {run_dir / 'metrics.jsonl'}")
     console.print(f"  rollouts:    agl store stats sqlite:///{(run_dir / 'store.db').resolve()}")
-    console.print(f"  continue:    agl quickstart --run-dir {run_dir} --steps {args.steps + 4} --resume")
+    console.print(f"  continue:    agl quickstart --run-dir {run_dir} --steps {args.steps + 3} --resume")
     return 0
 
 
