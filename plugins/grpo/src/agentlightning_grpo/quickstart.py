@@ -104,25 +104,23 @@ async def calculator_agent(task: Dict[str, Any], llm: agl.LLM) -> float:
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": task["question"]},
     ]
-    params = dict(llm.sampling_parameters)
+    # Plain dicts: the conversation is JSON as it goes over the wire, whatever the SDK's typed params are.
+    request: Dict[str, Any] = {"model": llm.model, "tools": [CALCULATOR_TOOL], **llm.sampling_parameters}
     final_text: Optional[str] = None
     for _ in range(MAX_TURNS):
-        completion = await client.chat.completions.create(
-            model=llm.model,
-            messages=messages,  # type: ignore[arg-type]
-            tools=[CALCULATOR_TOOL],  # type: ignore[list-item]
-            **params,
-        )
+        conversation: Any = messages
+        completion = await client.chat.completions.create(**request, messages=conversation)
         message = completion.choices[0].message
         messages.append(message.model_dump(exclude_none=True))
         final_text = message.content
         if not message.tool_calls:
             break
         for call in message.tool_calls:
+            function = call.model_dump().get("function") or {}
             try:
-                arguments = json.loads(call.function.arguments or "{}")  # type: ignore[union-attr]
+                arguments = json.loads(function.get("arguments") or "{}")
                 result = calculator(str(arguments.get("expression", "")))
-            except ValueError:
+            except (ValueError, AttributeError):
                 result = "error: arguments must be JSON with an 'expression' string"
             messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
     answer = parse_answer(final_text)
