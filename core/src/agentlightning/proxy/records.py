@@ -51,9 +51,6 @@ class CallRecord:
     agent_name: Optional[str] = None
     trace_id: Optional[str] = None
     parent_span_id: Optional[str] = None
-    # Filled when the ids had to be (or were also) computed with a tokenizer.
-    retokenized_prompt_ids: Optional[List[int]] = None
-    retokenized_response_ids: Optional[List[int]] = None
     # The bodies as they crossed the wire, stored as is (no second JSON encoding per call).
     request_text: Optional[str] = None
     response_text: Optional[str] = None
@@ -110,10 +107,8 @@ class StreamAccumulator:
         self.prompt_token_ids: Optional[List[int]] = None
         self.usage: Optional[Dict[str, Any]] = None
         self.choices: Dict[int, Dict[str, Any]] = {}
-        self.chunks = 0
 
     def add(self, chunk: Dict[str, Any]) -> None:
-        self.chunks += 1
         for key in ("id", "model", "created", "system_fingerprint"):
             if key in chunk and key not in self.meta:
                 self.meta[key] = chunk[key]

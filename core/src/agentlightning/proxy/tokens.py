@@ -8,6 +8,7 @@ both and records where they differ, so a user can see whether the fallback would
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from typing import Any, Dict, List, Optional, Sequence
@@ -54,8 +55,6 @@ def first_difference(expected: Sequence[int], actual: Sequence[int]) -> Optional
 
 def _tool_arguments_as_objects(messages: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Chat templates render ``arguments`` as an object; the OpenAI wire format sends a JSON string."""
-    import json
-
     fixed: List[Dict[str, Any]] = []
     for message in messages:
         calls = message.get("tool_calls")
