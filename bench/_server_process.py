@@ -160,6 +160,26 @@ def exit_after(seconds: float) -> None:
     threading.Thread(target=watchdog, name="agl-bench-watchdog", daemon=True).start()
 
 
+async def stdin_closed() -> None:
+    """Return once stdin reaches its end: the benchmark closed it, finished or died.
+
+    Read in a daemon thread, which never keeps the process alive.
+    """
+    loop = asyncio.get_running_loop()
+    closed = asyncio.Event()
+
+    def read() -> None:
+        try:
+            for _ in sys.stdin:
+                pass
+        except (OSError, ValueError):
+            pass
+        loop.call_soon_threadsafe(closed.set)
+
+    threading.Thread(target=read, name="agl-bench-stdin", daemon=True).start()
+    await closed.wait()
+
+
 async def serve_commands(open_store: Callable[[], Awaitable[str]], close_store: Callable[[], Awaitable[None]]) -> None:
     """The server process's side: answer ``open``/``close`` commands from stdin until it ends.
 

@@ -28,9 +28,10 @@ import json
 import logging
 import os
 import sys
-import threading
 import time
 from typing import Any
+
+from _server_process import exit_after, stdin_closed
 
 # The peer imports litellm, which otherwise downloads a price list at import time.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -51,35 +52,6 @@ def _quiet_logging() -> None:
     logging.basicConfig(level=logging.WARNING)
     for name in ("agentlightning", "uvicorn", "uvicorn.error", "uvicorn.access", "LiteLLM", "LiteLLM Proxy", "httpx"):
         logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def _exit_after(seconds: float) -> None:
-    """A bound on this process's lifetime, whatever it is doing."""
-
-    def watchdog() -> None:
-        time.sleep(seconds)
-        sys.stderr.write(f"peer proxy server: exiting after its limit of {seconds:g} s\n")
-        sys.stderr.flush()
-        os._exit(3)
-
-    threading.Thread(target=watchdog, name="peer-proxy-watchdog", daemon=True).start()
-
-
-async def _stdin_closed() -> None:
-    """Return once stdin reaches its end (read in a daemon thread: it never keeps the process alive)."""
-    loop = asyncio.get_running_loop()
-    closed = asyncio.Event()
-
-    def read() -> None:
-        try:
-            for _ in sys.stdin:
-                pass
-        except (OSError, ValueError):
-            pass
-        loop.call_soon_threadsafe(closed.set)
-
-    threading.Thread(target=read, name="peer-proxy-stdin", daemon=True).start()
-    await closed.wait()
 
 
 async def _recorded(store: Any, rollout_ids: list[str]) -> tuple[int, int]:
@@ -115,7 +87,7 @@ async def serve(backend: str, rollouts: int, settle_s: float) -> None:
             base_urls.append(f"{resource.endpoint}/v1")
         _say({"base_urls": base_urls, "rollout_ids": rollout_ids, "pid": os.getpid()})
 
-        await _stdin_closed()
+        await stdin_closed()
         # The spans of a call are exported when LiteLLM's logging of it ends, which may come after the
         # response: wait until the count stops changing.
         spans, calls = await _recorded(store, rollout_ids)
@@ -138,7 +110,7 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=30.0, help="seconds to wait for the last spans, at most")
     parser.add_argument("--time-limit", type=float, default=1800.0, help="seconds this process may live, at most")
     args = parser.parse_args()
-    _exit_after(args.time_limit)
+    exit_after(args.time_limit)
     _quiet_logging()
     try:
         asyncio.run(serve(args.backend, args.rollouts, args.settle))

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import aiohttp
+from _server_process import exit_after, stdin_closed
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -195,35 +196,6 @@ _TAGGED = re.compile("^" + re.escape(TAG) + r" (\{.*\})\s*$")
 _LISTENING = re.compile(r"listening:\s+(http://\S+)")
 
 
-def _exit_after(seconds: float) -> None:
-    """Make this (server) process exit after ``seconds`` whatever it is doing: a bound on its lifetime."""
-
-    def watchdog() -> None:
-        time.sleep(seconds)
-        sys.stderr.write(f"proxy bench server: exiting after its limit of {seconds:g} s\n")
-        sys.stderr.flush()
-        os._exit(3)
-
-    threading.Thread(target=watchdog, name="proxy-bench-watchdog", daemon=True).start()
-
-
-async def _stdin_closed() -> None:
-    """Return once stdin reaches its end: the benchmark closed it, finished or died."""
-    loop = asyncio.get_running_loop()
-    closed = asyncio.Event()
-
-    def read() -> None:  # a daemon thread: it never keeps the process alive
-        try:
-            for _ in sys.stdin:
-                pass
-        except (OSError, ValueError):
-            pass
-        loop.call_soon_threadsafe(closed.set)
-
-    threading.Thread(target=read, name="proxy-bench-stdin", daemon=True).start()
-    await closed.wait()
-
-
 def serve_backend() -> None:
     """The backend process: a FakeOpenAIServer answering with its default text until stdin ends."""
     from agentlightning.testing.fake_openai import FakeOpenAIServer
@@ -240,7 +212,7 @@ def serve_backend() -> None:
     threading.Thread(target=forget_requests, name="proxy-bench-forget", daemon=True).start()
     try:
         _say({"base_url": server.base_url, "pid": os.getpid()})
-        asyncio.run(_stdin_closed())
+        asyncio.run(stdin_closed())
     finally:
         stop.set()
         server.stop()
@@ -270,7 +242,7 @@ async def serve_ours(store_uri: str, backend: str, rollouts: int) -> None:
         try:
             base_urls = [proxy.base_url_for(r.rollout_id, r.attempt.attempt_id) for r in started]
             _say({"base_urls": base_urls, "pid": os.getpid()})
-            await _stdin_closed()
+            await stdin_closed()
         finally:
             await proxy.stop()  # stores any span still pending
         spans, calls = await _recorded_calls(store, [r.rollout_id for r in started])
@@ -309,7 +281,7 @@ async def serve_relay(backend: str) -> None:
     try:
         port = int(runner.addresses[0][1])
         _say({"base_urls": [f"http://127.0.0.1:{port}/v1"], "pid": os.getpid()})
-        await _stdin_closed()
+        await stdin_closed()
     finally:
         await runner.cleanup()
         await session.close()
@@ -665,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.serve:
-        _exit_after(args.time_limit)
+        exit_after(args.time_limit)
         try:
             if args.serve == "backend":
                 serve_backend()
