@@ -206,7 +206,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy over the core's sources (and plugins' sources when there are plugins)."""
-    # pytest: agentlightning.testing.conformance is a pytest suite that adapters subclass.
+    # pytest: agentlightning_testing.conformance is a pytest suite that adapters subclass.
     session.install("./core[server]", *TYPECHECK_DEPS, "pytest>=8.3")
     session.run("mypy", "core/src/agentlightning")
     plugin_sources = _existing([f"plugins/{p.name}/src" for p in PLUGINS])

@@ -1,7 +1,7 @@
 """Tracing overhead of the LangChain adapter: the same LangChain agent with the adapter on and off.
 
 The agent is LangChain 1.x ``create_agent`` with one tool, against the fake OpenAI server
-(``agentlightning.testing.fake_openai``) running in a process of its own, so one run is two LLM calls
+(``agentlightning_testing.fake_openai``) running in a process of its own, so one run is two LLM calls
 and one tool call, and the model costs nothing unless ``--model-latency-ms`` says so: the measured
 time is LangChain + HTTP + (with the adapter) our callbacks, span creation and the span writes to the
 store. Every mode runs inside the OpenTelemetry tracer's trace context on an in-memory store, exactly
@@ -97,7 +97,7 @@ def build_agent(base_url: str) -> Any:
 # second with "The result is <tool result>." It exits when this process closes its stdin.
 _SERVER_SCRIPT = """
 import sys
-from agentlightning.testing.fake_openai import FakeOpenAIServer
+from agentlightning_testing.fake_openai import FakeOpenAIServer
 with FakeOpenAIServer(default_delay=float(sys.argv[1])) as server:
     print(server.base_url, flush=True)
     sys.stdin.read()

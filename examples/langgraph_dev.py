@@ -26,7 +26,7 @@ from rich.tree import Tree
 
 import agentlightning as agl
 from agentlightning.adapter.llm_calls import find_llm_calls
-from agentlightning.testing.fake_openai import FakeOpenAIServer, FakeReply
+from agentlightning_testing.fake_openai import FakeOpenAIServer, FakeReply
 from agentlightning.types import Span
 
 TASKS: List[Dict[str, Any]] = [

@@ -17,7 +17,7 @@ being run. The contract:
 * Users who do not go through a runner call the one-line explicit form the adapter documents (for
   example ``agentlightning_langchain.instrument()``).
 
-See ``docs/adapters.md`` for writing an adapter and ``agentlightning.testing.conformance`` for the
+See ``docs/adapters.md`` for writing an adapter and ``agentlightning_testing.conformance`` for the
 tests every adapter passes.
 """
 

@@ -24,7 +24,7 @@ from agentlightning.litagent import rollout
 from agentlightning.proxy import AGENT_NAME_HEADER, LLMProxy, ProxyBackend
 from agentlightning.runner import LitAgentRunner
 from agentlightning.store import InMemoryLightningStore
-from agentlightning.testing.fake_openai import FakeOpenAIServer, FakeReply
+from agentlightning_testing.fake_openai import FakeOpenAIServer, FakeReply
 from agentlightning.tracer import OtelTracer
 from agentlightning.types import LLM, Span
 

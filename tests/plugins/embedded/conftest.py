@@ -1,6 +1,6 @@
 """Fixtures for the model server tests: a tiny Qwen2 built locally and real servers on ephemeral ports.
 
-Nothing is downloaded: :func:`agentlightning.testing.tiny_model.create_tiny_model` trains a small
+Nothing is downloaded: :func:`agentlightning_testing.tiny_model.create_tiny_model` trains a small
 tokenizer and builds random weights. The default model (Qwen2.5-Coder) is never used here.
 """
 
@@ -18,9 +18,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
-from agentlightning.model_server.engine import GenerationEngine  # noqa: E402
-from agentlightning.model_server.server import ModelServer  # noqa: E402
-from agentlightning.testing.tiny_model import create_tiny_model  # noqa: E402
+from agentlightning_embedded.engine import GenerationEngine  # noqa: E402
+from agentlightning_embedded.server import ModelServer  # noqa: E402
+from agentlightning_testing.tiny_model import create_tiny_model  # noqa: E402
 
 torch.set_num_threads(1)
 

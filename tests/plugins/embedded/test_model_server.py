@@ -14,8 +14,8 @@ import pytest
 import torch
 from conftest import CALCULATOR_TOOL, MODEL_NAME, make_server
 
-from agentlightning.model_server.protocol import SamplingParams
-from agentlightning.model_server.server import ModelServer
+from agentlightning_embedded.protocol import SamplingParams
+from agentlightning_embedded.server import ModelServer
 
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say something."}]
 
@@ -494,7 +494,7 @@ def test_tool_call_without_a_name_in_history_gets_400(client: httpx.Client) -> N
 
 
 def test_history_with_tool_calls_and_null_content_is_rendered(client: httpx.Client, server: ModelServer) -> None:
-    from agentlightning.testing.tiny_model import chat_messages_example
+    from agentlightning_testing.tiny_model import chat_messages_example
 
     messages = chat_messages_example()
     body = chat(client, messages=messages, tools=[CALCULATOR_TOOL], max_tokens=4)

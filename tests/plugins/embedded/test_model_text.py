@@ -9,7 +9,7 @@ from typing import List
 
 import pytest
 
-from agentlightning.model_server.text import (
+from agentlightning_embedded.text import (
     IncrementalDetokenizer,
     StopStringMatcher,
     ToolCallStreamParser,

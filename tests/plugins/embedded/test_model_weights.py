@@ -13,7 +13,7 @@ import torch
 from conftest import CALCULATOR_TOOL, MODEL_NAME, TOOL_PROMPT
 from openai import OpenAI
 
-from agentlightning.model_server.server import ModelServer
+from agentlightning_embedded.server import ModelServer
 
 PROMPT = [{"role": "user", "content": "Tell me a story."}]
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 import agentlightning as agl
 from agentlightning.semconv import LLMCallAttributes
 from agentlightning.store import InMemoryLightningStore
-from agentlightning.testing.tiny_model import create_tiny_model
+from agentlightning_testing.tiny_model import create_tiny_model
 from agentlightning_grpo import GRPO, FailedRolloutWarning
 
 AGENT_SOURCE = '''

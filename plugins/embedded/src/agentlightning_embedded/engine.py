@@ -35,9 +35,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, 
 
 import torch
 
-from agentlightning.model_server.chat_template import CHATML_TOOLS_TEMPLATE
-from agentlightning.model_server.protocol import SamplingParams
-from agentlightning.model_server.text import IncrementalDetokenizer, StopStringMatcher
+from agentlightning_embedded.chat_template import CHATML_TOOLS_TEMPLATE
+from agentlightning_embedded.protocol import SamplingParams
+from agentlightning_embedded.text import IncrementalDetokenizer, StopStringMatcher
 
 __all__ = [
     "EngineClosedError",

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible HTTP server in front of a :class:`~agentlightning.model_server.engine.GenerationEngine`.
+"""The OpenAI-compatible HTTP server in front of a :class:`~agentlightning_embedded.engine.GenerationEngine`.
 
 Endpoints (aiohttp):
 
@@ -16,7 +16,7 @@ only such a JSON object naming an offered tool, without the tags or in a code fe
 Like vLLM with ``"return_token_ids": true``, *every* response carries the exact ids: the top-level
 ``prompt_token_ids`` (on a stream's first chunk) and each choice's ``token_ids`` (generated ids, the
 final end-of-sequence id included; on a stream, the ids of each delta), and ``logprobs`` with one entry
-per generated id. Logprobs are the raw model distribution's (see :mod:`~agentlightning.model_server.engine`).
+per generated id. Logprobs are the raw model distribution's (see :mod:`~agentlightning_embedded.engine`).
 """
 
 from __future__ import annotations
@@ -37,15 +37,15 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Mapping,
 
 from aiohttp import web
 
-from agentlightning.model_server import DEFAULT_HOST, DEFAULT_PORT
-from agentlightning.model_server.engine import (
+from agentlightning_embedded import DEFAULT_HOST, DEFAULT_PORT
+from agentlightning_embedded.engine import (
     EngineClosedError,
     GenerationEngine,
     GenerationHandle,
     PromptTooLongError,
     TokenStep,
 )
-from agentlightning.model_server.protocol import (
+from agentlightning_embedded.protocol import (
     ChatRequest,
     CompletionRequest,
     RequestError,
@@ -54,7 +54,7 @@ from agentlightning.model_server.protocol import (
     parse_chat_request,
     parse_completion_request,
 )
-from agentlightning.model_server.text import ParsedToolCall, ToolCallStreamParser
+from agentlightning_embedded.text import ParsedToolCall, ToolCallStreamParser
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "ModelServer"]
 

@@ -127,7 +127,7 @@ class GRPO(Algorithm):
     def _model_path(self) -> str:
         if self.model is not None:
             return self.model
-        from agentlightning.model_server.default_model import ensure_default_model
+        from agentlightning_embedded.default_model import ensure_default_model
 
         return str(ensure_default_model())
 

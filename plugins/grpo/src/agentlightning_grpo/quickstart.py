@@ -233,7 +233,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     run_dir = Path(args.run_dir or f"agl_runs/quickstart-{time.strftime('%Y%m%d-%H%M%S')}")
     model = args.model
     if model is None:
-        from agentlightning.model_server.default_model import ensure_default_model
+        from agentlightning_embedded.default_model import ensure_default_model
 
         console.print("[bold]Preparing the default model[/] (Qwen2.5-Coder-0.5B-Instruct; converted once, then cached)")
         model = str(ensure_default_model())

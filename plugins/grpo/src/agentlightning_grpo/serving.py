@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from agentlightning.model_server.server import ModelServer
+from agentlightning_embedded.server import ModelServer
 
 from .policy import TrainablePolicy
 

@@ -1,7 +1,7 @@
 """Test utilities for Agent Lightning and its adapters.
 
-``agentlightning.testing.fake_openai`` (a local OpenAI-compatible server) needs only core dependencies.
-``agentlightning.testing.conformance`` (the shared adapter test classes) imports pytest, so it is not
+``agentlightning_testing.fake_openai`` (a local OpenAI-compatible server) needs only core dependencies.
+``agentlightning_testing.conformance`` (the shared adapter test classes) imports pytest, so it is not
 imported here.
 """
 

@@ -30,7 +30,7 @@ the server will answer and whether the agent must stream.
 Dropping a conformance test is not allowed: a subclass that overrides one (or sets it to None) without
 marking the override ``@pytest.mark.xfail(reason="...")`` fails at import, so the run fails.
 
-This module imports pytest; :mod:`agentlightning.testing.fake_openai` does not.
+This module imports pytest; :mod:`agentlightning_testing.fake_openai` does not.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ from agentlightning.plugins import LazyObject, registered, reset_plugin_manager
 from agentlightning.runner import LitAgentRunner
 from agentlightning.semconv import FrameworkAttributes, GenAIAttributes, GenAIOperationNames, LLMCallAttributes
 from agentlightning.store.memory import InMemoryLightningStore
-from agentlightning.testing.fake_openai import FakeOpenAIServer, FakeReply
+from agentlightning_testing.fake_openai import FakeOpenAIServer, FakeReply
 from agentlightning.tracer import OtelTracer
 from agentlightning.types import Rollout, Span
 

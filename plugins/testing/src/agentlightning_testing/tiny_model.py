@@ -6,15 +6,15 @@ same tool-calling layout as Qwen2.5 (tools listed in the system message inside `
 assistant calls as ``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>``, tool results as
 ``<tool_response>`` blocks in a user turn), so code written for Qwen2.5 runs against it unchanged::
 
-    from agentlightning.testing.tiny_model import create_tiny_model
+    from agentlightning_testing.tiny_model import create_tiny_model
 
     path = create_tiny_model(tmp_path_factory.getbasetemp() / "tiny-qwen2")
     model = AutoModelForCausalLM.from_pretrained(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
 
 The folder is created once and reused: a call whose folder already holds a model built with the same
-arguments returns at once. Needs ``torch``, ``transformers`` and ``tokenizers``
-(``pip install "agentlightning[model]"``); they are imported when the function runs.
+arguments returns at once. Needs ``torch``, ``transformers`` and ``tokenizers``, and the embedded backend's chat template
+(``pip install "agentlightning-testing[tiny-model]"``); they are imported when the function runs.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Union
-
-from agentlightning.model_server.chat_template import CHATML_TOOLS_TEMPLATE
 
 __all__ = [
     "END_OF_TURN",
@@ -97,6 +95,8 @@ def _marker_matches(path: Path, spec: Dict[str, Any]) -> bool:
 def _build_tokenizer(vocab_size: int) -> Any:
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
+
+    from agentlightning_embedded.chat_template import CHATML_TOOLS_TEMPLATE
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
