@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from agentlightning.adapter import Adapter
-from agentlightning.algorithm import Algorithm, Baseline, FastAlgorithm, algorithm_class
+from agentlightning.algorithm import Algorithm, Baseline, FastAlgorithm
 from agentlightning.errors import ComponentResolutionError
 from agentlightning.execution import ExecutionStrategy, ProcessesExecutionStrategy, SharedMemoryExecutionStrategy
 from agentlightning.litagent import LitAgent
@@ -42,7 +42,7 @@ STRATEGIES: Dict[str, Callable[..., ExecutionStrategy]] = {
 def _registry(kind: str) -> Callable[[str], Optional[Callable[..., Any]]]:
     def lookup(name: str) -> Optional[Callable[..., Any]]:
         try:
-            found: Callable[..., Any] = algorithm_class(name) if kind == "algorithms" else resolve(kind, name)
+            found: Callable[..., Any] = resolve(kind, name)
             return found
         except UnknownComponentError:
             if "." in name or ":" in name:
