@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import aiohttp
 from aiohttp import web
@@ -35,6 +35,9 @@ from agentlightning.proxy.records import (
 from agentlightning.proxy.tokens import Retokenizer, first_difference
 from agentlightning.semconv import TOKEN_IDS_RETOKENIZED, LLMCallAttributes
 from agentlightning.types import ProxyLLM, Span
+
+if TYPE_CHECKING:
+    from agentlightning.store.base import LightningStore
 
 __all__ = ["AGENT_NAME_HEADER", "LLMProxy", "ProxyBackend", "ProxyStats"]
 
@@ -124,7 +127,7 @@ class LLMProxy:
 
     def __init__(
         self,
-        store: Any,
+        store: Union["LightningStore", str],
         backends: Sequence[ProxyBackend],
         *,
         host: str = "127.0.0.1",
@@ -135,7 +138,7 @@ class LLMProxy:
             from agentlightning.store import open_store
 
             store = open_store(store)
-        self.store = store
+        self.store: LightningStore = store
         self.host = host
         self.port = port
         self.max_body_bytes = max_body_bytes
@@ -161,6 +164,11 @@ class LLMProxy:
     @property
     def backends(self) -> List[ProxyBackend]:
         return list(self._backends)
+
+    @property
+    def running(self) -> bool:
+        """Whether it listens (``start()`` or ``start_in_thread()`` was called, ``stop`` not yet)."""
+        return self._runner is not None
 
     @property
     def url(self) -> str:

@@ -9,7 +9,7 @@ import secrets
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Union
 
 from agentlightning.adapter import Adapter
 from agentlightning.algorithm import Algorithm, Baseline, FastAlgorithm
@@ -25,6 +25,9 @@ from agentlightning.types import Dataset, Hook, NamedResources
 from agentlightning.utils.aio import run_sync
 
 from .build import build_component
+
+if TYPE_CHECKING:
+    from agentlightning.proxy import LLMProxy
 
 __all__ = ["Trainer"]
 
@@ -82,7 +85,7 @@ class Trainer:
         runner: Any = None,
         strategy: Any = None,
         algorithm: Any = None,
-        llm_proxy: Any = None,
+        llm_proxy: Optional[LLMProxy] = None,
         hooks: Optional[Sequence[Hook]] = None,
         run_dir: Union[str, Path, None] = None,
         port: Optional[int] = None,

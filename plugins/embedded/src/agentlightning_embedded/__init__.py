@@ -11,7 +11,8 @@
 
 Every response carries the exact prompt and completion token ids and per-token logprobs (vLLM's
 ``return_token_ids`` format), concurrent requests are decoded in one batch, and weights or a LoRA adapter
-can be swapped between two batches. Needs the ``model`` extra: ``pip install agentlightning-embedded``.
+can be swapped between two batches. As a plugin it registers the serving backend ``"embedded"`` and
+``agl serve-model`` (:mod:`agentlightning_embedded.plugin`).
 
 The names below are imported on first use, so ``import agentlightning_embedded`` does not import torch.
 """

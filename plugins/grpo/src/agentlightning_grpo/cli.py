@@ -9,9 +9,9 @@ from agentlightning.cli import CLIError
 __all__ = ["add_parser", "run_quickstart"]
 
 INSTALL_HINT = (
-    "the quickstart needs the GRPO plugin and the default model: from a clone of the repository run "
+    "the quickstart needs torch and the default model: from a clone of the repository run "
     "'pip install nox && nox -s quickstart', or pip install torch==2.13.0 (CPU) then "
-    "pip install './core[model,default-model]' ./plugins/grpo"
+    "pip install ./core './plugins/embedded[default-model]' ./plugins/grpo"
 )
 
 
