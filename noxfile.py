@@ -277,7 +277,8 @@ def bench_http(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench_proxy(session: nox.Session) -> None:
     """LLM proxy benchmark: the latency each call gains through the proxy, against the peer agentlightning==0.3.0."""
-    session.install("./core[server]", TESTING_KIT)  # the proxy, its CLI and the fake backend run in the benchmark's venv
+    # The proxy, its CLI and the fake backend (from the test kit) run in the benchmark's venv.
+    session.install("./core[server]", TESTING_KIT)
     peer_python = _ensure_peer_venv(session)
     args = session.posargs or ["--json"]
     session.run("python", "bench/proxy_bench.py", "--peer-python", str(peer_python), *args)

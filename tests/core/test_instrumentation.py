@@ -23,6 +23,7 @@ from agentlightning.litagent import rollout
 from agentlightning.plugins import LazyObject, get_plugin_manager
 from agentlightning.runner import LitAgentRunner
 from agentlightning.store.memory import InMemoryLightningStore
+from agentlightning.tracer import OtelTracer
 from agentlightning_testing.conformance import (
     CONFORMANCE_TESTS,
     AdapterConformanceSuite,
@@ -30,7 +31,6 @@ from agentlightning_testing.conformance import (
     ToolFailure,
     calculator,
 )
-from agentlightning.tracer import OtelTracer
 
 # -- test doubles --------------------------------------------------------------------------------
 

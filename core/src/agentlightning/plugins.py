@@ -274,9 +274,7 @@ def _record_hook_error(plugin_name: str, hook_name: str, exc: BaseException) -> 
         with _lock:
             _state.hook_errors.setdefault(plugin_name, {})[hook_name] = _describe(exc)
     else:
-        logger.warning(
-            "agentlightning plugin %r raised in %s (ignored): %s", plugin_name, hook_name, _describe(exc)
-        )
+        logger.warning("agentlightning plugin %r raised in %s (ignored): %s", plugin_name, hook_name, _describe(exc))
     logger.debug("Traceback of %s in plugin %r", hook_name, plugin_name, exc_info=exc)
     failed = _failed_in_call.get()
     if failed is not None:
@@ -318,7 +316,9 @@ class _PluginManager(pluggy.PluginManager):
                 # Wrappers surround every implementation (pluggy runs them as generators); they are
                 # left as written, so their exceptions reach the caller (see registered()).
                 if impl.plugin is plugin and not (impl.wrapper or impl.hookwrapper):
-                    impl.function = _isolated(impl.function, plugin_name, caller.name)
+                    # pluggy types HookImpl.function as Final, but its call loop reads the attribute on
+                    # every call: replacing it keeps pluggy's loop (wrappers, tracing) and adds isolation.
+                    setattr(impl, "function", _isolated(impl.function, plugin_name, caller.name))  # noqa: B010
         return plugin_name
 
 

@@ -14,8 +14,8 @@ import pytest
 from agentlightning.proxy import AGENT_NAME_HEADER, LLMProxy, ProxyBackend
 from agentlightning.semconv import TOKEN_IDS_FROM_ENGINE, TOKEN_IDS_RETOKENIZED, GenAIAttributes, LLMCallAttributes
 from agentlightning.store import InMemoryLightningStore, SqliteLightningStore
-from agentlightning_testing.fake_openai import FakeOpenAIServer, FakeReply
 from agentlightning.types import AttemptedRollout, Span
+from agentlightning_testing.fake_openai import FakeOpenAIServer, FakeReply
 
 IDS = {"return_token_ids": True, "logprobs": True}
 

@@ -11,10 +11,10 @@ from conftest import MODEL_NAME
 from transformers import AutoTokenizer
 
 from agentlightning.adapter import TraceToTokenSequences
-from agentlightning_embedded.server import ModelServer
 from agentlightning.proxy import LLMProxy, ProxyBackend
 from agentlightning.semconv import TOKEN_IDS_FROM_ENGINE, TOKEN_IDS_RETOKENIZED, LLMCallAttributes
 from agentlightning.store import InMemoryLightningStore
+from agentlightning_embedded.server import ModelServer
 from agentlightning_testing.fake_openai import FakeOpenAIServer, FakeReply
 
 MESSAGES: List[Dict[str, Any]] = [{"role": "user", "content": "What is 12+7?"}]

@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 import agentlightning as agl
 from agentlightning.semconv import LLMCallAttributes
 from agentlightning.store import InMemoryLightningStore
-from agentlightning_testing.tiny_model import create_tiny_model
 from agentlightning_grpo import GRPO, FailedRolloutWarning
+from agentlightning_testing.tiny_model import create_tiny_model
 
 AGENT_SOURCE = '''
 import agentlightning as agl

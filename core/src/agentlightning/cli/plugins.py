@@ -28,9 +28,7 @@ def collect() -> dict[str, Any]:
     """Load plugins, run every registration hook once (so their failures show), and describe the result."""
     from agentlightning import plugins
 
-    components = {
-        kind: [info.to_dict() for info in plugins.list_components(kind)] for kind in plugins.REGISTRY_KINDS
-    }
+    components = {kind: [info.to_dict() for info in plugins.list_components(kind)] for kind in plugins.REGISTRY_KINDS}
     algorithms: list[dict[str, Any]] = []
     for ep in plugins.algorithm_entry_points():
         dist = getattr(ep, "dist", None)

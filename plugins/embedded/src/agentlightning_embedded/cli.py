@@ -20,7 +20,7 @@ __all__ = ["add_parser", "run_serve_model"]
 
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 DEFAULT_MAX_BATCH_SIZE = 16
-MODEL_EXTRA_HINT = 'pip install agentlightning-embedded'
+MODEL_EXTRA_HINT = "pip install agentlightning-embedded"
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

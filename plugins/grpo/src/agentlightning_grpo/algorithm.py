@@ -313,7 +313,9 @@ class GRPO(Algorithm):
             )
         return find_final_reward(spans), sequences
 
-    async def _validate(self, store: LightningStore, proxy: LLMProxy, val_dataset: Dataset[Any], step: int) -> Dict[str, Any]:
+    async def _validate(
+        self, store: LightningStore, proxy: LLMProxy, val_dataset: Dataset[Any], step: int
+    ) -> Dict[str, Any]:
         started = time.perf_counter()
         played = await self._play(
             store,

@@ -59,9 +59,9 @@ from agentlightning.plugins import LazyObject, registered, reset_plugin_manager
 from agentlightning.runner import LitAgentRunner
 from agentlightning.semconv import FrameworkAttributes, GenAIAttributes, GenAIOperationNames, LLMCallAttributes
 from agentlightning.store.memory import InMemoryLightningStore
-from agentlightning_testing.fake_openai import FakeOpenAIServer, FakeReply
 from agentlightning.tracer import OtelTracer
 from agentlightning.types import Rollout, Span
+from agentlightning_testing.fake_openai import FakeOpenAIServer, FakeReply
 
 __all__ = [
     "FAILING_EXPRESSION",
