@@ -640,13 +640,14 @@ def _target_of(obj: Any) -> str:
 
 def list_components(kind: RegistryKind | str) -> list[ComponentInfo]:
     """Every component of ``kind`` with the distribution that provides it, sorted by name; imports nothing."""
+    registrations = list(_registrations(kind))  # loads the plugins first, so their records exist
     with _lock:
         meta = dict(_state.meta)
     components: dict[str, ComponentInfo] = {}
     if kind == "algorithms":
         for ep in algorithm_entry_points():
             components.setdefault(ep.name, ComponentInfo(kind, ep.name, ep.value, _dist_of(ep)[0], "entry point"))
-    for name, obj, plugin_name in _registrations(kind):
+    for name, obj, plugin_name in registrations:
         distribution = meta[plugin_name].distribution if plugin_name in meta else None
         components.setdefault(name, ComponentInfo(kind, name, _target_of(obj), distribution, plugin_name))
     return [components[name] for name in sorted(components)]
