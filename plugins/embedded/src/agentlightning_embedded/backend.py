@@ -36,7 +36,7 @@ class EmbeddedServingBackend:
         return int(self.server.engine.weights_version)
 
     def load_weights(self, source: WeightsSource) -> int:
-        return self.server.load_weights(source)
+        return self.server.load_weights(source if isinstance(source, Mapping) else str(source))
 
     def load_lora(self, source: WeightsSource, config: Any = None) -> int:
         if isinstance(source, Mapping):

@@ -303,7 +303,7 @@ class GRPO(Algorithm):
     ) -> Tuple[Optional[float], List[TokenSequence]]:
         if rollout is None or rollout.status != "succeeded":
             return None, []
-        spans = await store.query_spans(rollout_id, "latest")
+        spans = list(await store.query_spans(rollout_id, "latest"))
         adapter = self._adapter()
         sequences = adapter.adapt(spans)
         if not isinstance(sequences, list) or not all(isinstance(s, TokenSequence) for s in sequences):
