@@ -332,7 +332,9 @@ async def test_grpo_serves_through_the_backend_it_names(tiny_model: Path, vowel_
     assert backend.weights_version == 1
 
 
-def test_an_unknown_serving_backend_names_the_installed_ones(tiny_model: Path, tmp_path: Path) -> None:
+def test_an_unknown_serving_backend_names_the_installed_ones(
+    tiny_model: Path, vowel_agent: Any, tmp_path: Path
+) -> None:
     algorithm = _grpo(tiny_model, serving="nope")
     with pytest.raises(agl.AgentLightningError, match="unknown serving backend 'nope'; known names: embedded"):
-        _fit(algorithm, lambda task: 0.0, tmp_path / "run")
+        _fit(algorithm, vowel_agent, tmp_path / "run")
