@@ -2,7 +2,8 @@
 
 Every registration is a :class:`~agentlightning.plugins.LazyObject`, so importing this module (which
 :func:`agentlightning.plugins.get_plugin_manager` always does) imports none of the components; each
-is imported the first time it is used.
+is imported the first time it is used. The ``baseline`` algorithm is not registered here: it is the
+core's own ``agentlightning.algorithms`` entry point, like every other algorithm.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ def agl_register_span_exporters(register: Callable[[str, Callable[..., Any]], No
 
 @hookimpl
 def agl_register_adapters(register: Callable[[str, Callable[..., Any]], None]) -> None:
-    # The `baseline` algorithm is not here: it is the core's `agentlightning.algorithms` entry point.
     register("triplets", LazyObject("agentlightning.adapter.triplet:TracerTraceToTriplet"))
     register("proxy-triplets", LazyObject("agentlightning.adapter.triplet:LlmProxyTraceToTriplet"))
     register("token-sequences", LazyObject("agentlightning.adapter.triplet:TraceToTokenSequences"))
