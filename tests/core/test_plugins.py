@@ -427,6 +427,20 @@ def test_hook_agl_register_adapters() -> None:
     assert adapters["sample"] is SampleAdapter
     assert resolve("adapters", "sample")().adapt([1]) == [1]
 
+    # The built-in adapters, by the names the docs use.
+    import agentlightning as agl
+    from agentlightning.adapter import (
+        LlmProxyTraceToTriplet,
+        TracerTraceToTriplet,
+        TraceToMessages,
+        TraceToTokenSequences,
+    )
+
+    assert isinstance(agl.Trainer(adapter="messages", store="memory://").adapter, TraceToMessages)
+    built_in = {"triplets": TracerTraceToTriplet, "proxy-triplets": LlmProxyTraceToTriplet}
+    built_in.update({"token-sequences": TraceToTokenSequences, "messages": TraceToMessages})
+    assert {name: resolve("adapters", name) for name in built_in} == built_in
+
 
 @pytest.mark.usefixtures("test_dists")
 def test_hook_agl_register_instrumentors() -> None:
