@@ -46,6 +46,7 @@ __all__ = [
     "LazyObject",
     "PluginInfo",
     "PluginLoadError",
+    "REGISTRY_KINDS",
     "RegistryKind",
     "UnknownComponentError",
     "algorithm_entry_points",
@@ -84,6 +85,7 @@ RegistryKind = Literal[
 ]
 
 REGISTRY_KINDS: tuple[str, ...] = get_args(RegistryKind)
+"""Every component kind, each read through the hook ``agl_register_<kind>``."""
 _SINGULAR = {
     "store_backends": "store backend",
     "tracers": "tracer",
