@@ -347,4 +347,41 @@ def demo(session: nox.Session) -> None:
     session.run("python", "examples/quickstart_dev.py", *session.posargs)
 
 
-nox.options.sessions = ["core", "model", *(p.session_name for p in PLUGINS if p.default), "lint", "typecheck"]
+# The Node.js example agent (examples/node_agent): npm packages cached under .nox so a rerun works offline.
+NODE_AGENT = ROOT / "examples" / "node_agent"
+NPM_CACHE = ROOT / ".nox" / "_npm-cache"
+
+
+def _ensure_node(session: nox.Session) -> None:
+    """Node.js 18.19+ and npm: those on PATH, else Debian's packages (as root)."""
+    if shutil.which("node") and shutil.which("npm"):
+        return
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        session.error("the node_agent session needs Node.js >= 18.19 and npm on PATH")
+    session.run("apt-get", "update", "-q", external=True)
+    session.run("apt-get", "install", "-y", "-q", "nodejs", "npm", external=True)
+
+
+@nox.session(python=PYTHON)
+def node_agent(session: nox.Session) -> None:
+    """A Node.js agent trained through the store server and the proxy: 2 `node runner.js` processes, 8 rollouts."""
+    _ensure_node(session)
+    session.install("./core[server]", *TEST_DEPS)
+    npm = ["npm", "--prefix", str(NODE_AGENT), "--cache", str(NPM_CACHE), "--no-audit", "--no-fund"]
+    lock = NODE_AGENT / "package-lock.json"
+    installed = NODE_AGENT / "node_modules" / ".package-lock.json"
+    # `npm ci` wipes and reinstalls node_modules; skip it when the lock file has not changed since.
+    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
+        session.run(*npm, "ci", "--prefer-offline", external=True)
+    session.run("node", "--version", external=True)
+    _pytest(session, "tests/e2e/node_agent")
+
+
+nox.options.sessions = [
+    "core",
+    "model",
+    *(p.session_name for p in PLUGINS if p.default),
+    "node_agent",
+    "lint",
+    "typecheck",
+]
