@@ -352,20 +352,27 @@ NODE_AGENT = ROOT / "examples" / "node_agent"
 NPM_CACHE = ROOT / ".nox" / "_npm-cache"
 
 
-def _ensure_node(session: nox.Session) -> None:
-    """Node.js 18.19+ and npm: those on PATH, else Debian's packages (as root)."""
-    if shutil.which("node") and shutil.which("npm"):
+# What the session runs besides Python, and the Debian packages that provide it (Node.js 18.19+ and npm
+# for the agent; curl and jq for the protocol document's commands).
+NODE_AGENT_TOOLS = {"node": "nodejs", "npm": "npm", "curl": "curl", "jq": "jq"}
+
+
+def _ensure_tools(session: nox.Session, tools: dict[str, str]) -> None:
+    """The programs in ``tools`` on PATH, installed with apt-get (as root) when some are missing."""
+    missing = sorted({package for program, package in tools.items() if shutil.which(program) is None})
+    if not missing:
         return
     if shutil.which("apt-get") is None or os.geteuid() != 0:
-        session.error("the node_agent session needs Node.js >= 18.19 and npm on PATH")
+        session.error(f"the session needs {', '.join(missing)} installed (apt-get as root is not available)")
     session.run("apt-get", "update", "-q", external=True)
-    session.run("apt-get", "install", "-y", "-q", "nodejs", "npm", external=True)
+    session.run("apt-get", "install", "-y", "-q", *missing, external=True)
 
 
 @nox.session(python=PYTHON)
 def node_agent(session: nox.Session) -> None:
-    """A Node.js agent trained through the store server and the proxy: 2 `node runner.js` processes, 8 rollouts."""
-    _ensure_node(session)
+    """A Node.js agent trained through the store server and the proxy (2 `node runner.js`, 8 rollouts), and
+    every command of docs/runner-protocol.md run against a real server."""
+    _ensure_tools(session, NODE_AGENT_TOOLS)
     session.install("./core[server]", *TEST_DEPS)
     npm = ["npm", "--prefix", str(NODE_AGENT), "--cache", str(NPM_CACHE), "--no-audit", "--no-fund"]
     lock = NODE_AGENT / "package-lock.json"

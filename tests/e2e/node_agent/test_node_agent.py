@@ -10,16 +10,11 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import threading
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import httpx
@@ -32,9 +27,8 @@ from agentlightning.store.client import HttpLightningStore
 from agentlightning.testing.fake_openai import FakeOpenAIServer, FakeReply
 from agentlightning.types import Span
 
-ROOT = Path(__file__).resolve().parents[3]
-EXAMPLE = ROOT / "examples" / "node_agent"
-AGL = Path(sys.executable).with_name("agl")
+from node_helpers import EXAMPLE, ROOT, Process, start_store_and_proxy
+
 N_ROLLOUTS = 8
 WORKERS = ["node-runner-1", "node-runner-2"]
 
@@ -48,51 +42,6 @@ def _example_tasks() -> List[Dict[str, Any]]:
     spec.loader.exec_module(module)
     tasks: List[Dict[str, Any]] = module.make_tasks(N_ROLLOUTS, seed=0)
     return tasks
-
-
-class Process:
-    """A child process whose output is collected by a thread (readable while it runs)."""
-
-    def __init__(self, name: str, args: List[str], cwd: Path = ROOT) -> None:
-        self.name = name
-        self.lines: List[str] = []
-        self.popen = subprocess.Popen(
-            args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy()
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-    def wait_for_line(self, pattern: str, timeout: float = 60) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                match = re.search(pattern, line)
-                if match:
-                    return match
-            if self.popen.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"{self.name} printed no line matching {pattern!r}:\n{self.output}")
-
-    def stop(self, timeout: float = 30) -> int:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-        try:
-            code = self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            code = self.popen.wait()
-        self._reader.join(5)
-        return code
 
 
 @dataclass
@@ -136,18 +85,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     with FakeOpenAIServer(default_delay=0.02) as fake:
         expected = _script(fake, tasks)
         try:
-            server = Process(
-                "store server",
-                [str(AGL), "store", "serve", "--store", f"sqlite:///{folder / 'store.db'}", "--port", "0"],
-            )
-            processes.append(server)
-            store_url = server.wait_for_line(r"listening:\s+(http://\S+)").group(1)
-            proxy = Process(
-                "proxy",
-                [str(AGL), "proxy", "--backend", fake.base_url, "--store", store_url, "--port", "0", "--token-ids"],
-            )
-            processes.append(proxy)
-            proxy_url = proxy.wait_for_line(r"listening:\s+(http://\S+)").group(1)
+            store_url, proxy_url = start_store_and_proxy(processes, fake, f"sqlite:///{folder / 'store.db'}")
             runners = [
                 Process(worker, ["node", "runner.js", "--store", store_url, "--worker-id", worker], cwd=EXAMPLE)
                 for worker in WORKERS
