@@ -1,12 +1,14 @@
 """Sessions for every package of the repository, each in its own virtual environment.
 
 ``nox`` with no arguments runs the whole test suite (the default sessions: ``core``, ``model`` (the
-embedded model server), every plugin marked ``default=True``, ``lint`` and ``typecheck``); ``.ci/run``
+embedded model server), every plugin marked ``default=True``, ``node_agent`` (a Node.js agent through the
+store server and the proxy), ``lint`` and ``typecheck``); ``.ci/run``
 runs exactly that. Other sessions:
 ``nox -s bench`` (store benchmark against the peer ``agentlightning==0.3.0``), ``nox -s bench_http``
 (the same over HTTP, plus span ingest through the server), ``nox -s bench_proxy`` (the latency the
 LLM proxy adds to a call), ``nox -s bench_grpo`` (GRPO update throughput against TRL),
 ``nox -s bench_langchain`` (the LangChain adapter's tracing overhead per LLM call),
+``nox -s bench_node_runner`` (time per rollout of the Node.js example runner against the Python runner),
 ``nox -s bench_learning`` (held-out accuracy before/after GRPO over seeds), ``nox -s quickstart`` (the
 README's main command: GRPO on the embedded default model), ``nox -s demo`` (a ``Trainer.dev`` dry run
 without a model), ``nox -s plugins/<name>`` (one plugin's tests), ``nox -s vllm``
@@ -374,6 +376,12 @@ def node_agent(session: nox.Session) -> None:
     every command of docs/runner-protocol.md run against a real server."""
     _ensure_tools(session, NODE_AGENT_TOOLS)
     session.install("./core[server]", *TEST_DEPS)
+    _npm_ci_node_agent(session)
+    _pytest(session, "tests/e2e/node_agent")
+
+
+def _npm_ci_node_agent(session: nox.Session) -> None:
+    """Install the example's locked npm packages (from the cache under .nox when they are there)."""
     npm = ["npm", "--prefix", str(NODE_AGENT), "--cache", str(NPM_CACHE), "--no-audit", "--no-fund"]
     lock = NODE_AGENT / "package-lock.json"
     installed = NODE_AGENT / "node_modules" / ".package-lock.json"
@@ -381,7 +389,16 @@ def node_agent(session: nox.Session) -> None:
     if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
         session.run(*npm, "ci", "--prefer-offline", external=True)
     session.run("node", "--version", external=True)
-    _pytest(session, "tests/e2e/node_agent")
+
+
+@nox.session(python=PYTHON)
+def bench_node_runner(session: nox.Session) -> None:
+    """Runner benchmark: time per rollout of the Node.js example runner (REST + OTLP) against the Python runner."""
+    _ensure_tools(session, NODE_AGENT_TOOLS)
+    session.install("./core[server]", "openai>=1.60")
+    _npm_ci_node_agent(session)
+    args = session.posargs or ["--json"]
+    session.run("python", "bench/node_runner_bench.py", *args)
 
 
 nox.options.sessions = [

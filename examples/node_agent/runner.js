@@ -109,10 +109,11 @@ async function runRollout(rollout) {
 
   // Heartbeats keep the store's watchdog from declaring the attempt unresponsive; their answers say
   // whether the store timed the attempt out, and the rollout's status whether it was cancelled.
-  const beat = async () => {
+  const beat = async ({ checkCancel = true } = {}) => {
     try {
       const attempt = await store.updateAttempt(rolloutId, attemptId, { last_heartbeat_time: Date.now() / 1000 });
       if (attempt.status === "timeout") return stop("timeout", `the store timed out attempt ${attemptId}`);
+      if (!checkCancel) return;
       const current = await store.getRollout(rolloutId);
       if (current && TERMINAL_ROLLOUT_STATUSES.has(current.status)) {
         stop("cancelled", `rollout ${rolloutId} became ${current.status} while running`);
@@ -127,7 +128,7 @@ async function runRollout(rollout) {
     const left = rollout.attempt.start_time * 1000 + timeoutSeconds * 1000 - Date.now();
     timers.push(setTimeout(() => stop("timeout", `exceeded timeout_seconds=${timeoutSeconds}`), Math.max(0, left)));
   }
-  await beat(); // the first heartbeat moves the attempt from preparing to running
+  await beat({ checkCancel: false }); // the first heartbeat moves the attempt from preparing to running
 
   let status = "succeeded";
   let reward = null;
