@@ -62,9 +62,10 @@ CALCULATOR_TOOL = {
 # -- the Python runner (this script with --python-runner URL) ------------------------------------------
 def _python_agent() -> Any:
     """The example's agent in Python: the same calls, the same tool span, the same reward."""
-    import agentlightning as agl
     from openai import AsyncOpenAI
     from opentelemetry import trace
+
+    import agentlightning as agl
 
     tracer = trace.get_tracer("python-calculator-agent")
 
@@ -282,7 +283,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"  Node.js runner (REST + OTLP/HTTP, runner.js):      {node_ms:7.1f} ms per rollout")
     print(f"  Node.js / Python: {node_ms / python_ms:.2f}x")
     if args.json is not None:
-        path = Path(args.json) if args.json else ROOT / "bench" / "results" / f"node_runner_bench-{int(time.time())}.json"
+        path = (
+            Path(args.json) if args.json else ROOT / "bench" / "results" / f"node_runner_bench-{int(time.time())}.json"
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         document = {
             "per_rollout_ms": per_rollout,

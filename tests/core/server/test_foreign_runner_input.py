@@ -8,9 +8,9 @@ from typing import Any, Dict, List
 
 import httpx
 import pytest
+from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from google.rpc.status_pb2 import Status
 
 from agentlightning.server import StoreServer
 from agentlightning.store.client import HttpLightningStore
@@ -127,7 +127,9 @@ async def test_otlp_export_of_only_refused_spans_is_a_4xx_naming_why(server: Sto
 
 async def test_otlp_partial_refusal_keeps_the_good_spans_and_reports_the_rest(server: StoreServer, setup: Any) -> None:
     store, running, ended = setup
-    body = _export(_ids(running.rollout_id, running.attempt.attempt_id), _ids(ended.rollout_id, ended.attempt.attempt_id))
+    body = _export(
+        _ids(running.rollout_id, running.attempt.attempt_id), _ids(ended.rollout_id, ended.attempt.attempt_id)
+    )
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
         response = await http.post("/v1/traces", json=body)
     assert response.status_code == 200  # OTLP: partly accepted is a success with partial_success

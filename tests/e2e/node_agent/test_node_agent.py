@@ -19,6 +19,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import httpx
 import pytest
+from node_helpers import EXAMPLE, ROOT, Process, start_store_and_proxy
 
 from agentlightning.adapter import TracerTraceToTriplet
 from agentlightning.emitter import find_final_reward
@@ -26,8 +27,6 @@ from agentlightning.semconv import LLMCallAttributes
 from agentlightning.store.client import HttpLightningStore
 from agentlightning.testing.fake_openai import FakeOpenAIServer, FakeReply
 from agentlightning.types import Span
-
-from node_helpers import EXAMPLE, ROOT, Process, start_store_and_proxy
 
 N_ROLLOUTS = 8
 WORKERS = ["node-runner-1", "node-runner-2"]
@@ -216,7 +215,7 @@ def test_the_adapter_turns_them_into_triplets(run: Run) -> None:
         triplets = adapter.adapt(spans)
         calls = _llm_spans(spans)
         assert len(triplets) == len(calls) == 2
-        for triplet, call in zip(triplets, calls):
+        for triplet, call in zip(triplets, calls, strict=True):
             assert triplet.prompt["token_ids"] == call.attributes[LLMCallAttributes.PROMPT_TOKEN_IDS]
             assert triplet.response["token_ids"] == call.attributes[LLMCallAttributes.RESPONSE_TOKEN_IDS]
         final = run.expected[rollout.input["question"]]["reward"]

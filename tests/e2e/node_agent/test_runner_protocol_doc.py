@@ -46,7 +46,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tuple[str, str
 def test_every_command_of_the_protocol_document_runs(servers: Tuple[str, str]) -> None:
     missing = [tool for tool in ("bash", "curl", "jq") if shutil.which(tool) is None]
     if missing:
-        pytest.fail(f"the protocol document's commands need {', '.join(missing)} (the node_agent session installs them)")
+        pytest.fail(
+            f"the protocol document's commands need {', '.join(missing)} (the node_agent session installs them)"
+        )
     blocks = _blocks()
     assert len(blocks) >= 10, "the document lost its commands"
     script = ["set -euo pipefail"]
@@ -63,7 +65,7 @@ def test_every_command_of_the_protocol_document_runs(servers: Tuple[str, str]) -
     assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     outputs = re.split(r"^@@ end of block \d+ @@\n", done.stdout, flags=re.M)
     assert len(outputs) == len(blocks) + 1
-    for (body, statuses), output in zip(blocks, outputs):
+    for (body, statuses), output in zip(blocks, outputs[:-1], strict=True):
         got = re.findall(r"^HTTP \d{3}$", output, re.M)
         assert got == statuses, f"block:\n{body}\noutput:\n{output}"
     assert any(statuses for _, statuses in blocks)  # the error examples are checked, not only the happy path

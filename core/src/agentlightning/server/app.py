@@ -709,7 +709,9 @@ def _build_app() -> FastAPI:
                 "description": "Not a valid ExportTraceServiceRequest, or no span stored because none names its rollout "
                 "and attempt (google.rpc.Status body naming the problem)."
             },
-            404: {"description": "No span stored: the rollout or attempt they name does not exist (google.rpc.Status)."},
+            404: {
+                "description": "No span stored: the rollout or attempt they name does not exist (google.rpc.Status)."
+            },
             409: {
                 "description": "No span stored: their attempt already ended (succeeded or failed) (google.rpc.Status)."
             },

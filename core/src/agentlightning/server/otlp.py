@@ -468,7 +468,9 @@ async def ingest(store: Any, decoded: Sequence[DecodedSpan]) -> IngestResult:
             result.accepted += len(items)
         except (NotFoundError, ValueError, TypeError) as exc:
             status = 404 if isinstance(exc, NotFoundError) else 409 if isinstance(exc, InvalidTransitionError) else 400
-            result.reject(len(items), status, f"{len(items)} span(s) of rollout {rollout_id!r} attempt {attempt_id!r}: {exc}")
+            result.reject(
+                len(items), status, f"{len(items)} span(s) of rollout {rollout_id!r} attempt {attempt_id!r}: {exc}"
+            )
     return result
 
 
