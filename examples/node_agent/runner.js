@@ -35,8 +35,21 @@ const { values: options } = parseArgs({
     "poll-interval": { type: "string", default: "0.2" },
     "heartbeat-interval": { type: "string", default: "5" },
     "exit-when-idle": { type: "string" },
+    help: { type: "boolean", short: "h" },
   },
 });
+if (options.help) {
+  console.log(`usage: node runner.js [options]
+  --store URL              the store server (default: $AGL_STORE_URL or http://127.0.0.1:4747)
+  --worker-id ID           this runner's worker id (default: node-<host>-<pid>)
+  --concurrency N          rollouts run at once (default: 1)
+  --max-rollouts N         stop after taking N rollouts
+  --poll-interval S        seconds between polls of an empty queue (default: 0.2)
+  --heartbeat-interval S   seconds between heartbeats (default: 5)
+  --exit-when-idle S       stop after S seconds without a rollout
+AGL_STORE_TOKEN is sent as the bearer token. Ctrl-C finishes the rollouts in flight, then stops.`);
+  process.exit(0);
+}
 const workerId = options["worker-id"];
 const concurrency = Number(options.concurrency);
 const maxRollouts = options["max-rollouts"] === undefined ? Infinity : Number(options["max-rollouts"]);
