@@ -277,11 +277,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     python_ms = statistics.median(per_rollout["python"])
     node_ms = statistics.median(per_rollout["node"])
+    python_best, node_best = min(per_rollout["python"]), min(per_rollout["node"])
     print()
-    print(f"one runner, concurrency 1, {args.rollouts} rollouts x {args.rounds} rounds (median round)")
-    print(f"  Python runner (LitAgentRunner, HttpLightningStore): {python_ms:7.1f} ms per rollout")
-    print(f"  Node.js runner (REST + OTLP/HTTP, runner.js):      {node_ms:7.1f} ms per rollout")
-    print(f"  Node.js / Python: {node_ms / python_ms:.2f}x")
+    print(f"one runner, concurrency 1, {args.rollouts} rollouts x {args.rounds} rounds; ms per rollout, median (best)")
+    print(f"  Python runner (LitAgentRunner, HttpLightningStore): {python_ms:7.1f} ({python_best:.1f})")
+    print(f"  Node.js runner (REST + OTLP/HTTP, runner.js):      {node_ms:7.1f} ({node_best:.1f})")
+    print(f"  Node.js / Python: {node_ms / python_ms:.2f}x ({node_best / python_best:.2f}x)")
     if args.json is not None:
         path = (
             Path(args.json) if args.json else ROOT / "bench" / "results" / f"node_runner_bench-{int(time.time())}.json"
@@ -290,6 +291,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         document = {
             "per_rollout_ms": per_rollout,
             "median_ms": {"python": python_ms, "node": node_ms},
+            "best_ms": {"python": python_best, "node": node_best},
             "ratio_node_over_python": node_ms / python_ms,
             "rollouts": args.rollouts,
             "rounds": args.rounds,
