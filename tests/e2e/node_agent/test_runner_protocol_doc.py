@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -57,7 +58,7 @@ def test_every_command_of_the_protocol_document_runs(servers: Tuple[str, str]) -
     store_url, proxy_url = servers
     done = subprocess.run(
         ["bash", "-c", "\n".join(script)],
-        env={"PATH": "/usr/bin:/bin:/usr/local/bin", "STORE": store_url, "PROXY": proxy_url},
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "STORE": store_url, "PROXY": proxy_url},
         capture_output=True,
         text=True,
         timeout=120,
