@@ -2,12 +2,13 @@
 
 ``nox`` with no arguments runs the whole test suite (the default sessions: ``core``, every plugin marked
 ``default=True`` (``plugins/embedded`` is the embedded model server, ``plugins/testing`` the test kit),
-the copyable plugin examples (``examples``), ``lint`` and ``typecheck``); ``.ci/run`` runs exactly
-that. Other sessions:
+the copyable plugin examples (``examples``), ``node_agent`` (a Node.js agent through the store server and
+the proxy), ``lint`` and ``typecheck``); ``.ci/run`` runs exactly that. Other sessions:
 ``nox -s bench`` (store benchmark against the peer ``agentlightning==0.3.0``), ``nox -s bench_http``
 (the same over HTTP, plus span ingest through the server), ``nox -s bench_proxy`` (the latency the
 LLM proxy adds to a call), ``nox -s bench_grpo`` (GRPO update throughput against TRL),
 ``nox -s bench_langchain`` (the LangChain adapter's tracing overhead per LLM call),
+``nox -s bench_node_runner`` (time per rollout of the Node.js example runner against the Python runner),
 ``nox -s bench_learning`` (held-out accuracy before/after GRPO over seeds), ``nox -s quickstart`` (the
 README's main command: GRPO on the embedded default model), ``nox -s demo`` (a ``Trainer.dev`` dry run
 without a model), ``nox -s plugins/<name>`` (one plugin's tests), ``nox -s vllm``
@@ -359,4 +360,63 @@ def examples(session: nox.Session) -> None:
         _pytest(session, f"{folder}/tests")
 
 
-nox.options.sessions = ["core", *(p.session_name for p in PLUGINS if p.default), "examples", "lint", "typecheck"]
+# The Node.js example agent (examples/node_agent): npm packages cached under .nox so a rerun works offline.
+NODE_AGENT = ROOT / "examples" / "node_agent"
+NPM_CACHE = ROOT / ".nox" / "_npm-cache"
+
+
+# What the session runs besides Python, and the Debian packages that provide it (Node.js 18.19+ and npm
+# for the agent; curl and jq for the protocol document's commands).
+NODE_AGENT_TOOLS = {"node": "nodejs", "npm": "npm", "curl": "curl", "jq": "jq"}
+
+
+def _ensure_tools(session: nox.Session, tools: dict[str, str]) -> None:
+    """The programs in ``tools`` on PATH, installed with apt-get (as root) when some are missing."""
+    missing = sorted({package for program, package in tools.items() if shutil.which(program) is None})
+    if not missing:
+        return
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        session.error(f"the session needs {', '.join(missing)} installed (apt-get as root is not available)")
+    session.run("apt-get", "update", "-q", external=True)
+    session.run("apt-get", "install", "-y", "-q", *missing, external=True)
+
+
+@nox.session(python=PYTHON)
+def node_agent(session: nox.Session) -> None:
+    """A Node.js agent trained through the store server and the proxy (2 `node runner.js`, 8 rollouts), and
+    every command of docs/runner-protocol.md run against a real server."""
+    _ensure_tools(session, NODE_AGENT_TOOLS)
+    session.install("./core[server]", TESTING_KIT, *TEST_DEPS)
+    _npm_ci_node_agent(session)
+    _pytest(session, "tests/e2e/node_agent")
+
+
+def _npm_ci_node_agent(session: nox.Session) -> None:
+    """Install the example's locked npm packages (from the cache under .nox when they are there)."""
+    npm = ["npm", "--prefix", str(NODE_AGENT), "--cache", str(NPM_CACHE), "--no-audit", "--no-fund"]
+    lock = NODE_AGENT / "package-lock.json"
+    installed = NODE_AGENT / "node_modules" / ".package-lock.json"
+    # `npm ci` wipes and reinstalls node_modules; skip it when the lock file has not changed since.
+    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
+        session.run(*npm, "ci", "--prefer-offline", external=True)
+    session.run("node", "--version", external=True)
+
+
+@nox.session(python=PYTHON)
+def bench_node_runner(session: nox.Session) -> None:
+    """Runner benchmark: time per rollout of the Node.js example runner (REST + OTLP) against the Python runner."""
+    _ensure_tools(session, NODE_AGENT_TOOLS)
+    session.install("./core[server]", TESTING_KIT, "openai>=1.60")
+    _npm_ci_node_agent(session)
+    args = session.posargs or ["--json"]
+    session.run("python", "bench/node_runner_bench.py", *args)
+
+
+nox.options.sessions = [
+    "core",
+    *(p.session_name for p in PLUGINS if p.default),
+    "examples",
+    "node_agent",
+    "lint",
+    "typecheck",
+]

@@ -303,6 +303,22 @@ async def test_spans_the_store_refused_are_written_later(fake: FakeOpenAIServer)
     assert ids == [first.id, second.id]
 
 
+async def test_a_pending_span_of_an_ended_attempt_is_dropped_alone(fake: FakeOpenAIServer) -> None:
+    """A span kept through a store outage whose attempt ended meanwhile must not block the others."""
+    store = _FlakyStore(failures=1)
+    ended, live = await _attempt(store), await _attempt(store)
+    async with LLMProxy(store, [ProxyBackend(fake.base_url, request_extras=IDS)]) as proxy:
+        await _client(proxy, ended).chat.completions.create(model="fake-model", messages=MESSAGES)  # type: ignore[arg-type]
+        assert proxy.stats.spans_pending == 1
+        await store.update_attempt(ended.rollout_id, ended.attempt.attempt_id, status="succeeded")
+        kept = await _client(proxy, live).chat.completions.create(model="fake-model", messages=MESSAGES)  # type: ignore[arg-type]
+        assert proxy.stats.spans_pending == 0
+        again = await _client(proxy, live).chat.completions.create(model="fake-model", messages=MESSAGES)  # type: ignore[arg-type]
+    assert await _llm_spans(store, ended) == []
+    ids = [s.attributes[GenAIAttributes.RESPONSE_ID] for s in await _llm_spans(store, live)]
+    assert ids == [kept.id, again.id]
+
+
 async def test_spans_pending_at_stop_are_flushed(fake: FakeOpenAIServer) -> None:
     store = _FlakyStore(failures=1)
     rollout = await _attempt(store)

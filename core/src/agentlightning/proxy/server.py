@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 import aiohttp
 from aiohttp import web
 
-from agentlightning.errors import AgentLightningError, NotFoundError
+from agentlightning.errors import AgentLightningError, InvalidTransitionError, NotFoundError
 from agentlightning.proxy.records import (
     CHAT,
     TEXT_COMPLETION,
@@ -530,8 +530,17 @@ class LLMProxy:
         batch, self._pending = self._pending, []
         try:
             await self.store.add_many_spans(batch)
-        except NotFoundError as exc:
-            logger.error("dropping %d proxy span(s) for an unknown rollout: %s", len(batch), exc)
+        except (NotFoundError, InvalidTransitionError) as exc:
+            if len(batch) == 1:
+                logger.error("dropping a proxy span the store refuses: %s", exc)
+            else:  # one refused span must not take the others of the batch with it
+                for span in batch:
+                    try:
+                        await self.store.add_many_spans([span])
+                    except (NotFoundError, InvalidTransitionError) as refused:
+                        logger.error("dropping a proxy span the store refuses: %s", refused)
+                    except Exception:
+                        self._pending.append(span)
         except Exception as exc:
             logger.warning("the store did not accept %d proxy span(s), will retry: %s", len(batch), exc)
             self._pending = batch + self._pending

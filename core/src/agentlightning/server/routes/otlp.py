@@ -31,7 +31,12 @@ router = APIRouter()
     summary="OTLP/HTTP trace export (ExportTraceServiceRequest, protobuf or JSON)",
     responses={
         200: {"description": "ExportTraceServiceResponse; partial_success counts spans that were rejected."},
-        400: {"description": "Not a valid ExportTraceServiceRequest (google.rpc.Status body)."},
+        400: {
+            "description": "Not a valid ExportTraceServiceRequest, or no span stored because none names its rollout "
+            "and attempt (google.rpc.Status body naming the problem)."
+        },
+        404: {"description": "No span stored: the rollout or attempt they name does not exist (google.rpc.Status)."},
+        409: {"description": "No span stored: their attempt already ended (succeeded or failed) (google.rpc.Status)."},
         401: {"model": ErrorBody, "description": "Missing or wrong bearer token."},
         413: {"model": ErrorBody, "description": "Request body over the server's limit."},
         415: {"description": "Content-Type other than application/x-protobuf or application/json."},
@@ -66,6 +71,9 @@ async def otlp_traces(ctx: Ctx, request: Request) -> Response:
     result = await otlp.ingest(ctx.store, decoded)
     if result.rejected:
         logger.warning("OTLP ingest rejected %d span(s): %s", result.rejected, result.error_message)
+    if result.failure_status is not None:  # nothing stored: OTLP's "processing failed", a 4xx naming why
+        status_code, failure = otlp.encode_failure(result, protobuf)
+        return Response(failure, status_code=status_code, media_type=media_type)
     return Response(otlp.encode_response(result, protobuf), media_type=media_type)
 
 
