@@ -64,7 +64,7 @@ def assert_same_greedy_tokens(
     the two candidates' logits are within ``logit_tolerance`` of each other (the rest then differs
     by construction); anywhere else, and in length, they must be identical.
     """
-    for index, (want, have) in enumerate(zip(expected, got)):
+    for index, (want, have) in enumerate(zip(expected, got, strict=False)):
         if want != have:
             with torch.inference_mode():
                 logits = engine.model(torch.tensor([prompt + expected[:index]])).logits[0, -1].float()

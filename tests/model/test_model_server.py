@@ -329,7 +329,7 @@ def test_requests_joining_a_running_batch_match_single_runs(fresh_server: ModelS
         thread.join(60)
     long.cancel()
     assert sorted(results) == [0, 1, 2]
-    for prompt, expected, index in zip(prompts, alone, range(3)):
+    for prompt, expected, index in zip(prompts, alone, range(3), strict=True):
         assert_same_greedy_tokens(engine, prompt, expected, results[index])
     assert engine.stats["joined_running_batch"] - joined_before >= 1
 
