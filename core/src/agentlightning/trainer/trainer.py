@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import re
 import secrets
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from agentlightning.adapter import Adapter
 from agentlightning.algorithm import Algorithm, Baseline, FastAlgorithm, algorithm_class
@@ -29,6 +30,8 @@ from .build import build_component
 __all__ = ["Trainer"]
 
 logger = logging.getLogger(__name__)
+
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 STRATEGIES: Dict[str, Callable[..., ExecutionStrategy]] = {
     "shm": SharedMemoryExecutionStrategy,
@@ -65,8 +68,11 @@ class Trainer:
 
     Components are given as instances, classes, zero-argument factories, import strings
     (``"my_pkg.algos:MyAlgo"``), registered names (``algorithm="baseline"``) or dicts with a
-    ``type`` key plus constructor arguments. ``store`` is a :class:`LightningStore` or a URI;
-    by default a SQLite file ``store.db`` in ``run_dir`` (``./agl_runs/<timestamp>-<id>``).
+    ``type`` key plus constructor arguments. ``store`` is any of those or a URI (``"sqlite:///x.db"``,
+    ``"memory://"``, ``"http://host:port"``), built when the Trainer is; by default a SQLite file
+    ``store.db`` in ``run_dir`` (``./agl_runs/<timestamp>-<id>``), created when first used.
+    A store the Trainer built is closed by :meth:`close` (or ``with Trainer(...)``); one passed in
+    as an object belongs to the caller.
     """
 
     def __init__(
@@ -78,7 +84,7 @@ class Trainer:
         initial_resources: Optional[NamedResources] = None,
         tracer: Any = None,
         adapter: Any = None,
-        store: Union[LightningStore, str, None] = None,
+        store: Any = None,
         runner: Any = None,
         strategy: Any = None,
         algorithm: Any = None,
@@ -115,10 +121,10 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.resume = False
         self._store_spec = store
-        self.store: Optional[LightningStore] = store if isinstance(store, LightningStore) else None
+        self._store: Optional[LightningStore] = None
         self._owns_store = False
-        if store is not None and not isinstance(store, (LightningStore, str)):
-            raise ComponentResolutionError(f"store must be a LightningStore or a URI string, got {store!r}")
+        if store is not None:  # built now, so that `trainer.store` is usable at once (as in 0.3)
+            self._store, self._owns_store = self._build_store(store)
 
         self.tracer: Tracer = build_component(  # type: ignore[assignment]
             tracer,
@@ -188,28 +194,52 @@ class Trainer:
         self._run(agent, algorithm, train_dataset, val_dataset)
 
     # -- wiring ------------------------------------------------------------------------------------
-    def _open_store(self) -> LightningStore:
-        """The store given, or the one named by URI (opened once and kept open for inspection)."""
-        if self.store is not None:
-            return self.store
-        spec = self._store_spec
+    @property
+    def store(self) -> Optional[LightningStore]:
+        """The store; the default SQLite file is opened on first use. None once :meth:`close` closed it."""
+        if self._store is None and self._store_spec is None and not self._closed:
+            self._store, self._owns_store = self._build_store(None)
+        return self._store
+
+    @store.setter
+    def store(self, store: Optional[LightningStore]) -> None:
+        self._store, self._owns_store = store, False
+
+    _closed = False
+
+    def _build_store(self, spec: Any) -> Tuple[LightningStore, bool]:
+        """The store ``spec`` names, and whether this Trainer built it (and so closes it)."""
+        if isinstance(spec, LightningStore):
+            return spec, False
         if spec is None:
             if self.run_dir is None:
                 stamp = time.strftime("%Y%m%d-%H%M%S")
                 self.run_dir = Path("agl_runs") / f"{stamp}-{secrets.token_hex(3)}"
             self.run_dir.mkdir(parents=True, exist_ok=True)
             spec = f"sqlite:///{(self.run_dir / 'store.db').resolve()}"
-        store = open_store(str(spec))
-        self._owns_store = True
+        if isinstance(spec, str) and _URI.match(spec):
+            store = open_store(spec)
+        else:
+            store = build_component(spec, LightningStore, "store")  # type: ignore[type-abstract]
         logger.info("store: %s", spec)
+        return store, True
+
+    def _open_store(self) -> LightningStore:
+        """The store of this run: the one built or given, or a new one after :meth:`close`."""
+        store = self.store
+        if store is None:
+            self._closed = False
+            self._store, self._owns_store = self._build_store(self._store_spec)
+            store = self._store
         return store
 
     def close(self) -> None:
         """Close the store this Trainer opened from a URI (flushing it and releasing its file).
 
         A store passed in as an object is left open: it belongs to the caller."""
-        if self.store is not None and self._owns_store:
-            store, self.store, self._owns_store = self.store, None, False
+        if self._store is not None and self._owns_store:
+            store, self._store, self._owns_store = self._store, None, False
+            self._closed = True
             run_sync(store.close())
 
     def __enter__(self) -> "Trainer":
@@ -228,7 +258,6 @@ class Trainer:
         if not isinstance(agent, LitAgent):
             raise TypeError(f"the agent must be a LitAgent (decorate a function with @agl.rollout), got {agent!r}")
         store = self._open_store()
-        self.store = store
         agent.set_trainer(self)
         runners: Dict[int, Runner[Any]] = {}
         finished_runners: List[int] = []
