@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import Enum
+
 from pydantic import BaseModel
 
 AGL_ANNOTATION = "agentlightning.annotation"
@@ -13,14 +15,25 @@ AGL_REWARD = "agentlightning.reward"
 AGL_VIRTUAL = "agentlightning.virtual"
 
 
-class LightningResourceAttributes:
+class AttributeKey(str, Enum):
+    """A str-Enum of keys: members are the strings themselves (``==``, hashing, ``+``, f-strings and
+    JSON give the key), and ``.value`` gives it too, as 0.3 code expects."""
+
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+    __format__ = str.__format__
+    __hash__ = str.__hash__
+
+
+class LightningResourceAttributes(AttributeKey):
     ROLLOUT_ID = "agentlightning.rollout_id"
     ATTEMPT_ID = "agentlightning.attempt_id"
     SPAN_SEQUENCE_ID = "agentlightning.span_sequence_id"
     TRACER_NAME = "agentlightning.tracer.name"
 
 
-class LightningSpanAttributes:
+class LightningSpanAttributes(AttributeKey):
     REWARD = "agentlightning.reward"
     LINK = "agentlightning.link"
     TAG = "agentlightning.tag"
@@ -33,12 +46,12 @@ class LightningSpanAttributes:
     OPERATION_OUTPUT = "agentlightning.operation.output"
 
 
-class RewardAttributes:
+class RewardAttributes(AttributeKey):
     NAME = "name"
     VALUE = "value"
 
 
-class LinkAttributes:
+class LinkAttributes(AttributeKey):
     KEY_MATCH = "key_match"
     VALUE_MATCH = "value_match"
 
