@@ -38,7 +38,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--cors-origin", action="append", default=None, metavar="ORIGIN", help="Allow browser requests from ORIGIN."
     )
     legacy.add_argument(
-        "--log-level", type=str.lower, default="warning", choices=LOG_LEVELS, help="Server log level (default: warning)."
+        "--log-level",
+        type=str.lower,
+        default="warning",
+        choices=LOG_LEVELS,
+        help="Server log level (default: warning).",
     )
     legacy.add_argument("--backend", choices=["memory", "mongo"], default="memory", help="Only memory is available.")
     legacy.add_argument("--mongo-uri", default=None, help="Not available (there is no MongoDB backend).")

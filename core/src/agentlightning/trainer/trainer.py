@@ -15,7 +15,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 from agentlightning.adapter import Adapter
 from agentlightning.algorithm import Algorithm, Baseline, FastAlgorithm, algorithm_class
 from agentlightning.errors import ComponentResolutionError
-from agentlightning.execution import ExecutionStrategy, ProcessesExecutionStrategy, SharedMemoryExecutionStrategy
+from agentlightning.execution import (
+    ClientServerExecutionStrategy,
+    ExecutionStrategy,
+    ProcessesExecutionStrategy,
+    SharedMemoryExecutionStrategy,
+)
 from agentlightning.litagent import LitAgent
 from agentlightning.plugins import UnknownComponentError, resolve
 from agentlightning.runner import LitAgentRunner, Runner
@@ -37,7 +42,7 @@ STRATEGIES: Dict[str, Callable[..., ExecutionStrategy]] = {
     "shm": SharedMemoryExecutionStrategy,
     "in-process": SharedMemoryExecutionStrategy,
     "processes": ProcessesExecutionStrategy,
-    "cs": ProcessesExecutionStrategy,
+    "cs": ClientServerExecutionStrategy,
     "client-server": ProcessesExecutionStrategy,
 }
 
