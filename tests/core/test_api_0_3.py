@@ -14,12 +14,15 @@ A 0.3 name or parameter that is missing on purpose is listed in ``REMOVED_ON_PUR
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
+import json
 import re
+import threading
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Tuple
 
 import pytest
 
@@ -625,6 +628,398 @@ def test_the_0_3_cli_forms_parse() -> None:
     parser = build_parser()
     args = parser.parse_args(["store", "--host", "127.0.0.1", "--port", "4800", "--cors-origin", "http://a"])
     assert (args.port, args.host, args.cors_origin) == (4800, "127.0.0.1", ["http://a"])
-    assert args.handler.__name__ == "run_legacy_serve"
+    assert args.handler.__name__ == "serve_or_help"
     args = parser.parse_args(["store", "--log-level", "INFO", "--n-workers", "1", "--backend", "memory"])
     assert args.log_level == "info"
+
+
+# -- one behaviour per name ----------------------------------------------------------------------
+# Each behaviour test below names the 0.3 names it exercises in COVERS; the last test checks that
+# every exported name is covered, or is a type (alias, protocol, TypedDict, enum) with no behaviour.
+
+COVERS: Dict[str, List[str]] = {}
+TYPES_ONLY = {
+    "RolloutRawResult", "RolloutMode", "Dataset", "AttemptStatus", "RolloutStatus", "WorkerStatus",
+    "FilterOptions", "SortOptions", "FilterField", "ResourceUnion", "NamedResources", "Attributes",
+    "AttributeValue", "TraceState", "StatusCode", "SpanLike", "LightningStoreCapabilities",
+    "LightningStoreStatistics", "ExecutionEvent", "SpanRecordingContext", "__version__",
+}  # fmt: skip
+
+
+def covers(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def register(test: Callable[..., Any]) -> Callable[..., Any]:
+        for name in names:
+            COVERS.setdefault(name, []).append(test.__name__)
+        return test
+
+    return register
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)
+
+
+@covers("Triplet", "RolloutConfig", "Rollout", "Attempt", "AttemptedRollout", "EnqueueRolloutRequest", "Worker")
+@covers("PaginatedResult", "GenericResponse")
+def test_data_models_keep_their_0_3_fields_and_defaults() -> None:
+    assert agl.Triplet(prompt={"token_ids": [1]}, response={"token_ids": [2]}).metadata == {}
+    config = agl.RolloutConfig()
+    assert (config.max_attempts, config.retry_condition, config.timeout_seconds) == (1, [], None)  # no retries
+    with pytest.raises(ValueError):
+        agl.RolloutConfig(max_attempts=0)
+    rollout = agl.Rollout(rollout_id="ro-1", input={"q": 1}, start_time=1.0)
+    assert (rollout.status, rollout.mode, rollout.config) == ("queuing", None, agl.RolloutConfig())
+    attempt = agl.Attempt(rollout_id="ro-1", attempt_id="at-1", sequence_id=1, start_time=1.0)
+    assert attempt.status == "preparing"
+    attempted = agl.AttemptedRollout(**rollout.model_dump(), attempt=attempt)
+    assert attempted.attempt.attempt_id == "at-1"
+    with pytest.raises(ValueError):
+        agl.AttemptedRollout(**rollout.model_dump(), attempt=attempt.model_copy(update={"rollout_id": "ro-2"}))
+    assert agl.EnqueueRolloutRequest(input=1).mode is None
+    assert agl.Worker(worker_id="w").status == "unknown"
+    page = agl.PaginatedResult(items=[1, 2, 3], limit=-1, offset=0, total=3)
+    assert (len(page), page[1], list(page)) == (3, 2, [1, 2, 3])
+    assert agl.GenericResponse().status == "success"
+
+
+@covers("Resource", "LLM", "ProxyLLM", "PromptTemplate", "ResourcesUpdate")
+def test_resources_behave_as_in_0_3() -> None:
+    llm = agl.LLM(endpoint="http://h/v1", model="m")
+    assert llm.resource_type == "llm" and llm.get_base_url() == "http://h/v1" and llm.sampling_parameters == {}
+    proxy = agl.ProxyLLM(endpoint="http://h/v1/", model="m")
+    assert proxy.get_base_url("ro-1", "at-1") == "http://h/rollout/ro-1/attempt/at-1/v1"
+    assert proxy.get_base_url() == "http://h/v1/"
+    with pytest.raises(ValueError):
+        proxy.get_base_url("ro-1", None)
+    template = agl.PromptTemplate(template="Hi {name}", engine="f-string")
+    assert template.format(name="Ada") == "Hi Ada"
+    assert isinstance(template, agl.Resource)
+    update = agl.ResourcesUpdate(
+        resources_id="rs-1", create_time=1.0, update_time=1.0, version=1, resources={"p": template}
+    )
+    assert update.resources["p"] == template
+
+
+@covers("Span", "SpanCoreFields", "SpanContext", "TraceStatus", "Event", "Link", "OtelResource", "SpanNames")
+@covers("SpanAttributeNames")
+def test_span_types() -> None:
+    span = agl.Span.from_attributes(rollout_id="ro", attempt_id="at", sequence_id=1, attributes={"k": "v"})
+    assert span.attributes == {"k": "v"} and span.name == "agentlightning.virtual" and span.status.status_code == "OK"
+    assert agl.Span.model_validate_json(span.model_dump_json()) == span
+    assert isinstance(span.context, agl.SpanContext) and isinstance(span.resource, agl.OtelResource)
+    assert agl.TraceStatus(status_code="ERROR").status_code == "ERROR"
+    assert agl.Event(name="e", attributes={}, timestamp=1.0).name == "e"
+    assert agl.Link(context=span.context, attributes=None).context == span.context
+    assert agl.SpanCoreFields(name="n", attributes={}).name == "n"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        assert agl.SpanNames.REWARD.value == "agentlightning.reward"
+        assert agl.SpanAttributeNames.MESSAGE.value == "message"
+
+
+@covers("emit_reward", "get_reward_value", "get_rewards_from_span", "is_reward_span", "find_reward_spans")
+@covers("find_final_reward", "emit_annotation", "emit_message", "get_message_value", "emit_object")
+@covers("get_object_value", "emit_exception", "operation", "reward", "DummyTracer")
+def test_emitters_without_a_tracer_return_the_span_fields() -> None:
+    fields = agl.emit_reward({"acc": 1, "eff": 0.5}, primary_key="acc", propagate=False)
+    assert fields.attributes["agentlightning.reward.0.name"] == "acc"
+    assert fields.attributes["agentlightning.reward.1.value"] == 0.5
+    span = agl.Span.from_core_fields(fields, rollout_id="ro", attempt_id="at", sequence_id=1)
+    assert agl.is_reward_span(span) and agl.get_reward_value(span) == 1.0
+    assert [r.name for r in agl.get_rewards_from_span(span)] == ["acc", "eff"]
+    other = agl.Span.from_attributes(rollout_id="ro", attempt_id="at", sequence_id=2, attributes={})
+    assert agl.find_reward_spans([span, other]) == [span] and agl.find_final_reward([span, other]) == 1.0
+    annotation = agl.emit_annotation({"a": {"b": 1}}, propagate=False)
+    assert annotation.attributes["a.b"] == 1 and annotation.name == "agentlightning.annotation"
+    with pytest.raises(RuntimeError):
+        agl.emit_reward(1.0)  # propagate=True needs an active tracer, as in 0.3
+    tracer = agl.DummyTracer()
+    message = tracer.create_span("agentlightning.message", attributes={"agentlightning.message.body": "hi"})
+    assert (
+        agl.get_message_value(agl.Span.from_core_fields(message, rollout_id="r", attempt_id="a", sequence_id=1)) == "hi"
+    )
+    obj = agl.emit_object({"x": [1, 2]}, propagate=False)
+    assert agl.get_object_value(agl.Span.from_core_fields(obj, rollout_id="r", attempt_id="a", sequence_id=1)) == {
+        "x": [1, 2]
+    }
+    error = agl.emit_exception(ValueError("bad"), propagate=False)
+    assert error.attributes["exception.type"] == "ValueError" and error.status.status_code == "ERROR"  # 0.3: OK
+    agl.emit_message("hello", propagate=False)  # returns nothing, as in 0.3
+
+    @agl.operation
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    with pytest.raises(RuntimeError, match="active tracer"):
+        add(1, 2)  # as every emitter with propagate=True, it needs an active tracer
+    with pytest.warns(DeprecationWarning):
+
+        @agl.reward
+        def score() -> float:
+            return 0.5
+
+    tracer = agl.OtelTracer()
+    store = agl.InMemoryLightningStore()
+
+    async def traced() -> List[Any]:
+        rollout = await store.start_rollout(input=None)
+        with tracer.lifespan(store):
+            async with tracer.trace_context(rollout_id=rollout.rollout_id, attempt_id=rollout.attempt.attempt_id):
+                assert add(1, 2) == 3
+                assert score() == 0.5
+        return list(await store.query_spans(rollout.rollout_id))
+
+    spans = run(traced())
+    operation_span = next(s for s in spans if s.name == "agentlightning.operation")
+    assert operation_span.attributes["agentlightning.operation.input.a"] == 1
+    assert operation_span.attributes["agentlightning.operation.output"] == 3
+    assert agl.find_final_reward(spans) == 0.5
+
+
+@covers("LightningEnvVar", "resolve_bool_env_var", "resolve_int_env_var", "resolve_str_env_var")
+def test_env_var_resolvers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGL_MANAGED_STORE", "off")
+    monkeypatch.setenv("AGL_SERVER_PORT", "4800")
+    assert agl.resolve_bool_env_var(agl.LightningEnvVar.AGL_MANAGED_STORE, fallback=True) is False
+    assert agl.resolve_int_env_var(agl.LightningEnvVar.AGL_SERVER_PORT) == 4800
+    assert agl.resolve_str_env_var(agl.LightningEnvVar.AGL_CURRENT_ROLE, fallback="both") == "both"
+    assert agl.resolve_bool_env_var(agl.LightningEnvVar.AGL_MANAGED_STORE, override=True) is True
+    monkeypatch.setenv("AGL_MANAGED_STORE", "maybe")
+    with pytest.raises(ValueError):
+        agl.resolve_bool_env_var(agl.LightningEnvVar.AGL_MANAGED_STORE)
+
+
+@agl.rollout
+def _echo_reward(task: float, prompt_template: agl.PromptTemplate) -> float:
+    return float(task)
+
+
+@covers("LitAgent", "rollout", "llm_rollout", "prompt_rollout", "Runner", "LitAgentRunner", "Hook")
+@covers("ParallelWorkerBase", "Tracer", "OtelTracer", "get_active_tracer", "set_active_tracer")
+@covers("clear_active_tracer")
+def test_runner_steps_an_agent_with_hooks() -> None:
+    seen: List[str] = []
+
+    class Recorder(agl.Hook):
+        async def on_rollout_start(self, *, agent: Any, runner: Any, rollout: Any) -> None:
+            seen.append("start")
+
+        async def on_trace_start(self, *, agent: Any, runner: Any, tracer: Any, rollout: Any) -> None:
+            seen.append("active" if agl.get_active_tracer() is tracer else "inactive")
+
+        async def on_rollout_end(self, *, agent: Any, runner: Any, rollout: Any, spans: Any) -> None:
+            seen.append("end")
+
+    @agl.llm_rollout
+    def uses_llm(task: str, llm: agl.LLM) -> float:
+        return 1.0
+
+    @agl.prompt_rollout
+    def uses_prompt(task: str, prompt_template: agl.PromptTemplate) -> float:
+        return 1.0
+
+    assert isinstance(uses_llm, agl.LitAgent) and isinstance(uses_prompt, agl.LitAgent)
+    assert isinstance(agl.LitAgentRunner(agl.OtelTracer()), agl.Runner)
+    assert isinstance(agl.OtelTracer(), (agl.Tracer, agl.ParallelWorkerBase))
+    store = agl.InMemoryLightningStore()
+    runner = agl.LitAgentRunner[float](agl.OtelTracer())
+    template = agl.PromptTemplate(template="{x}", engine="f-string")
+
+    async def go() -> Any:
+        with runner.run_context(agent=_echo_reward, store=store, hooks=[Recorder()]):
+            return await runner.step(0.75, resources={"p": template})
+
+    result = run(go())
+    assert result.status == "succeeded" and seen == ["start", "active", "end"]
+    assert agl.find_final_reward(run(store.query_spans(result.rollout_id))) == 0.75
+    assert agl.get_active_tracer() is None
+    tracer = agl.OtelTracer()
+    agl.set_active_tracer(tracer)
+    try:
+        assert agl.get_active_tracer() is tracer
+    finally:
+        agl.clear_active_tracer()
+
+
+@covers("Algorithm", "algo", "FastAlgorithm", "Baseline", "Trainer", "SharedMemoryExecutionStrategy")
+@covers("ExecutionStrategy", "TraceAdapter", "Adapter", "TraceToTripletBase", "TracerTraceToTriplet")
+def test_trainer_runs_an_algo_function_on_its_store() -> None:
+    seen: Dict[str, Any] = {}
+
+    @agl.algo
+    async def one_task(*, store: agl.LightningStore, train_dataset: Any, initial_resources: Any) -> None:
+        await store.add_resources(initial_resources)  # an @algo function gets what it declares
+        rollout = await store.enqueue_rollout(input=train_dataset[0], mode="train")
+        while not await store.wait_for_rollouts(rollout_ids=[rollout.rollout_id], timeout=0.05):
+            pass
+        seen["reward"] = agl.find_final_reward(await store.query_spans(rollout.rollout_id))
+
+    assert isinstance(one_task, agl.Algorithm) and issubclass(agl.Baseline, agl.FastAlgorithm)
+    template = agl.PromptTemplate(template="{x}", engine="f-string")
+    trainer = agl.Trainer(
+        algorithm=one_task, store="memory://", strategy="shm", n_runners=1, initial_resources={"p": template}
+    )
+    assert isinstance(trainer.strategy, (agl.SharedMemoryExecutionStrategy, agl.ExecutionStrategy))
+    trainer.fit(_echo_reward, [0.25])
+    assert seen["reward"] == 0.25
+    adapter = agl.TracerTraceToTriplet()
+    assert isinstance(adapter, agl.TraceAdapter) and isinstance(adapter, agl.Adapter)
+    assert adapter.adapt([]) == [] and issubclass(agl.TracerTraceToTriplet, agl.TraceToTripletBase)
+
+
+@covers("LlmProxyTraceToTriplet", "TraceToMessages", "OtelTraceAdapter")
+def test_other_adapters_take_spans() -> None:
+    assert agl.LlmProxyTraceToTriplet().adapt([]) == []
+    assert agl.TraceToMessages().adapt([]) == []
+    assert issubclass(agl.OtelTraceAdapter, agl.Adapter)
+
+
+@covers("build_component")
+def test_build_component_spec_forms() -> None:
+    store = agl.build_component("agentlightning.store:InMemoryLightningStore", LightningStore, "store")
+    assert isinstance(store, agl.InMemoryLightningStore)
+    built = agl.build_component({"type": agl.InMemoryLightningStore}, LightningStore, "store")
+    assert isinstance(built, agl.InMemoryLightningStore)
+    with pytest.raises(Exception, match="type"):
+        agl.build_component(
+            {}, LightningStore, "store", dict_default_cls=agl.InMemoryLightningStore, dict_requires_type=True
+        )
+    assert agl.build_component(None, LightningStore, "store", allow_none=True) is None
+
+
+@covers("LightningStore", "InMemoryLightningStore", "CollectionBasedLightningStore", "LightningStoreThreaded")
+@covers("LightningStoreServer", "LightningStoreClient")
+def test_stores_wrap_serve_and_reach_each_other() -> None:
+    async def go() -> None:
+        store = agl.InMemoryLightningStore(thread_safe=True)
+        assert isinstance(store, (agl.CollectionBasedLightningStore, agl.LightningStore))
+        threaded = agl.LightningStoreThreaded(store)
+        assert threaded.capabilities["thread_safe"]
+        server = agl.LightningStoreServer(store, "127.0.0.1", 0)
+        await server.start()
+        try:
+            client = agl.LightningStoreClient(server.endpoint)
+            rollout = await client.enqueue_rollout(input={"q": 1})
+            assert (await threaded.get_rollout_by_id(rollout.rollout_id)) is not None
+            assert (await server.dequeue_rollout()).rollout_id == rollout.rollout_id  # type: ignore[union-attr]
+            assert server.otlp_traces_endpoint() == f"{server.endpoint}/v1/traces"
+            await client.close()
+        finally:
+            await server.stop()
+
+    run(go())
+
+
+@covers("AgentOpsTracer")
+def test_agentops_tracer_is_a_deprecated_otel_tracer() -> None:
+    with pytest.warns(DeprecationWarning, match="AgentOps"):
+        tracer = agl.AgentOpsTracer(agentops_managed=True, instrument_managed=True, daemon=True)
+    assert isinstance(tracer, agl.OtelTracer)
+
+
+@covers("ClientServerExecutionStrategy", "ThreadingEvent", "MultiprocessingEvent")
+def test_client_server_roles_talk_over_http() -> None:
+    for event in (agl.ThreadingEvent(), agl.MultiprocessingEvent()):
+        assert not event.is_set()
+        event.set()
+        assert event.is_set() and event.wait(0.01)
+    store = agl.InMemoryLightningStore()
+    algorithm_side = agl.ClientServerExecutionStrategy(role="algorithm", server_port=0)
+    outcome: Dict[str, Any] = {}
+
+    async def algorithm(store: agl.LightningStore, event: Any) -> None:
+        rollout = await store.enqueue_rollout(input=0.5, mode="train")
+        ready.set()
+        while not await store.wait_for_rollouts(rollout_ids=[rollout.rollout_id], timeout=0.05):
+            pass
+        outcome["status"] = (await store.get_rollout_by_id(rollout.rollout_id)).status  # type: ignore[union-attr]
+
+    async def runner(client: agl.LightningStore, worker_id: int, event: Any) -> None:
+        attempted = None
+        while attempted is None:
+            attempted = await client.dequeue_rollout(worker_id="remote")
+        await client.update_attempt(attempted.rollout_id, attempted.attempt.attempt_id, status="succeeded")
+
+    ready = threading.Event()
+    thread = threading.Thread(target=algorithm_side.execute, args=(algorithm, None, store))
+    thread.start()
+    assert ready.wait(30)
+    assert algorithm_side.port != 0  # the port actually bound
+    agl.ClientServerExecutionStrategy(role="runner", server_port=algorithm_side.port).execute(None, runner, None)  # type: ignore[arg-type]
+    thread.join(30)
+    assert outcome["status"] == "succeeded"
+
+
+@covers("LLMProxy")
+def test_llm_proxy_takes_a_0_3_model_list() -> None:
+    from agentlightning.llm_proxy import ModelConfig
+
+    entry: ModelConfig = {"model_name": "m", "litellm_params": {"model": "hosted_vllm/m", "api_base": "http://h:1/v1"}}
+    proxy = agl.LLMProxy(port=0, model_list=[entry], store=agl.InMemoryLightningStore())
+    (backend,) = proxy.backends
+    assert (backend.base_url, backend.request_extras, backend.upstream_model) == (
+        "http://h:1/v1",
+        {"return_token_ids": True},
+        "m",
+    )
+    proxy.update_model_list([{"model_name": "g", "litellm_params": {"model": "openai/gpt-x"}}])
+    assert [b.models for b in proxy.backends] == [["g"]] and not proxy.is_running()
+    with pytest.raises(ValueError, match="OpenAI-compatible"):
+        proxy.update_model_list([{"model_name": "c", "litellm_params": {"model": "anthropic/claude"}}])
+
+
+@covers("lightning_cli")
+def test_lightning_cli_builds_objects_from_options() -> None:
+    class Settings:
+        def __init__(self, rate: float, steps: int = 2, name: str = "x") -> None:
+            self.rate, self.steps, self.name = rate, steps, name
+
+    settings = agl.lightning_cli(Settings, argv=["--settings.rate", "0.5", "--settings.steps", "4"])
+    assert (settings.rate, settings.steps, settings.name) == (0.5, 4, "x")
+
+
+@pytest.fixture
+def restore_logging() -> Iterable[None]:
+    import logging
+
+    names = ["agentlightning", "agl-test-app", "agl-test-module", "agl-test-old"]
+    saved = {name: (lg.level, list(lg.handlers), lg.propagate) for name in names for lg in [logging.getLogger(name)]}
+    yield
+    for name, (level, handlers, propagate) in saved.items():
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
+        logger.propagate = propagate
+
+
+@covers("setup_logging", "setup_module_logging", "configure_logger")
+def test_logging_setup_forms(restore_logging: None) -> None:
+    import logging
+
+    agl.setup_logging("DEBUG", apply_to=["agl-test-app"])
+    app = logging.getLogger("agl-test-app")
+    assert app.level == logging.DEBUG and len(app.handlers) == 1
+    agl.setup_logging("INFO", apply_to=["agl-test-app"])  # a second call replaces, never doubles, the output
+    assert app.level == logging.INFO and len(app.handlers) == 1
+    assert agl.setup_module_logging("WARNING", name="agl-test-module").level == logging.WARNING
+    with pytest.warns(DeprecationWarning):
+        assert agl.configure_logger(logging.INFO, name="agl-test-old").level == logging.INFO
+
+
+def test_semconv_keys_are_str_enums_with_value() -> None:
+    from agentlightning.semconv import LightningResourceAttributes, LightningSpanAttributes, RewardAttributes
+
+    assert LightningSpanAttributes.REWARD.value == "agentlightning.reward" == LightningSpanAttributes.REWARD
+    assert f"{LightningSpanAttributes.TAG}.0" == "agentlightning.tag.0"
+    assert {"agentlightning.rollout_id": 1}[LightningResourceAttributes.ROLLOUT_ID] == 1
+    assert json.dumps({RewardAttributes.VALUE: 1}) == '{"value": 1}'
+
+
+def test_every_exported_name_has_a_behaviour_test() -> None:
+    uncovered = [
+        name
+        for _, name in ALL_EXPORTED
+        if name not in COVERS and name not in TYPES_ONLY and name not in REMOVED_ON_PURPOSE and name not in FROM_PLUGINS
+    ]
+    assert uncovered == []
+    assert all(name in globals() for tests in COVERS.values() for name in tests)

@@ -30,7 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     from agentlightning.server.serve import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WAIT_SECONDS, DEFAULT_PORT
 
-    # The 0.3 form: `agl store` with these options (or none) serves an in-memory store.
+    # The 0.3 form: `agl store` with any of these options serves an in-memory store (bare `agl store`
+    # prints this help instead of starting a server nobody asked for).
     legacy = parser.add_argument_group("serving an in-memory store (the 0.3 form: agl store --port N)")
     legacy.add_argument("--host", default=DEFAULT_HOST, help=f"Address to listen on (default: {DEFAULT_HOST}).")
     legacy.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"Port to listen on (default: {DEFAULT_PORT}).")
@@ -48,7 +49,15 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     legacy.add_argument("--mongo-uri", default=None, help="Not available (there is no MongoDB backend).")
     legacy.add_argument("--n-workers", type=int, default=1, help="Accepted for 0.3 compatibility; one process serves.")
     legacy.add_argument("--tracker", nargs="*", default=None, help="Accepted for 0.3 compatibility; no effect.")
-    parser.set_defaults(handler=run_legacy_serve)
+    legacy_defaults = {action.dest: action.default for action in legacy._group_actions}
+
+    def serve_or_help(args: argparse.Namespace) -> int:
+        if all(getattr(args, dest) == default for dest, default in legacy_defaults.items()):
+            parser.print_help()
+            return 2
+        return run_legacy_serve(args)
+
+    parser.set_defaults(handler=serve_or_help)
     store_commands = parser.add_subparsers(title="store commands", metavar="STORE_COMMAND")
 
     stats = store_commands.add_parser(

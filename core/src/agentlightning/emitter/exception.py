@@ -13,7 +13,9 @@ from ._common import resolve_tracer
 __all__ = ["emit_exception"]
 
 
-def emit_exception(exc: BaseException, attributes: Optional[Attributes] = None, propagate: bool = True) -> SpanCoreFields:
+def emit_exception(
+    exc: BaseException, attributes: Optional[Attributes] = None, propagate: bool = True
+) -> SpanCoreFields:
     """Record ``exc`` as an ``agentlightning.exception`` span with status ERROR.
 
     Attributes follow the OpenTelemetry conventions: ``exception.type``, ``exception.message``,

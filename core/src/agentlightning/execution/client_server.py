@@ -114,6 +114,7 @@ class ClientServerExecutionStrategy(ProcessesExecutionStrategy):
 
         token = resolve_str_env_var(LightningEnvVar.AGL_STORE_TOKEN)
         server = StoreServer(store, host=self.host, port=self.port, token=token).start()
+        self.port = server.port  # the port bound, when 0 asked for a free one
         logger.info("store server for remote runners at %s", server.url)
         try:
             run_sync(algorithm(store, ThreadingEvent()))

@@ -36,7 +36,7 @@ from agentlightning.types import (
     SpanCoreFields,
 )
 
-from .base import ExecutionEvent, Runner
+from .base import ExecutionEvent, Runner, T
 
 __all__ = ["LitAgentRunner", "RolloutCancelled"]
 
@@ -88,7 +88,7 @@ def _default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-class LitAgentRunner(Runner[Any]):
+class LitAgentRunner(Runner[T]):
     """Runs up to ``concurrency`` rollouts at once in this process.
 
     Async agents run as tasks on the runner's loop, sync agents in worker threads (a cancelled

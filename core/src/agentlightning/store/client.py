@@ -677,4 +677,6 @@ class LightningStoreClient(HttpLightningStore):
             connection_timeout=connection_timeout,
             **options,
         )
+
+
 """The 0.3 name of the HTTP store client."""
