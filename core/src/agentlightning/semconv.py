@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from typing import Any, Dict
 
 from pydantic import BaseModel
 
@@ -31,6 +32,15 @@ class LightningResourceAttributes(AttributeKey):
     ATTEMPT_ID = "agentlightning.attempt_id"
     SPAN_SEQUENCE_ID = "agentlightning.span_sequence_id"
     TRACER_NAME = "agentlightning.tracer.name"
+
+
+def rollout_resource_attributes(rollout_id: str, attempt_id: str, sequence_id: int) -> Dict[str, Any]:
+    """Resource attributes naming a span's rollout, attempt and sequence id (as 0.3's spans carried)."""
+    return {
+        LightningResourceAttributes.ROLLOUT_ID.value: rollout_id,
+        LightningResourceAttributes.ATTEMPT_ID.value: attempt_id,
+        LightningResourceAttributes.SPAN_SEQUENCE_ID.value: sequence_id,
+    }
 
 
 class LightningSpanAttributes(AttributeKey):

@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from agentlightning.adapter import Adapter
+from agentlightning.adapter import Adapter, TracerTraceToTriplet
 from agentlightning.algorithm import Algorithm, Baseline, FastAlgorithm, algorithm_class
 from agentlightning.errors import ComponentResolutionError
 from agentlightning.execution import (
@@ -139,7 +139,12 @@ class Trainer:
             registry=_registry("tracers"),
         )
         self.adapter: Optional[Adapter[Any, Any]] = build_component(
-            adapter, Adapter, "adapter", allow_none=True, registry=_registry("adapters")
+            adapter,
+            Adapter,
+            "adapter",
+            allow_none=True,
+            registry=_registry("adapters"),
+            dict_default_cls=TracerTraceToTriplet,  # 0.3: adapter={"agent_match": ...} configures the default
         )
         self.algorithm: Optional[Algorithm] = build_component(
             algorithm, Algorithm, "algorithm", allow_none=True, registry=_registry("algorithms")
