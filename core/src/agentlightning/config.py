@@ -51,8 +51,8 @@ def _unwrap(annotation: Any) -> Tuple[Any, bool, bool]:
         nullable = len(args) < len(typing.get_args(annotation))
         annotation = args[0] if len(args) == 1 else str
     if typing.get_origin(annotation) in (list, List, Sequence, tuple):
-        args = typing.get_args(annotation)
-        return (args[0] if args else str), nullable, True
+        element_types = typing.get_args(annotation)
+        return (element_types[0] if element_types else str), nullable, True
     return annotation, nullable, False
 
 
@@ -60,12 +60,12 @@ def _add_class_options(parser: argparse.ArgumentParser, cls: type) -> Dict[str, 
     """Add one option per constructor parameter of ``cls``; returns {parameter: argparse dest}."""
     prefix = cls.__name__.lower()
     try:
-        hints = typing.get_type_hints(cls.__init__)
+        hints = typing.get_type_hints(cls.__init__)  # type: ignore[misc]
     except Exception:  # noqa: BLE001 - unresolvable annotations: treat those parameters as strings
         hints = {}
     group = parser.add_argument_group(cls.__name__)
     destinations: Dict[str, str] = {}
-    for name, parameter in inspect.signature(cls.__init__).parameters.items():
+    for name, parameter in inspect.signature(cls.__init__).parameters.items():  # type: ignore[misc]
         if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             continue
         kind, nullable, is_list = _unwrap(hints.get(name, str))

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import multiprocessing
 import threading
-from typing import Optional, Sequence
+from typing import Awaitable, Optional, Sequence
 
 from agentlightning.env_var import LightningEnvVar, resolve_int_env_var, resolve_str_env_var
 from agentlightning.runner.base import ExecutionEvent
@@ -52,6 +52,10 @@ class MultiprocessingEvent:
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         return self._event.wait(timeout)
+
+
+async def _as_coroutine(awaitable: Awaitable[None]) -> None:
+    await awaitable
 
 
 class ClientServerExecutionStrategy(ProcessesExecutionStrategy):
@@ -117,7 +121,7 @@ class ClientServerExecutionStrategy(ProcessesExecutionStrategy):
         self.port = server.port  # the port bound, when 0 asked for a free one
         logger.info("store server for remote runners at %s", server.url)
         try:
-            run_sync(algorithm(store, ThreadingEvent()))
+            run_sync(_as_coroutine(algorithm(store, ThreadingEvent())))
         finally:
             server.stop()
 

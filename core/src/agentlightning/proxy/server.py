@@ -228,7 +228,7 @@ class LLMProxy:
         if model is None and rollout_id is not None and (attempt_id is None or not isinstance(attempt_id, str)):
             model, rollout_id = rollout_id, None
             if attempt_id is not None:
-                sampling_parameters, attempt_id = attempt_id, None  # type: ignore[assignment]
+                sampling_parameters, attempt_id = attempt_id, None
         if (rollout_id is None) != (attempt_id is None):
             raise ValueError("give both rollout_id and attempt_id, or neither")
         if model is None:

@@ -176,7 +176,10 @@ def store_server_with_cors(store: LightningStore, cors: Sequence[str], **options
 
             uvicorn_server = build()
             uvicorn_server.config.app = CORSMiddleware(
-                uvicorn_server.config.app, allow_origins=list(cors), allow_methods=["*"], allow_headers=["*"]
+                uvicorn_server.config.app,  # type: ignore[arg-type]
+                allow_origins=list(cors),
+                allow_methods=["*"],
+                allow_headers=["*"],
             )
             return uvicorn_server
 

@@ -230,7 +230,9 @@ class Trainer:
         if isinstance(spec, str) and _URI.match(spec):
             store = open_store(spec)
         else:
-            store = build_component(spec, LightningStore, "store")  # type: ignore[type-abstract]
+            built = build_component(spec, LightningStore, "store")  # type: ignore[type-abstract]
+            assert built is not None  # build_component refuses None unless allow_none
+            store = built
         logger.info("store: %s", spec)
         return store, True
 
