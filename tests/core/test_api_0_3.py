@@ -534,6 +534,11 @@ def test_every_0_3_name_imports_from_its_module_and_the_top_level(module: str, n
             getattr(agl, name)(config={}) if name == "VERL" else getattr(agl, name)(None)
         return
     value = getattr(agl, name)
+    if name == "reward" and inspect.ismodule(value):
+        # Importing the deprecated module agentlightning.reward rebinds the package attribute to it
+        # (as in 0.3); the module is callable as the decorator, so `@agl.reward` still works.
+        assert callable(value)
+        return
     if module:
         assert getattr(importlib.import_module(f"agentlightning.{module}"), name) is value
 
