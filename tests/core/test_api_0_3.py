@@ -615,6 +615,12 @@ MODULE_PATHS_0_3 = {
     "agentlightning.algorithm": ["algo", "Algorithm"],
     "agentlightning.logging": ["setup_logging", "configure_logger"],
     "agentlightning.config": ["lightning_cli"],
+    "agentlightning.utils.metrics": [
+        "MetricsBackend",
+        "ConsoleMetricsBackend",
+        "PrometheusMetricsBackend",
+        "MultiMetricsBackend",
+    ],
 }
 
 

@@ -208,6 +208,43 @@ async def test_minimal_llm_proxy_in_front_of_openai(fake: FakeOpenAIServer, monk
         assert len(await store.query_spans(rollout.rollout_id)) == 1
 
 
+async def test_minimal_write_metrics_to_the_console_and_prometheus(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import socket
+
+    import httpx
+    from prometheus_client import start_http_server
+
+    from agentlightning.utils.metrics import (
+        ConsoleMetricsBackend,
+        MetricsBackend,
+        MultiMetricsBackend,
+        PrometheusMetricsBackend,
+    )
+
+    console = ConsoleMetricsBackend(window_seconds=15.0, log_interval_seconds=0.0, group_level=1)
+    backend: MetricsBackend = MultiMetricsBackend([console, PrometheusMetricsBackend()])
+    assert backend.has_prometheus()
+    backend.register_counter("example_requests_total", ["operation", "status"])
+    backend.register_histogram("example_latency_seconds", ["operation"], buckets=[0.01, 0.1, 1.0])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    start_http_server(port, addr="127.0.0.1")
+    with caplog.at_level(logging.INFO, logger="agentlightning.utils.metrics"):
+        for status in ("200", "200", "500"):
+            await backend.inc_counter("example_requests_total", labels={"operation": "search", "status": status})
+            await backend.observe_histogram("example_latency_seconds", value=0.05, labels={"operation": "search"})
+    exposed = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert 'example_requests_total{operation="search",status="200"} 2.0' in exposed
+    assert 'example_latency_seconds_bucket{le="0.1",operation="search"} 3.0' in exposed
+    assert any("example_requests_total{operation=search} total=3" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ValueError, match="labels"):
+        await backend.inc_counter("example_requests_total", labels={"operation": "search"})
+    with pytest.raises(ValueError, match="already registered"):
+        backend.register_counter("example_latency_seconds", ["operation"])
+
+
 # -- examples/apo ----------------------------------------------------------------------------------
 
 
