@@ -7,6 +7,7 @@ or ``await backend.observe_histogram(name, value, labels=...)``; labels must mat
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 import time
@@ -111,7 +112,7 @@ class ConsoleMetricsBackend(MetricsBackend):
                 groups[label_values[:depth]].append(value)
             span = max(1e-9, min(self.window_seconds or float("inf"), now - events[0][0])) if events else 1.0
             for key, values in sorted(groups.items()):
-                label_text = ",".join(f"{n}={v}" for n, v in zip(label_names, key)) or "-"
+                label_text = ",".join(f"{n}={v}" for n, v in zip(label_names, key, strict=False)) or "-"
                 if kind == "counter":
                     lines.append(f"{name}{{{label_text}}} total={sum(values):g} rate={sum(values) / span:.2f}/s")
                 else:
