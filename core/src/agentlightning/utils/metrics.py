@@ -127,13 +127,12 @@ class PrometheusMetricsBackend(MetricsBackend):
 
     def __init__(self) -> None:
         super().__init__()
-        try:
-            import prometheus_client
+        try:  # an optional dependency, imported by name: type checkers need not have it
+            self._client: Any = importlib.import_module("prometheus_client")
         except ImportError as exc:
             raise ImportError(
                 "PrometheusMetricsBackend needs prometheus_client: pip install prometheus-client"
             ) from exc
-        self._client = prometheus_client
         self._collectors: Dict[str, Any] = {}
 
     def has_prometheus(self) -> bool:
