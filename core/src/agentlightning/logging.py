@@ -40,10 +40,7 @@ def _console_handler(color: Union[bool, Dict[str, Any]], formatter: Optional[log
 
 
 def _configure(
-    name: str,
-    level: int,
-    handlers: List[logging.Handler],
-    propagate: bool,
+    name: str, level: int, handlers: List[logging.Handler], propagate: bool, extra: List[logging.Handler]
 ) -> logging.Logger:
     logger = logging.getLogger(name)
     logger.setLevel(level)
@@ -51,10 +48,19 @@ def _configure(
     for existing in list(logger.handlers):
         if (existing.get_name() or "").startswith(_HANDLER_NAME):
             logger.removeHandler(existing)
-    for handler in handlers:
+    for index, handler in enumerate(handlers):
+        handler.set_name(f"{_HANDLER_NAME}-{index}")
+        logger.addHandler(handler)
+    for handler in extra:
         logger.addHandler(handler)
     logger.propagate = propagate
     return logger
+
+
+def _disable_other_loggers(kept: List[str]) -> None:
+    for name, existing in logging.root.manager.loggerDict.items():
+        if isinstance(existing, logging.Logger) and not any(name == k or name.startswith(k + ".") for k in kept):
+            existing.disabled = True
 
 
 def setup_logging(
@@ -70,42 +76,28 @@ def setup_logging(
     formatter: Optional[logging.Formatter] = None,
     apply_to: Optional[List[str]] = None,
     files: Union[str, Dict[str, str], None] = None,
-    rich: Optional[bool] = None,
 ) -> None:
     """Send ``agentlightning`` logs, and those of the loggers in ``apply_to``, to the console.
 
     ``color``: rich output (a dict passes options to ``rich.logging.RichHandler``); ``files``: one
     log file for every configured logger, or ``{logger name: file}``; ``submodule_levels``: levels
     of sub-loggers (``{"agentlightning.store": "DEBUG"}``); ``capture_warnings``: route
-    ``warnings`` through logging; ``disable_existing_loggers``: silence every other logger that
-    exists already. ``rich`` is an older spelling of ``color``.
+    ``warnings`` through logging; ``disable_existing_loggers``: silence every other logger.
     """
-    if rich is not None:
-        color = rich
-    numeric = _level(level)
     names = ["agentlightning", *(apply_to or [])]
     for name in names:
-        handlers: List[logging.Handler] = []
-        if console:
-            handlers.append(_console_handler(color, formatter))
+        handlers: List[logging.Handler] = [_console_handler(color, formatter)] if console else []
         target = files.get(name) if isinstance(files, dict) else files
         if target:
-            file_handler = logging.FileHandler(target)
-            file_handler.setFormatter(formatter or logging.Formatter(_PLAIN_FORMAT))
-            handlers.append(file_handler)
-        for index, handler in enumerate(handlers):
-            handler.set_name(f"{_HANDLER_NAME}-{index}")
-        _configure(name, numeric, [*handlers, *(extra_handlers or [])], propagate)
+            handlers.append(logging.FileHandler(target))
+            handlers[-1].setFormatter(formatter or logging.Formatter(_PLAIN_FORMAT))
+        _configure(name, _level(level), handlers, propagate, extra_handlers or [])
     for name, sub_level in (submodule_levels or {}).items():
         logging.getLogger(name).setLevel(_level(sub_level))
     if capture_warnings:
         logging.captureWarnings(True)
     if disable_existing_loggers:
-        for name, existing in logging.root.manager.loggerDict.items():
-            if isinstance(existing, logging.Logger) and not any(
-                name == kept or name.startswith(kept + ".") for kept in names
-            ):
-                existing.disabled = True
+        _disable_other_loggers(names)
 
 
 def setup_module_logging(
@@ -118,14 +110,9 @@ def setup_module_logging(
     disable_existing_loggers: bool = False,
 ) -> logging.Logger:
     """Configure the logger ``name`` alone (console output at ``level``) and return it."""
-    handlers = [_console_handler(color, None)] if console else []
-    for index, handler in enumerate(handlers):
-        handler.set_name(f"{_HANDLER_NAME}-{index}")
-    logger = _configure(name, _level(level), handlers, propagate)
+    logger = _configure(name, _level(level), [_console_handler(color, None)] if console else [], propagate, [])
     if disable_existing_loggers:
-        for other, existing in logging.root.manager.loggerDict.items():
-            if isinstance(existing, logging.Logger) and other != name and not other.startswith(name + "."):
-                existing.disabled = True
+        _disable_other_loggers([name])
     return logger
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import multiprocessing.synchronize
 import threading
 from typing import Awaitable, Optional, Sequence
 
@@ -35,23 +36,11 @@ class ThreadingEvent(threading.Event):
     """A stop event shared by bundles in threads of one process."""
 
 
-class MultiprocessingEvent:
-    """A stop event shared by bundles in processes (a ``multiprocessing.Event``)."""
+class MultiprocessingEvent(multiprocessing.synchronize.Event):
+    """A stop event shared by bundles in processes."""
 
     def __init__(self) -> None:
-        self._event = multiprocessing.get_context().Event()
-
-    def set(self) -> None:
-        self._event.set()
-
-    def clear(self) -> None:
-        self._event.clear()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    def wait(self, timeout: Optional[float] = None) -> bool:
-        return self._event.wait(timeout)
+        super().__init__(ctx=multiprocessing.get_context())
 
 
 async def _as_coroutine(awaitable: Awaitable[None]) -> None:
