@@ -873,6 +873,14 @@ def test_trainer_runs_an_algo_function_on_its_store() -> None:
     assert isinstance(trainer.strategy, (agl.SharedMemoryExecutionStrategy, agl.ExecutionStrategy))
     trainer.fit(_echo_reward, [0.25])
     assert seen["reward"] == 0.25
+    model = {"model_name": "m", "litellm_params": {"model": "hosted_vllm/m", "api_base": "http://127.0.0.1:9/v1"}}
+    with_proxy = agl.Trainer(
+        algorithm=one_task, store="memory://", llm_proxy={"model_list": [model]}, initial_resources={"p": template}
+    )
+    assert isinstance(with_proxy.llm_proxy, agl.LLMProxy) and with_proxy.llm_proxy.store is None
+    with_proxy.fit(_echo_reward, [0.5])
+    assert seen["reward"] == 0.5
+    assert with_proxy.llm_proxy.store is with_proxy.store  # the proxy writes to the run's store
     adapter = agl.TracerTraceToTriplet()
     assert isinstance(adapter, agl.TraceAdapter) and isinstance(adapter, agl.Adapter)
     assert adapter.adapt([]) == [] and issubclass(agl.TracerTraceToTriplet, agl.TraceToTripletBase)

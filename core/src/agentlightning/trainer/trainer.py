@@ -122,14 +122,16 @@ class Trainer:
         self.max_rollouts = max_rollouts
         self.initial_resources = initial_resources
         self.hooks: List[Hook] = list(hooks or [])
+        if isinstance(llm_proxy, dict):  # 0.3: a dict of LLMProxy options; the proxy gets the run's store
+            from agentlightning.proxy import LLMProxy
+
+            llm_proxy = LLMProxy(**llm_proxy)
         self.llm_proxy = llm_proxy
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.resume = False
         self._store_spec = store
         self._store: Optional[LightningStore] = None
         self._owns_store = False
-        if store is not None:  # built now, so that `trainer.store` is usable at once (as in 0.3)
-            self._store, self._owns_store = self._build_store(store)
 
         self.tracer: Tracer = build_component(  # type: ignore[assignment]
             tracer,
@@ -165,6 +167,8 @@ class Trainer:
             default_factory=lambda: LitAgentRunner(tracer=self.tracer, max_rollouts=self.max_rollouts),
             optional_defaults={"tracer": self.tracer, "max_rollouts": self.max_rollouts},
         )  # type: ignore[assignment]
+        if store is not None:  # built now (last: a bad spec above leaves nothing open), usable at once as in 0.3
+            self._store, self._owns_store = self._build_store(store)
 
     # -- entry points ------------------------------------------------------------------------------
     def fit(
@@ -293,6 +297,8 @@ class Trainer:
             if self.initial_resources is not None:
                 algorithm.set_initial_resources(self.initial_resources)
             if self.llm_proxy is not None:
+                if getattr(self.llm_proxy, "store", False) is None:
+                    self.llm_proxy.set_store(store)
                 algorithm.set_llm_proxy(self.llm_proxy)
             if algorithm.is_async():
                 await algorithm.run(train_dataset=train_dataset, val_dataset=val_dataset)  # type: ignore[misc]
