@@ -124,7 +124,8 @@ class LightningStoreServer(DelegatingStore):
 
     @property
     def capabilities(self) -> LightningStoreCapabilities:
-        return LightningStoreCapabilities(thread_safe=True, async_safe=True, zero_copy=True, otlp_traces=True)
+        # What the wrapped store offers, plus OTLP trace ingest at /v1/traces.
+        return LightningStoreCapabilities(**{**self.store.capabilities, "otlp_traces": True})
 
     def _make_server(self) -> "StoreServer":
         return store_server_with_cors(self.store, self.cors_allow_origins, host=self.host, port=self.port)
