@@ -30,7 +30,9 @@ class MetricsBackend:
     def has_prometheus(self) -> bool:
         return False
 
-    def _register(self, name: str, kind: str, label_names: Optional[Sequence[str]]) -> None:
+    def _register(
+        self, name: str, kind: str, label_names: Optional[Sequence[str]], buckets: Optional[Sequence[float]]
+    ) -> None:
         spec = (kind, tuple(label_names or ()))
         if self._metrics.setdefault(name, spec) != spec:
             raise ValueError(f"metric {name!r} is already registered as {self._metrics[name]}, not {spec}")
@@ -47,7 +49,7 @@ class MetricsBackend:
     def register_counter(
         self, name: str, label_names: Optional[Sequence[str]] = None, group_level: Optional[int] = None
     ) -> None:
-        self._register(name, "counter", label_names)
+        self._register(name, "counter", label_names, None)
 
     def register_histogram(
         self,
@@ -56,7 +58,7 @@ class MetricsBackend:
         buckets: Optional[Sequence[float]] = None,
         group_level: Optional[int] = None,
     ) -> None:
-        self._register(name, "histogram", label_names)
+        self._register(name, "histogram", label_names, buckets)
 
     async def inc_counter(self, name: str, amount: float = 1.0, labels: Optional[LabelDict] = None) -> None:
         self._record(name, self._labels(name, "counter", labels), amount)
@@ -138,24 +140,14 @@ class PrometheusMetricsBackend(MetricsBackend):
     def has_prometheus(self) -> bool:
         return True
 
-    def register_counter(
-        self, name: str, label_names: Optional[Sequence[str]] = None, group_level: Optional[int] = None
+    def _register(
+        self, name: str, kind: str, label_names: Optional[Sequence[str]], buckets: Optional[Sequence[float]]
     ) -> None:
-        super().register_counter(name, label_names)
+        super()._register(name, kind, label_names, buckets)
         if name not in self._collectors:
-            self._collectors[name] = self._client.Counter(name, name, list(label_names or ()))
-
-    def register_histogram(
-        self,
-        name: str,
-        label_names: Optional[Sequence[str]] = None,
-        buckets: Optional[Sequence[float]] = None,
-        group_level: Optional[int] = None,
-    ) -> None:
-        super().register_histogram(name, label_names)
-        if name not in self._collectors:
+            collector_class = self._client.Counter if kind == "counter" else self._client.Histogram
             options = {"buckets": list(buckets)} if buckets else {}
-            self._collectors[name] = self._client.Histogram(name, name, list(label_names or ()), **options)
+            self._collectors[name] = collector_class(name, name, list(label_names or ()), **options)
 
     def _record(self, name: str, label_values: Tuple[str, ...], value: float) -> None:
         collector = self._collectors[name].labels(*label_values) if label_values else self._collectors[name]
@@ -172,26 +164,13 @@ class MultiMetricsBackend(MetricsBackend):
     def has_prometheus(self) -> bool:
         return any(backend.has_prometheus() for backend in self.backends)
 
-    def register_counter(
-        self, name: str, label_names: Optional[Sequence[str]] = None, group_level: Optional[int] = None
+    def _register(
+        self, name: str, kind: str, label_names: Optional[Sequence[str]], buckets: Optional[Sequence[float]]
     ) -> None:
+        super()._register(name, kind, label_names, buckets)
         for backend in self.backends:
-            backend.register_counter(name, label_names, group_level)
+            backend._register(name, kind, label_names, buckets)
 
-    def register_histogram(
-        self,
-        name: str,
-        label_names: Optional[Sequence[str]] = None,
-        buckets: Optional[Sequence[float]] = None,
-        group_level: Optional[int] = None,
-    ) -> None:
+    def _record(self, name: str, label_values: Tuple[str, ...], value: float) -> None:
         for backend in self.backends:
-            backend.register_histogram(name, label_names, buckets, group_level)
-
-    async def inc_counter(self, name: str, amount: float = 1.0, labels: Optional[LabelDict] = None) -> None:
-        for backend in self.backends:
-            await backend.inc_counter(name, amount, labels)
-
-    async def observe_histogram(self, name: str, value: float, labels: Optional[LabelDict] = None) -> None:
-        for backend in self.backends:
-            await backend.observe_histogram(name, value, labels)
+            backend._record(name, label_values, value)
