@@ -46,7 +46,13 @@ PYTHON = "3.11"
 TEST_DEPS = ["pytest>=8.3", "pytest-asyncio>=0.24", "pytest-timeout>=2.3", "httpx>=0.27"]
 # The core's tests also run the store server (the `server` extra) and talk to it like the outside
 # world does: the OpenTelemetry SDK's OTLP/HTTP exporter, and schemathesis against its OpenAPI document.
-CORE_TEST_DEPS = ["opentelemetry-exporter-otlp-proto-http>=1.30", "schemathesis>=4,<5", "openai>=1.60"]
+# prometheus-client: the Prometheus metrics backend (agentlightning.utils.metrics) is tested for real.
+CORE_TEST_DEPS = [
+    "opentelemetry-exporter-otlp-proto-http>=1.30",
+    "schemathesis>=4,<5",
+    "openai>=1.60",
+    "prometheus-client>=0.20",
+]
 # Small plugin distributions that the core's plugin-loading tests install and load for real.
 TEST_PLUGIN_DISTS = ["tests/plugin_dists/agl-sample-plugin", "tests/plugin_dists/agl-broken-plugin"]
 # The test kit (fake OpenAI server, adapter conformance suite): the core's tests use it like plugin authors do.

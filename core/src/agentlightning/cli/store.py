@@ -2,6 +2,7 @@
 
 * ``agl store stats URI``: print a store's statistics (read-only).
 * ``agl store serve --store URI``: serve a store over HTTP (REST API + OTLP trace ingest).
+* ``agl store [--port N --host H --cors-origin O ...]``: the 0.3 form, serving an in-memory store.
 """
 
 from __future__ import annotations
@@ -27,11 +28,36 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Commands that open a LightningStore from its URI.",
     )
 
-    def show_help(_args: argparse.Namespace) -> int:
-        parser.print_help()
-        return 2
+    from agentlightning.server.serve import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WAIT_SECONDS, DEFAULT_PORT
 
-    parser.set_defaults(handler=show_help)
+    # The 0.3 form: `agl store` with any of these options serves an in-memory store (bare `agl store`
+    # prints this help instead of starting a server nobody asked for).
+    legacy = parser.add_argument_group("serving an in-memory store (the 0.3 form: agl store --port N)")
+    legacy.add_argument("--host", default=DEFAULT_HOST, help=f"Address to listen on (default: {DEFAULT_HOST}).")
+    legacy.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"Port to listen on (default: {DEFAULT_PORT}).")
+    legacy.add_argument(
+        "--cors-origin", action="append", default=None, metavar="ORIGIN", help="Allow browser requests from ORIGIN."
+    )
+    legacy.add_argument(
+        "--log-level",
+        type=str.lower,
+        default="warning",
+        choices=LOG_LEVELS,
+        help="Server log level (default: warning).",
+    )
+    legacy.add_argument("--backend", choices=["memory", "mongo"], default="memory", help="Only memory is available.")
+    legacy.add_argument("--mongo-uri", default=None, help="Not available (there is no MongoDB backend).")
+    legacy.add_argument("--n-workers", type=int, default=1, help="Accepted for 0.3 compatibility; one process serves.")
+    legacy.add_argument("--tracker", nargs="*", default=None, help="Accepted for 0.3 compatibility; no effect.")
+    legacy_defaults = {action.dest: action.default for action in legacy._group_actions}
+
+    def serve_or_help(args: argparse.Namespace) -> int:
+        if all(getattr(args, dest) == default for dest, default in legacy_defaults.items()):
+            parser.print_help()
+            return 2
+        return run_legacy_serve(args)
+
+    parser.set_defaults(handler=serve_or_help)
     store_commands = parser.add_subparsers(title="store commands", metavar="STORE_COMMAND")
 
     stats = store_commands.add_parser(
@@ -42,8 +68,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     stats.add_argument("uri", metavar="URI", help=URI_HELP)
     stats.add_argument("--json", action="store_true", help="Print the statistics as JSON instead of a table.")
     stats.set_defaults(handler=run_stats)
-
-    from agentlightning.server.serve import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WAIT_SECONDS, DEFAULT_PORT
 
     serve = store_commands.add_parser(
         "serve",
@@ -100,15 +124,40 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     serve.add_argument(
         "--log-level",
+        type=str.lower,
         default="warning",
-        choices=["critical", "error", "warning", "info", "debug"],
+        choices=LOG_LEVELS,
         help="Server log level (default: warning).",
+    )
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        default=None,
+        metavar="ORIGIN",
+        help="Let browser apps served from ORIGIN (e.g. http://localhost:5173) call the API; repeat for several.",
     )
     serve.add_argument("--access-log", action="store_true", help="Log every request (one line each).")
     serve.set_defaults(handler=run_serve)
 
 
 DEFAULT_SERVE_STORE = "sqlite:///agl_store.db"
+LOG_LEVELS = ["critical", "error", "warning", "info", "debug"]
+
+
+def run_legacy_serve(args: argparse.Namespace) -> int:
+    """``agl store --port N ...`` (0.3): serve a new in-memory store."""
+    if args.backend == "mongo" or args.mongo_uri:
+        raise CLIError(
+            "there is no MongoDB backend; for a durable store run: agl store serve --store sqlite:///path/to/store.db"
+        )
+    if args.n_workers != 1 or args.tracker:
+        print("agl store: --n-workers and --tracker have no effect here; one process serves", flush=True)
+    from agentlightning.server.serve import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WAIT_SECONDS
+
+    serve_args = argparse.Namespace(**vars(args))
+    serve_args.store, serve_args.token, serve_args.access_log = "memory://", None, False
+    serve_args.max_body_bytes, serve_args.max_wait_seconds = DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WAIT_SECONDS
+    return run_serve(serve_args)
 
 
 def read_only_uri(uri: str) -> str:
@@ -198,13 +247,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from agentlightning.env_var import LightningEnvVar, resolve_str_env_var
     from agentlightning.errors import InsecureBindError, UnknownStoreURIError
-    from agentlightning.server.serve import (
-        ServerDependencyError,
-        StoreServer,
-        check_bind_address,
-        import_server_dependencies,
-    )
+    from agentlightning.server.serve import ServerDependencyError, check_bind_address, import_server_dependencies
     from agentlightning.store import open_store
+    from agentlightning.store.wrappers import store_server_with_cors
 
     token = args.token or resolve_str_env_var(LightningEnvVar.AGL_STORE_TOKEN)
     uri: str = args.store
@@ -227,8 +272,9 @@ def run_serve(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from exc
     except (OSError, ValueError, RuntimeError) as exc:
         raise CLIError(f"cannot open store {uri!r}: {exc}") from exc
-    server = StoreServer(
+    server = store_server_with_cors(
         store,
+        getattr(args, "cors_origin", None) or [],
         host=args.host,
         port=args.port,
         token=token,

@@ -35,6 +35,7 @@ from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.trace import Status, StatusCode
 
 from agentlightning.env_var import LightningEnvVar, resolve_list_env_var
+from agentlightning.semconv import rollout_resource_attributes
 from agentlightning.types.tracer import Attributes, Span, SpanCoreFields, SpanRecordingContext, TraceStatus
 from agentlightning.types.tracer import StatusCode as AglStatusCode
 from agentlightning.utils.otel import sanitize_attributes
@@ -76,6 +77,10 @@ def _to_span(readable: ReadableSpan, rollout_id: str, attempt_id: str, sequence_
     span = Span.from_opentelemetry(readable, rollout_id, attempt_id, sequence_id)
     # The SDK stores sequences as tuples; stored spans use JSON lists everywhere.
     span.attributes = {k: list(v) if isinstance(v, tuple) else v for k, v in span.attributes.items()}
+    span.resource.attributes = {
+        **span.resource.attributes,
+        **rollout_resource_attributes(rollout_id, attempt_id, sequence_id),
+    }
     return span
 
 
