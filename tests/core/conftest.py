@@ -7,7 +7,7 @@ front of a store server, PostgreSQL, ...) only adds an entry there.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -84,3 +84,25 @@ async def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Async
 async def store(store_factory: StoreFactory) -> LightningStore:
     """A fresh store of each backend, with default options."""
     return store_factory()
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Undo what a test's ``setup_logging`` call did to every logger (levels, handlers, disabled)."""
+    import logging
+
+    def loggers() -> List[logging.Logger]:
+        found = [lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+        return [logging.root, *found]
+
+    saved = {lg.name: (lg, lg.level, list(lg.handlers), lg.propagate, lg.disabled) for lg in loggers()}
+    yield
+    for logger in loggers():
+        if logger.name not in saved:
+            logger.handlers.clear()
+            logger.setLevel(logging.NOTSET)
+            continue
+        _, level, handlers, propagate, disabled = saved[logger.name]
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
+        logger.propagate, logger.disabled = propagate, disabled

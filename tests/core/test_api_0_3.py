@@ -997,20 +997,6 @@ def test_lightning_cli_builds_objects_from_options() -> None:
     assert (settings.rate, settings.steps, settings.name) == (0.5, 4, "x")
 
 
-@pytest.fixture
-def restore_logging() -> Iterable[None]:
-    import logging
-
-    names = ["agentlightning", "agl-test-app", "agl-test-module", "agl-test-old"]
-    saved = {name: (lg.level, list(lg.handlers), lg.propagate) for name in names for lg in [logging.getLogger(name)]}
-    yield
-    for name, (level, handlers, propagate) in saved.items():
-        logger = logging.getLogger(name)
-        logger.setLevel(level)
-        logger.handlers[:] = handlers
-        logger.propagate = propagate
-
-
 @covers("setup_logging", "setup_module_logging", "configure_logger")
 def test_logging_setup_forms(restore_logging: None) -> None:
     import logging

@@ -520,7 +520,7 @@ class RagLikeAgent(agl.LitAgent[Dict[str, Any]]):
         return await self.training_rollout_async(task, cooler, rollout)
 
 
-def test_rag_dev_run(tmp_path: Any) -> None:
+def test_rag_dev_run(tmp_path: Any, restore_logging: None) -> None:
     agl.setup_logging("DEBUG", apply_to=["rag-like-agent"])
     resources: Dict[str, agl.ResourceUnion] = {
         "main_llm": agl.LLM(endpoint="http://localhost:8000/v1", model="Qwen", sampling_parameters={"temperature": 0.0})

@@ -247,9 +247,13 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from agentlightning.env_var import LightningEnvVar, resolve_str_env_var
     from agentlightning.errors import InsecureBindError, UnknownStoreURIError
-    from agentlightning.server.serve import ServerDependencyError, check_bind_address, import_server_dependencies
+    from agentlightning.server.serve import (
+        ServerDependencyError,
+        StoreServer,
+        check_bind_address,
+        import_server_dependencies,
+    )
     from agentlightning.store import open_store
-    from agentlightning.store.wrappers import store_server_with_cors
 
     token = args.token or resolve_str_env_var(LightningEnvVar.AGL_STORE_TOKEN)
     uri: str = args.store
@@ -272,9 +276,9 @@ def run_serve(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from exc
     except (OSError, ValueError, RuntimeError) as exc:
         raise CLIError(f"cannot open store {uri!r}: {exc}") from exc
-    server = store_server_with_cors(
+    server = StoreServer(
         store,
-        getattr(args, "cors_origin", None) or [],
+        cors_allow_origins=getattr(args, "cors_origin", None) or [],
         host=args.host,
         port=args.port,
         token=token,

@@ -8,7 +8,7 @@ import ipaddress
 import logging
 import socket
 import threading
-from typing import TYPE_CHECKING, Any, Callable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence
 
 from agentlightning.errors import AgentLightningError, InsecureBindError
 from agentlightning.utils.aio import run_sync
@@ -131,6 +131,7 @@ class StoreServer:
         log_level: str = "warning",
         access_log: bool = False,
         close_store: bool = False,
+        cors_allow_origins: Sequence[str] = (),
     ) -> None:
         if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
             raise ValueError(f"port must be an int in 0..65535, got {port!r}")
@@ -149,6 +150,7 @@ class StoreServer:
         self.log_level = log_level
         self.access_log = access_log
         self.close_store = close_store
+        self.cors_allow_origins = list(cors_allow_origins)
         self._socket: Optional[socket.socket] = None
         self._server: Optional["uvicorn.Server"] = None
         self._thread: Optional[threading.Thread] = None
@@ -171,9 +173,13 @@ class StoreServer:
 
         from .app import create_app
 
-        app = create_app(
+        app: Any = create_app(
             self.store, token=self.token, max_body_bytes=self.max_body_bytes, max_wait_seconds=self.max_wait_seconds
         )
+        if self.cors_allow_origins:
+            from starlette.middleware.cors import CORSMiddleware
+
+            app = CORSMiddleware(app, allow_origins=self.cors_allow_origins, allow_methods=["*"], allow_headers=["*"])
         self._socket = _bind(self.host, self.port)
         self.port = int(self._socket.getsockname()[1])
         config = uvicorn.Config(

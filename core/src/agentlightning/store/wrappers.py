@@ -128,7 +128,9 @@ class LightningStoreServer(DelegatingStore):
         return LightningStoreCapabilities(**{**self.store.capabilities, "otlp_traces": True})
 
     def _make_server(self) -> "StoreServer":
-        return store_server_with_cors(self.store, self.cors_allow_origins, host=self.host, port=self.port)
+        from agentlightning.server.serve import StoreServer
+
+        return StoreServer(self.store, host=self.host, port=self.port, cors_allow_origins=self.cors_allow_origins)
 
     async def start(self) -> None:
         """Start serving (from a background thread); returns once the server accepts connections."""
@@ -162,27 +164,3 @@ class LightningStoreServer(DelegatingStore):
         from .client import HttpLightningStore
 
         return (HttpLightningStore, (self.endpoint,))
-
-
-def store_server_with_cors(store: LightningStore, cors: Sequence[str], **options: Any) -> "StoreServer":
-    """A :class:`StoreServer` for ``store`` whose app also answers CORS requests from ``cors`` origins."""
-    from agentlightning.server.serve import StoreServer
-
-    server = StoreServer(store, **options)
-    if cors:
-        build = server._build
-
-        def build_with_cors() -> Any:
-            from starlette.middleware.cors import CORSMiddleware
-
-            uvicorn_server = build()
-            uvicorn_server.config.app = CORSMiddleware(
-                uvicorn_server.config.app,  # type: ignore[arg-type]
-                allow_origins=list(cors),
-                allow_methods=["*"],
-                allow_headers=["*"],
-            )
-            return uvicorn_server
-
-        server._build = build_with_cors  # type: ignore[method-assign]
-    return server
