@@ -1,0 +1,1280 @@
+"""``postgresql://user:password@host:port/database``: a store in PostgreSQL, shared by processes on
+several hosts.
+
+The database is the only state: nothing is cached between calls, so every process (store servers,
+runners, trainers) sees every acknowledged write of the others. Each call runs in one transaction
+that locks the rows it changes and applies the same status machine as the other backends (the
+core's :class:`~agentlightning.store.engine.StoreEngine`, run over just those rows), then writes
+back what changed. So, with many processes on one database:
+
+* ``dequeue_rollout`` hands each queued rollout to exactly one caller (``FOR UPDATE SKIP LOCKED``
+  on the queue; concurrent callers take the next rollouts instead of waiting);
+* span sequence ids are issued per rollout by one atomic counter row, so they are unique and
+  consecutive across processes;
+* the watchdog (timeouts, unresponsive attempts) runs in whichever process calls first, on rows it
+  locks, and re-checks each deadline on the locked row, so an attempt is ended once;
+* ``wait_for_rollouts`` sleeps until a ``NOTIFY`` says one of its rollouts finished (sent by a
+  trigger when the finishing transaction commits) or the watchdog's next deadline, never polling.
+
+Connections: a pool per event loop. A dropped connection is replaced and the interrupted call is
+run again (the retry never applies a write twice: each write transaction records its id, so a
+commit whose answer was lost is recognized); calls keep retrying while the server is unreachable,
+for ``retry_seconds``, then raise :class:`PostgresUnavailableError`. A server that is down or a
+login that is refused when the store opens raises :class:`PostgresUnavailableError` /
+:class:`PostgresAuthError` at once, naming host and database.
+
+URI options (query string): ``schema`` (default ``agentlightning``; one store per schema),
+``watchdog`` (true/false), ``scan_debounce_seconds``, ``pool_size``, ``retry_seconds``,
+``connect_timeout``. Other options go to the connection (e.g. ``sslmode``).
+
+Timestamps come from each process's clock, as in the other backends: keep the hosts' clocks
+synchronized (NTP) when timeouts matter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import (
+    Any,
+    Awaitable,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    TypeVar,
+    Union,
+)
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+from agentlightning.errors import StoreClosedError
+from agentlightning.store.base import UNSET, FilterLogic, LightningStore, LightningStoreCapabilities, SortOrder
+from agentlightning.store.base import LightningStoreStatistics as Statistics
+from agentlightning.store.engine import ROLLOUT_SORT_FIELDS, SpanInsertResult, SpanQuery, StoreEngine
+from agentlightning.store.memory import select_spans
+from agentlightning.store.query import check_filter_logic, check_page, check_sort, check_statuses
+from agentlightning.types import (
+    QUEUING_ROLLOUT_STATUSES,
+    ROLLOUT_STATUSES,
+    TERMINAL_ROLLOUT_STATUSES,
+    Attempt,
+    AttemptedRollout,
+    EnqueueRolloutRequest,
+    NamedResources,
+    PaginatedResult,
+    ResourcesUpdate,
+    Rollout,
+    RolloutConfig,
+    RolloutMode,
+    Span,
+    Worker,
+)
+
+from .errors import PostgresAuthError, PostgresUnavailableError
+from .schema import NOTIFY_CHANNEL, check_schema_name, migrate
+
+__all__ = ["PostgresLightningStore"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# The connection broke or the server went away: the call is run again on a fresh connection.
+_CONNECTION_ERRORS: Tuple[type, ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, server restarting
+    asyncpg.exceptions.CannotConnectNowError,
+)
+# Conflicts between concurrent transactions: run the transaction again. A unique violation comes from
+# two calls creating the same thing at once (the same client_request_id): the rerun finds the first.
+_CONFLICT_ERRORS: Tuple[type, ...] = (
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.UniqueViolationError,
+)
+_AUTH_ERRORS: Tuple[type, ...] = (asyncpg.exceptions.InvalidAuthorizationSpecificationError,)
+_MAX_CONFLICT_RETRIES = 20
+_WATCHDOG_BATCH = 200
+_COMMITTED_TRANSACTIONS_KEPT_SECONDS = 3600.0
+_OWN_OPTIONS = ("schema", "watchdog", "scan_debounce_seconds", "pool_size", "retry_seconds", "connect_timeout")
+
+
+def _watch_deadline(rollout: Rollout, attempts: Optional[List[Attempt]]) -> Optional[float]:
+    """When the watchdog may next end this rollout's latest attempt (None: never, as things stand)."""
+    if rollout.status not in ("preparing", "running") or not attempts:
+        return None
+    attempt = attempts[-1]
+    if attempt.status not in ("preparing", "running"):
+        return None
+    config = rollout.config
+    candidates = []
+    if config.timeout_seconds is not None:
+        candidates.append(attempt.start_time + config.timeout_seconds)
+    if config.unresponsive_seconds is not None:
+        candidates.append((attempt.last_heartbeat_time or attempt.start_time) + config.unresponsive_seconds)
+    return min(candidates) if candidates else None
+
+
+class _Transaction(StoreEngine):
+    """One call's view of the store: the rows it loaded (and locked), the engine's status machine over
+    them, and the writes that machine recorded, applied by :meth:`_flush` inside the transaction."""
+
+    backend_name = "postgresql"
+
+    def __init__(self, conn: asyncpg.Connection, transaction_id: Optional[uuid.UUID]) -> None:
+        super().__init__(watchdog=False, scan_debounce_seconds=0)
+        self.conn = conn
+        self.transaction_id = transaction_id
+        self.wrote = False
+        self._positions: Dict[str, Optional[int]] = {}
+        self._dirty_rollouts: Dict[str, None] = {}  # ordered: new rollouts join the queue in this order
+        self._dirty_attempts: Dict[Tuple[str, str], Attempt] = {}
+        self._dirty_workers: Dict[str, Worker] = {}
+        self._dirty_resources: Dict[str, ResourcesUpdate] = {}
+        self._latest_dirty = False
+        self._sequences: Dict[str, int] = {}
+        self._new_request_ids: List[Tuple[str, str]] = []
+        self._new_spans: List[Span] = []
+        self._span_flags: Optional["concurrent.futures.Future[List[bool]]"] = None
+
+    # -- loading ----------------------------------------------------------------------------------
+    async def load_rollouts(self, rollout_ids: Iterable[str], *, lock: bool) -> None:
+        """Load rollouts (in id order, locking them if asked) with all their attempts."""
+        ids = sorted({r for r in rollout_ids if isinstance(r, str)} - set(self._rollouts))
+        if not ids:
+            return
+        rows = await self.conn.fetch(
+            "SELECT rollout_id, queue_position, data FROM rollouts WHERE rollout_id = ANY($1::text[]) "
+            "ORDER BY rollout_id" + (" FOR UPDATE" if lock else ""),
+            ids,
+        )
+        await self._adopt(rows)
+
+    async def _adopt(self, rows: Sequence[asyncpg.Record]) -> None:
+        ids = []
+        for row in rows:
+            rollout = Rollout.model_validate_json(row["data"])
+            rollout_id = rollout.rollout_id
+            ids.append(rollout_id)
+            self._rollouts[rollout_id] = rollout
+            self._positions[rollout_id] = row["queue_position"]
+            if row["queue_position"] is not None:
+                self._queued.add(rollout_id)
+            if rollout.status in ("preparing", "running"):
+                self._live.add(rollout_id)
+        if not ids:
+            return
+        for row in await self.conn.fetch(
+            "SELECT data FROM attempts WHERE rollout_id = ANY($1::text[]) ORDER BY rollout_id, sequence_id", ids
+        ):
+            attempt = Attempt.model_validate_json(row["data"])
+            self._attempts.setdefault(attempt.rollout_id, []).append(attempt)
+
+    async def lock_queue_head(self, limit: int) -> None:
+        """Lock (and load) the first ``limit`` queued rollouts nobody else holds; they form the queue."""
+        rows = await self.conn.fetch(
+            "SELECT rollout_id, queue_position, data FROM rollouts WHERE queue_position IS NOT NULL "
+            "AND status = ANY($1::text[]) ORDER BY queue_position LIMIT $2 FOR UPDATE SKIP LOCKED",
+            list(QUEUING_ROLLOUT_STATUSES),
+            limit,
+        )
+        await self._adopt(rows)
+        self._queue.extend(row["rollout_id"] for row in rows)
+
+    async def lock_due_rollouts(self, now: float) -> List[str]:
+        """Lock (and load) rollouts whose watchdog deadline passed and nobody else holds."""
+        rows = await self.conn.fetch(
+            "SELECT rollout_id, queue_position, data FROM rollouts WHERE watch_deadline < $1 "
+            "ORDER BY watch_deadline LIMIT $2 FOR UPDATE SKIP LOCKED",
+            now,
+            _WATCHDOG_BATCH,
+        )
+        await self._adopt(rows)
+        return [row["rollout_id"] for row in rows]
+
+    async def lock_workers(self, worker_ids: Iterable[Optional[str]]) -> None:
+        """Lock (creating if missing) and load workers: the status machine may change them."""
+        ids = sorted({w for w in worker_ids if isinstance(w, str)} - set(self._workers))
+        if not ids:
+            return
+        # An upsert that changes nothing locks the row whether it existed or not, in one statement.
+        rows = await self.conn.fetch(
+            "INSERT INTO workers (worker_id, data) SELECT * FROM unnest($1::text[], $2::text[]) "
+            "ON CONFLICT (worker_id) DO UPDATE SET worker_id = EXCLUDED.worker_id RETURNING data",
+            ids,
+            [Worker(worker_id=w).model_dump_json() for w in ids],
+        )
+        for row in rows:
+            worker = Worker.model_validate_json(row["data"])
+            self._workers[worker.worker_id] = worker
+
+    def attempt_workers(self, rollout_ids: Iterable[str]) -> Set[Optional[str]]:
+        return {a.worker_id for r in rollout_ids for a in self._attempts.get(r, ())}
+
+    async def load_latest_resources_id(self, *, lock: bool = False) -> None:
+        self._latest_resources_id = await self.conn.fetchval(
+            "SELECT value FROM meta WHERE key = 'latest_resources_id'" + (" FOR UPDATE" if lock else "")
+        )
+
+    async def load_resources(self, resources_id: Optional[str] = None) -> None:
+        if resources_id is None:
+            rows = await self.conn.fetch("SELECT data FROM resources ORDER BY created")
+        else:
+            rows = await self.conn.fetch("SELECT data FROM resources WHERE resources_id = $1", resources_id)
+        for row in rows:
+            update = ResourcesUpdate.model_validate_json(row["data"])
+            self._resources[update.resources_id] = update
+
+    async def load_request_ids(self, client_request_ids: Iterable[Optional[str]]) -> None:
+        ids = sorted({c for c in client_request_ids if isinstance(c, str)})
+        if not ids:
+            return
+        rows = await self.conn.fetch(
+            "SELECT client_request_id, rollout_id FROM request_ids WHERE client_request_id = ANY($1::text[])", ids
+        )
+        for row in rows:
+            self._request_ids[row["client_request_id"]] = row["rollout_id"]
+        await self.load_rollouts((row["rollout_id"] for row in rows), lock=False)
+
+    async def mark_written(self) -> None:
+        """Record this transaction's id with its writes: if the answer to its COMMIT is lost, a new
+        connection can still tell whether it committed."""
+        if not self.wrote and self.transaction_id is not None:
+            await self.conn.execute(
+                "INSERT INTO committed_transactions (transaction_id) VALUES ($1)", self.transaction_id
+            )
+        self.wrote = True
+
+    # -- the engine's persistence hooks -----------------------------------------------------------
+    def _record(self, kind: str, payload: Any) -> None:
+        if kind == "rollout":
+            self._dirty_rollouts[payload.rollout_id] = None
+        elif kind == "attempt":
+            self._dirty_attempts[(payload.rollout_id, payload.attempt_id)] = payload
+            self._dirty_rollouts.setdefault(payload.rollout_id, None)  # its watchdog deadline moves
+        elif kind == "worker":
+            self._dirty_workers[payload.worker_id] = payload
+        elif kind == "resources":
+            self._dirty_resources[payload.resources_id] = payload
+            self._latest_dirty = True
+        elif kind == "sequence":
+            rollout_id, value = payload
+            self._sequences[rollout_id] = max(value, self._sequences.get(rollout_id, 0))
+        elif kind == "request_id":
+            self._new_request_ids.append(payload)
+        # queue_push / queue_pop: a rollout's queue position follows from its status when written.
+
+    def _insert_spans(self, spans: Sequence[Span]) -> SpanInsertResult:
+        self._new_spans.extend(spans)
+        self._span_flags = concurrent.futures.Future()
+        return self._span_flags
+
+    async def _select_spans(self, query: SpanQuery) -> PaginatedResult[Span]:
+        sql = "SELECT data FROM spans WHERE rollout_id = $1"
+        args: List[Any] = [query.rollout_id]
+        if query.attempt_id is not None:
+            sql += " AND attempt_id = $2"
+            args.append(query.attempt_id)
+        rows = await self.conn.fetch(sql + " ORDER BY created", *args)
+        # Filtering, sorting and paging exactly like the in-memory backend.
+        return select_spans((Span.model_validate_json(row["data"]) for row in rows), query)
+
+    def _count_spans(self) -> int:  # statistics come from SQL
+        return 0
+
+    async def _flush(self) -> None:
+        """Write what the status machine changed (inside the call's transaction)."""
+        conn = self.conn
+        if not (
+            self._dirty_rollouts
+            or self._dirty_workers
+            or self._dirty_resources
+            or self._sequences
+            or self._new_request_ids
+            or self._new_spans
+        ):
+            return
+        await self.mark_written()
+        if self._dirty_rollouts:
+            rows = []
+            for rollout_id in self._dirty_rollouts:
+                rollout = self._rollouts[rollout_id]
+                attempts = self._attempts.get(rollout_id)
+                rows.append(
+                    (
+                        rollout_id,
+                        rollout.status,
+                        rollout.start_time,
+                        rollout.end_time,
+                        rollout.mode,
+                        rollout.resources_id,
+                        rollout.status in QUEUING_ROLLOUT_STATUSES,
+                        _watch_deadline(rollout, attempts),
+                        rollout.model_dump_json(),
+                    )
+                )
+            # A rollout keeps its queue position while it stays queued and joins the tail when it
+            # (re)enters the queue; rows are written in order, so new rollouts queue in call order.
+            await conn.executemany(
+                "INSERT INTO rollouts (rollout_id, status, start_time, end_time, mode, resources_id, "
+                "queue_position, watch_deadline, data) VALUES ($1, $2, $3, $4, $5, $6, "
+                "CASE WHEN $7::boolean THEN nextval('queue_positions') END, $8, $9) "
+                "ON CONFLICT (rollout_id) DO UPDATE SET status = EXCLUDED.status, start_time = EXCLUDED.start_time, "
+                "end_time = EXCLUDED.end_time, mode = EXCLUDED.mode, resources_id = EXCLUDED.resources_id, "
+                "queue_position = CASE WHEN $7::boolean "
+                "THEN COALESCE(rollouts.queue_position, EXCLUDED.queue_position) END, "
+                "watch_deadline = EXCLUDED.watch_deadline, data = EXCLUDED.data",
+                rows,
+            )
+            self._dirty_rollouts = {}
+        if self._dirty_attempts:
+            await conn.executemany(
+                "INSERT INTO attempts (rollout_id, attempt_id, sequence_id, data) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT (rollout_id, attempt_id) DO UPDATE SET data = EXCLUDED.data",
+                [(a.rollout_id, a.attempt_id, a.sequence_id, a.model_dump_json()) for a in self._dirty_attempts.values()],
+            )
+            self._dirty_attempts = {}
+        if self._dirty_workers:
+            await conn.executemany(
+                "INSERT INTO workers (worker_id, data) VALUES ($1, $2) "
+                "ON CONFLICT (worker_id) DO UPDATE SET data = EXCLUDED.data",
+                [(w.worker_id, w.model_dump_json()) for w in self._dirty_workers.values()],
+            )
+            self._dirty_workers = {}
+        if self._dirty_resources:
+            await conn.executemany(
+                "INSERT INTO resources (resources_id, data) VALUES ($1, $2) "
+                "ON CONFLICT (resources_id) DO UPDATE SET data = EXCLUDED.data",
+                [(r.resources_id, r.model_dump_json()) for r in self._dirty_resources.values()],
+            )
+            self._dirty_resources = {}
+        if self._latest_dirty:
+            await conn.execute(
+                "UPDATE meta SET value = $1 WHERE key = 'latest_resources_id'", self._latest_resources_id
+            )
+            self._latest_dirty = False
+        if self._sequences:
+            items = sorted(self._sequences.items())
+            await conn.execute(
+                "INSERT INTO span_sequences (rollout_id, last_value) SELECT * FROM unnest($1::text[], $2::bigint[]) "
+                "ON CONFLICT (rollout_id) DO UPDATE "
+                "SET last_value = GREATEST(span_sequences.last_value, EXCLUDED.last_value)",
+                [k for k, _ in items],
+                [v for _, v in items],
+            )
+            self._sequences = {}
+        if self._new_request_ids:
+            # A plain insert: a concurrent call that took the same id first makes this one run again.
+            await conn.executemany(
+                "INSERT INTO request_ids (client_request_id, rollout_id) VALUES ($1, $2)", self._new_request_ids
+            )
+            self._new_request_ids = []
+        if self._new_spans:
+            spans, self._new_spans = self._new_spans, []
+            inserted = await conn.fetch(
+                "INSERT INTO spans (rollout_id, attempt_id, span_id, data) "
+                "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) "
+                "ON CONFLICT DO NOTHING RETURNING rollout_id, attempt_id, span_id",
+                [s.rollout_id for s in spans],
+                [s.attempt_id for s in spans],
+                [s.span_id for s in spans],
+                [s.model_dump_json() for s in spans],
+            )
+            new_keys = {(r["rollout_id"], r["attempt_id"], r["span_id"]) for r in inserted}
+            flags = []
+            for span in spans:  # a span repeated within the batch is new once, the first time
+                key = (span.rollout_id, span.attempt_id, span.span_id)
+                flags.append(key in new_keys)
+                new_keys.discard(key)
+            assert self._span_flags is not None
+            self._span_flags.set_result(flags)
+
+
+@dataclass(eq=False)
+class _Waiter:
+    rollout_ids: Set[str]
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class _LoopConnections:
+    """What one event loop uses: its pool, and the connection that LISTENs for finished rollouts."""
+
+    loop: asyncio.AbstractEventLoop
+    pool: asyncpg.Pool
+    listener: Optional[asyncpg.Connection] = None
+    listener_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    waiters: Set[_Waiter] = field(default_factory=set)  # type: ignore[arg-type]
+
+    def wake(self, rollout_id: Optional[str] = None) -> None:
+        for waiter in self.waiters:
+            if rollout_id is None or rollout_id in waiter.rollout_ids:
+                waiter.event.set()
+
+
+class PostgresLightningStore(LightningStore):
+    """A store in a PostgreSQL database that several processes and hosts share (see the module docs)."""
+
+    backend_name = "postgresql"
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "agentlightning",
+        watchdog: bool = True,
+        scan_debounce_seconds: float = 1.0,
+        pool_size: int = 10,
+        retry_seconds: float = 30.0,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        if scan_debounce_seconds < 0:
+            raise ValueError(f"scan_debounce_seconds must be >= 0, got {scan_debounce_seconds!r}")
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be >= 1, got {pool_size!r}")
+        parts = urlsplit(dsn)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ValueError(f"not a postgresql:// URI: {dsn!r}")
+        self.schema = check_schema_name(schema)
+        query = dict(parse_qsl(parts.query))
+        self.host = parts.hostname or query.get("host") or "localhost"
+        self.port = parts.port or int(query.get("port", 5432))
+        self.user = unquote(parts.username or "") or query.get("user") or "postgres"
+        self.database = unquote(parts.path.lstrip("/")) or query.get("dbname") or self.user
+        self._dsn = dsn
+        self._watchdog = watchdog
+        self._scan_debounce_seconds = scan_debounce_seconds
+        self._last_scan = 0.0
+        self._last_forget = time.monotonic()
+        self.pool_size = pool_size
+        self.retry_seconds = retry_seconds
+        self.connect_timeout = connect_timeout
+        self._loops: Dict[asyncio.AbstractEventLoop, "asyncio.Future[_LoopConnections]"] = {}
+        self._loops_lock = threading.Lock()
+        self._closed = False
+        self._started = time.time()
+        # Fail now, with a clear error, if the server is down, refuses the login or holds a newer
+        # schema; and create or upgrade the tables once, here.
+        _run_in_own_loop(self._open)
+
+    @classmethod
+    def from_uri(cls, uri: str) -> "PostgresLightningStore":
+        """``postgresql://user:password@host:port/database?schema=...`` (see the module docs for options)."""
+        parts = urlsplit(uri)
+        options: Dict[str, Any] = {}
+        passthrough = []
+        for key, value in parse_qsl(parts.query):
+            if key not in _OWN_OPTIONS:
+                passthrough.append((key, value))
+            elif key == "schema":
+                options[key] = value
+            elif key == "watchdog":
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(f"postgresql URI option watchdog must be true or false, got {value!r}")
+                options[key] = value.lower() in ("true", "1")
+            elif key == "pool_size":
+                options[key] = int(value)
+            else:
+                options[key] = float(value)
+        dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(passthrough), parts.fragment))
+        return cls(dsn, **options)
+
+    def __repr__(self) -> str:
+        return f"PostgresLightningStore({self.host}:{self.port}/{self.database}, schema={self.schema!r})"
+
+    @property
+    def where(self) -> str:
+        return f"PostgreSQL at {self.host}:{self.port} (database {self.database!r})"
+
+    @property
+    def capabilities(self) -> LightningStoreCapabilities:
+        return LightningStoreCapabilities(thread_safe=True, async_safe=True, zero_copy=False, durable=True)
+
+    # ---------------------------------------------------------------------------------------------
+    # connections
+    async def _connect(self, **kwargs: Any) -> asyncpg.Connection:
+        try:
+            return await asyncpg.connect(self._dsn, timeout=self.connect_timeout, **self._connection_options(), **kwargs)
+        except BaseException as exc:
+            raise self._typed_error(exc) from exc
+
+    def _connection_options(self) -> Dict[str, Any]:
+        return {"server_settings": {"search_path": self.schema, "application_name": "agentlightning"}}
+
+    def _typed_error(self, exc: BaseException) -> BaseException:
+        """The backend's typed error for a failure to connect (or ``exc`` itself if it is not one)."""
+        if isinstance(exc, (PostgresAuthError, PostgresUnavailableError)):
+            return exc
+        location = dict(host=self.host, port=self.port, database=self.database)
+        if isinstance(exc, _AUTH_ERRORS):
+            return PostgresAuthError(
+                f"{self.where} refused the login of user {self.user!r}: {exc}", user=self.user, **location
+            )
+        if isinstance(exc, asyncpg.exceptions.InvalidCatalogNameError):
+            return PostgresUnavailableError(f"{self.where}: the database does not exist ({exc})", **location)
+        if isinstance(exc, _CONNECTION_ERRORS):
+            reason = str(exc) or type(exc).__name__
+            return PostgresUnavailableError(f"cannot reach {self.where}: {reason}", **location)
+        return exc
+
+    async def _open(self) -> None:
+        conn = await self._connect()
+        try:
+            await migrate(conn, self.schema, where=self.where)
+        finally:
+            await conn.close()
+
+    async def _connections(self) -> _LoopConnections:
+        """This event loop's pool (created on first use)."""
+        loop = asyncio.get_running_loop()
+        with self._loops_lock:
+            if self._closed:
+                raise StoreClosedError(f"{self!r} is closed")
+            future = self._loops.get(loop)
+            creating = future is None
+            if future is None:
+                future = self._loops[loop] = loop.create_future()
+        if creating:
+            try:
+                pool = await asyncpg.create_pool(
+                    self._dsn,
+                    min_size=1,
+                    max_size=self.pool_size,
+                    timeout=self.connect_timeout,
+                    **self._connection_options(),
+                )
+            except BaseException as exc:
+                with self._loops_lock:
+                    self._loops.pop(loop, None)
+                future.set_exception(self._typed_error(exc))
+                future.exception()  # retrieved: concurrent waiters (if any) see it through await
+                raise self._typed_error(exc) from exc
+            future.set_result(_LoopConnections(loop=loop, pool=pool))
+        return await asyncio.shield(future)
+
+    async def _run(self, body: Callable[[_Transaction], Awaitable[T]], *, write: bool = True) -> T:
+        """Run ``body`` in a transaction, again on a fresh connection when the connection breaks (for
+        up to ``retry_seconds``) and again when it conflicts with a concurrent transaction."""
+        give_up = time.monotonic() + self.retry_seconds
+        delay = 0.05
+        conflicts = 0
+        while True:
+            transaction_id = uuid.uuid4() if write else None
+            committing = False
+            conn: Optional[asyncpg.Connection] = None
+            try:
+                connections = await self._connections()
+                async with connections.pool.acquire() as conn:
+                    tx = _Transaction(conn, transaction_id)
+                    if write:
+                        transaction = conn.transaction()
+                    else:
+                        transaction = conn.transaction(isolation="repeatable_read", readonly=True)
+                    await transaction.start()
+                    try:
+                        result = await body(tx)
+                        await tx._flush()
+                    except BaseException:
+                        try:
+                            await transaction.rollback()
+                        except Exception:  # the connection is gone; so is the transaction
+                            pass
+                        raise
+                    committing = True
+                    await transaction.commit()
+                    return result
+            except (PostgresAuthError, *_AUTH_ERRORS) as exc:
+                raise self._typed_error(exc) from exc
+            except _CONFLICT_ERRORS as exc:
+                conflicts += 1
+                if conflicts > _MAX_CONFLICT_RETRIES:
+                    raise
+                logger.debug("transaction conflict (%s); running it again", exc)
+                await asyncio.sleep(0.001 * conflicts)
+            except (*_CONNECTION_ERRORS, asyncpg.exceptions.InterfaceError) as exc:
+                if isinstance(exc, asyncpg.exceptions.InterfaceError) and not (conn is not None and conn.is_closed()):
+                    raise  # a misuse of the driver, not a broken connection
+                if self._closed:
+                    raise StoreClosedError(f"{self!r} is closed") from exc
+                if committing and transaction_id is not None:
+                    # The COMMIT went out but its answer did not come back: it may have landed.
+                    if await self._committed(transaction_id, give_up):
+                        return result
+                if time.monotonic() > give_up:
+                    raise self._typed_error(exc) from exc
+                logger.warning("lost the connection to %s (%s); retrying", self.where, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    async def _committed(self, transaction_id: uuid.UUID, give_up: float) -> bool:
+        """Whether a write transaction whose COMMIT answer was lost did commit (asks a new connection)."""
+        delay = 0.05
+        while True:
+            try:
+                conn = await self._connect()
+                try:
+                    found = await conn.fetchval(
+                        "SELECT 1 FROM committed_transactions WHERE transaction_id = $1", transaction_id
+                    )
+                finally:
+                    await conn.close()
+                return found is not None
+            except PostgresUnavailableError:
+                if time.monotonic() > give_up:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"{self!r} is closed")
+
+    # ---------------------------------------------------------------------------------------------
+    # watchdog
+    async def _scan(self, *, force: bool = False) -> None:
+        """End the attempts whose deadline passed, in rows this process locks (others skip them)."""
+        if not self._watchdog:
+            return
+        now = time.time()
+        if not force and now - self._last_scan < self._scan_debounce_seconds:
+            return
+        self._last_scan = now
+
+        async def body(tx: _Transaction) -> int:
+            due = await tx.lock_due_rollouts(now)
+            if due:
+                await tx.lock_workers(tx.attempt_workers(due))
+                tx._watchdog = True
+                tx._scan(now, force=True)  # re-checks each deadline on the locked row
+            return len(due)
+
+        while await self._run(body) == _WATCHDOG_BATCH:
+            pass
+        if time.monotonic() - self._last_forget > 60.0:  # about once a minute: forget old transaction ids
+            self._last_forget = time.monotonic()
+            await self._run(_forget_committed_transactions)
+
+    # ---------------------------------------------------------------------------------------------
+    # rollouts
+    async def statistics(self) -> Statistics:
+        async def body(tx: _Transaction) -> Statistics:
+            by_status = {
+                row["status"]: row["n"]
+                for row in await tx.conn.fetch("SELECT status, count(*) AS n FROM rollouts GROUP BY status")
+            }
+            counts = await tx.conn.fetchrow(
+                "SELECT (SELECT count(*) FROM attempts) AS attempts, (SELECT count(*) FROM spans) AS spans, "
+                "(SELECT count(*) FROM resources) AS resources, (SELECT count(*) FROM workers) AS workers"
+            )
+            return Statistics(
+                name=self.backend_name,
+                total_rollouts=sum(by_status.values()),
+                total_attempts=counts["attempts"],
+                total_spans=counts["spans"],
+                total_resources=counts["resources"],
+                total_workers=counts["workers"],
+                uptime=time.time() - self._started,
+                rollouts_by_status=by_status,
+            )
+
+        return await self._run(body, write=False)
+
+    async def start_rollout(
+        self,
+        input: Any,
+        mode: Optional[RolloutMode] = None,
+        resources_id: Optional[str] = None,
+        config: Optional[RolloutConfig] = None,
+        metadata: Optional[Dict[str, Any]] = None,
+        worker_id: Optional[str] = None,
+    ) -> AttemptedRollout:
+        self._check_open()
+        await self._scan()
+
+        async def body(tx: _Transaction) -> AttemptedRollout:
+            if resources_id is None:
+                await tx.load_latest_resources_id()
+            await tx.lock_workers([worker_id])
+            return await tx.start_rollout(input, mode, resources_id, config, metadata, worker_id)
+
+        return await self._run(body)
+
+    async def enqueue_rollout(
+        self,
+        input: Any,
+        mode: Optional[RolloutMode] = None,
+        resources_id: Optional[str] = None,
+        config: Optional[RolloutConfig] = None,
+        metadata: Optional[Dict[str, Any]] = None,
+        client_request_id: Optional[str] = None,
+    ) -> Rollout:
+        self._check_open()
+        await self._scan()
+
+        async def body(tx: _Transaction) -> Rollout:
+            if resources_id is None:
+                await tx.load_latest_resources_id()
+            await tx.load_request_ids([client_request_id])
+            return await tx.enqueue_rollout(input, mode, resources_id, config, metadata, client_request_id)
+
+        return await self._run(body)
+
+    async def enqueue_many_rollouts(self, rollouts: Sequence[EnqueueRolloutRequest]) -> List[Rollout]:
+        self._check_open()
+        requests = [
+            r if isinstance(r, EnqueueRolloutRequest) else EnqueueRolloutRequest.model_validate(r) for r in rollouts
+        ]
+        await self._scan()
+
+        async def body(tx: _Transaction) -> List[Rollout]:
+            if any(r.resources_id is None for r in requests):
+                await tx.load_latest_resources_id()
+            await tx.load_request_ids(r.client_request_id for r in requests)
+            return await tx.enqueue_many_rollouts(requests)
+
+        return await self._run(body)
+
+    async def dequeue_rollout(self, worker_id: Optional[str] = None) -> Optional[AttemptedRollout]:
+        items = await self.dequeue_many_rollouts(limit=1, worker_id=worker_id)
+        return items[0] if items else None
+
+    async def dequeue_many_rollouts(self, *, limit: int = 1, worker_id: Optional[str] = None) -> List[AttemptedRollout]:
+        if not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive int, got {limit!r}")
+        self._check_open()
+        await self._scan()
+
+        async def body(tx: _Transaction) -> List[AttemptedRollout]:
+            await tx.lock_queue_head(limit)
+            await tx.lock_workers([worker_id])
+            return await tx.dequeue_many_rollouts(limit=limit, worker_id=worker_id)
+
+        return await self._run(body)
+
+    async def start_attempt(self, rollout_id: str, worker_id: Optional[str] = None) -> AttemptedRollout:
+        self._check_open()
+
+        async def body(tx: _Transaction) -> AttemptedRollout:
+            await tx.load_rollouts([rollout_id], lock=True)
+            await tx.lock_workers([worker_id, *tx.attempt_workers([rollout_id])])
+            return await tx.start_attempt(rollout_id, worker_id)
+
+        return await self._run(body)
+
+    async def query_rollouts(
+        self,
+        *,
+        status_in: Optional[Sequence[str]] = None,
+        rollout_id_in: Optional[Sequence[str]] = None,
+        rollout_id_contains: Optional[str] = None,
+        filter_logic: FilterLogic = "and",
+        sort_by: Optional[str] = None,
+        sort_order: SortOrder = "asc",
+        limit: int = -1,
+        offset: int = 0,
+        status: Optional[Sequence[str]] = None,
+        rollout_ids: Optional[Sequence[str]] = None,
+    ) -> PaginatedResult[Union[Rollout, AttemptedRollout]]:
+        statuses = status_in if status_in is not None else status
+        ids = rollout_id_in if rollout_id_in is not None else rollout_ids
+        check_statuses(statuses, ROLLOUT_STATUSES, "rollout status")
+        check_sort(sort_by, sort_order, ROLLOUT_SORT_FIELDS)
+        check_page(limit, offset)
+        check_filter_logic(filter_logic)
+        await self._scan()
+        args: List[Any] = []
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        conditions = []
+        if statuses is not None:
+            conditions.append(f"status = ANY({arg(list(statuses))}::text[])")
+        if ids is not None:
+            id_list = list(ids)
+            conditions.append(f"rollout_id = ANY({arg(id_list)}::text[])")
+        if rollout_id_contains is not None:
+            conditions.append(f"strpos(rollout_id, {arg(rollout_id_contains)}) > 0")
+        where = f" {filter_logic.upper()} ".join(conditions) if conditions else "TRUE"
+        where_args = list(args)
+        # The listing order before sorting: creation order, or the order of the ids asked for (AND).
+        base = f"array_position({arg(id_list)}::text[], rollout_id)" if ids is not None and filter_logic == "and" else "created"
+        if sort_by is None:
+            order = f"{base} DESC" if sort_order == "desc" else base
+        elif sort_order == "asc":  # missing values first, like the in-memory sort; ties keep listing order
+            order = f"{sort_by} IS NOT NULL, {sort_by}, {base}"
+        else:
+            order = f"{sort_by} IS NOT NULL DESC, {sort_by} DESC, {base}"
+        page = "" if limit == -1 else f" LIMIT {int(limit)}"
+        page += f" OFFSET {int(offset)}"
+        sql = f"SELECT data, count(*) OVER () AS total FROM rollouts WHERE {where} ORDER BY {order}{page}"
+
+        async def body(tx: _Transaction) -> PaginatedResult[Union[Rollout, AttemptedRollout]]:
+            rows = await tx.conn.fetch(sql, *args)
+            if rows:
+                total = rows[0]["total"]
+            else:
+                total = await tx.conn.fetchval(f"SELECT count(*) FROM rollouts WHERE {where}", *where_args)
+            rollouts = [Rollout.model_validate_json(row["data"]) for row in rows]
+            latest: Dict[str, Attempt] = {}
+            if rollouts:
+                for row in await tx.conn.fetch(
+                    "SELECT DISTINCT ON (rollout_id) data FROM attempts WHERE rollout_id = ANY($1::text[]) "
+                    "ORDER BY rollout_id, sequence_id DESC",
+                    [r.rollout_id for r in rollouts],
+                ):
+                    attempt = Attempt.model_validate_json(row["data"])
+                    latest[attempt.rollout_id] = attempt
+            items: List[Union[Rollout, AttemptedRollout]] = [
+                AttemptedRollout(**r.model_dump(), attempt=latest[r.rollout_id]) if r.rollout_id in latest else r
+                for r in rollouts
+            ]
+            return PaginatedResult(items=items, limit=limit, offset=offset, total=total)
+
+        return await self._run(body, write=False)
+
+    async def get_rollout_by_id(self, rollout_id: str) -> Optional[Union[Rollout, AttemptedRollout]]:
+        if not isinstance(rollout_id, str):
+            raise TypeError(f"rollout_id must be a str, got {type(rollout_id).__name__} {rollout_id!r}")
+        await self._scan()
+
+        async def body(tx: _Transaction) -> Optional[Union[Rollout, AttemptedRollout]]:
+            await tx.load_rollouts([rollout_id], lock=False)
+            return await tx.get_rollout_by_id(rollout_id)
+
+        return await self._run(body, write=False)
+
+    async def update_rollout(
+        self,
+        rollout_id: str,
+        input: Any = UNSET,
+        mode: Any = UNSET,
+        resources_id: Any = UNSET,
+        status: Any = UNSET,
+        config: Any = UNSET,
+        metadata: Any = UNSET,
+    ) -> Rollout:
+        self._check_open()
+
+        async def body(tx: _Transaction) -> Rollout:
+            await tx.load_rollouts([rollout_id], lock=True)
+            return await tx.update_rollout(rollout_id, input, mode, resources_id, status, config, metadata)
+
+        return await self._run(body)
+
+    async def wait_for_rollouts(self, *, rollout_ids: List[str], timeout: Optional[float] = None) -> List[Rollout]:
+        if isinstance(rollout_ids, str):
+            raise TypeError("rollout_ids must be a list of ids, not a single string")
+        ids = list(dict.fromkeys(rollout_ids))
+        if timeout is not None and timeout < 0:
+            timeout = 0
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        self._check_open()
+        connections = await self._connections()
+        waiter = _Waiter(rollout_ids=set(ids))
+        connections.waiters.add(waiter)
+        try:
+            while True:
+                self._check_open()
+                # Listen before reading: a rollout finishing after the read wakes this waiter.
+                if deadline is None or deadline > loop.time():
+                    await self._listen(connections)
+                waiter.event.clear()
+                await self._scan(force=True)
+
+                async def body(tx: _Transaction) -> List[asyncpg.Record]:
+                    return list(
+                        await tx.conn.fetch(
+                            "SELECT rollout_id, status, watch_deadline, data FROM rollouts "
+                            "WHERE rollout_id = ANY($1::text[])",
+                            ids,
+                        )
+                    )
+
+                rows = {row["rollout_id"]: row for row in await self._run(body, write=False)}
+                finished = [rows[i] for i in ids if i in rows and rows[i]["status"] in TERMINAL_ROLLOUT_STATUSES]
+                pending = [rows[i] for i in ids if i in rows and rows[i]["status"] not in TERMINAL_ROLLOUT_STATUSES]
+                remaining = None if deadline is None else deadline - loop.time()
+                if not pending or (remaining is not None and remaining <= 0):
+                    return [Rollout.model_validate_json(row["data"]) for row in finished]
+                waiter.rollout_ids = {row["rollout_id"] for row in pending}
+                # Sleep until a notification, the caller's deadline, or the next moment the watchdog
+                # could end one of them (a dead runner sends nothing to wake us).
+                wait_for = remaining
+                deadlines = [row["watch_deadline"] for row in pending if row["watch_deadline"] is not None]
+                if deadlines and self._watchdog:
+                    until_watchdog = max(0.0, min(deadlines) - time.time()) + 0.01
+                    wait_for = until_watchdog if wait_for is None else min(wait_for, until_watchdog)
+                try:
+                    await asyncio.wait_for(waiter.event.wait(), wait_for)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            connections.waiters.discard(waiter)
+
+    async def _listen(self, connections: _LoopConnections) -> None:
+        """Make sure this loop's LISTEN connection is up (a new one wakes every waiter to re-read)."""
+        async with connections.listener_lock:
+            if connections.listener is not None and not connections.listener.is_closed():
+                return
+            schema_prefix = f"{self.schema}/"
+
+            def on_notify(conn: Any, pid: int, channel: str, payload: str) -> None:
+                if payload.startswith(schema_prefix):
+                    connections.wake(payload[len(schema_prefix) :])
+
+            def on_lost(conn: Any) -> None:
+                connections.listener = None
+                connections.wake()  # notifications may have been missed: everyone reads again
+
+            give_up = time.monotonic() + self.retry_seconds
+            while True:
+                try:
+                    listener = await self._connect()
+                    break
+                except PostgresUnavailableError:
+                    if time.monotonic() > give_up:
+                        raise
+                    await asyncio.sleep(0.2)
+            await listener.add_listener(NOTIFY_CHANNEL, on_notify)
+            listener.add_termination_listener(on_lost)
+            connections.listener = listener
+
+    async def cancel_rollout(self, rollout_id: str) -> Rollout:
+        return await self.update_rollout(rollout_id, status="cancelled")
+
+    # ---------------------------------------------------------------------------------------------
+    # attempts
+    async def query_attempts(
+        self,
+        rollout_id: str,
+        *,
+        sort_by: Optional[str] = "sequence_id",
+        sort_order: SortOrder = "asc",
+        limit: int = -1,
+        offset: int = 0,
+    ) -> PaginatedResult[Attempt]:
+        async def body(tx: _Transaction) -> PaginatedResult[Attempt]:
+            await tx.load_rollouts([rollout_id], lock=False)
+            return await tx.query_attempts(rollout_id, sort_by=sort_by, sort_order=sort_order, limit=limit, offset=offset)
+
+        return await self._run(body, write=False)
+
+    async def get_latest_attempt(self, rollout_id: str) -> Optional[Attempt]:
+        await self._scan()
+
+        async def body(tx: _Transaction) -> Optional[Attempt]:
+            await tx.load_rollouts([rollout_id], lock=False)
+            return await tx.get_latest_attempt(rollout_id)
+
+        return await self._run(body, write=False)
+
+    async def update_attempt(
+        self,
+        rollout_id: str,
+        attempt_id: str,
+        status: Any = UNSET,
+        worker_id: Any = UNSET,
+        last_heartbeat_time: Any = UNSET,
+        metadata: Any = UNSET,
+    ) -> Attempt:
+        self._check_open()
+        await self._scan()
+
+        async def body(tx: _Transaction) -> Attempt:
+            await tx.load_rollouts([rollout_id], lock=True)
+            workers = tx.attempt_workers([rollout_id])
+            if worker_id is not UNSET:
+                workers.add(worker_id)
+            await tx.lock_workers(workers)
+            return await tx.update_attempt(rollout_id, attempt_id, status, worker_id, last_heartbeat_time, metadata)
+
+        return await self._run(body)
+
+    # ---------------------------------------------------------------------------------------------
+    # spans
+    async def add_span(self, span: Span) -> Optional[Span]:
+        added = await self.add_many_spans([span])
+        return added[0] if added else None
+
+    async def add_many_spans(self, spans: Sequence[Span]) -> List[Span]:
+        spans = list(spans)
+        if not spans:
+            return []
+        self._check_open()
+        rollout_ids = {s.rollout_id for s in spans if isinstance(s, Span)}
+
+        async def body(tx: _Transaction) -> List[Span]:
+            await tx.load_rollouts(rollout_ids, lock=True)
+            # A span moves a preparing/unresponsive attempt to running, which changes its worker.
+            reviving = {
+                a.worker_id
+                for s in spans
+                if isinstance(s, Span)
+                for a in tx._attempts.get(s.rollout_id, ())
+                if a.attempt_id == s.attempt_id and a.status in ("preparing", "unresponsive")
+            }
+            await tx.lock_workers(reviving)
+            return await tx.add_many_spans(spans)
+
+        return await self._run(body)
+
+    async def get_next_span_sequence_id(self, rollout_id: str, attempt_id: str) -> int:
+        return (await self.get_many_span_sequence_ids([(rollout_id, attempt_id)]))[0]
+
+    async def get_many_span_sequence_ids(self, rollout_attempt_ids: Sequence[Tuple[str, str]]) -> List[int]:
+        pairs = list(rollout_attempt_ids)
+        self._check_open()
+        if not pairs:
+            return []
+
+        async def body(tx: _Transaction) -> List[int]:
+            await tx.load_rollouts((r for r, _ in pairs), lock=False)
+            for rollout_id, attempt_id in pairs:
+                tx._get_attempt(rollout_id, attempt_id)  # raises for unknown ids
+            wanted: Dict[str, int] = {}
+            for rollout_id, _ in pairs:
+                wanted[rollout_id] = wanted.get(rollout_id, 0) + 1
+            ordered = sorted(wanted)
+            # One counter row per rollout, incremented atomically: consecutive ids across processes.
+            rows = await tx.conn.fetch(
+                "INSERT INTO span_sequences (rollout_id, last_value) SELECT * FROM unnest($1::text[], $2::bigint[]) "
+                "ON CONFLICT (rollout_id) DO UPDATE SET last_value = span_sequences.last_value + EXCLUDED.last_value "
+                "RETURNING rollout_id, last_value",
+                ordered,
+                [wanted[r] for r in ordered],
+            )
+            await tx.mark_written()
+            next_value = {row["rollout_id"]: row["last_value"] - wanted[row["rollout_id"]] + 1 for row in rows}
+            result = []
+            for rollout_id, _ in pairs:
+                result.append(next_value[rollout_id])
+                next_value[rollout_id] += 1
+            return result
+
+        return await self._run(body)
+
+    async def query_spans(
+        self,
+        rollout_id: str,
+        attempt_id: Optional[str] = None,
+        *,
+        trace_id: Optional[str] = None,
+        trace_id_contains: Optional[str] = None,
+        span_id: Optional[str] = None,
+        span_id_contains: Optional[str] = None,
+        parent_id: Optional[str] = None,
+        parent_id_contains: Optional[str] = None,
+        name: Optional[str] = None,
+        name_contains: Optional[str] = None,
+        filter_logic: FilterLogic = "and",
+        limit: int = -1,
+        offset: int = 0,
+        sort_by: Optional[str] = "sequence_id",
+        sort_order: SortOrder = "asc",
+    ) -> PaginatedResult[Span]:
+        async def body(tx: _Transaction) -> PaginatedResult[Span]:
+            await tx.load_rollouts([rollout_id], lock=False)
+            return await tx.query_spans(
+                rollout_id,
+                attempt_id,
+                trace_id=trace_id,
+                trace_id_contains=trace_id_contains,
+                span_id=span_id,
+                span_id_contains=span_id_contains,
+                parent_id=parent_id,
+                parent_id_contains=parent_id_contains,
+                name=name,
+                name_contains=name_contains,
+                filter_logic=filter_logic,
+                limit=limit,
+                offset=offset,
+                sort_by=sort_by,
+                sort_order=sort_order,
+            )
+
+        return await self._run(body, write=False)
+
+    # ---------------------------------------------------------------------------------------------
+    # resources
+    async def add_resources(self, resources: NamedResources) -> ResourcesUpdate:
+        self._check_open()
+
+        async def body(tx: _Transaction) -> ResourcesUpdate:
+            await tx.load_latest_resources_id(lock=True)  # resource writes take turns: "latest" is well defined
+            return await tx.add_resources(resources)
+
+        return await self._run(body)
+
+    async def update_resources(self, resources_id: str, resources: NamedResources) -> ResourcesUpdate:
+        if not isinstance(resources_id, str) or not resources_id:
+            raise ValueError(f"resources_id must be a non-empty str, got {resources_id!r}")
+        self._check_open()
+
+        async def body(tx: _Transaction) -> ResourcesUpdate:
+            await tx.load_latest_resources_id(lock=True)
+            await tx.load_resources(resources_id)
+            return await tx.update_resources(resources_id, resources)
+
+        return await self._run(body)
+
+    async def get_resources_by_id(self, resources_id: str) -> Optional[ResourcesUpdate]:
+        async def body(tx: _Transaction) -> Optional[ResourcesUpdate]:
+            row = await tx.conn.fetchval("SELECT data FROM resources WHERE resources_id = $1", resources_id)
+            return ResourcesUpdate.model_validate_json(row) if row is not None else None
+
+        return await self._run(body, write=False)
+
+    async def get_latest_resources(self) -> Optional[ResourcesUpdate]:
+        async def body(tx: _Transaction) -> Optional[ResourcesUpdate]:
+            row = await tx.conn.fetchval(
+                "SELECT r.data FROM meta m JOIN resources r ON r.resources_id = m.value WHERE m.key = 'latest_resources_id'"
+            )
+            return ResourcesUpdate.model_validate_json(row) if row is not None else None
+
+        return await self._run(body, write=False)
+
+    async def query_resources(
+        self,
+        *,
+        resources_id: Optional[str] = None,
+        resources_id_contains: Optional[str] = None,
+        sort_by: Optional[str] = None,
+        sort_order: SortOrder = "asc",
+        limit: int = -1,
+        offset: int = 0,
+    ) -> PaginatedResult[ResourcesUpdate]:
+        async def body(tx: _Transaction) -> PaginatedResult[ResourcesUpdate]:
+            await tx.load_resources()
+            return await tx.query_resources(
+                resources_id=resources_id,
+                resources_id_contains=resources_id_contains,
+                sort_by=sort_by,
+                sort_order=sort_order,
+                limit=limit,
+                offset=offset,
+            )
+
+        return await self._run(body, write=False)
+
+    # ---------------------------------------------------------------------------------------------
+    # workers
+    async def query_workers(
+        self,
+        *,
+        status_in: Optional[Sequence[str]] = None,
+        worker_id_contains: Optional[str] = None,
+        filter_logic: FilterLogic = "and",
+        sort_by: Optional[str] = None,
+        sort_order: SortOrder = "asc",
+        limit: int = -1,
+        offset: int = 0,
+    ) -> PaginatedResult[Worker]:
+        await self._scan()
+
+        async def body(tx: _Transaction) -> PaginatedResult[Worker]:
+            for row in await tx.conn.fetch("SELECT data FROM workers ORDER BY created"):
+                worker = Worker.model_validate_json(row["data"])
+                tx._workers[worker.worker_id] = worker
+            return await tx.query_workers(
+                status_in=status_in,
+                worker_id_contains=worker_id_contains,
+                filter_logic=filter_logic,
+                sort_by=sort_by,
+                sort_order=sort_order,
+                limit=limit,
+                offset=offset,
+            )
+
+        return await self._run(body, write=False)
+
+    async def get_worker_by_id(self, worker_id: str) -> Optional[Worker]:
+        async def body(tx: _Transaction) -> Optional[Worker]:
+            row = await tx.conn.fetchval("SELECT data FROM workers WHERE worker_id = $1", worker_id)
+            return Worker.model_validate_json(row) if row is not None else None
+
+        return await self._run(body, write=False)
+
+    async def update_worker(self, worker_id: str, heartbeat_stats: Any = UNSET) -> Worker:
+        if not isinstance(worker_id, str) or not worker_id:
+            raise ValueError(f"worker_id must be a non-empty str, got {worker_id!r}")
+        self._check_open()
+
+        async def body(tx: _Transaction) -> Worker:
+            await tx.lock_workers([worker_id])
+            return await tx.update_worker(worker_id, heartbeat_stats)
+
+        return await self._run(body)
+
+    # ---------------------------------------------------------------------------------------------
+    async def close(self) -> None:
+        """Close this store's connections (every event loop's) and wake its waiters. Idempotent."""
+        with self._loops_lock:
+            if self._closed:
+                return
+            self._closed = True
+            loops = list(self._loops.items())
+            self._loops.clear()
+        current = asyncio.get_running_loop()
+        for loop, future in loops:
+            if not future.done() or future.exception() is not None:
+                continue
+            connections = future.result()
+            if loop is current:
+                connections.wake()
+                if connections.listener is not None:
+                    await connections.listener.close()
+                await connections.pool.close()
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(connections.wake)
+                loop.call_soon_threadsafe(_terminate, connections)
+            # A loop that already ended (asyncio.run in a thread) cannot run its connections' closing
+            # any more; the server ends those sessions when their sockets are collected.
+
+
+def _terminate(connections: _LoopConnections) -> None:
+    connections.pool.terminate()
+    if connections.listener is not None:
+        connections.listener.terminate()
+
+
+async def _forget_committed_transactions(tx: _Transaction) -> None:
+    await tx.conn.execute(
+        "DELETE FROM committed_transactions WHERE committed_at < now() - make_interval(secs => $1)",
+        _COMMITTED_TRANSACTIONS_KEPT_SECONDS,
+    )
+
+
+def _run_in_own_loop(make: Callable[[], Awaitable[None]]) -> None:
+    """Run a coroutine to completion on a private event loop in a helper thread (callers may be
+    inside a running loop, where ``asyncio.run`` is not allowed)."""
+    errors: List[BaseException] = []
+
+    def target() -> None:
+        async def main() -> None:
+            await make()
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="agl-postgres-open", daemon=True)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
