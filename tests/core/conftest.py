@@ -4,9 +4,9 @@ The store backends under test are listed ONCE, in ``STORE_BACKENDS``: every test
 ``store`` (or ``store_factory``) fixture runs against each of them. A new backend (an HTTP client in
 front of a store server, PostgreSQL, ...) only adds an entry there.
 
-``AGL_TEST_POSTGRES_URI=postgresql://...`` adds ``postgres``: each store gets a schema of its own in
-that database, opened by URI through the plugin registry (the ``plugins/postgres`` nox session starts
-a server and runs this suite with ``-k postgres``).
+``AGL_TEST_POSTGRES_URI=postgresql://...`` adds ``postgres`` (the ``agentlightning-postgres`` plugin,
+imported only then): each store gets a schema of its own in that database. The ``plugins/postgres``
+nox session starts a server and runs these tests with ``-k postgres``.
 """
 
 from __future__ import annotations
@@ -64,10 +64,13 @@ def _http(tmp_path: Path, index: int, options: Dict[str, Any]) -> LightningStore
 
 
 def _postgres(tmp_path: Path, index: int, options: Dict[str, Any]) -> LightningStore:
-    # Backend options travel as URI options, so core never imports the plugin.
+    # Built from its URI (options travel as URI options) without the plugin registry, which some
+    # tests switch off; the plugin's own tests check that open_store finds it.
+    from agentlightning_postgres.store import PostgresLightningStore
+
     query = {"schema": f"agl_test_{secrets.token_hex(6)}", **{k: str(v).lower() for k, v in options.items()}}
     base = os.environ["AGL_TEST_POSTGRES_URI"]
-    return open_store(f"{base}{'&' if '?' in base else '?'}{urlencode(query)}")
+    return PostgresLightningStore.from_uri(f"{base}{'&' if '?' in base else '?'}{urlencode(query)}")
 
 
 STORE_BACKENDS: Dict[str, Callable[[Path, int, Dict[str, Any]], LightningStore]] = {
