@@ -104,6 +104,26 @@ _CONFLICT_ERRORS: Tuple[type, ...] = (
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.UniqueViolationError,
 )
+
+
+class _ConnectionLost(Exception):
+    """The connection under a call broke (its cause says how); the call runs again on a new one."""
+
+
+def _broken_connection(exc: BaseException, conn: asyncpg.Connection) -> bool:
+    if isinstance(exc, _CONNECTION_ERRORS) or isinstance(exc, asyncpg.exceptions.InternalClientError):
+        return True
+    # InterfaceError also reports misuse (wrong argument count): only a closed connection is "broken".
+    return isinstance(exc, asyncpg.exceptions.InterfaceError) and _is_closed(conn)
+
+
+def _is_closed(conn: asyncpg.Connection) -> bool:
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.exceptions.InterfaceError:  # already detached from the pool: gone too
+        return True
+
+
 _AUTH_ERRORS: Tuple[type, ...] = (asyncpg.exceptions.InvalidAuthorizationSpecificationError,)
 _MAX_CONFLICT_RETRIES = 20
 _WATCHDOG_BATCH = 200
@@ -573,28 +593,38 @@ class PostgresLightningStore(LightningStore):
         while True:
             transaction_id = uuid.uuid4() if write else None
             committing = False
-            conn: Optional[asyncpg.Connection] = None
             try:
                 connections = await self._connections()
-                async with connections.pool.acquire() as conn:
-                    tx = _Transaction(conn, transaction_id)
-                    if write:
-                        transaction = conn.transaction()
-                    else:
-                        transaction = conn.transaction(isolation="repeatable_read", readonly=True)
-                    await transaction.start()
+                conn = await connections.pool.acquire()
+                try:
                     try:
-                        result = await body(tx)
-                        await tx._flush()
-                    except BaseException:
+                        tx = _Transaction(conn, transaction_id)
+                        if write:
+                            transaction = conn.transaction()
+                        else:
+                            transaction = conn.transaction(isolation="repeatable_read", readonly=True)
+                        await transaction.start()
                         try:
-                            await transaction.rollback()
-                        except Exception:  # the connection is gone; so is the transaction
-                            pass
+                            result = await body(tx)
+                            await tx._flush()
+                        except BaseException:
+                            if not _is_closed(conn):
+                                await transaction.rollback()
+                            raise
+                        committing = True
+                        await transaction.commit()
+                        return result
+                    except BaseException as exc:
+                        if _broken_connection(exc, conn):
+                            if not _is_closed(conn):
+                                conn.terminate()  # never hand it out again; the pool opens a new one
+                            raise _ConnectionLost(exc) from exc
                         raise
-                    committing = True
-                    await transaction.commit()
-                    return result
+                finally:
+                    try:
+                        await connections.pool.release(conn)
+                    except Exception:  # a broken connection fails its reset; the pool dropped it
+                        pass
             except (PostgresAuthError, *_AUTH_ERRORS) as exc:
                 raise self._typed_error(exc) from exc
             except _CONFLICT_ERRORS as exc:
@@ -603,18 +633,17 @@ class PostgresLightningStore(LightningStore):
                     raise
                 logger.debug("transaction conflict (%s); running it again", exc)
                 await asyncio.sleep(0.001 * conflicts)
-            except (*_CONNECTION_ERRORS, asyncpg.exceptions.InterfaceError) as exc:
-                if isinstance(exc, asyncpg.exceptions.InterfaceError) and not (conn is not None and conn.is_closed()):
-                    raise  # a misuse of the driver, not a broken connection
+            except (_ConnectionLost, *_CONNECTION_ERRORS) as exc:
+                cause = exc.__cause__ if isinstance(exc, _ConnectionLost) and exc.__cause__ is not None else exc
                 if self._closed:
-                    raise StoreClosedError(f"{self!r} is closed") from exc
+                    raise StoreClosedError(f"{self!r} is closed") from cause
                 if committing and transaction_id is not None:
                     # The COMMIT went out but its answer did not come back: it may have landed.
                     if await self._committed(transaction_id, give_up):
                         return result
                 if time.monotonic() > give_up:
-                    raise self._typed_error(exc) from exc
-                logger.warning("lost the connection to %s (%s); retrying", self.where, exc)
+                    raise self._typed_error(cause) from cause
+                logger.warning("lost the connection to %s (%s); retrying", self.where, cause)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
