@@ -107,6 +107,10 @@ async def test_a_server_gone_for_longer_than_retry_seconds_gives_a_typed_error(o
         await store.close()
 
 
+# The simple-query message asyncpg sends to commit: 'Q', int32 length, "COMMIT;", NUL.
+_COMMIT_MESSAGE = b"Q" + (4 + len(b"COMMIT;\x00")).to_bytes(4, "big") + b"COMMIT;\x00"
+
+
 class _CommitSwallowingProxy:
     """A TCP proxy between the store and PostgreSQL that, once armed, forwards the next COMMIT to the
     server, lets it commit, and then drops the connection before the answer reaches the client."""
@@ -128,13 +132,15 @@ class _CommitSwallowingProxy:
 
         async def upstream() -> None:
             while data := await client_reader.read(65536):
-                server_writer.write(data)
-                await server_writer.drain()
-                if self.armed and b"COMMIT" in data.upper():
+                swallow = self.armed and _COMMIT_MESSAGE in data
+                if swallow:
                     self.armed = False
                     self.swallowed += 1
+                    dropped.set()  # from now on nothing goes back to the client
+                server_writer.write(data)
+                await server_writer.drain()
+                if swallow:
                     await asyncio.sleep(0.3)  # the server commits; its answer is never passed on
-                    dropped.set()
                     client_writer.transport.abort()
                     server_writer.close()
                     return
