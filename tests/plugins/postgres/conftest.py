@@ -10,10 +10,10 @@ from typing import Callable, List
 
 import pytest
 import pytest_asyncio
+from pg_helpers import with_options
 
 from agentlightning_postgres.store import PostgresLightningStore
 from agentlightning_postgres.tempserver import URI_ENV_VAR, TemporaryPostgres
-from pg_helpers import with_options
 
 
 @pytest.fixture(scope="session")

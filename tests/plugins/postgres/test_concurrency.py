@@ -10,10 +10,10 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any, List
 
 import pytest
+from pg_helpers import connect, dequeue_until_empty, finish_after, sweep_repeatedly, take_sequence_ids
 
 from agentlightning.types import RolloutConfig
 from agentlightning_postgres.store import PostgresLightningStore
-from pg_helpers import connect, dequeue_until_empty, finish_after, sweep_repeatedly, take_sequence_ids
 
 pytestmark = pytest.mark.postgres
 
@@ -111,7 +111,9 @@ async def test_a_wait_is_woken_by_a_notification_from_another_process_not_by_pol
     store._run = counting_run  # type: ignore[method-assign]
     loop = asyncio.get_running_loop()
     with _processes(1) as pool:
-        finisher = loop.run_in_executor(pool, finish_after, store_uri, started.rollout_id, started.attempt.attempt_id, 3.0)
+        finisher = loop.run_in_executor(
+            pool, finish_after, store_uri, started.rollout_id, started.attempt.attempt_id, 3.0
+        )
         finished = await store.wait_for_rollouts(rollout_ids=[started.rollout_id], timeout=60)
         woke_at = time.time()
         committed_at = await finisher

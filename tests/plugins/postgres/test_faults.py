@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from typing import Any, List, Optional
 
 import pytest
+from pg_helpers import connect, with_options
 
 from agentlightning_postgres import PostgresUnavailableError
 from agentlightning_postgres.store import PostgresLightningStore
 from agentlightning_postgres.tempserver import TemporaryPostgres
-from pg_helpers import connect, with_options
 
 pytestmark = pytest.mark.postgres
 
@@ -38,7 +38,9 @@ async def _kill_store_connections(uri: str) -> int:
         await conn.close()
 
 
-async def test_dropped_connections_are_replaced_without_losing_an_acknowledged_write(own_server: TemporaryPostgres) -> None:
+async def test_dropped_connections_are_replaced_without_losing_an_acknowledged_write(
+    own_server: TemporaryPostgres,
+) -> None:
     uri = with_options(own_server.uri, schema="drops")
     store = PostgresLightningStore.from_uri(uri)
     acknowledged: List[str] = []

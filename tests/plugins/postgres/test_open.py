@@ -8,6 +8,7 @@ import socket
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from pg_helpers import connect, with_options
 
 from agentlightning import plugins
 from agentlightning.errors import StoreAuthError, StoreUnavailableError
@@ -16,7 +17,7 @@ from agentlightning_postgres import PostgresAuthError, PostgresUnavailableError,
 from agentlightning_postgres.schema import SCHEMA_VERSION
 from agentlightning_postgres.store import PostgresLightningStore
 
-from pg_helpers import connect, with_options
+pytestmark = pytest.mark.postgres
 
 
 def _replace(uri: str, *, password: str | None = None, port: int | None = None, database: str | None = None) -> str:

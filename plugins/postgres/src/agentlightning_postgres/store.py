@@ -51,12 +51,14 @@ from typing import (
     Sequence,
     Set,
     Tuple,
+    Type,
     TypeVar,
     Union,
 )
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import asyncpg
+
 from agentlightning.errors import StoreClosedError
 from agentlightning.store.base import UNSET, FilterLogic, LightningStore, LightningStoreCapabilities, SortOrder
 from agentlightning.store.base import LightningStoreStatistics as Statistics
@@ -90,7 +92,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # The connection broke or the server went away: the call is run again on a fresh connection.
-_CONNECTION_ERRORS: Tuple[type, ...] = (
+_CONNECTION_ERRORS: Tuple[Type[BaseException], ...] = (
     OSError,
     asyncio.TimeoutError,
     asyncpg.exceptions.PostgresConnectionError,
@@ -99,7 +101,7 @@ _CONNECTION_ERRORS: Tuple[type, ...] = (
 )
 # Conflicts between concurrent transactions: run the transaction again. A unique violation comes from
 # two calls creating the same thing at once (the same client_request_id): the rerun finds the first.
-_CONFLICT_ERRORS: Tuple[type, ...] = (
+_CONFLICT_ERRORS: Tuple[Type[BaseException], ...] = (
     asyncpg.exceptions.DeadlockDetectedError,
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.UniqueViolationError,
@@ -111,7 +113,7 @@ class _ConnectionLost(Exception):
 
 
 def _broken_connection(exc: BaseException, conn: asyncpg.Connection) -> bool:
-    if isinstance(exc, _CONNECTION_ERRORS) or isinstance(exc, asyncpg.exceptions.InternalClientError):
+    if isinstance(exc, (*_CONNECTION_ERRORS, asyncpg.exceptions.InternalClientError)):
         return True
     # InterfaceError also reports misuse (wrong argument count): only a closed connection is "broken".
     return isinstance(exc, asyncpg.exceptions.InterfaceError) and _is_closed(conn)
@@ -124,7 +126,9 @@ def _is_closed(conn: asyncpg.Connection) -> bool:
         return True
 
 
-_AUTH_ERRORS: Tuple[type, ...] = (asyncpg.exceptions.InvalidAuthorizationSpecificationError,)
+_AUTH_ERRORS: Tuple[Type[BaseException], ...] = (asyncpg.exceptions.InvalidAuthorizationSpecificationError,)
+_LOGIN_REFUSED: Tuple[Type[BaseException], ...] = (PostgresAuthError, *_AUTH_ERRORS)
+_CONNECTION_LOST: Tuple[Type[BaseException], ...] = (_ConnectionLost, *_CONNECTION_ERRORS)
 _MAX_CONFLICT_RETRIES = 20
 _WATCHDOG_BATCH = 200
 _COMMITTED_TRANSACTIONS_KEPT_SECONDS = 3600.0
@@ -363,7 +367,10 @@ class _Transaction(StoreEngine):
             await conn.executemany(
                 "INSERT INTO attempts (rollout_id, attempt_id, sequence_id, data) VALUES ($1, $2, $3, $4) "
                 "ON CONFLICT (rollout_id, attempt_id) DO UPDATE SET data = EXCLUDED.data",
-                [(a.rollout_id, a.attempt_id, a.sequence_id, a.model_dump_json()) for a in self._dirty_attempts.values()],
+                [
+                    (a.rollout_id, a.attempt_id, a.sequence_id, a.model_dump_json())
+                    for a in self._dirty_attempts.values()
+                ],
             )
             self._dirty_attempts = {}
         if self._dirty_workers:
@@ -436,7 +443,7 @@ class _LoopConnections:
     pool: asyncpg.Pool
     listener: Optional[asyncpg.Connection] = None
     listener_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    waiters: Set[_Waiter] = field(default_factory=set)  # type: ignore[arg-type]
+    waiters: Set[_Waiter] = field(default_factory=set)
 
     def wake(self, rollout_id: Optional[str] = None) -> None:
         for waiter in self.waiters:
@@ -526,7 +533,9 @@ class PostgresLightningStore(LightningStore):
     # connections
     async def _connect(self, **kwargs: Any) -> asyncpg.Connection:
         try:
-            return await asyncpg.connect(self._dsn, timeout=self.connect_timeout, **self._connection_options(), **kwargs)
+            return await asyncpg.connect(
+                self._dsn, timeout=self.connect_timeout, **self._connection_options(), **kwargs
+            )
         except BaseException as exc:
             raise self._typed_error(exc) from exc
 
@@ -537,16 +546,24 @@ class PostgresLightningStore(LightningStore):
         """The backend's typed error for a failure to connect (or ``exc`` itself if it is not one)."""
         if isinstance(exc, (PostgresAuthError, PostgresUnavailableError)):
             return exc
-        location = dict(host=self.host, port=self.port, database=self.database)
+        host, port, database = self.host, self.port, self.database
         if isinstance(exc, _AUTH_ERRORS):
             return PostgresAuthError(
-                f"{self.where} refused the login of user {self.user!r}: {exc}", user=self.user, **location
+                f"{self.where} refused the login of user {self.user!r}: {exc}",
+                host=host,
+                port=port,
+                database=database,
+                user=self.user,
             )
         if isinstance(exc, asyncpg.exceptions.InvalidCatalogNameError):
-            return PostgresUnavailableError(f"{self.where}: the database does not exist ({exc})", **location)
+            return PostgresUnavailableError(
+                f"{self.where}: the database does not exist ({exc})", host=host, port=port, database=database
+            )
         if isinstance(exc, _CONNECTION_ERRORS):
             reason = str(exc) or type(exc).__name__
-            return PostgresUnavailableError(f"cannot reach {self.where}: {reason}", **location)
+            return PostgresUnavailableError(
+                f"cannot reach {self.where}: {reason}", host=host, port=port, database=database
+            )
         return exc
 
     async def _open(self) -> None:
@@ -625,7 +642,7 @@ class PostgresLightningStore(LightningStore):
                         await connections.pool.release(conn)
                     except Exception:  # a broken connection fails its reset; the pool dropped it
                         pass
-            except (PostgresAuthError, *_AUTH_ERRORS) as exc:
+            except _LOGIN_REFUSED as exc:
                 raise self._typed_error(exc) from exc
             except _CONFLICT_ERRORS as exc:
                 conflicts += 1
@@ -633,14 +650,13 @@ class PostgresLightningStore(LightningStore):
                     raise
                 logger.debug("transaction conflict (%s); running it again", exc)
                 await asyncio.sleep(0.001 * conflicts)
-            except (_ConnectionLost, *_CONNECTION_ERRORS) as exc:
+            except _CONNECTION_LOST as exc:
                 cause = exc.__cause__ if isinstance(exc, _ConnectionLost) and exc.__cause__ is not None else exc
                 if self._closed:
                     raise StoreClosedError(f"{self!r} is closed") from cause
-                if committing and transaction_id is not None:
-                    # The COMMIT went out but its answer did not come back: it may have landed.
-                    if await self._committed(transaction_id, give_up):
-                        return result
+                # The COMMIT went out but its answer did not come back: it may have landed.
+                if committing and transaction_id is not None and await self._committed(transaction_id, give_up):
+                    return result
                 if time.monotonic() > give_up:
                     raise self._typed_error(cause) from cause
                 logger.warning("lost the connection to %s (%s); retrying", self.where, cause)
@@ -840,7 +856,11 @@ class PostgresLightningStore(LightningStore):
         where = f" {filter_logic.upper()} ".join(conditions) if conditions else "TRUE"
         where_args = list(args)
         # The listing order before sorting: creation order, or the order of the ids asked for (AND).
-        base = f"array_position({arg(id_list)}::text[], rollout_id)" if ids is not None and filter_logic == "and" else "created"
+        base = (
+            f"array_position({arg(id_list)}::text[], rollout_id)"
+            if ids is not None and filter_logic == "and"
+            else "created"
+        )
         if sort_by is None:
             order = f"{base} DESC" if sort_order == "desc" else base
         elif sort_order == "asc":  # missing values first, like the in-memory sort; ties keep listing order
@@ -999,7 +1019,9 @@ class PostgresLightningStore(LightningStore):
     ) -> PaginatedResult[Attempt]:
         async def body(tx: _Transaction) -> PaginatedResult[Attempt]:
             await tx.load_rollouts([rollout_id], lock=False)
-            return await tx.query_attempts(rollout_id, sort_by=sort_by, sort_order=sort_order, limit=limit, offset=offset)
+            return await tx.query_attempts(
+                rollout_id, sort_by=sort_by, sort_order=sort_order, limit=limit, offset=offset
+            )
 
         return await self._run(body, write=False)
 

@@ -4,10 +4,12 @@ loopback port, password login, removed when stopped.
 >>> with TemporaryPostgres() as server:
 ...     store = open_store(server.uri)
 
-As a command, it runs another command with ``AGL_TEST_POSTGRES_URI`` set to the server's URI and
-stops the server afterwards (what the ``plugins/postgres`` nox session does)::
+As a command, it runs another command with ``AGL_TEST_POSTGRES_URI`` (or the variable named by
+``--env``) set to the server's URI and stops the server afterwards (what the ``plugins/postgres`` and
+``bench`` nox sessions do)::
 
     python -m agentlightning_postgres.tempserver pytest tests/core/store -k postgres
+    python -m agentlightning_postgres.tempserver --env AGL_BENCH_POSTGRES_URI python bench/store_bench.py
 
 PostgreSQL refuses to run as root: when this process is root, the server runs as the ``postgres``
 user (``runuser``), which Debian's ``postgresql`` package creates. The binaries are looked up in
@@ -207,14 +209,17 @@ class TemporaryPostgres:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run a command with a temporary server's URI in ``AGL_TEST_POSTGRES_URI``; return its exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
+    variable = URI_ENV_VAR
+    if args[:1] == ["--env"] and len(args) > 1:
+        variable, args = args[1], args[2:]
     if args[:1] == ["--"]:
         args = args[1:]
     if not args:
-        print("usage: python -m agentlightning_postgres.tempserver COMMAND [ARGS...]", file=sys.stderr)
+        print("usage: python -m agentlightning_postgres.tempserver [--env VARIABLE] COMMAND [ARGS...]", file=sys.stderr)
         return 2
     with TemporaryPostgres() as server:
         print(f"temporary PostgreSQL server on {server.host}:{server.port} (binaries: {server.bindir})", flush=True)
-        child = subprocess.Popen(args, env={**os.environ, URI_ENV_VAR: server.uri})
+        child = subprocess.Popen(args, env={**os.environ, variable: server.uri})
         try:
             return child.wait()
         except KeyboardInterrupt:
