@@ -25,12 +25,15 @@ async def connect(uri: str) -> asyncpg.Connection:
 # -- work done in other processes (multiprocessing "spawn": these must be importable top-level functions)
 
 
-def dequeue_until_empty(uri: str, worker_id: str, tasks: int) -> List[str]:
-    """``tasks`` runners in one process dequeue (and finish) rollouts until the queue is empty."""
+def dequeue_until_empty(uri: str, worker_id: str, tasks: int, start_at: float) -> List[str]:
+    """From ``start_at`` (time.time()) on, ``tasks`` runners in one process dequeue (and finish)
+    rollouts until the queue is empty."""
 
     async def main() -> List[str]:
         store = PostgresLightningStore.from_uri(uri)
         got: List[str] = []
+        await store.query_workers()  # connected before the start
+        await asyncio.sleep(max(0.0, start_at - time.time()))
 
         async def runner(index: int) -> None:
             while True:

@@ -33,7 +33,8 @@ async def test_each_rollout_is_dequeued_exactly_once_by_runners_in_several_proce
 ) -> None:
     store = open_stores()
     enqueued = [r.rollout_id for r in await store.enqueue_many_rollouts([{"input": i} for i in range(240)])]
-    results = await _in_processes(4, dequeue_until_empty, *((store_uri, f"p{p}", 4) for p in range(4)))
+    start_at = time.time() + 5.0  # every process is up and connected by then
+    results = await _in_processes(4, dequeue_until_empty, *((store_uri, f"p{p}", 4, start_at) for p in range(4)))
     dequeued = [rollout_id for got in results for rollout_id in got]
     assert len(dequeued) == len(set(dequeued)) == 240
     assert set(dequeued) == set(enqueued)

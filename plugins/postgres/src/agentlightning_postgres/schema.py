@@ -93,10 +93,12 @@ CREATE TABLE spans (
 CREATE INDEX spans_by_rollout ON spans (rollout_id, created);
 
 -- Write transactions that committed, so that a client whose connection broke during COMMIT can
--- tell whether its write landed (and not apply it twice). Rows older than an hour are dropped.
+-- tell whether its write landed (and not apply it twice); `result` keeps what a write that is a
+-- single statement returned. Rows older than an hour are dropped.
 CREATE TABLE committed_transactions (
     transaction_id uuid PRIMARY KEY,
-    committed_at timestamptz NOT NULL DEFAULT now()
+    committed_at timestamptz NOT NULL DEFAULT now(),
+    result text
 );
 
 CREATE FUNCTION notify_rollout_finished() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import logging
 import threading
 import time
@@ -135,6 +136,13 @@ _COMMITTED_TRANSACTIONS_KEPT_SECONDS = 3600.0
 _OWN_OPTIONS = ("schema", "watchdog", "scan_debounce_seconds", "pool_size", "retry_seconds", "connect_timeout")
 
 
+# A rollout row with its attempts' JSON in order, in one statement; callers append the condition.
+_SELECT_ROLLOUTS = (
+    "SELECT rollout_id, queue_position, data, ARRAY(SELECT a.data FROM attempts a "
+    "WHERE a.rollout_id = rollouts.rollout_id ORDER BY a.sequence_id) AS attempts FROM rollouts WHERE "
+)
+
+
 def _watch_deadline(rollout: Rollout, attempts: Optional[List[Attempt]]) -> Optional[float]:
     """When the watchdog may next end this rollout's latest attempt (None: never, as things stand)."""
     if rollout.status not in ("preparing", "running") or not attempts:
@@ -177,55 +185,41 @@ class _Transaction(StoreEngine):
     async def load_rollouts(self, rollout_ids: Iterable[str], *, lock: bool) -> None:
         """Load rollouts (in id order, locking them if asked) with all their attempts."""
         ids = sorted({r for r in rollout_ids if isinstance(r, str)} - set(self._rollouts))
-        if not ids:
-            return
-        rows = await self.conn.fetch(
-            "SELECT rollout_id, queue_position, data FROM rollouts WHERE rollout_id = ANY($1::text[]) "
-            "ORDER BY rollout_id" + (" FOR UPDATE" if lock else ""),
-            ids,
-        )
-        await self._adopt(rows)
+        if ids:
+            condition = "rollout_id = ANY($1::text[]) ORDER BY rollout_id" + (" FOR UPDATE" if lock else "")
+            self._adopt(await self.conn.fetch(_SELECT_ROLLOUTS + condition, ids))
 
-    async def _adopt(self, rows: Sequence[asyncpg.Record]) -> None:
-        ids = []
+    def _adopt(self, rows: Sequence[asyncpg.Record]) -> None:
         for row in rows:
             rollout = Rollout.model_validate_json(row["data"])
             rollout_id = rollout.rollout_id
-            ids.append(rollout_id)
             self._rollouts[rollout_id] = rollout
+            self._attempts[rollout_id] = [Attempt.model_validate_json(a) for a in row["attempts"]]
             self._positions[rollout_id] = row["queue_position"]
             if row["queue_position"] is not None:
                 self._queued.add(rollout_id)
             if rollout.status in ("preparing", "running"):
                 self._live.add(rollout_id)
-        if not ids:
-            return
-        for row in await self.conn.fetch(
-            "SELECT data FROM attempts WHERE rollout_id = ANY($1::text[]) ORDER BY rollout_id, sequence_id", ids
-        ):
-            attempt = Attempt.model_validate_json(row["data"])
-            self._attempts.setdefault(attempt.rollout_id, []).append(attempt)
 
     async def lock_queue_head(self, limit: int) -> None:
         """Lock (and load) the first ``limit`` queued rollouts nobody else holds; they form the queue."""
         rows = await self.conn.fetch(
-            "SELECT rollout_id, queue_position, data FROM rollouts WHERE queue_position IS NOT NULL "
-            "AND status = ANY($1::text[]) ORDER BY queue_position LIMIT $2 FOR UPDATE SKIP LOCKED",
+            _SELECT_ROLLOUTS + "queue_position IS NOT NULL AND status = ANY($1::text[]) "
+            "ORDER BY queue_position LIMIT $2 FOR UPDATE SKIP LOCKED",
             list(QUEUING_ROLLOUT_STATUSES),
             limit,
         )
-        await self._adopt(rows)
+        self._adopt(rows)
         self._queue.extend(row["rollout_id"] for row in rows)
 
     async def lock_due_rollouts(self, now: float) -> List[str]:
         """Lock (and load) rollouts whose watchdog deadline passed and nobody else holds."""
         rows = await self.conn.fetch(
-            "SELECT rollout_id, queue_position, data FROM rollouts WHERE watch_deadline < $1 "
-            "ORDER BY watch_deadline LIMIT $2 FOR UPDATE SKIP LOCKED",
+            _SELECT_ROLLOUTS + "watch_deadline < $1 ORDER BY watch_deadline LIMIT $2 FOR UPDATE SKIP LOCKED",
             now,
             _WATCHDOG_BATCH,
         )
-        await self._adopt(rows)
+        self._adopt(rows)
         return [row["rollout_id"] for row in rows]
 
     async def lock_workers(self, worker_ids: Iterable[Optional[str]]) -> None:
@@ -272,15 +266,6 @@ class _Transaction(StoreEngine):
             self._request_ids[row["client_request_id"]] = row["rollout_id"]
         await self.load_rollouts((row["rollout_id"] for row in rows), lock=False)
 
-    async def mark_written(self) -> None:
-        """Record this transaction's id with its writes: if the answer to its COMMIT is lost, a new
-        connection can still tell whether it committed."""
-        if not self.wrote and self.transaction_id is not None:
-            await self.conn.execute(
-                "INSERT INTO committed_transactions (transaction_id) VALUES ($1)", self.transaction_id
-            )
-        self.wrote = True
-
     # -- the engine's persistence hooks -----------------------------------------------------------
     def _record(self, kind: str, payload: Any) -> None:
         if kind == "rollout":
@@ -319,83 +304,75 @@ class _Transaction(StoreEngine):
         return 0
 
     async def _flush(self) -> None:
-        """Write what the status machine changed (inside the call's transaction)."""
-        conn = self.conn
-        if not (
-            self._dirty_rollouts
-            or self._dirty_workers
-            or self._dirty_resources
-            or self._sequences
-            or self._new_request_ids
-            or self._new_spans
-        ):
-            return
-        await self.mark_written()
+        """Write what the status machine changed, in one statement (inside the call's transaction)."""
+        statement = _Statement()
+        if self.transaction_id is not None and not self.wrote:
+            # Recorded with the writes: if the answer to this transaction's COMMIT is lost, a new
+            # connection can still tell whether it committed.
+            statement.add("INSERT INTO committed_transactions (transaction_id) VALUES ({}::uuid)", self.transaction_id)
         if self._dirty_rollouts:
-            rows = []
-            for rollout_id in self._dirty_rollouts:
-                rollout = self._rollouts[rollout_id]
-                attempts = self._attempts.get(rollout_id)
-                rows.append(
-                    (
-                        rollout_id,
-                        rollout.status,
-                        rollout.start_time,
-                        rollout.end_time,
-                        rollout.mode,
-                        rollout.resources_id,
-                        rollout.status in QUEUING_ROLLOUT_STATUSES,
-                        _watch_deadline(rollout, attempts),
-                        rollout.model_dump_json(),
-                    )
-                )
+            rollouts = [self._rollouts[r] for r in self._dirty_rollouts]
             # A rollout keeps its queue position while it stays queued and joins the tail when it
-            # (re)enters the queue; rows are written in order, so new rollouts queue in call order.
-            await conn.executemany(
-                "INSERT INTO rollouts (rollout_id, status, start_time, end_time, mode, resources_id, "
-                "queue_position, watch_deadline, data) VALUES ($1, $2, $3, $4, $5, $6, "
-                "CASE WHEN $7::boolean THEN nextval('queue_positions') END, $8, $9) "
+            # (re)enters the queue; positions are drawn in row order, so new rollouts queue in call order.
+            statement.add(
+                "INSERT INTO rollouts (rollout_id, status, start_time, end_time, mode, resources_id, queue_position, "
+                "watch_deadline, data) SELECT id, st, t0, t1, md, res, CASE WHEN q THEN nextval('queue_positions') END, "
+                "wd, d FROM (SELECT * FROM unnest({}::text[], {}::text[], {}::float8[], {}::float8[], {}::text[], "
+                "{}::text[], {}::bool[], {}::float8[], {}::text[]) WITH ORDINALITY AS t(id, st, t0, t1, md, res, q, "
+                "wd, d, n) ORDER BY n) AS ordered "
                 "ON CONFLICT (rollout_id) DO UPDATE SET status = EXCLUDED.status, start_time = EXCLUDED.start_time, "
                 "end_time = EXCLUDED.end_time, mode = EXCLUDED.mode, resources_id = EXCLUDED.resources_id, "
-                "queue_position = CASE WHEN $7::boolean "
+                "queue_position = CASE WHEN EXCLUDED.queue_position IS NOT NULL "
                 "THEN COALESCE(rollouts.queue_position, EXCLUDED.queue_position) END, "
                 "watch_deadline = EXCLUDED.watch_deadline, data = EXCLUDED.data",
-                rows,
+                [r.rollout_id for r in rollouts],
+                [r.status for r in rollouts],
+                [r.start_time for r in rollouts],
+                [r.end_time for r in rollouts],
+                [r.mode for r in rollouts],
+                [r.resources_id for r in rollouts],
+                [r.status in QUEUING_ROLLOUT_STATUSES for r in rollouts],
+                [_watch_deadline(r, self._attempts.get(r.rollout_id)) for r in rollouts],
+                [r.model_dump_json() for r in rollouts],
             )
             self._dirty_rollouts = {}
         if self._dirty_attempts:
-            await conn.executemany(
-                "INSERT INTO attempts (rollout_id, attempt_id, sequence_id, data) VALUES ($1, $2, $3, $4) "
+            attempts = list(self._dirty_attempts.values())
+            statement.add(
+                "INSERT INTO attempts (rollout_id, attempt_id, sequence_id, data) "
+                "SELECT * FROM unnest({}::text[], {}::text[], {}::int4[], {}::text[]) "
                 "ON CONFLICT (rollout_id, attempt_id) DO UPDATE SET data = EXCLUDED.data",
-                [
-                    (a.rollout_id, a.attempt_id, a.sequence_id, a.model_dump_json())
-                    for a in self._dirty_attempts.values()
-                ],
+                [a.rollout_id for a in attempts],
+                [a.attempt_id for a in attempts],
+                [a.sequence_id for a in attempts],
+                [a.model_dump_json() for a in attempts],
             )
             self._dirty_attempts = {}
         if self._dirty_workers:
-            await conn.executemany(
-                "INSERT INTO workers (worker_id, data) VALUES ($1, $2) "
+            workers = list(self._dirty_workers.values())
+            statement.add(
+                "INSERT INTO workers (worker_id, data) SELECT * FROM unnest({}::text[], {}::text[]) "
                 "ON CONFLICT (worker_id) DO UPDATE SET data = EXCLUDED.data",
-                [(w.worker_id, w.model_dump_json()) for w in self._dirty_workers.values()],
+                [w.worker_id for w in workers],
+                [w.model_dump_json() for w in workers],
             )
             self._dirty_workers = {}
         if self._dirty_resources:
-            await conn.executemany(
-                "INSERT INTO resources (resources_id, data) VALUES ($1, $2) "
+            updates = list(self._dirty_resources.values())
+            statement.add(
+                "INSERT INTO resources (resources_id, data) SELECT * FROM unnest({}::text[], {}::text[]) "
                 "ON CONFLICT (resources_id) DO UPDATE SET data = EXCLUDED.data",
-                [(r.resources_id, r.model_dump_json()) for r in self._dirty_resources.values()],
+                [u.resources_id for u in updates],
+                [u.model_dump_json() for u in updates],
             )
             self._dirty_resources = {}
         if self._latest_dirty:
-            await conn.execute(
-                "UPDATE meta SET value = $1 WHERE key = 'latest_resources_id'", self._latest_resources_id
-            )
+            statement.add("UPDATE meta SET value = {} WHERE key = 'latest_resources_id'", self._latest_resources_id)
             self._latest_dirty = False
         if self._sequences:
             items = sorted(self._sequences.items())
-            await conn.execute(
-                "INSERT INTO span_sequences (rollout_id, last_value) SELECT * FROM unnest($1::text[], $2::bigint[]) "
+            statement.add(
+                "INSERT INTO span_sequences (rollout_id, last_value) SELECT * FROM unnest({}::text[], {}::int8[]) "
                 "ON CONFLICT (rollout_id) DO UPDATE "
                 "SET last_value = GREATEST(span_sequences.last_value, EXCLUDED.last_value)",
                 [k for k, _ in items],
@@ -404,22 +381,30 @@ class _Transaction(StoreEngine):
             self._sequences = {}
         if self._new_request_ids:
             # A plain insert: a concurrent call that took the same id first makes this one run again.
-            await conn.executemany(
-                "INSERT INTO request_ids (client_request_id, rollout_id) VALUES ($1, $2)", self._new_request_ids
+            statement.add(
+                "INSERT INTO request_ids (client_request_id, rollout_id) SELECT * FROM unnest({}::text[], {}::text[])",
+                [c for c, _ in self._new_request_ids],
+                [r for _, r in self._new_request_ids],
             )
             self._new_request_ids = []
-        if self._new_spans:
-            spans, self._new_spans = self._new_spans, []
-            inserted = await conn.fetch(
+        spans, self._new_spans = self._new_spans, []
+        if spans:
+            statement.add(
                 "INSERT INTO spans (rollout_id, attempt_id, span_id, data) "
-                "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) "
+                "SELECT * FROM unnest({}::text[], {}::text[], {}::text[], {}::text[]) "
                 "ON CONFLICT DO NOTHING RETURNING rollout_id, attempt_id, span_id",
                 [s.rollout_id for s in spans],
                 [s.attempt_id for s in spans],
                 [s.span_id for s in spans],
                 [s.model_dump_json() for s in spans],
+                returning=True,
             )
-            new_keys = {(r["rollout_id"], r["attempt_id"], r["span_id"]) for r in inserted}
+        if not statement.parts:
+            return
+        rows = await statement.run(self.conn)
+        self.wrote = True
+        if spans:
+            new_keys = {(r["rollout_id"], r["attempt_id"], r["span_id"]) for r in rows}
             flags = []
             for span in spans:  # a span repeated within the batch is new once, the first time
                 key = (span.rollout_id, span.attempt_id, span.span_id)
@@ -427,6 +412,29 @@ class _Transaction(StoreEngine):
                 new_keys.discard(key)
             assert self._span_flags is not None
             self._span_flags.set_result(flags)
+
+
+class _Statement:
+    """Several writes as one SQL statement (data-modifying WITH queries): one round trip."""
+
+    def __init__(self) -> None:
+        self.parts: List[str] = []
+        self.args: List[Any] = []
+        self.returning: Optional[str] = None
+
+    def add(self, sql: str, *args: Any, returning: bool = False) -> str:
+        """Add ``sql`` (``{}`` where each of ``args`` goes); returns its name for later parts."""
+        placeholders = [f"${len(self.args) + i + 1}" for i in range(len(args))]
+        self.args.extend(args)
+        name = f"w{len(self.parts)}"
+        self.parts.append(f"{name} AS ({sql.format(*placeholders)})")
+        if returning:
+            self.returning = name
+        return name
+
+    async def run(self, conn: asyncpg.Connection) -> List[asyncpg.Record]:
+        final = f"SELECT * FROM {self.returning}" if self.returning else "SELECT 1"
+        return list(await conn.fetch(f"WITH {', '.join(self.parts)} {final}", *self.args))
 
 
 @dataclass(eq=False)
@@ -589,6 +597,7 @@ class PostgresLightningStore(LightningStore):
                     self._dsn,
                     min_size=1,
                     max_size=self.pool_size,
+                    reset=_keep_session,
                     timeout=self.connect_timeout,
                     **self._connection_options(),
                 )
@@ -601,9 +610,20 @@ class PostgresLightningStore(LightningStore):
             future.set_result(_LoopConnections(loop=loop, pool=pool))
         return await asyncio.shield(future)
 
-    async def _run(self, body: Callable[[_Transaction], Awaitable[T]], *, write: bool = True) -> T:
+    async def _run(
+        self,
+        body: Callable[[_Transaction], Awaitable[T]],
+        *,
+        write: bool = True,
+        single_statement: bool = False,
+        recover: Optional[Callable[[str], T]] = None,
+    ) -> T:
         """Run ``body`` in a transaction, again on a fresh connection when the connection breaks (for
-        up to ``retry_seconds``) and again when it conflicts with a concurrent transaction."""
+        up to ``retry_seconds``) and again when it conflicts with a concurrent transaction.
+
+        ``write=False``: ``body`` only reads (no transaction). ``single_statement``: ``body`` writes with
+        one statement, its own transaction, which records the transaction id with its result as text;
+        if the answer is lost after it committed, ``recover(text)`` rebuilds what ``body`` returned."""
         give_up = time.monotonic() + self.retry_seconds
         delay = 0.05
         conflicts = 0
@@ -616,10 +636,12 @@ class PostgresLightningStore(LightningStore):
                 try:
                     try:
                         tx = _Transaction(conn, transaction_id)
-                        if write:
-                            transaction = conn.transaction()
-                        else:
-                            transaction = conn.transaction(isolation="repeatable_read", readonly=True)
+                        if not write:  # reads are single statements, or tolerate newer rows in a later one
+                            return await body(tx)
+                        if single_statement:
+                            committing = True
+                            return await body(tx)
+                        transaction = conn.transaction()
                         await transaction.start()
                         try:
                             result = await body(tx)
@@ -655,27 +677,33 @@ class PostgresLightningStore(LightningStore):
                 if self._closed:
                     raise StoreClosedError(f"{self!r} is closed") from cause
                 # The COMMIT went out but its answer did not come back: it may have landed.
-                if committing and transaction_id is not None and await self._committed(transaction_id, give_up):
-                    return result
+                if committing and transaction_id is not None:
+                    committed, stored = await self._committed(transaction_id, give_up)
+                    if committed:
+                        if not single_statement:
+                            return result
+                        assert recover is not None and stored is not None
+                        return recover(stored)
                 if time.monotonic() > give_up:
                     raise self._typed_error(cause) from cause
                 logger.warning("lost the connection to %s (%s); retrying", self.where, cause)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
-    async def _committed(self, transaction_id: uuid.UUID, give_up: float) -> bool:
-        """Whether a write transaction whose COMMIT answer was lost did commit (asks a new connection)."""
+    async def _committed(self, transaction_id: uuid.UUID, give_up: float) -> Tuple[bool, Optional[str]]:
+        """Whether a write transaction whose COMMIT answer was lost did commit, and the result it
+        recorded (asks a new connection)."""
         delay = 0.05
         while True:
             try:
                 conn = await self._connect()
                 try:
-                    found = await conn.fetchval(
-                        "SELECT 1 FROM committed_transactions WHERE transaction_id = $1", transaction_id
+                    row = await conn.fetchrow(
+                        "SELECT result FROM committed_transactions WHERE transaction_id = $1", transaction_id
                     )
                 finally:
                     await conn.close()
-                return found is not None
+                return (row is not None, row["result"] if row is not None else None)
             except PostgresUnavailableError:
                 if time.monotonic() > give_up:
                     raise
@@ -715,14 +743,13 @@ class PostgresLightningStore(LightningStore):
     # rollouts
     async def statistics(self) -> Statistics:
         async def body(tx: _Transaction) -> Statistics:
-            by_status = {
-                row["status"]: row["n"]
-                for row in await tx.conn.fetch("SELECT status, count(*) AS n FROM rollouts GROUP BY status")
-            }
             counts = await tx.conn.fetchrow(
-                "SELECT (SELECT count(*) FROM attempts) AS attempts, (SELECT count(*) FROM spans) AS spans, "
-                "(SELECT count(*) FROM resources) AS resources, (SELECT count(*) FROM workers) AS workers"
+                "SELECT (SELECT json_object_agg(status, n) FROM (SELECT status, count(*) AS n FROM rollouts "
+                "GROUP BY status) AS s) AS by_status, (SELECT count(*) FROM attempts) AS attempts, "
+                "(SELECT count(*) FROM spans) AS spans, (SELECT count(*) FROM resources) AS resources, "
+                "(SELECT count(*) FROM workers) AS workers"
             )
+            by_status: Dict[str, int] = json.loads(counts["by_status"]) if counts["by_status"] else {}
             return Statistics(
                 name=self.backend_name,
                 total_rollouts=sum(by_status.values()),
@@ -869,7 +896,12 @@ class PostgresLightningStore(LightningStore):
             order = f"{sort_by} IS NOT NULL DESC, {sort_by} DESC, {base}"
         page = "" if limit == -1 else f" LIMIT {int(limit)}"
         page += f" OFFSET {int(offset)}"
-        sql = f"SELECT data, count(*) OVER () AS total FROM rollouts WHERE {where} ORDER BY {order}{page}"
+        # The page, its total and each rollout's latest attempt in one statement.
+        sql = (
+            "SELECT data, count(*) OVER () AS total, (SELECT a.data FROM attempts a WHERE a.rollout_id = "
+            "rollouts.rollout_id ORDER BY a.sequence_id DESC LIMIT 1) AS latest_attempt "
+            f"FROM rollouts WHERE {where} ORDER BY {order}{page}"
+        )
 
         async def body(tx: _Transaction) -> PaginatedResult[Union[Rollout, AttemptedRollout]]:
             rows = await tx.conn.fetch(sql, *args)
@@ -877,20 +909,14 @@ class PostgresLightningStore(LightningStore):
                 total = rows[0]["total"]
             else:
                 total = await tx.conn.fetchval(f"SELECT count(*) FROM rollouts WHERE {where}", *where_args)
-            rollouts = [Rollout.model_validate_json(row["data"]) for row in rows]
-            latest: Dict[str, Attempt] = {}
-            if rollouts:
-                for row in await tx.conn.fetch(
-                    "SELECT DISTINCT ON (rollout_id) data FROM attempts WHERE rollout_id = ANY($1::text[]) "
-                    "ORDER BY rollout_id, sequence_id DESC",
-                    [r.rollout_id for r in rollouts],
-                ):
-                    attempt = Attempt.model_validate_json(row["data"])
-                    latest[attempt.rollout_id] = attempt
-            items: List[Union[Rollout, AttemptedRollout]] = [
-                AttemptedRollout(**r.model_dump(), attempt=latest[r.rollout_id]) if r.rollout_id in latest else r
-                for r in rollouts
-            ]
+            items: List[Union[Rollout, AttemptedRollout]] = []
+            for row in rows:
+                rollout = Rollout.model_validate_json(row["data"])
+                if row["latest_attempt"] is None:
+                    items.append(rollout)
+                else:
+                    attempt = Attempt.model_validate_json(row["latest_attempt"])
+                    items.append(AttemptedRollout.model_construct(**rollout.__dict__, attempt=attempt))
             return PaginatedResult(items=items, limit=limit, offset=offset, total=total)
 
         return await self._run(body, write=False)
@@ -1093,31 +1119,56 @@ class PostgresLightningStore(LightningStore):
         if not pairs:
             return []
 
-        async def body(tx: _Transaction) -> List[int]:
+        wanted: Dict[str, int] = {}
+        for rollout_id, _ in pairs:
+            wanted[rollout_id] = wanted.get(rollout_id, 0) + 1
+        ordered = sorted(wanted)
+
+        async def validate(tx: _Transaction) -> None:
             await tx.load_rollouts((r for r, _ in pairs), lock=False)
             for rollout_id, attempt_id in pairs:
                 tx._get_attempt(rollout_id, attempt_id)  # raises for unknown ids
-            wanted: Dict[str, int] = {}
-            for rollout_id, _ in pairs:
-                wanted[rollout_id] = wanted.get(rollout_id, 0) + 1
-            ordered = sorted(wanted)
-            # One counter row per rollout, incremented atomically: consecutive ids across processes.
-            rows = await tx.conn.fetch(
-                "INSERT INTO span_sequences (rollout_id, last_value) SELECT * FROM unnest($1::text[], $2::bigint[]) "
-                "ON CONFLICT (rollout_id) DO UPDATE SET last_value = span_sequences.last_value + EXCLUDED.last_value "
-                "RETURNING rollout_id, last_value",
+
+        async def take(tx: _Transaction) -> Optional[Dict[str, int]]:
+            # One statement (its own transaction): check the ids, record the transaction id, and bump
+            # one counter row per rollout atomically, so ids are consecutive across processes.
+            statement = _Statement()
+            known = statement.add(
+                "SELECT bool_and(EXISTS (SELECT 1 FROM attempts a WHERE a.rollout_id = t.r "
+                "AND (t.q = 'latest' OR a.attempt_id = t.q))) AS ok FROM unnest({}::text[], {}::text[]) AS t(r, q)",
+                [r for r, _ in pairs],
+                [a for _, a in pairs],
+            )
+            bumped = statement.add(
+                "INSERT INTO span_sequences (rollout_id, last_value) SELECT * FROM unnest({}::text[], {}::int8[]) "
+                f"WHERE (SELECT ok FROM {known}) ON CONFLICT (rollout_id) DO UPDATE "
+                "SET last_value = span_sequences.last_value + EXCLUDED.last_value RETURNING rollout_id, last_value",
                 ordered,
                 [wanted[r] for r in ordered],
+                returning=True,
             )
-            await tx.mark_written()
-            next_value = {row["rollout_id"]: row["last_value"] - wanted[row["rollout_id"]] + 1 for row in rows}
-            result = []
-            for rollout_id, _ in pairs:
-                result.append(next_value[rollout_id])
-                next_value[rollout_id] += 1
-            return result
+            # The ids are kept with the transaction id: if the answer is lost, they are read back.
+            statement.add(
+                "INSERT INTO committed_transactions (transaction_id, result) SELECT {}::uuid, "
+                f"json_object_agg(rollout_id, last_value)::text FROM {bumped} HAVING count(*) > 0",
+                tx.transaction_id,
+            )
+            rows = await statement.run(tx.conn)
+            return {row["rollout_id"]: row["last_value"] for row in rows} or None  # None: an unknown id
 
-        return await self._run(body)
+        while True:
+            last: Optional[Dict[str, int]] = None
+            if all(isinstance(r, str) and isinstance(a, str) for r, a in pairs):
+                last = await self._run(take, single_statement=True, recover=json.loads)
+            if last is not None:
+                break
+            await self._run(validate, write=False)  # raises the error naming the unknown id
+        next_value = {rollout_id: value - wanted[rollout_id] + 1 for rollout_id, value in last.items()}
+        result = []
+        for rollout_id, _ in pairs:
+            result.append(next_value[rollout_id])
+            next_value[rollout_id] += 1
+        return result
 
     async def query_spans(
         self,
@@ -1301,6 +1352,11 @@ def _terminate(connections: _LoopConnections) -> None:
     connections.pool.terminate()
     if connections.listener is not None:
         connections.listener.terminate()
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset between calls: nothing to undo (calls leave no session state: no LISTEN, no
+    session locks or settings, every transaction ended), so no round trip for it."""
 
 
 async def _forget_committed_transactions(tx: _Transaction) -> None:
