@@ -1029,9 +1029,6 @@ class PostgresLightningStore(LightningStore):
             listener.add_termination_listener(on_lost)
             connections.listener = listener
 
-    async def cancel_rollout(self, rollout_id: str) -> Rollout:
-        return await self.update_rollout(rollout_id, status="cancelled")
-
     # ---------------------------------------------------------------------------------------------
     # attempts
     async def query_attempts(
