@@ -202,3 +202,15 @@ async def test_a_commit_whose_answer_is_lost_is_not_applied_twice(postgres_uri: 
     finally:
         await store.close()
         await proxy.close()
+
+
+async def test_a_wait_survives_its_listening_connection_being_dropped(open_stores: Any, store_uri: str) -> None:
+    waiting, finishing = open_stores(), open_stores()
+    started = await waiting.start_rollout(input="wait through a drop")
+    wait = asyncio.create_task(waiting.wait_for_rollouts(rollout_ids=[started.rollout_id], timeout=60))
+    await asyncio.sleep(0.5)
+    assert await _kill_store_connections(store_uri) >= 1  # the LISTEN connection among them
+    await asyncio.sleep(0.5)
+    await finishing.update_attempt(started.rollout_id, started.attempt.attempt_id, status="succeeded")
+    finished = await asyncio.wait_for(wait, 10)
+    assert [r.status for r in finished] == ["succeeded"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -151,3 +153,12 @@ def test_options_reach_the_store(postgres_uri: str) -> None:
         assert "agl_options" in repr(store) and "wrong" not in repr(store)
     finally:
         asyncio.run(store.close())
+
+
+def test_the_plugin_module_loads_neither_asyncpg_nor_the_store() -> None:
+    code = (
+        "import sys, agentlightning_postgres, agentlightning_postgres.plugin\n"
+        "loaded = sorted(m for m in ('asyncpg', 'agentlightning_postgres.store') if m in sys.modules)\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
