@@ -80,7 +80,11 @@ def test_a_missing_database_is_named(postgres_uri: str) -> None:
 
 @pytest.mark.parametrize(
     ("option", "message"),
-    [("schema=Bad-Name", "schema name"), ("watchdog=maybe", "watchdog must be true or false")],
+    [
+        ("schema=Bad-Name", "schema name"),
+        ("watchdog=maybe", "watchdog must be true or false"),
+        ("retry_seconds=soon", "retry_seconds must be a number, got 'soon'"),
+    ],
 )
 def test_bad_uri_options_are_named(postgres_uri: str, option: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):

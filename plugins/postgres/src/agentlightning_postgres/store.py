@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import getpass
 import json
 import logging
 import threading
@@ -486,7 +487,7 @@ class PostgresLightningStore(LightningStore):
         query = dict(parse_qsl(parts.query))
         self.host = parts.hostname or query.get("host") or "localhost"
         self.port = parts.port or int(query.get("port", 5432))
-        self.user = unquote(parts.username or "") or query.get("user") or "postgres"
+        self.user = unquote(parts.username or "") or query.get("user") or getpass.getuser()
         self.database = unquote(parts.path.lstrip("/")) or query.get("dbname") or self.user
         self._dsn = dsn
         self._watchdog = watchdog
@@ -519,10 +520,11 @@ class PostgresLightningStore(LightningStore):
                 if value.lower() not in ("true", "false", "1", "0"):
                     raise ValueError(f"postgresql URI option watchdog must be true or false, got {value!r}")
                 options[key] = value.lower() in ("true", "1")
-            elif key == "pool_size":
-                options[key] = int(value)
             else:
-                options[key] = float(value)
+                try:
+                    options[key] = int(value) if key == "pool_size" else float(value)
+                except ValueError:
+                    raise ValueError(f"postgresql URI option {key} must be a number, got {value!r}") from None
         dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(passthrough), parts.fragment))
         return cls(dsn, **options)
 
@@ -539,11 +541,9 @@ class PostgresLightningStore(LightningStore):
 
     # ---------------------------------------------------------------------------------------------
     # connections
-    async def _connect(self, **kwargs: Any) -> asyncpg.Connection:
+    async def _connect(self) -> asyncpg.Connection:
         try:
-            return await asyncpg.connect(
-                self._dsn, timeout=self.connect_timeout, **self._connection_options(), **kwargs
-            )
+            return await asyncpg.connect(self._dsn, timeout=self.connect_timeout, **self._connection_options())
         except BaseException as exc:
             raise self._typed_error(exc) from exc
 
