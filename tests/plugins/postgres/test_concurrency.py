@@ -4,6 +4,7 @@ fires once, and waits woken by LISTEN/NOTIFY."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -156,3 +157,26 @@ async def test_a_store_used_from_several_event_loops_in_threads(open_stores: Any
     waiter = asyncio.create_task(store.wait_for_rollouts(rollout_ids=[rollout.rollout_id], timeout=30))
     assert await asyncio.to_thread(in_thread) == rollout.rollout_id
     assert [r.status for r in await waiter] == ["succeeded"]
+
+
+async def test_calls_from_many_short_lived_event_loops_do_not_pile_up_connections(
+    open_stores: Any, store_uri: str
+) -> None:
+    store: PostgresLightningStore = open_stores()
+
+    def one_call(index: int) -> None:
+        asyncio.run(store.enqueue_rollout(input=index))  # a new event loop each time, as sync callers do
+
+    for index in range(40):
+        await asyncio.to_thread(one_call, index)
+    gc.collect()
+    await asyncio.sleep(0.5)  # the server notices the closed sockets
+    conn = await connect(store_uri)
+    try:
+        open_connections = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'agentlightning' AND query NOT LIKE '%SELECT count(*)%'"
+        )
+    finally:
+        await conn.close()
+    assert len(await store.query_rollouts()) == 40
+    assert open_connections <= 5, open_connections

@@ -587,6 +587,11 @@ class PostgresLightningStore(LightningStore):
         with self._loops_lock:
             if self._closed:
                 raise StoreClosedError(f"{self!r} is closed")
+            # Loops that ended (each asyncio.run makes one) cannot close their pools any more: forget
+            # them, and their connections close when collected, so the number of connections stays
+            # bounded by the loops alive.
+            for ended in [other for other in self._loops if other.is_closed()]:
+                del self._loops[ended]
             future = self._loops.get(loop)
             creating = future is None
             if future is None:
