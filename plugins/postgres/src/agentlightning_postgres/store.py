@@ -967,6 +967,9 @@ class PostgresLightningStore(LightningStore):
         connections = await self._connections()
         waiter = _Waiter(rollout_ids=set(ids))
         connections.waiters.add(waiter)
+        pending = ids  # not known to be finished yet; unknown ids drop out at the first read
+        finished: Set[str] = set()
+        next_watchdog: Optional[float] = time.time()  # the first round runs the watchdog
         try:
             while True:
                 self._check_open()
@@ -974,30 +977,32 @@ class PostgresLightningStore(LightningStore):
                 if deadline is None or deadline > loop.time():
                     await self._listen(connections)
                 waiter.event.clear()
-                await self._scan(force=True)
-
-                async def body(tx: _Transaction) -> List[asyncpg.Record]:
-                    return list(
-                        await tx.conn.fetch(
-                            "SELECT rollout_id, status, watch_deadline, data FROM rollouts "
-                            "WHERE rollout_id = ANY($1::text[])",
-                            ids,
-                        )
-                    )
-
-                rows = {row["rollout_id"]: row for row in await self._run(body, write=False)}
-                finished = [rows[i] for i in ids if i in rows and rows[i]["status"] in TERMINAL_ROLLOUT_STATUSES]
-                pending = [rows[i] for i in ids if i in rows and rows[i]["status"] not in TERMINAL_ROLLOUT_STATUSES]
+                if next_watchdog is not None and next_watchdog <= time.time():
+                    await self._scan(force=True)
+                # Each round reads the statuses of the rollouts still pending, not their data.
+                rows = await self._read_rollouts(pending, "rollout_id, status, watch_deadline")
+                by_id = {row["rollout_id"]: row for row in rows}
+                pending = [i for i in pending if i in by_id and by_id[i]["status"] not in TERMINAL_ROLLOUT_STATUSES]
+                finished.update(i for i in by_id if by_id[i]["status"] in TERMINAL_ROLLOUT_STATUSES)
                 remaining = None if deadline is None else deadline - loop.time()
                 if not pending or (remaining is not None and remaining <= 0):
-                    return [Rollout.model_validate_json(row["data"]) for row in finished]
-                waiter.rollout_ids = {row["rollout_id"] for row in pending}
+                    done = await self._read_rollouts([i for i in ids if i in finished], "rollout_id, status, data")
+                    reopened = {row["rollout_id"] for row in done if row["status"] not in TERMINAL_ROLLOUT_STATUSES}
+                    if reopened and (remaining is None or remaining > 0):  # a retry reopened one: wait for it
+                        finished -= reopened
+                        pending = [i for i in ids if i in reopened or i in pending]
+                        continue
+                    return [
+                        Rollout.model_validate_json(row["data"]) for row in done if row["rollout_id"] not in reopened
+                    ]
+                waiter.rollout_ids = set(pending)
                 # Sleep until a notification, the caller's deadline, or the next moment the watchdog
                 # could end one of them (a dead runner sends nothing to wake us).
+                deadlines = [by_id[i]["watch_deadline"] for i in pending if by_id[i]["watch_deadline"] is not None]
+                next_watchdog = min(deadlines) if deadlines and self._watchdog else None
                 wait_for = remaining
-                deadlines = [row["watch_deadline"] for row in pending if row["watch_deadline"] is not None]
-                if deadlines and self._watchdog:
-                    until_watchdog = max(0.0, min(deadlines) - time.time()) + 0.01
+                if next_watchdog is not None:
+                    until_watchdog = max(0.0, next_watchdog - time.time()) + 0.01
                     wait_for = until_watchdog if wait_for is None else min(wait_for, until_watchdog)
                 try:
                     await asyncio.wait_for(waiter.event.wait(), wait_for)
@@ -1005,6 +1010,20 @@ class PostgresLightningStore(LightningStore):
                     pass
         finally:
             connections.waiters.discard(waiter)
+
+    async def _read_rollouts(self, rollout_ids: List[str], columns: str) -> List[asyncpg.Record]:
+        """``columns`` of these rollouts, in the order of ``rollout_ids`` (unknown ids left out)."""
+
+        async def body(tx: _Transaction) -> List[asyncpg.Record]:
+            return list(
+                await tx.conn.fetch(
+                    f"SELECT {columns} FROM rollouts WHERE rollout_id = ANY($1::text[]) "
+                    "ORDER BY array_position($1::text[], rollout_id)",
+                    rollout_ids,
+                )
+            )
+
+        return await self._run(body, write=False) if rollout_ids else []
 
     async def _listen(self, connections: _LoopConnections) -> None:
         """Make sure this loop's LISTEN connection is up (a new one wakes every waiter to re-read)."""
