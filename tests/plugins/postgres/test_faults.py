@@ -214,3 +214,19 @@ async def test_a_wait_survives_its_listening_connection_being_dropped(open_store
     await finishing.update_attempt(started.rollout_id, started.attempt.attempt_id, status="succeeded")
     finished = await asyncio.wait_for(wait, 10)
     assert [r.status for r in finished] == ["succeeded"]
+
+
+async def test_transaction_ids_are_kept_an_hour_then_forgotten(open_stores: Any, store_uri: str) -> None:
+    store: PostgresLightningStore = open_stores(watchdog=False)
+    await store.enqueue_rollout(input="recorded")
+    conn = await connect(store_uri)
+    try:
+        table = f"{store.schema}.committed_transactions"
+        await conn.execute(f"INSERT INTO {table} VALUES (gen_random_uuid(), now() - interval '61 minutes', NULL)")
+        assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 2
+        store._last_forget -= 61  # as if a minute passed since the last clean-up
+        await store.enqueue_rollout(input="next")
+        ages = await conn.fetch(f"SELECT now() - committed_at < interval '1 minute' AS fresh FROM {table}")
+    finally:
+        await conn.close()
+    assert [row["fresh"] for row in ages] == [True, True]  # the old one gone, both enqueues kept

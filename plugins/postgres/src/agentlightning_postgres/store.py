@@ -307,10 +307,6 @@ class _Transaction(StoreEngine):
     async def _flush(self) -> None:
         """Write what the status machine changed, in one statement (inside the call's transaction)."""
         statement = _Statement()
-        if self.transaction_id is not None and not self.wrote:
-            # Recorded with the writes: if the answer to this transaction's COMMIT is lost, a new
-            # connection can still tell whether it committed.
-            statement.add("INSERT INTO committed_transactions (transaction_id) VALUES ({}::uuid)", self.transaction_id)
         if self._dirty_rollouts:
             rollouts = [self._rollouts[r] for r in self._dirty_rollouts]
             # A rollout keeps its queue position while it stays queued and joins the tail when it
@@ -402,6 +398,10 @@ class _Transaction(StoreEngine):
             )
         if not statement.parts:
             return
+        if self.transaction_id is not None and not self.wrote:
+            # Recorded with the writes: if the answer to this transaction's COMMIT is lost, a new
+            # connection can still tell whether it committed.
+            statement.add("INSERT INTO committed_transactions (transaction_id) VALUES ({}::uuid)", self.transaction_id)
         rows = await statement.run(self.conn)
         self.wrote = True
         if spans:
@@ -723,6 +723,9 @@ class PostgresLightningStore(LightningStore):
     # watchdog
     async def _scan(self, *, force: bool = False) -> None:
         """End the attempts whose deadline passed, in rows this process locks (others skip them)."""
+        if time.monotonic() - self._last_forget > 60.0:  # about once a minute: forget old transaction ids
+            self._last_forget = time.monotonic()
+            await self._run(_forget_committed_transactions)
         if not self._watchdog:
             return
         now = time.time()
@@ -740,9 +743,6 @@ class PostgresLightningStore(LightningStore):
 
         while await self._run(body) == _WATCHDOG_BATCH:
             pass
-        if time.monotonic() - self._last_forget > 60.0:  # about once a minute: forget old transaction ids
-            self._last_forget = time.monotonic()
-            await self._run(_forget_committed_transactions)
 
     # ---------------------------------------------------------------------------------------------
     # rollouts
