@@ -312,11 +312,15 @@ def bench_langchain(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench_http(session: nox.Session) -> None:
-    """HTTP benchmarks: the store cycle over HTTP against the peer agentlightning==0.3.0, and span ingest."""
-    session.install("./core[server]")  # the store server runs in the benchmark's venv
+    """HTTP benchmarks: the store cycle over HTTP against the peer agentlightning==0.3.0 (servers on memory,
+    SQLite and PostgreSQL on a temporary local server), and span ingest."""
+    session.install("./core[server]", "./plugins/postgres")  # the store server runs in the benchmark's venv
     peer_python = _ensure_peer_venv(session)
     args = session.posargs or ["--json"]
-    session.run("python", "bench/http_bench.py", "--peer-python", str(peer_python), *args)
+    server: list[str] = []
+    if _ensure_postgres_server(session, required=False):
+        server = ["python", "-m", "agentlightning_postgres.tempserver", "--env", "AGL_BENCH_POSTGRES_URI"]
+    session.run(*server, "python", "bench/http_bench.py", "--peer-python", str(peer_python), *args)
 
 
 @nox.session(python=PYTHON)
