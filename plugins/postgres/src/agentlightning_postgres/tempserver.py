@@ -160,9 +160,11 @@ class TemporaryPostgres:
 
     def start_server(self) -> None:
         """Start (or start again) the server on its port, with the data it has."""
+        # Little WAL kept: a throwaway server needs no archive or replicas, and its folder stays small.
         options = (
             f"-p {self.port} -c listen_addresses={self.host} -k {self.folder} "
-            "-c fsync=off -c full_page_writes=off -c max_connections=300"
+            "-c fsync=off -c full_page_writes=off -c max_connections=300 "
+            "-c wal_level=minimal -c max_wal_senders=0 -c max_wal_size=256MB -c min_wal_size=64MB"
         )
         self._run(
             str(self.bindir / "pg_ctl"),
