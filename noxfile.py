@@ -30,6 +30,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Optional
 
 import nox
 
@@ -89,10 +90,55 @@ class Plugin:
     # It depends on torch: its session uses virtualenv + pip (uv cannot see the local CPU torch wheel)
     # and installs `TORCH_REQUIREMENT` before everything else.
     needs_torch: bool = False
+    # Extras of the core installed with it (e.g. "server").
+    core_extras: list[str] = field(default_factory=list)
+    # Runs its tests instead of `pytest tests/plugins/<name>` (e.g. around a service it starts).
+    run_tests: Optional[Callable[[nox.Session], None]] = None
 
     @property
     def session_name(self) -> str:
         return f"plugins/{self.name}"
+
+
+def _ensure_postgres_server(session: nox.Session, *, required: bool = True) -> bool:
+    """Install Debian's PostgreSQL server when its binaries are missing (CI runs as root on a fresh
+    machine); whether it is there. Not root and not ``required``: a warning and False."""
+    if any(Path("/usr/lib/postgresql").glob("*/bin/initdb")) or shutil.which("initdb"):
+        return True
+    if os.geteuid() != 0:
+        message = "the PostgreSQL server is not installed: apt-get install -y postgresql (as root)"
+        if not required:
+            session.warn(f"{message}; leaving PostgreSQL out")
+            return False
+        session.error(f"{message}, then run again")
+    # The tests start servers of their own: no default cluster on port 5432.
+    config = Path("/etc/postgresql-common/createcluster.conf")
+    if not config.exists():
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text("create_main_cluster = false\n")
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    session.run("apt-get", "update", "-q", external=True, env=env)
+    session.run("apt-get", "install", "-y", "-q", "postgresql", external=True, env=env)
+    return True
+
+
+def _run_postgres_tests(session: nox.Session) -> None:
+    """Its own tests and every store-backed core test over postgresql://, against a real server that
+    `agentlightning_postgres.tempserver` starts (initdb in a temporary folder, a free port, as the
+    `postgres` user when root) and stops afterwards."""
+    _ensure_postgres_server(session)
+    session.run(
+        "python",
+        "-m",
+        "agentlightning_postgres.tempserver",
+        "pytest",
+        "tests/plugins/postgres",
+        "tests/core",
+        "-k",
+        "postgres",
+        *session.posargs,
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
+    )
 
 
 PLUGINS: list[Plugin] = [
@@ -119,6 +165,11 @@ PLUGINS: list[Plugin] = [
     Plugin("vllm"),
     # GRPO's update on a tiny Qwen2 built from a config (torch, transformers, peft; no downloads).
     Plugin("grpo", needs=["embedded", "testing"], needs_torch=True),
+    # The postgresql:// store backend against a real PostgreSQL server; the core's store suite runs
+    # over it too (tests/core, so the core's test requirements and its server extra come along).
+    Plugin(
+        "postgres", needs=["testing"], test_deps=CORE_TEST_DEPS, core_extras=["server"], run_tests=_run_postgres_tests
+    ),
 ]
 
 
@@ -126,8 +177,8 @@ def _existing(paths: list[str]) -> list[str]:
     return [p for p in paths if (ROOT / p).exists()]
 
 
-def _install_core(session: nox.Session, *extra: str) -> None:
-    session.install("./core", *extra)
+def _install_core(session: nox.Session, *extra: str, core_extras: list[str] | None = None) -> None:
+    session.install(f"./core[{','.join(core_extras)}]" if core_extras else "./core", *extra)
 
 
 def _test_plugin_dists(session: nox.Session) -> list[str]:
@@ -199,9 +250,12 @@ def _make_plugin_session(plugin: Plugin) -> None:
             _install_core(session, *packages, f"./plugins/{plugin.name}")
             session.run("python", "-c", _IMPORT_CHECK, f"agentlightning_{plugin.name}", *plugin.framework_modules)
         packages.append(f"./plugins/{plugin.name}[test]" if plugin.test_extra else f"./plugins/{plugin.name}")
-        _install_core(session, *packages, *TEST_DEPS, *plugin.test_deps)
+        _install_core(session, *packages, *TEST_DEPS, *plugin.test_deps, core_extras=plugin.core_extras)
         _show_installed(session, f"agentlightning_{plugin.name}")
-        _pytest(session, f"tests/plugins/{plugin.name}")
+        if plugin.run_tests is not None:
+            plugin.run_tests(session)
+        else:
+            _pytest(session, f"tests/plugins/{plugin.name}")
 
     run_plugin.__doc__ = f"The plugin distribution in plugins/{plugin.name}: install it and run its tests."
     backend = "virtualenv" if plugin.needs_torch else None
@@ -256,11 +310,15 @@ def _ensure_peer_venv(session: nox.Session) -> Path:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Store benchmark: the peer agentlightning==0.3.0 and this project, side by side in one run."""
-    _install_core(session)
+    """Store benchmark: the peer agentlightning==0.3.0 and this project (memory, SQLite, PostgreSQL on a
+    temporary local server), side by side in one run."""
+    _install_core(session, "./plugins/postgres")
     peer_python = _ensure_peer_venv(session)
     args = session.posargs or ["--json"]
-    session.run("python", "bench/store_bench.py", "--peer-python", str(peer_python), *args)
+    server: list[str] = []
+    if _ensure_postgres_server(session, required=False):
+        server = ["python", "-m", "agentlightning_postgres.tempserver", "--env", "AGL_BENCH_POSTGRES_URI"]
+    session.run(*server, "python", "bench/store_bench.py", "--peer-python", str(peer_python), *args)
 
 
 @nox.session(python=PYTHON)
@@ -274,11 +332,15 @@ def bench_langchain(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench_http(session: nox.Session) -> None:
-    """HTTP benchmarks: the store cycle over HTTP against the peer agentlightning==0.3.0, and span ingest."""
-    session.install("./core[server]")  # the store server runs in the benchmark's venv
+    """HTTP benchmarks: the store cycle over HTTP against the peer agentlightning==0.3.0 (servers on memory,
+    SQLite and PostgreSQL on a temporary local server), and span ingest."""
+    session.install("./core[server]", "./plugins/postgres")  # the store server runs in the benchmark's venv
     peer_python = _ensure_peer_venv(session)
     args = session.posargs or ["--json"]
-    session.run("python", "bench/http_bench.py", "--peer-python", str(peer_python), *args)
+    server: list[str] = []
+    if _ensure_postgres_server(session, required=False):
+        server = ["python", "-m", "agentlightning_postgres.tempserver", "--env", "AGL_BENCH_POSTGRES_URI"]
+    session.run(*server, "python", "bench/http_bench.py", "--peer-python", str(peer_python), *args)
 
 
 @nox.session(python=PYTHON)

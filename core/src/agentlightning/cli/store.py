@@ -211,13 +211,21 @@ def run_stats(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"Statistics of {args.uri}")
+    table = Table(title=f"Statistics of {_without_password(args.uri)}")
     table.add_column("Statistic", no_wrap=True)
     table.add_column("Value", overflow="fold")
     for key, value in stats.items():
         table.add_row(key, _format(value))
     Console().print(table)
     return 0
+
+
+def _without_password(uri: str) -> str:
+    """The URI as printed: a password in it (postgresql://user:secret@host/db) becomes ***."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
 
 
 def _banner(server: Any, uri: str) -> str:
@@ -229,7 +237,7 @@ def _banner(server: Any, uri: str) -> str:
     )
     lines = [
         "Agent Lightning store server",
-        f"  store:      {uri}",
+        f"  store:      {_without_password(uri)}",
         f"  listening:  {url}  ({token_note})",
         f"  REST API:   {url}/v1/agl   (OpenAPI: {url}/openapi.json, docs: {url}/docs)",
         f"  OTLP/HTTP:  {url}/v1/traces",
