@@ -349,6 +349,26 @@ def demo(session: nox.Session) -> None:
     session.run("python", "examples/quickstart_dev.py", *session.posargs)
 
 
+# The dashboard's browser tests: Playwright (Python) drives Debian's chromium (Playwright's own browser
+# download cannot reach the internet here); the session installs chromium with apt-get when it is missing.
+DASHBOARD_TEST_DEPS = ["playwright==1.65.2"]
+CHROMIUM = "/usr/bin/chromium"
+
+
+@nox.session(python=PYTHON)
+def dashboard(session: nox.Session) -> None:
+    """The dashboard in a real browser (chromium), on a store filled by a real Trainer.dev run."""
+    if not Path(CHROMIUM).exists():
+        if shutil.which("apt-get") is None:
+            session.error(f"{CHROMIUM} is missing and there is no apt-get to install it: install chromium")
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        session.run(*sudo, "apt-get", "update", "-q", external=True)
+        session.run(*sudo, "apt-get", "install", "-y", "-q", "chromium", external=True, env={"DEBIAN_FRONTEND": "noninteractive"})
+    session.install("./core[server]", *TEST_DEPS, *DASHBOARD_TEST_DEPS)
+    _show_installed(session, "agentlightning")
+    session.run("pytest", "tests/dashboard", *session.posargs, env={"PYTHONDONTWRITEBYTECODE": "1", "AGL_CHROMIUM": CHROMIUM})
+
+
 @nox.session(python=PYTHON)
 def examples(session: nox.Session) -> None:
     """The copyable plugin examples under examples/plugins: install each folder and run its own tests."""
@@ -359,4 +379,11 @@ def examples(session: nox.Session) -> None:
         _pytest(session, f"{folder}/tests")
 
 
-nox.options.sessions = ["core", *(p.session_name for p in PLUGINS if p.default), "examples", "lint", "typecheck"]
+nox.options.sessions = [
+    "core",
+    *(p.session_name for p in PLUGINS if p.default),
+    "examples",
+    "dashboard",
+    "lint",
+    "typecheck",
+]

@@ -184,6 +184,7 @@ def _banner(server: Any, uri: str) -> str:
         f"  listening:  {url}  ({token_note})",
         f"  REST API:   {url}/v1/agl   (OpenAPI: {url}/openapi.json, docs: {url}/docs)",
         f"  OTLP/HTTP:  {url}/v1/traces",
+        f"  dashboard:  {url}/",
         "Point runners at it:",
         f'  Trainer(store="{url}", ...)   or   agentlightning.store.open_store("{url}")',
     ]
