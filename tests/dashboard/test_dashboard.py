@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -206,7 +207,7 @@ def test_every_page_loads_on_a_trainer_dev_run(dashboard: Dashboard, page: Any) 
     page.screenshot(path=str(SCREENSHOTS / "overview.png"), full_page=True)
 
     page.click("header >> text=Rollouts")
-    page.wait_for_selector("table.rollouts tbody tr")
+    page.wait_for_selector("form.filters")
     assert len(_rows(page)) == len(TRAIN) + len(VAL)
     page.screenshot(path=str(SCREENSHOTS / "rollouts.png"), full_page=True)
 
@@ -272,7 +273,7 @@ def test_rollout_page_shows_agent_output_as_text(dashboard: Dashboard, page: Any
     # The hostile message span: its body shows as text and nothing in it runs.
     for row in page.locator(".waterfall .row").all():
         row.click()
-    page.wait_for_selector(".detail >> text=Messages")
+    page.wait_for_selector(".detail h2:text-is('Messages')")
     assert page.locator(f"pre:has-text('{SCRIPT[:30]}')").count() >= 1
     assert page.evaluate("window.__agl_pwned") is None
     assert page.locator(".detail script, .detail img").count() == 0
@@ -280,7 +281,7 @@ def test_rollout_page_shows_agent_output_as_text(dashboard: Dashboard, page: Any
     # The LLM call: messages, the tool call, token counts; its 500 token ids come cut, then in full.
     assert page.locator(".msg.system >> text=You are a calculator.").count() == 1
     assert page.locator(".tool-call >> text=tool call calculator").count() == 1
-    assert page.locator(".kv >> text=500+ (cut)").count() == 1
+    assert page.locator(".kv >> text=500 (64 here)").count() == 1
     page.screenshot(path=str(SCREENSHOTS / "rollout.png"), full_page=True)
     page.click("button.full")
     page.wait_for_selector(".kv >> text=/^500$/")
@@ -310,7 +311,9 @@ def test_a_rollout_added_while_the_page_is_open_appears(dashboard: Dashboard, ru
         finally:
             await store.close()
 
-    asyncio.run(add())
+    writer = threading.Thread(target=asyncio.run, args=(add(),))  # Playwright's loop owns this thread
+    writer.start()
+    writer.join(60)
     page.wait_for_selector(f"td.input >> text={marker}", timeout=15_000)  # no reload: the page polls
     assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
 

@@ -22,7 +22,7 @@ function el(tag, attrs, ...children) {
     else if (key === "style") node.style.cssText = value; // CSSOM: allowed by the page's CSP, a style attribute is not
     else node.setAttribute(key, String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -32,7 +32,7 @@ function safeHref(value) { const text = String(value); return text.startsWith("#
 function svg(tag, attrs, ...children) {
   const node = document.createElementNS(SVG_NS, tag);
   for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, String(value));
-  for (const child of children.flat()) if (child) node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  for (const child of children.flat(Infinity)) if (child) node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   return node;
 }
 function badge(status) { return el("span", { class: "badge " + (STATUSES.includes(status) || ["idle", "busy"].includes(status) ? status : "") }, status || "-"); }
@@ -48,6 +48,8 @@ function pretty(value) {
   }
   return JSON.stringify(value, null, 2);
 }
+// JSON with lists of numbers (token ids, logprobs) kept on one line.
+function compactJSON(value) { return JSON.stringify(value, null, 2).replace(/\[[\s\d.,eE+-]*\]/g, (m) => m.replace(/\s+/g, " ")); }
 function parseJSON(value) { if (typeof value !== "string") return value; try { return JSON.parse(value); } catch (_) { return null; } }
 function rolloutLink(id) { return el("a", { href: "#/rollout/" + encodeURIComponent(id) }, id); }
 
@@ -237,6 +239,13 @@ function messageView(message) {
     content !== null && content !== undefined && content !== "" ? el("pre", {}, typeof content === "string" ? content : JSON.stringify(content, null, 2)) : null, calls);
 }
 
+function tokenCount(span, key) {
+  const ids = (span.attributes || {})[key];
+  if (!Array.isArray(ids)) return undefined;
+  const full = (span.agl_lengths || {})[key];
+  return full ? `${full} (${ids.length} here)` : String(ids.length);
+}
+
 function spanDetail(span) {
   const a = span.attributes || {};
   const parts = [];
@@ -244,7 +253,7 @@ function spanDetail(span) {
   parts.push(kv([["span", span.span_id], ["attempt", span.attempt_id], ["sequence", span.sequence_id], ["status", span.status && span.status.status_code],
     ["duration", fmtDur(span.end_time - span.start_time)], ["model", a["gen_ai.request.model"] || a["gen_ai.response.model"]],
     ["agent", a["gen_ai.agent.name"]], ["input tokens", a["gen_ai.usage.input_tokens"]], ["output tokens", a["gen_ai.usage.output_tokens"]],
-    ["prompt token ids", Array.isArray(a["agentlightning.llm.prompt_token_ids"]) ? a["agentlightning.llm.prompt_token_ids"].length + (span.agl_truncated ? "+ (cut)" : "") : undefined],
+    ["prompt token ids", tokenCount(span, "agentlightning.llm.prompt_token_ids")], ["response token ids", tokenCount(span, "agentlightning.llm.response_token_ids")],
     ["token ids source", a["agentlightning.llm.token_ids_source"]], ["reward", a["agentlightning.reward.0.value"] ?? a["agentlightning.reward"]]]));
   const request = parseJSON(a["agentlightning.llm.request"]);
   const response = parseJSON(a["agentlightning.llm.response"]);
@@ -261,7 +270,7 @@ function spanDetail(span) {
     parts.push(el("h2", {}, "Error"), el("pre", { class: "error-box" }, `${a["exception.type"] || ""}: ${a["exception.message"] || ""}\n\n${a["exception.stacktrace"] || ""}`));
   }
   if (span.status && span.status.description) parts.push(el("div", { class: "error-box" }, span.status.description));
-  parts.push(el("h2", {}, "Attributes"), el("pre", { class: "attributes" }, JSON.stringify(a, null, 2)));
+  parts.push(el("h2", {}, "Attributes"), el("pre", { class: "attributes" }, compactJSON(a)));
   if (span.events && span.events.length) parts.push(el("h2", {}, "Events"), el("pre", {}, JSON.stringify(span.events, null, 2)));
   if (span.agl_truncated) {
     parts.unshift(el("p", {}, "Long values are cut here. ", el("button", { class: "full", onclick: async (e) => {

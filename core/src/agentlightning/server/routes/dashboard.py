@@ -5,7 +5,7 @@ else through the ordinary REST API. Answers of this module are cached for :data:
 shared by every client, and carry an ``ETag``: a page polling with ``If-None-Match`` costs the store
 at most one query per interval, however many tabs are open, and gets ``304`` when nothing changed.
 Long strings and lists in spans are cut to :data:`MAX_TEXT` / :data:`MAX_ITEMS` (the span says
-``agl_truncated``); the page fetches a span in full from ``/v1/agl/rollouts/{id}/spans?span_id=``.
+``agl_truncated``, and ``agl_lengths`` the full lengths); the page fetches a span in full from ``/v1/agl/rollouts/{id}/spans?span_id=``.
 """
 
 from __future__ import annotations
@@ -118,6 +118,12 @@ def _span_json(span: Span) -> Dict[str, Any]:
     data["attributes"], cut_attributes = truncate(data["attributes"])
     data["events"], cut_events = truncate(data["events"])
     data["agl_truncated"] = cut_attributes or cut_events
+    # The full length of each attribute that was cut (a token id list shows "500 (64 here)").
+    data["agl_lengths"] = {
+        key: len(value)
+        for key, value in span.attributes.items()
+        if isinstance(value, (str, list, tuple)) and len(value) > (MAX_TEXT if isinstance(value, str) else MAX_ITEMS)
+    }
     return data
 
 
