@@ -363,10 +363,21 @@ def dashboard(session: nox.Session) -> None:
             session.error(f"{CHROMIUM} is missing and there is no apt-get to install it: install chromium")
         sudo = [] if os.geteuid() == 0 else ["sudo"]
         session.run(*sudo, "apt-get", "update", "-q", external=True)
-        session.run(*sudo, "apt-get", "install", "-y", "-q", "chromium", external=True, env={"DEBIAN_FRONTEND": "noninteractive"})
+        session.run(
+            *sudo,
+            "apt-get",
+            "install",
+            "-y",
+            "-q",
+            "chromium",
+            external=True,
+            env={"DEBIAN_FRONTEND": "noninteractive"},
+        )
     session.install("./core[server]", *TEST_DEPS, *DASHBOARD_TEST_DEPS)
     _show_installed(session, "agentlightning")
-    session.run("pytest", "tests/dashboard", *session.posargs, env={"PYTHONDONTWRITEBYTECODE": "1", "AGL_CHROMIUM": CHROMIUM})
+    session.run(
+        "pytest", "tests/dashboard", *session.posargs, env={"PYTHONDONTWRITEBYTECODE": "1", "AGL_CHROMIUM": CHROMIUM}
+    )
 
 
 @nox.session(python=PYTHON)

@@ -29,7 +29,9 @@ from agentlightning.types import EnqueueRolloutRequest, PromptTemplate, Span
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = os.environ.get("AGL_CHROMIUM", "/usr/bin/chromium")
-SCREENSHOTS = Path(os.environ.get("AGL_SCREENSHOTS", Path(__file__).resolve().parents[2] / "build" / "dashboard-screenshots"))
+SCREENSHOTS = Path(
+    os.environ.get("AGL_SCREENSHOTS", Path(__file__).resolve().parents[2] / "build" / "dashboard-screenshots")
+)
 SCRIPT = "<script>window.__agl_pwned = 1</script><img src=x onerror='window.__agl_pwned = 2'>"
 
 pytestmark = pytest.mark.timeout(300)

@@ -18,9 +18,9 @@ if TYPE_CHECKING:
 
     import uvicorn
 
-    from .app import StoreApp
-
     from agentlightning.store.base import LightningStore
+
+    from .app import StoreApp
 
 __all__ = [
     "DEFAULT_HOST",

@@ -90,13 +90,18 @@ function showLogin(message) {
 function setMain(...nodes) { document.getElementById("main").replaceChildren(...nodes); }
 
 // -- charts (SVG) ---------------------------------------------------------------------------------
+// Drawn in its own coordinates and scaled to the panel's width.
+function chartRoot(width, height) {
+  return svg("svg", { viewBox: `0 0 ${width} ${height + 20}`, width: "100%", class: "chart", role: "img" });
+}
+
 function stackedBars(series, width = 560, height = 180) {
   const statuses = STATUSES.filter((s) => series.started[s]);
   const n = statuses.length ? series.started[statuses[0]].length : 0;
   const totals = Array.from({ length: n }, (_, i) => statuses.reduce((sum, s) => sum + series.started[s][i], 0));
   const max = Math.max(1, ...totals);
   const bw = (width - 40) / Math.max(n, 1);
-  const root = svg("svg", { width, height: height + 20, class: "chart", role: "img" });
+  const root = chartRoot(width, height);
   root.append(svg("text", { x: 0, y: 10 }, String(max)), svg("text", { x: 0, y: height }, "0"));
   for (let i = 0; i < n; i++) {
     let y = height;
@@ -119,7 +124,7 @@ function stackedBars(series, width = 560, height = 180) {
 }
 
 function lineChart(points, { width = 560, height = 180, color = "#3563e9", label = "" } = {}) {
-  const root = svg("svg", { width, height: height + 20, class: "chart", role: "img" });
+  const root = chartRoot(width, height);
   if (!points.length) return el("p", { class: "muted" }, "No data yet.");
   const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
   let [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];

@@ -27,7 +27,7 @@ from agentlightning.semconv import AGL_ANNOTATION, AGL_REWARD
 from agentlightning.store.base import LightningStore
 from agentlightning.types import ROLLOUT_STATUSES, Attempt, Rollout, Span
 
-from .common import JSON, Ctx, error_response, not_found
+from .common import JSON, Ctx, as_is, error_response, not_found
 
 router = APIRouter(prefix="/dashboard")
 static_router = APIRouter(include_in_schema=False)
@@ -50,7 +50,7 @@ SECURITY_HEADERS = {
 
 # -- static page --------------------------------------------------------------------------------
 def _static(name: str) -> Response:
-    body = resources.files("agentlightning.server").joinpath("dashboard", name).read_bytes()
+    body = resources.files("agentlightning.server").joinpath("dashboard").joinpath(name).read_bytes()
     return Response(content=body, media_type=STATIC_FILES[name], headers=SECURITY_HEADERS)
 
 
@@ -230,7 +230,7 @@ async def rollouts(
     async def compute() -> Dict[str, Any]:
         filtered = mode or resources_id or needle
         page = await store.query_rollouts(
-            status_in=statuses,
+            status_in=as_is(statuses),
             sort_by=sort_by,
             sort_order="desc" if sort_order == "desc" else "asc",
             limit=-1 if filtered else limit,
