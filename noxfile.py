@@ -2,7 +2,8 @@
 
 ``nox`` with no arguments runs the whole test suite (the default sessions: ``core``, every plugin marked
 ``default=True`` (``plugins/embedded`` is the embedded model server, ``plugins/testing`` the test kit),
-the copyable plugin examples (``examples``), ``lint`` and ``typecheck``); ``.ci/run`` runs exactly
+the copyable plugin examples (``examples``), the dashboard in a real browser (``dashboard``), ``lint`` and
+``typecheck``); ``.ci/run`` runs exactly
 that. Other sessions:
 ``nox -s bench`` (store benchmark against the peer ``agentlightning==0.3.0``), ``nox -s bench_http``
 (the same over HTTP, plus span ingest through the server), ``nox -s bench_proxy`` (the latency the

@@ -273,9 +273,12 @@ def test_rollout_page_shows_agent_output_as_text(dashboard: Dashboard, page: Any
     assert any("agentlightning.annotation" in n for n in names)  # the reward
 
     # The hostile message span: its body shows as text and nothing in it runs.
-    for row in page.locator(".waterfall .row").all():
+    page.click(".waterfall .row:has-text('openai.chat.completion')")
+    page.wait_for_selector(".msg.system")
+    page.screenshot(path=str(SCREENSHOTS / "rollout.png"), full_page=True)
+    for row in page.locator(".waterfall .row:not(:has-text('openai.chat.completion'))").all():
         row.click()
-    page.wait_for_selector(".detail h2:text-is('Messages')")
+    page.wait_for_selector(".detail:has-text('agentlightning.message.body') >> nth=1")
     assert page.locator(f"pre:has-text('{SCRIPT[:30]}')").count() >= 1
     assert page.evaluate("window.__agl_pwned") is None
     assert page.locator(".detail script, .detail img").count() == 0
@@ -284,7 +287,7 @@ def test_rollout_page_shows_agent_output_as_text(dashboard: Dashboard, page: Any
     assert page.locator(".msg.system >> text=You are a calculator.").count() == 1
     assert page.locator(".tool-call >> text=tool call calculator").count() == 1
     assert page.locator(".kv >> text=500 (64 here)").count() == 1
-    page.screenshot(path=str(SCREENSHOTS / "rollout.png"), full_page=True)
+    page.screenshot(path=str(SCREENSHOTS / "rollout-all-spans.png"), full_page=True)
     page.click("button.full")
     page.wait_for_selector(".kv >> text=/^500$/")
     assert page.evaluate("window.__agl_pwned") is None
