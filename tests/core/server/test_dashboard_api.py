@@ -102,10 +102,17 @@ def test_rollout_detail_cuts_long_values_and_the_span_api_gives_them_in_full(htt
     rollout_id = http.get(f"{API}/rollouts", params={"q": "find-me"}).json()["items"][0]["rollout_id"]
     detail = http.get(f"{API}/rollouts/{rollout_id}").json()
     assert detail["reward"] == 0.5 and len(detail["attempts"]) == 1
-    step = detail["spans"][0]
+    summary = detail["spans"][0]
+    assert summary["name"] == "step" and summary["attributes"] == {}  # the big values come on a click
+    assert detail["spans"][2]["attributes"] == {
+        "agentlightning.reward.0.name": "primary",
+        "agentlightning.reward.0.value": 0.5,
+    }
+    step = http.get(f"{API}/rollouts/{rollout_id}/spans/{summary['span_id']}").json()
     assert step["agl_truncated"] is True and step["agl_lengths"] == {"text": 5000, "ids": 300}
     assert len(step["attributes"]["text"]) == dashboard.MAX_TEXT + 1 and len(step["attributes"]["ids"]) == 64
     assert step["attributes"]["script"] == "<script>alert(1)</script>"  # data stays data; the page shows it as text
+    assert http.get(f"{API}/rollouts/{rollout_id}/spans/nope").status_code == 404
     full = http.get(f"/v1/agl/rollouts/{rollout_id}/spans", params={"span_id": step["span_id"]}).json()["items"][0]
     assert len(full["attributes"]["text"]) == 5000 and len(full["attributes"]["ids"]) == 300
 

@@ -220,7 +220,8 @@ pages.rollouts = async function (params, poll) {
 
 // -- one rollout ----------------------------------------------------------------------------------
 const openSpans = new Set();
-const fullSpans = new Map();
+const loadedSpans = new Map(); // span id -> the span with long values cut, fetched on its first click
+const fullSpans = new Map(); // span id -> the span in full ("Show in full")
 
 function spanKind(span) {
   const a = span.attributes || {};
@@ -228,7 +229,7 @@ function spanKind(span) {
   if (span.status && span.status.status_code === "ERROR" || span.name === "agentlightning.exception") return "error";
   if (span.name === "agentlightning.reward" || Object.keys(a).some((k) => k.startsWith("agentlightning.reward"))) return "reward";
   if (op === "execute_tool" || a["gen_ai.tool.name"]) return "tool";
-  if (op === "chat" || op === "text_completion" || a["agentlightning.llm.request"] || a["gen_ai.request.model"]) return "llm";
+  if (op === "chat" || op === "text_completion" || a["gen_ai.request.model"]) return "llm";
   return "";
 }
 
@@ -282,7 +283,7 @@ function spanDetail(span) {
       e.stopPropagation();
       const q = new URLSearchParams({ span_id: span.span_id, attempt_id: span.attempt_id });
       const page = await api(`/rollouts/${encodeURIComponent(span.rollout_id)}/spans?` + q);
-      if (page.items.length) { fullSpans.set(span.span_id, page.items[0]); route(); }
+      if (page.items.length) { fullSpans.set(span.span_id, page.items[0]); render(false); }
     } }, "Show in full")));
   }
   return el("div", { class: "detail" }, parts);
@@ -306,19 +307,26 @@ function waterfall(spans) {
     for (const s of children.get(parent) || []) {
       if (seen.has(s.span_id)) continue;
       seen.add(s.span_id);
-      const shown = fullSpans.get(s.span_id) || s;
+      const shown = fullSpans.get(s.span_id) || loadedSpans.get(s.span_id);
       const kind = spanKind(s);
       const start = ((s.start_time ?? t0) - t0) / total * 100;
       const width = (((s.end_time ?? s.start_time ?? t0) - (s.start_time ?? t0)) / total) * 100;
-      const row = el("div", { class: "row" + (kind === "error" ? " error" : ""), "data-span": s.span_id, onclick: () => {
-        if (openSpans.has(s.span_id)) openSpans.delete(s.span_id); else openSpans.add(s.span_id);
-        route();
+      const row = el("div", { class: "row" + (kind === "error" ? " error" : ""), "data-span": s.span_id, onclick: async () => {
+        if (openSpans.has(s.span_id)) openSpans.delete(s.span_id);
+        else {
+          if (!loadedSpans.has(s.span_id)) {
+            const path = `/dashboard/rollouts/${encodeURIComponent(s.rollout_id)}/spans/${encodeURIComponent(s.span_id)}?attempt_id=${encodeURIComponent(s.attempt_id)}`;
+            loadedSpans.set(s.span_id, await api(path));
+          }
+          openSpans.add(s.span_id);
+        }
+        render(false);
       } },
       el("div", { class: "name", style: "padding-left:" + depth * 14 + "px", title: s.name }, (children.has(s.span_id) ? "▾ " : "· ") + s.name),
       el("div", { class: "track" }, el("div", { class: "bar " + kind, style: `left:${start.toFixed(3)}%;width:${width.toFixed(3)}%` })),
       el("div", { class: "dur" }, fmtDur((s.end_time ?? 0) - (s.start_time ?? 0))));
       rows.push(row);
-      if (openSpans.has(s.span_id)) rows.push(spanDetail(shown));
+      if (openSpans.has(s.span_id) && shown) rows.push(spanDetail(shown));
       walk(s.span_id, depth + 1);
     }
   };

@@ -4,8 +4,10 @@ The page (``server/dashboard/``: plain HTML, CSS and JavaScript, no build step) 
 else through the ordinary REST API. Answers of this module are cached for :data:`CACHE_SECONDS` and
 shared by every client, and carry an ``ETag``: a page polling with ``If-None-Match`` costs the store
 at most one query per interval, however many tabs are open, and gets ``304`` when nothing changed.
-Long strings and lists in spans are cut to :data:`MAX_TEXT` / :data:`MAX_ITEMS` (the span says
-``agl_truncated``, and ``agl_lengths`` the full lengths); the page fetches a span in full from ``/v1/agl/rollouts/{id}/spans?span_id=``.
+A rollout comes with a summary of each span (ids, times, the attributes naming its kind); a click
+fetches one span with long strings and lists cut to :data:`MAX_TEXT` / :data:`MAX_ITEMS` (it says
+``agl_truncated``, and ``agl_lengths`` gives the full lengths); the page gets it in full from
+``/v1/agl/rollouts/{id}/spans?span_id=`` on demand.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from agentlightning import errors
 from agentlightning.emitter.reward import find_final_reward
 from agentlightning.semconv import AGL_ANNOTATION, AGL_REWARD
 from agentlightning.store.base import LightningStore
+from agentlightning.store.engine import StoreEngine
 from agentlightning.types import ROLLOUT_STATUSES, Attempt, Rollout, Span
 
 from .common import JSON, Ctx, as_is, error_response, not_found
@@ -38,6 +41,18 @@ MAX_ITEMS = 64
 PREVIEW_CHARS = 160
 CHART_ROLLOUTS = 5000  # the overview's charts cover this many of the newest rollouts
 REWARD_ROLLOUTS = 300  # the reward curve covers this many of the newest finished rollouts
+# The attributes a span's summary keeps (the waterfall's colours and labels); the rest comes on a click.
+SUMMARY_KEYS = frozenset(
+    {
+        "gen_ai.operation.name",
+        "gen_ai.request.model",
+        "gen_ai.tool.name",
+        "gen_ai.agent.name",
+        "gen_ai.usage.input_tokens",
+        "gen_ai.usage.output_tokens",
+        "exception.type",
+    }
+)
 STATIC_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
 # The page runs only its own script and style, and talks only to this server.
 SECURITY_HEADERS = {
@@ -98,11 +113,16 @@ def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+_SCALARS = (int, bool, type(None))
+
+
 def truncate(value: Any) -> Tuple[Any, bool]:
     """``value`` with strings over MAX_TEXT and lists over MAX_ITEMS cut; True when anything was cut."""
     if isinstance(value, str):
         return (value[:MAX_TEXT] + "…", True) if len(value) > MAX_TEXT else (value, False)
     if isinstance(value, (list, tuple)):
+        if all(type(v) in _SCALARS for v in value[:MAX_ITEMS]):  # token ids, logprobs: no walk needed
+            return list(value[:MAX_ITEMS]), len(value) > MAX_ITEMS
         items = [truncate(v) for v in value[:MAX_ITEMS]]
         return [v for v, _ in items], len(value) > MAX_ITEMS or any(cut for _, cut in items)
     if isinstance(value, dict):
@@ -111,6 +131,26 @@ def truncate(value: Any) -> Tuple[Any, bool]:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value), False
     return value, False
+
+
+def _span_summary(span: Span) -> Dict[str, Any]:
+    """What the waterfall draws: ids, times, status and the small attributes that name the span's kind."""
+    return {
+        "rollout_id": span.rollout_id,
+        "span_id": span.span_id,
+        "parent_id": span.parent_id,
+        "attempt_id": span.attempt_id,
+        "sequence_id": span.sequence_id,
+        "name": span.name,
+        "status": {"status_code": span.status.status_code},
+        "start_time": span.start_time,
+        "end_time": span.end_time,
+        "attributes": {
+            k: v
+            for k, v in span.attributes.items()
+            if (k in SUMMARY_KEYS or k.startswith("agentlightning.reward")) and isinstance(v, (str, int, float))
+        },
+    }
 
 
 def _span_json(span: Span) -> Dict[str, Any]:
@@ -227,27 +267,33 @@ async def rollouts(
             raise errors.InvalidStatusError(value, ROLLOUT_STATUSES, "rollout status")
     needle = (q or "").lower()
 
-    async def compute() -> Dict[str, Any]:
-        filtered = mode or resources_id or needle
-        page = await store.query_rollouts(
-            status_in=as_is(statuses),
-            sort_by=sort_by,
-            sort_order="desc" if sort_order == "desc" else "asc",
-            limit=-1 if filtered else limit,
-            offset=0 if filtered else offset,
+    def wanted(r: Rollout) -> bool:
+        return (
+            (not mode or r.mode == mode)
+            and (not resources_id or r.resources_id == resources_id)
+            and (not needle or needle in json.dumps(r.input, default=str, ensure_ascii=False).lower())
         )
-        items: List[Rollout] = list(page)
-        total = page.total
-        if filtered:
-            items = [
-                r
-                for r in items
-                if (not mode or r.mode == mode)
-                and (not resources_id or r.resources_id == resources_id)
-                and (not needle or needle in json.dumps(r.input, default=str, ensure_ascii=False).lower())
-            ]
-            total = len(items)
-            items = items[offset : offset + limit]
+
+    async def compute() -> Dict[str, Any]:
+        filtered = bool(mode or resources_id or needle)
+        order = "desc" if sort_order == "desc" else "asc"
+        if isinstance(store, StoreEngine):  # filtered before the store copies anything
+            page = await store.query_rollouts(
+                status_in=as_is(statuses), sort_by=sort_by, sort_order=order, limit=limit, offset=offset, where=wanted
+            )
+            items: List[Rollout] = list(page)
+            total = page.total
+        else:  # a remote store: its own filters first, the rest here
+            page = await store.query_rollouts(
+                status_in=as_is(statuses),
+                sort_by=sort_by,
+                sort_order=order,
+                limit=-1 if filtered else limit,
+                offset=0 if filtered else offset,
+            )
+            items = [r for r in page if wanted(r)] if filtered else list(page)
+            total = len(items) if filtered else page.total
+            items = items[offset : offset + limit] if filtered else items
         resource_ids = [u.resources_id for u in await store.query_resources(sort_by="create_time", sort_order="desc")]
         return {
             "items": [_rollout_row(r, await _final_reward(store, r.rollout_id)) for r in items],
@@ -260,7 +306,7 @@ async def rollouts(
     return await _cached(request, store, compute)
 
 
-@router.get("/rollouts/{rollout_id}", summary="Dashboard: a rollout with its attempts and spans (long values cut)")
+@router.get("/rollouts/{rollout_id}", summary="Dashboard: a rollout with its attempts and a summary of each span")
 async def rollout_detail(ctx: Ctx, request: Request, rollout_id: str) -> Response:
     store = ctx.store
     rollout = await store.get_rollout_by_id(rollout_id)
@@ -276,11 +322,25 @@ async def rollout_detail(ctx: Ctx, request: Request, rollout_id: str) -> Respons
         return {
             "rollout": data,
             "attempts": [{**a.model_dump(mode="json"), "error": _error_of(a)} for a in attempts],
-            "spans": [_span_json(s) for s in spans],
+            "spans": [_span_summary(s) for s in spans],
             "reward": _finite(find_final_reward(spans)),
         }
 
     return await _cached(request, store, compute)
+
+
+@router.get("/rollouts/{rollout_id}/spans/{span_id}", summary="Dashboard: one span, long values cut")
+async def span_detail(
+    ctx: Ctx, request: Request, rollout_id: str, span_id: str, attempt_id: Optional[str] = None
+) -> Response:
+    found = list(await ctx.store.query_spans(rollout_id, attempt_id, span_id=span_id, limit=1))
+    if not found:
+        return error_response(404, "SpanNotFoundError", f"rollout {rollout_id!r} has no span {span_id!r}")
+    return await _cached(request, ctx.store, lambda: _value(_span_json(found[0])))
+
+
+async def _value(value: Any) -> Any:
+    return value
 
 
 # -- run folder ---------------------------------------------------------------------------------
