@@ -9,6 +9,7 @@ that. Other sessions:
 (the same over HTTP, plus span ingest through the server), ``nox -s bench_proxy`` (the latency the
 LLM proxy adds to a call), ``nox -s bench_grpo`` (GRPO update throughput against TRL),
 ``nox -s bench_langchain`` (the LangChain adapter's tracing overhead per LLM call),
+``nox -s bench_dashboard`` (the dashboard's API calls on a store of 100,000 rollouts),
 ``nox -s bench_learning`` (held-out accuracy before/after GRPO over seeds), ``nox -s quickstart`` (the
 README's main command: GRPO on the embedded default model), ``nox -s demo`` (a ``Trainer.dev`` dry run
 without a model), ``nox -s plugins/<name>`` (one plugin's tests), ``nox -s vllm``
@@ -273,6 +274,13 @@ def bench_http(session: nox.Session) -> None:
     peer_python = _ensure_peer_venv(session)
     args = session.posargs or ["--json"]
     session.run("python", "bench/http_bench.py", "--peer-python", str(peer_python), *args)
+
+
+@nox.session(python=PYTHON)
+def bench_dashboard(session: nox.Session) -> None:
+    """The dashboard's API calls on a SQLite store of 100,000 rollouts and a 1,000-span rollout (< 300 ms)."""
+    session.install("./core[server]", "httpx>=0.27")
+    session.run("python", "bench/dashboard_bench.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)

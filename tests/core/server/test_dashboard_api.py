@@ -80,6 +80,7 @@ def test_bad_parameters_get_4xx(http: httpx.Client) -> None:
     bad = http.get(f"{API}/rollouts", params={"status": "exploded"})
     assert bad.status_code == 400 and "exploded" in bad.json()["message"]
     assert http.get(f"{API}/rollouts", params={"sort_by": "nonsense"}).status_code == 400
+    assert http.get(f"{API}/rollouts", params={"sort_order": "sideways"}).status_code == 400
     assert http.get(f"{API}/rollouts", params={"limit": 0}).status_code == 400
     assert http.get(f"{API}/rollouts", params={"limit": "many"}).status_code == 422
     assert http.get(f"{API}/rollouts/ro-missing").status_code == 404

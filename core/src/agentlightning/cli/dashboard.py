@@ -66,7 +66,9 @@ class SqliteFollower:
     """Opens the SQLite file again, read-only, when it changed, and hands the new store to the server.
 
     A read-only store is a snapshot taken when it opens; reopening is what makes a run's new rollouts
-    and spans appear. The previous store is closed a little later, once requests using it are done."""
+    and spans appear. A replaced store is closed 30 s later, once requests using it are done. Reopening
+    a big store takes a while: the next check waits four times as long as the last reopening took, so
+    following a run never keeps a core busy."""
 
     def __init__(self, path: Path, server: Any, interval: float) -> None:
         self.path = path
@@ -74,6 +76,7 @@ class SqliteFollower:
         self.interval = interval
         self._stop = threading.Event()
         self._seen = self._signature()
+        self._retired: List[Tuple[float, Any]] = []
         self._thread = threading.Thread(target=self._run, name="agl-dashboard-follow", daemon=True)
 
     def _signature(self) -> Tuple[Tuple[int, int], ...]:
@@ -91,26 +94,43 @@ class SqliteFollower:
         return self
 
     def stop(self) -> None:
+        """Stop following and close the stores it opened (the server closes the one it was given)."""
         self._stop.set()
         self._thread.join(5)
+        current = [self.server.app.context.store] if self.server.app is not None else []
+        for store in [s for _, s in self._retired] + current:
+            if store is not self.server.store:
+                _close(store)
 
     def _run(self) -> None:
         from agentlightning.store.sqlite import SqliteLightningStore
 
-        retired: List[Tuple[float, Any]] = []
-        while not self._stop.wait(self.interval):
+        pause = self.interval
+        while not self._stop.wait(pause):
+            pause = self.interval
             signature = self._signature()
             if signature != self._seen and self.server.app is not None:
+                started = time.monotonic()
                 try:
                     fresh = SqliteLightningStore(self.path, read_only=True)
                 except Exception as exc:  # noqa: BLE001 - a file mid-checkpoint: try again next time
                     print(f"dashboard: could not reload {self.path}: {exc}", flush=True)
                     continue
                 self._seen = signature
-                retired.append((time.monotonic() + 30.0, self.server.app.context.store))
+                self._retired.append((time.monotonic() + 30.0, self.server.app.context.store))
                 self.server.app.context.store = fresh
-            while retired and retired[0][0] < time.monotonic():
-                asyncio.run(retired.pop(0)[1].close())
+                pause += 4 * (time.monotonic() - started)
+            while self._retired and self._retired[0][0] < time.monotonic():
+                store = self._retired.pop(0)[1]
+                if store is not self.server.store:
+                    _close(store)
+
+
+def _close(store: Any) -> None:
+    try:
+        asyncio.run(store.close())
+    except Exception as exc:  # noqa: BLE001 - closing a read-only snapshot: nothing to lose
+        print(f"dashboard: closing a replaced store: {exc}", flush=True)
 
 
 def run_dashboard(args: argparse.Namespace) -> int:

@@ -276,10 +276,14 @@ async def rollouts(
 
     async def compute() -> Dict[str, Any]:
         filtered = bool(mode or resources_id or needle)
-        order = "desc" if sort_order == "desc" else "asc"
         if isinstance(store, StoreEngine):  # filtered before the store copies anything
             page = await store.query_rollouts(
-                status_in=as_is(statuses), sort_by=sort_by, sort_order=order, limit=limit, offset=offset, where=wanted
+                status_in=as_is(statuses),
+                sort_by=sort_by,
+                sort_order=as_is(sort_order),
+                limit=limit,
+                offset=offset,
+                where=wanted,
             )
             items: List[Rollout] = list(page)
             total = page.total
@@ -287,7 +291,7 @@ async def rollouts(
             page = await store.query_rollouts(
                 status_in=as_is(statuses),
                 sort_by=sort_by,
-                sort_order=order,
+                sort_order=as_is(sort_order),
                 limit=-1 if filtered else limit,
                 offset=0 if filtered else offset,
             )
