@@ -159,7 +159,7 @@ pages.overview = async function (_params, poll) {
     el("h1", {}, "Run overview"),
     el("div", { class: "cards" },
       card("rollouts", stats.total_rollouts), card("spans", stats.total_spans), card("workers", stats.total_workers),
-      card("resources versions", stats.total_resources), card("finished in the last minute", data.throughput_per_minute),
+      card("resources versions", stats.total_resources), card("finished in the last active minute", data.throughput_per_minute),
       STATUSES.filter((s) => byStatus[s]).map((s) => card(s, byStatus[s]))),
     el("div", { class: "grid" },
       el("div", { class: "panel" }, el("h2", {}, "Rollouts by status over time"),

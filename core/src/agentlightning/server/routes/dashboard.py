@@ -91,7 +91,7 @@ async def _cached(request: Request, store: LightningStore, compute: Callable[[],
     now = time.monotonic()
     hit = _CACHE.get(key)
     if hit is None or hit[0] < now:
-        body = json.dumps(await compute(), default=str, allow_nan=False, separators=(",", ":")).encode()
+        body = _dumps(await compute())
         hit = (now + CACHE_SECONDS, '"' + hashlib.sha1(body).hexdigest()[:20] + '"', body)
         _CACHE[key] = hit
         _CACHE.move_to_end(key)
@@ -101,6 +101,13 @@ async def _cached(request: Request, store: LightningStore, compute: Callable[[],
     if request.headers.get("if-none-match") == hit[1]:
         return Response(status_code=304, headers=headers)
     return Response(content=hit[2], media_type=JSON, headers=headers)
+
+
+def _dumps(value: Any) -> bytes:
+    try:
+        return json.dumps(value, default=str, allow_nan=False, separators=(",", ":")).encode()
+    except ValueError:  # NaN or infinity somewhere (agent metadata): as text, which JSON.parse accepts
+        return json.dumps(truncate(value)[0], default=str, allow_nan=False, separators=(",", ":")).encode()
 
 
 # -- shaping ------------------------------------------------------------------------------------
@@ -121,7 +128,7 @@ def truncate(value: Any) -> Tuple[Any, bool]:
     if isinstance(value, str):
         return (value[:MAX_TEXT] + "…", True) if len(value) > MAX_TEXT else (value, False)
     if isinstance(value, (list, tuple)):
-        if all(type(v) in _SCALARS for v in value[:MAX_ITEMS]):  # token ids, logprobs: no walk needed
+        if all(type(v) in _SCALARS for v in value[:MAX_ITEMS]):  # token ids: no walk needed
             return list(value[:MAX_ITEMS]), len(value) > MAX_ITEMS
         items = [truncate(v) for v in value[:MAX_ITEMS]]
         return [v for v, _ in items], len(value) > MAX_ITEMS or any(cut for _, cut in items)
@@ -337,14 +344,15 @@ async def rollout_detail(ctx: Ctx, request: Request, rollout_id: str) -> Respons
 async def span_detail(
     ctx: Ctx, request: Request, rollout_id: str, span_id: str, attempt_id: Optional[str] = None
 ) -> Response:
-    found = list(await ctx.store.query_spans(rollout_id, attempt_id, span_id=span_id, limit=1))
-    if not found:
-        return error_response(404, "SpanNotFoundError", f"rollout {rollout_id!r} has no span {span_id!r}")
-    return await _cached(request, ctx.store, lambda: _value(_span_json(found[0])))
+    store = ctx.store
 
+    async def compute() -> Dict[str, Any]:
+        found = list(await store.query_spans(rollout_id, attempt_id, span_id=span_id, limit=1))
+        if not found:
+            raise errors.NotFoundError(span_id, f"no such span in rollout {rollout_id!r}")
+        return _span_json(found[0])
 
-async def _value(value: Any) -> Any:
-    return value
+    return await _cached(request, store, compute)
 
 
 # -- run folder ---------------------------------------------------------------------------------
