@@ -369,3 +369,28 @@ def test_the_store_server_serves_the_dashboard_at_the_root(run_dir: Path, page: 
         page.wait_for_selector("text=Run overview")
         assert _get(server.url + "/v1/agl/health") == 200
         assert _get(server.url + "/dashboard/nothing.js") == 404
+
+
+def test_agl_dashboard_reads_any_store_uri(run_dir: Path, page: Any) -> None:
+    """Over http:// the dashboard reads a store server's store (here one serving a memory store)."""
+    from agentlightning.server import StoreServer
+    from agentlightning.store.memory import InMemoryLightningStore
+
+    backing = InMemoryLightningStore()
+    with StoreServer(backing, port=0) as server:
+        through = _start(["--store", server.url, "--run-dir", str(run_dir)])
+        try:
+            writer = threading.Thread(target=asyncio.run, args=(backing.enqueue_rollout({"question": "over http"}),))
+            writer.start()
+            writer.join(30)
+            _visit(page, through.url + "/#/rollouts")
+            page.wait_for_selector("td.input >> text=over http")
+            _visit(page, through.url + "/#/metrics")
+            page.wait_for_selector(".metric[data-metric=reward] polyline")
+        finally:
+            _stop(through)
+    bad = subprocess.run(
+        [sys.executable, "-m", "agentlightning.cli", "dashboard", "--store", "memory://", "--run-dir", "/nonexistent"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "is not a folder" in bad.stderr

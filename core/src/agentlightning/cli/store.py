@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import inspect
 import json
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -105,6 +106,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="Server log level (default: warning).",
     )
     serve.add_argument("--access-log", action="store_true", help="Log every request (one line each).")
+    serve.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="A run folder whose metrics.jsonl the dashboard (served at /) plots.",
+    )
     serve.set_defaults(handler=run_serve)
 
 
@@ -217,6 +224,8 @@ def run_serve(args: argparse.Namespace) -> int:
         raise CLIError(f"--max-body-bytes must be positive, got {args.max_body_bytes}")
     if not args.max_wait_seconds > 0:
         raise CLIError(f"--max-wait-seconds must be positive, got {args.max_wait_seconds}")
+    if args.run_dir is not None and not args.run_dir.is_dir():
+        raise CLIError(f"--run-dir {str(args.run_dir)!r} is not a folder")
     try:
         check_bind_address(args.host, token)  # before opening anything
         import_server_dependencies()
@@ -238,6 +247,7 @@ def run_serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=args.access_log,
         close_store=True,
+        run_dir=args.run_dir,
     )
 
     def ready(running: Any) -> None:

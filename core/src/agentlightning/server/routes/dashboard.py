@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import time
+import weakref
 from collections import OrderedDict
 from importlib import resources
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
@@ -251,6 +252,21 @@ async def overview(ctx: Ctx, request: Request, buckets: int = 40) -> Response:
     return await _cached(request, store, compute)
 
 
+# Per store: rollout id -> (its input object, the input's JSON in lower case), so a search is a scan of
+# strings after the first; an updated input is a new object and gets its text again.
+_SEARCH_TEXTS: "weakref.WeakKeyDictionary[LightningStore, Dict[str, Tuple[Any, str]]]" = weakref.WeakKeyDictionary()
+
+
+def _search_text(texts: Dict[str, Tuple[Any, str]], rollout: Rollout) -> str:
+    known = texts.get(rollout.rollout_id)
+    if known is None or known[0] is not rollout.input:
+        known = texts[rollout.rollout_id] = (
+            rollout.input,
+            json.dumps(rollout.input, default=str, ensure_ascii=False).lower(),
+        )
+    return known[1]
+
+
 # -- rollouts -----------------------------------------------------------------------------------
 @router.get("/rollouts", summary="Dashboard: rollouts filtered by status, mode, resources and input text")
 async def rollouts(
@@ -274,11 +290,13 @@ async def rollouts(
             raise errors.InvalidStatusError(value, ROLLOUT_STATUSES, "rollout status")
     needle = (q or "").lower()
 
+    texts = _SEARCH_TEXTS.setdefault(store, {}) if needle else {}
+
     def wanted(r: Rollout) -> bool:
         return (
             (not mode or r.mode == mode)
             and (not resources_id or r.resources_id == resources_id)
-            and (not needle or needle in json.dumps(r.input, default=str, ensure_ascii=False).lower())
+            and (not needle or needle in _search_text(texts, r))
         )
 
     async def compute() -> Dict[str, Any]:
