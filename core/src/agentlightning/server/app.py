@@ -27,6 +27,7 @@ from agentlightning.store.wire import API_PREFIX, API_VERSION, AddSpansRequest, 
 
 from .routes import API_ROUTERS, DASHBOARD_ROUTER, OTLP_ROUTER
 from .routes.common import ERROR_RESPONSES, PayloadTooLarge, StoreContext, body_error, error_response
+from .routes.dashboard import STATIC_FILES
 from .serve import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WAIT_SECONDS
 
 __all__ = ["create_app"]
@@ -144,7 +145,7 @@ class StoreApp:
 
 def _is_dashboard_file(scope: MutableMapping[str, Any]) -> bool:
     path = scope.get("path", "")
-    return scope.get("method") in ("GET", "HEAD") and (path == "/" or path.startswith("/dashboard/"))
+    return scope.get("method") in ("GET", "HEAD") and (path == "/" or path.removeprefix("/dashboard/") in STATIC_FILES)
 
 
 # -- the app ------------------------------------------------------------------------------------
