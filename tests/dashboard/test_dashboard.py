@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
+from playwright import sync_api as playwright_api
 
 import agentlightning as agl
 from agentlightning.store.sqlite import SqliteLightningStore
 from agentlightning.types import EnqueueRolloutRequest, PromptTemplate, Span
-
-playwright_api = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = os.environ.get("AGL_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = Path(
