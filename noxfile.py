@@ -3,12 +3,14 @@
 ``nox`` with no arguments runs the whole test suite (the default sessions: ``core``, every plugin marked
 ``default=True`` (``plugins/embedded`` is the embedded model server, ``plugins/testing`` the test kit),
 the copyable plugin examples (``examples``), ``node_agent`` (a Node.js agent through the store server and
-the proxy), ``lint`` and ``typecheck``); ``.ci/run`` runs exactly that. Other sessions:
+the proxy), the dashboard in a real browser (``dashboard``), ``lint`` and ``typecheck``); ``.ci/run`` runs
+exactly that. Other sessions:
 ``nox -s bench`` (store benchmark against the peer ``agentlightning==0.3.0``), ``nox -s bench_http``
 (the same over HTTP, plus span ingest through the server), ``nox -s bench_proxy`` (the latency the
 LLM proxy adds to a call), ``nox -s bench_grpo`` (GRPO update throughput against TRL),
 ``nox -s bench_langchain`` (the LangChain adapter's tracing overhead per LLM call),
 ``nox -s bench_node_runner`` (time per rollout of the Node.js example runner against the Python runner),
+``nox -s bench_dashboard`` (the dashboard's API calls on a store of 100,000 rollouts),
 ``nox -s bench_learning`` (held-out accuracy before/after GRPO over seeds), ``nox -s quickstart`` (the
 README's main command: GRPO on the embedded default model), ``nox -s demo`` (a ``Trainer.dev`` dry run
 without a model), ``nox -s plugins/<name>`` (one plugin's tests), ``nox -s vllm``
@@ -344,6 +346,13 @@ def bench_http(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def bench_dashboard(session: nox.Session) -> None:
+    """The dashboard's API calls on a SQLite store of 100,000 rollouts and a 1,000-span rollout (< 300 ms)."""
+    session.install("./core[server]", "httpx>=0.27")
+    session.run("python", "bench/dashboard_bench.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def bench_proxy(session: nox.Session) -> None:
     """LLM proxy benchmark: the latency each call gains through the proxy, against the peer agentlightning==0.3.0."""
     # The proxy, its CLI and the fake backend (from the test kit) run in the benchmark's venv.
@@ -418,6 +427,37 @@ def demo(session: nox.Session) -> None:
     session.run("python", "examples/quickstart_dev.py", *session.posargs)
 
 
+# The dashboard's browser tests: Playwright (Python) drives Debian's chromium (Playwright's own browser
+# download cannot reach the internet here); the session installs chromium with apt-get when it is missing.
+DASHBOARD_TEST_DEPS = ["playwright==1.65.2"]
+CHROMIUM = "/usr/bin/chromium"
+
+
+@nox.session(python=PYTHON)
+def dashboard(session: nox.Session) -> None:
+    """The dashboard in a real browser (chromium), on a store filled by a real Trainer.dev run."""
+    if not Path(CHROMIUM).exists():
+        if shutil.which("apt-get") is None:
+            session.error(f"{CHROMIUM} is missing and there is no apt-get to install it: install chromium")
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        session.run(*sudo, "apt-get", "update", "-q", external=True)
+        session.run(
+            *sudo,
+            "apt-get",
+            "install",
+            "-y",
+            "-q",
+            "chromium",
+            external=True,
+            env={"DEBIAN_FRONTEND": "noninteractive"},
+        )
+    session.install("./core[server]", *TEST_DEPS, *DASHBOARD_TEST_DEPS)
+    _show_installed(session, "agentlightning")
+    session.run(
+        "pytest", "tests/dashboard", *session.posargs, env={"PYTHONDONTWRITEBYTECODE": "1", "AGL_CHROMIUM": CHROMIUM}
+    )
+
+
 @nox.session(python=PYTHON)
 def examples(session: nox.Session) -> None:
     """The copyable plugin examples under examples/plugins: install each folder and run its own tests."""
@@ -485,6 +525,7 @@ nox.options.sessions = [
     *(p.session_name for p in PLUGINS if p.default),
     "examples",
     "node_agent",
+    "dashboard",
     "lint",
     "typecheck",
 ]

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import inspect
 import json
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -137,6 +138,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="Let browser apps served from ORIGIN (e.g. http://localhost:5173) call the API; repeat for several.",
     )
     serve.add_argument("--access-log", action="store_true", help="Log every request (one line each).")
+    serve.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="A run folder whose metrics.jsonl the dashboard (served at /) plots.",
+    )
     serve.set_defaults(handler=run_serve)
 
 
@@ -241,6 +248,7 @@ def _banner(server: Any, uri: str) -> str:
         f"  listening:  {url}  ({token_note})",
         f"  REST API:   {url}/v1/agl   (OpenAPI: {url}/openapi.json, docs: {url}/docs)",
         f"  OTLP/HTTP:  {url}/v1/traces",
+        f"  dashboard:  {url}/",
         "Point runners at it:",
         f'  Trainer(store="{url}", ...)   or   agentlightning.store.open_store("{url}")',
     ]
@@ -273,6 +281,8 @@ def run_serve(args: argparse.Namespace) -> int:
         raise CLIError(f"--max-body-bytes must be positive, got {args.max_body_bytes}")
     if not args.max_wait_seconds > 0:
         raise CLIError(f"--max-wait-seconds must be positive, got {args.max_wait_seconds}")
+    if args.run_dir is not None and not args.run_dir.is_dir():
+        raise CLIError(f"--run-dir {str(args.run_dir)!r} is not a folder")
     try:
         check_bind_address(args.host, token)  # before opening anything
         import_server_dependencies()
@@ -295,6 +305,7 @@ def run_serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=args.access_log,
         close_store=True,
+        run_dir=args.run_dir,
     )
 
     def ready(running: Any) -> None:
