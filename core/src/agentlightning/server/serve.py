@@ -181,13 +181,14 @@ class StoreServer:
 
         from .app import create_app
 
-        app: Any = self.app = create_app(
+        self.app = create_app(
             self.store,
             token=self.token,
             max_body_bytes=self.max_body_bytes,
             max_wait_seconds=self.max_wait_seconds,
             run_dir=self.run_dir,
         )
+        app: Any = self.app
         if self.cors_allow_origins:
             from starlette.middleware.cors import CORSMiddleware
 
