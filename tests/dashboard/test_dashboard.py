@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
+from opentelemetry import trace as trace_api
 from playwright import sync_api as playwright_api
 
 import agentlightning as agl
 from agentlightning.store.sqlite import SqliteLightningStore
-from agentlightning.types import EnqueueRolloutRequest, PromptTemplate, Span
+from agentlightning.types import EnqueueRolloutRequest, PromptTemplate
 
 CHROMIUM = os.environ.get("AGL_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = Path(
@@ -42,6 +43,10 @@ def calculator_agent(task: Dict[str, Any], prompt_template: agl.PromptTemplate) 
     agl.emit_message(prompt_template.format(question=task["question"]))
     if task.get("hostile"):
         agl.emit_message(SCRIPT)  # agent output is untrusted: the page must show it as text
+        # An LLM call with a tool call, as the proxy records it (with a long token id list).
+        tracer = trace_api.get_tracer("dashboard-test")
+        with tracer.start_as_current_span("openai.chat.completion", attributes=LLM_CALL_ATTRIBUTES):
+            time.sleep(0.05)
     with agl.operation(name="evaluate") as op:
         op.set_input(expression=task["question"])
         if task.get("crash"):
@@ -75,6 +80,15 @@ LLM_RESPONSE = {
         }
     ]
 }
+LLM_CALL_ATTRIBUTES: Dict[str, Any] = {
+    "gen_ai.operation.name": "chat",
+    "gen_ai.request.model": "tiny",
+    "gen_ai.usage.input_tokens": 31,
+    "gen_ai.usage.output_tokens": 9,
+    "agentlightning.llm.request": json.dumps(LLM_REQUEST),
+    "agentlightning.llm.response": json.dumps(LLM_RESPONSE),
+    "agentlightning.llm.prompt_token_ids": list(range(500)),
+}
 
 
 @pytest.fixture(scope="module")
@@ -90,38 +104,11 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         trainer.dev(calculator_agent, TRAIN, val_dataset=VAL)
 
     async def extend() -> None:
-        # What a real run adds beside Trainer.dev: a second prompt version, an LLM call with a tool call
-        # (as the proxy records it, with a long token id list) and the algorithm's metrics.jsonl.
+        # What a real run adds beside Trainer.dev: a second prompt version and the algorithm's metrics.jsonl.
         store = SqliteLightningStore(folder / "store.db")
         try:
             await store.add_resources(
                 {"prompt_template": PromptTemplate(template="Compute step by step: {question}", engine="f-string")}
-            )
-            hostile = [r for r in await store.query_rollouts() if "6 * 7" in json.dumps(r.input)][0]
-            attempt = await store.get_latest_attempt(hostile.rollout_id)
-            assert attempt is not None
-            sequence_id = await store.get_next_span_sequence_id(hostile.rollout_id, attempt.attempt_id)
-            now = time.time()
-            await store.add_span(
-                Span(
-                    rollout_id=hostile.rollout_id,
-                    attempt_id=attempt.attempt_id,
-                    sequence_id=sequence_id,
-                    trace_id="ab" * 16,
-                    span_id="cd" * 8,
-                    name="openai.chat.completion",
-                    attributes={
-                        "gen_ai.operation.name": "chat",
-                        "gen_ai.request.model": "tiny",
-                        "gen_ai.usage.input_tokens": 31,
-                        "gen_ai.usage.output_tokens": 9,
-                        "agentlightning.llm.request": json.dumps(LLM_REQUEST),
-                        "agentlightning.llm.response": json.dumps(LLM_RESPONSE),
-                        "agentlightning.llm.prompt_token_ids": list(range(500)),
-                    },
-                    start_time=now - 0.5,
-                    end_time=now,
-                )
             )
         finally:
             await store.close()

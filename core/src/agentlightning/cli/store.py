@@ -281,8 +281,9 @@ def run_serve(args: argparse.Namespace) -> int:
         raise CLIError(f"--max-body-bytes must be positive, got {args.max_body_bytes}")
     if not args.max_wait_seconds > 0:
         raise CLIError(f"--max-wait-seconds must be positive, got {args.max_wait_seconds}")
-    if args.run_dir is not None and not args.run_dir.is_dir():
-        raise CLIError(f"--run-dir {str(args.run_dir)!r} is not a folder")
+    run_dir = getattr(args, "run_dir", None)  # the 0.3 form `agl store --port N` has no --run-dir
+    if run_dir is not None and not run_dir.is_dir():
+        raise CLIError(f"--run-dir {str(run_dir)!r} is not a folder")
     try:
         check_bind_address(args.host, token)  # before opening anything
         import_server_dependencies()
@@ -305,7 +306,7 @@ def run_serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=args.access_log,
         close_store=True,
-        run_dir=args.run_dir,
+        run_dir=run_dir,
     )
 
     def ready(running: Any) -> None:
