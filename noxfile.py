@@ -112,6 +112,8 @@ PLUGINS: list[Plugin] = [
     Plugin("vllm"),
     # GRPO's update on a tiny Qwen2 built from a config (torch, transformers, peft; no downloads).
     Plugin("grpo", needs=["embedded", "testing"], needs_torch=True),
+    # SFT (rejection sampling, TRL SFTTrainer + PEFT) end to end on the tiny Qwen2, and dataset export.
+    Plugin("sft", needs=["embedded", "testing"], test_deps=["openai>=1.60"], needs_torch=True),
 ]
 
 
