@@ -19,7 +19,10 @@ from agentlightning_sft.run_log import records_path, write_records
 TOOLS = [
     {
         "type": "function",
-        "function": {"name": "calculator", "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}}},
+        "function": {
+            "name": "calculator",
+            "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}},
+        },
     }
 ]
 TOOL_RECORD = {
@@ -30,7 +33,11 @@ TOOL_RECORD = {
             "role": "assistant",
             "content": None,
             "tool_calls": [
-                {"id": "c1", "type": "function", "function": {"name": "calculator", "arguments": '{"expression": "12*7"}'}}
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "calculator", "arguments": '{"expression": "12*7"}'},
+                }
             ],
         },
         {"role": "tool", "tool_call_id": "c1", "content": "84"},
@@ -70,7 +77,10 @@ def test_jsonl_and_hf_round_trip(tmp_path: Path) -> None:
     export_dataset(tmp_path / "out-hf", format="hf", run_dir=run_dir, rounds=[2])
     loaded = load_from_disk(str(tmp_path / "out-hf"))
     assert loaded.column_names == ["messages", "tools"] and len(loaded) == 2
-    back = [{"messages": _drop_none(row["messages"]), **({"tools": json.loads(row["tools"])} if row["tools"] else {})} for row in loaded]
+    back = [
+        {"messages": _drop_none(row["messages"]), **({"tools": json.loads(row["tools"])} if row["tools"] else {})}
+        for row in loaded
+    ]
     assert back == [PLAIN_RECORD, TOOL_RECORD]
 
 
@@ -100,7 +110,9 @@ def test_agl_export_dataset_from_a_real_run_and_its_store(tiny_model: Path, tmp_
         from openai import AsyncOpenAI
 
         client = AsyncOpenAI(base_url=llm.endpoint, api_key="x", max_retries=0)
-        await client.chat.completions.create(model=llm.model, messages=[{"role": "user", "content": task["q"]}], **llm.sampling_parameters)
+        await client.chat.completions.create(
+            model=llm.model, messages=[{"role": "user", "content": task["q"]}], **llm.sampling_parameters
+        )
         return 1.0 if task["q"] == "hello" else 0.0
 
     run_dir = tmp_path / "run"
@@ -118,7 +130,11 @@ def test_agl_export_dataset_from_a_real_run_and_its_store(tiny_model: Path, tmp_
     )
 
     agl_cli = [sys.executable, "-m", "agentlightning.cli"]
-    done = subprocess.run([*agl_cli, "export-dataset", "--run", str(run_dir), "--out", str(tmp_path / "run.jsonl")], capture_output=True, text=True)
+    done = subprocess.run(
+        [*agl_cli, "export-dataset", "--run", str(run_dir), "--out", str(tmp_path / "run.jsonl")],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"wrote 2 chat records to {tmp_path / 'run.jsonl'} (jsonl)")
     lines = [json.loads(line) for line in (tmp_path / "run.jsonl").read_text().splitlines()]
@@ -128,7 +144,16 @@ def test_agl_export_dataset_from_a_real_run_and_its_store(tiny_model: Path, tmp_
     args = ["export-dataset", "--store", uri, "--format", "hf", "--min-reward", "0", "--out", str(tmp_path / "all")]
     done = subprocess.run([*agl_cli, *args], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert sorted(row[0]["content"] for row in load_from_disk(str(tmp_path / "all"))["messages"]) == ["hello", "hello", "world", "world"]
+    assert sorted(row[0]["content"] for row in load_from_disk(str(tmp_path / "all"))["messages"]) == [
+        "hello",
+        "hello",
+        "world",
+        "world",
+    ]
 
-    done = subprocess.run([*agl_cli, "export-dataset", "--store", uri, "--min-reward", "5", "--out", str(tmp_path / "none.jsonl")], capture_output=True, text=True)
+    done = subprocess.run(
+        [*agl_cli, "export-dataset", "--store", uri, "--min-reward", "5", "--out", str(tmp_path / "none.jsonl")],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2 and "no records to export" in done.stderr and not (tmp_path / "none.jsonl").exists()

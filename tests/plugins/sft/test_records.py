@@ -18,7 +18,14 @@ from agentlightning.semconv import LLMCallAttributes
 from agentlightning.store import InMemoryLightningStore
 from agentlightning.tracer import OtelTracer
 from agentlightning.types import LLM, Rollout, Span
-from agentlightning_sft import FinishedRollout, InvalidRecordError, SFTConfig, SFTLearner, check_chat_record, reward_at_least
+from agentlightning_sft import (
+    FinishedRollout,
+    InvalidRecordError,
+    SFTConfig,
+    SFTLearner,
+    check_chat_record,
+    reward_at_least,
+)
 from agentlightning_sft.records import build_chat_records, build_token_records
 from agentlightning_testing.fake_openai import FakeOpenAIServer, FakeReply
 
@@ -98,7 +105,10 @@ def _with_response(span: Span, response: Dict[str, Any]) -> Span:
 
 def test_the_default_filter_keeps_rewards_at_or_above_the_threshold() -> None:
     keep = reward_at_least(0.5)
-    finished = [FinishedRollout(Rollout(rollout_id=f"r{i}", input={}, start_time=0.0), reward, []) for i, reward in enumerate([None, 0.4, 0.5, 1.0])]
+    finished = [
+        FinishedRollout(Rollout(rollout_id=f"r{i}", input={}, start_time=0.0), reward, [])
+        for i, reward in enumerate([None, 0.4, 0.5, 1.0])
+    ]
     assert [keep(f) for f in finished] == [False, False, True, True]
 
 
@@ -150,7 +160,11 @@ async def test_records_that_cannot_be_built_are_left_out_and_counted(setup: Setu
         ({"messages": []}, "bad_messages", "non-empty list of messages"),
         ({"messages": [{"role": "robot", "content": "x"}]}, "bad_messages", "unknown role 'robot'"),
         ({"messages": [{"role": "user", "content": "x"}]}, "no_response", "not an answer"),
-        ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}]}, "no_response", "neither"),
+        (
+            {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}]},
+            "no_response",
+            "neither",
+        ),
         (
             {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
             "bad_messages",
@@ -181,9 +195,15 @@ async def test_token_records_train_on_the_model_tokens_only(setup: Setup) -> Non
     assert built.excluded == {}
     (record,) = built.records
     ids, mask = record["input_ids"], record["completion_mask"]
-    trained = bytes(i for i, bit in zip(ids, mask) if bit).decode()
-    context = bytes(i for i, bit in zip(ids, mask) if not bit).decode()
-    assert trained == '<tool_call>{"name": "calculator", "arguments": {"expression": "12*7"}}</tool_call>' + END + "12*7 is 84." + END
+    trained = bytes(i for i, bit in zip(ids, mask, strict=True) if bit).decode()
+    context = bytes(i for i, bit in zip(ids, mask, strict=True) if not bit).decode()
+    assert (
+        trained
+        == '<tool_call>{"name": "calculator", "arguments": {"expression": "12*7"}}</tool_call>'
+        + END
+        + "12*7 is 84."
+        + END
+    )
     assert context == _user("What is 12*7?") + "\n" + _user("<tool_response>84</tool_response>")
 
 
@@ -195,7 +215,9 @@ async def test_a_sequence_holding_a_failed_call_is_left_out(setup: Setup) -> Non
     built = build_token_records(emptied)
     assert built.records == [] and built.excluded == {"no_response": 1}
     stripped = [
-        s.model_copy(update={"attributes": {k: v for k, v in s.attributes.items() if k != LLMCallAttributes.RESPONSE_TOKEN_IDS}})
+        s.model_copy(
+            update={"attributes": {k: v for k, v in s.attributes.items() if k != LLMCallAttributes.RESPONSE_TOKEN_IDS}}
+        )
         for s in spans
     ]
     assert build_token_records(stripped).excluded == {"no_token_ids": 1}
@@ -209,20 +231,30 @@ def test_trl_trains_on_the_answer_only(tiny_model: Path, tmp_path: Path) -> None
     tool_answer = {
         "role": "assistant",
         "content": None,
-        "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "calculator", "arguments": '{"expression": "12*7"}'}}],
+        "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "calculator", "arguments": '{"expression": "12*7"}'}}
+        ],
     }
     records = [
         {"messages": [{"role": "user", "content": "What is 12*7?"}, tool_answer], "tools": [CALCULATOR]},
-        {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello there"}]},
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello there"},
+            ]
+        },
     ]
     prepared = learner.prepared_dataset([check_chat_record(r) for r in records], tmp_path)
     answers = []
-    for ids, labels in zip(prepared["input_ids"], prepared["labels"]):
+    for ids, labels in zip(prepared["input_ids"], prepared["labels"], strict=True):
         answers.append(learner.tokenizer.decode([label for label in labels if label != -100]))
         # The whole conversation is read (the tools' schema included), only the answer is in the loss.
         assert len(ids) == len(labels)
     assert "calculator" in learner.tokenizer.decode(prepared["input_ids"][0][:-20])
-    assert answers[0].startswith('<tool_call>\n{"name": "calculator", "arguments": {"expression": "12*7"}}\n</tool_call>')
+    assert answers[0].startswith(
+        '<tool_call>\n{"name": "calculator", "arguments": {"expression": "12*7"}}\n</tool_call>'
+    )
     assert answers[1].startswith("hello there") and "hi" not in answers[1]
     assert all(answer.rstrip().endswith(END) for answer in answers)
 

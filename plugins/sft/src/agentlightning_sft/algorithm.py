@@ -41,7 +41,14 @@ from agentlightning.types import Dataset, EnqueueRolloutRequest, Rollout, Rollou
 
 from .config import SFTConfig
 from .learner import SFTLearner, checkpoint_dir, latest_checkpoint
-from .records import BuiltRecords, FinishedRollout, RolloutFilter, build_chat_records, build_token_records, reward_at_least
+from .records import (
+    BuiltRecords,
+    FinishedRollout,
+    RolloutFilter,
+    build_chat_records,
+    build_token_records,
+    reward_at_least,
+)
 from .run_log import MetricsLog, plot_curves, records_path, write_records
 
 __all__ = ["SFT"]
@@ -216,7 +223,9 @@ class SFT(Algorithm):
                 due = round_index == 0 or (self.val_every and round_index % self.val_every == 0)
                 if val_dataset and due and round_index not in validated:
                     display.show(await self._validate(store, proxy, val_dataset, round_index))
-                record = await self._round(store, proxy, server, learner, adapter, train_dataset, round_index + 1, run_dir)
+                record = await self._round(
+                    store, proxy, server, learner, adapter, train_dataset, round_index + 1, run_dir
+                )
                 display.show(record)
                 plot_curves(log, run_dir / "curve.png")
             if val_dataset and self.n_rounds not in validated:
@@ -286,7 +295,9 @@ class SFT(Algorithm):
         }
         for rollout_id in ids:
             if rollout_id not in finished:
-                logger.warning("rollout %s did not finish within %.0f s; cancelling it", rollout_id, self.rollout_timeout)
+                logger.warning(
+                    "rollout %s did not finish within %.0f s; cancelling it", rollout_id, self.rollout_timeout
+                )
                 try:
                     await store.cancel_rollout(rollout_id)
                 except ValueError:
@@ -431,7 +442,9 @@ class _Display:
                 f"(n={record['n']}, {record['seconds']:.0f}s)"
             )
             return
-        head = f"round {record['round']}: kept {record['kept']}/{record['rollouts']} rollouts, {record['records']} records"
+        head = (
+            f"round {record['round']}: kept {record['kept']}/{record['rollouts']} rollouts, {record['records']} records"
+        )
         if record["excluded"]:
             head += f" (excluded {', '.join(f'{k} {v}' for k, v in sorted(record['excluded'].items()))})"
         if record["skipped"]:

@@ -26,7 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     source.add_argument("--run", metavar="DIR", help="An SFT run folder.")
     source.add_argument("--store", metavar="URI", help="A store URI (sqlite:///path/store.db, http://host:port).")
     parser.add_argument("--format", choices=["jsonl", "hf"], default="jsonl", help="Output format (default: jsonl).")
-    parser.add_argument("--out", required=True, metavar="PATH", help="Output file (jsonl) or folder (hf); must not exist.")
+    parser.add_argument(
+        "--out", required=True, metavar="PATH", help="Output file (jsonl) or folder (hf); must not exist."
+    )
     parser.add_argument("--rounds", metavar="N[,N...]", default=None, help="With --run: only these rounds.")
     parser.add_argument(
         "--min-reward", type=float, default=1.0, help="With --store: keep rollouts rewarded at least this (default: 1)."

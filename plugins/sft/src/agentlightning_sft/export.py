@@ -165,7 +165,9 @@ def export_dataset(
         import datasets
 
         if kind == "chat":
-            rows = [{"messages": r["messages"], "tools": json.dumps(r["tools"]) if r.get("tools") else None} for r in rows]
+            rows = [
+                {"messages": r["messages"], "tools": json.dumps(r["tools"]) if r.get("tools") else None} for r in rows
+            ]
         bars = datasets.is_progress_bar_enabled()
         datasets.disable_progress_bars()  # the command prints its own one-line summary
         try:

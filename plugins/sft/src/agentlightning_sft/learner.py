@@ -11,15 +11,14 @@ model, so the adapter keeps learning from round to round.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from contextlib import contextmanager
-from typing import Any, Iterator, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -180,7 +179,9 @@ class SFTLearner:
         with _quiet():
             return self._trainer(records, self.round + 1, work_dir).train_dataset
 
-    def train(self, records: Sequence[Mapping[str, Any]], round_index: int, work_dir: Union[str, Path]) -> RoundTraining:
+    def train(
+        self, records: Sequence[Mapping[str, Any]], round_index: int, work_dir: Union[str, Path]
+    ) -> RoundTraining:
         """One round: ``SFTTrainer`` over ``records`` on the current model; the model keeps what it learned."""
         if not records:
             raise ValueError("a round needs at least one record to train on")

@@ -122,7 +122,9 @@ def _text(content: Any, where: str) -> Optional[str]:
 def _tool_names(tools: Any) -> Optional[set[str]]:
     if not isinstance(tools, list):
         return None
-    names = {t.get("function", {}).get("name") for t in tools if isinstance(t, dict) and isinstance(t.get("function"), dict)}
+    names = {
+        t.get("function", {}).get("name") for t in tools if isinstance(t, dict) and isinstance(t.get("function"), dict)
+    }
     return {n for n in names if isinstance(n, str)}
 
 
@@ -182,7 +184,9 @@ def check_chat_record(record: Mapping[str, Any]) -> Dict[str, Any]:
         clean: Dict[str, Any] = {"role": message["role"], "content": _text(message.get("content"), where)}
         if message.get("tool_calls"):
             if message["role"] != "assistant" or not isinstance(message["tool_calls"], list):
-                raise InvalidRecordError(ExclusionReason.BAD_MESSAGES, f"{where}: tool_calls on a {message['role']} message")
+                raise InvalidRecordError(
+                    ExclusionReason.BAD_MESSAGES, f"{where}: tool_calls on a {message['role']} message"
+                )
             clean["tool_calls"] = [_tool_call(call, where, offered) for call in message["tool_calls"]]
         for key in ("tool_call_id", "name"):
             if isinstance(message.get(key), str):
@@ -190,7 +194,9 @@ def check_chat_record(record: Mapping[str, Any]) -> Dict[str, Any]:
         canonical.append(clean)
     answer = canonical[-1]
     if answer["role"] != "assistant":
-        raise InvalidRecordError(ExclusionReason.NO_RESPONSE, f"the last message is a {answer['role']} message, not an answer")
+        raise InvalidRecordError(
+            ExclusionReason.NO_RESPONSE, f"the last message is a {answer['role']} message, not an answer"
+        )
     if not answer["content"] and not answer.get("tool_calls"):
         raise InvalidRecordError(ExclusionReason.NO_RESPONSE, "the answer has neither text nor tool calls")
     result: Dict[str, Any] = {"messages": canonical}
