@@ -86,8 +86,9 @@ class SFTLearner:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         config = config or SFTConfig()
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=_DTYPES[config.dtype])
-        return cls(model, AutoTokenizer.from_pretrained(str(path)), config)
+        with _quiet():
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=_DTYPES[config.dtype])
+            return cls(model, AutoTokenizer.from_pretrained(str(path)), config)
 
     @property
     def is_lora(self) -> bool:
@@ -282,6 +283,8 @@ def _quiet() -> Iterator[None]:
     transformers_logging.set_verbosity_error()
     bars = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
+    transformers_bars = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
@@ -290,3 +293,5 @@ def _quiet() -> Iterator[None]:
         transformers_logging.set_verbosity(verbosity)
         if bars:
             datasets.enable_progress_bars()
+        if transformers_bars:
+            transformers_logging.enable_progress_bar()
