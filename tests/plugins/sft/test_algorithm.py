@@ -126,6 +126,24 @@ async def test_a_round_trains_on_the_kept_rollouts_and_the_served_answers_change
     assert (run_dir / "curve.png").stat().st_size > 1000
 
 
+async def test_full_fine_tuning_swaps_all_weights_into_the_server(
+    tiny_model: Path, echo_agent: Any, tmp_path: Path
+) -> None:
+    store = InMemoryLightningStore()
+    config = {"finetuning": "full", "learning_rate": 0.01, "epochs": 2, "batch_size": 4, "seed": 0}
+    algorithm = _sft(tiny_model, config=config)
+    run_dir = tmp_path / "run"
+    await asyncio.to_thread(_fit, algorithm, echo_agent, store, run_dir)
+
+    assert algorithm.log is not None
+    (round_record,) = algorithm.log.of_kind("round")
+    assert not round_record["skipped"] and round_record["weights_version"] == 1
+    checkpoint = latest_checkpoint(run_dir / "checkpoints")
+    assert checkpoint is not None and (checkpoint / "model.safetensors").is_file()
+    before, after = await _val_outputs(store, 0), await _val_outputs(store, 1)
+    assert any(before[q] != after[q] for q in before)
+
+
 async def test_a_round_where_nothing_passes_says_so_and_trains_nothing(
     tiny_model: Path, echo_agent: Any, tmp_path: Path
 ) -> None:
