@@ -106,7 +106,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import torch
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
     from trl import SFTTrainer
 
     from agentlightning_sft import SFTConfig, SFTLearner
@@ -139,6 +139,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             started = time.perf_counter()
             dataset = Dataset.from_list([to_trl_example(r) for r in records])
             trainer = SFTTrainer(model=model, args=arguments, train_dataset=dataset, processing_class=tokenizer)
+            trainer.remove_callback(PrinterCallback)  # ours does not print the metrics dict either
             trainer.train()
             elapsed = time.perf_counter() - started
         tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"]) * args.epochs
