@@ -97,6 +97,12 @@ PLUGINS: list[Plugin] = [
         ],
         framework_modules=["langchain_core", "langchain", "langgraph", "langchain_openai"],
     ),
+    # openai-agents >= 0.21 needs openai 3 (CrewAI needs openai 2): a session of its own.
+    Plugin(
+        "openai_agents",
+        test_deps=["openai-agents==0.24.0", "openai==3.54.0"],
+        framework_modules=["agents"],
+    ),
     # Fast tests only (a stand-in plays vLLM); the real server is the opt-in `vllm` session below.
     Plugin("vllm"),
     # GRPO's update on a tiny Qwen2 built from a config (torch, transformers, peft; no downloads).

@@ -302,3 +302,11 @@ def test_responses_stream_sends_typed_events_ending_with_the_whole_response(fake
     arguments = "".join(event["delta"] for event in events if event["type"] == "response.function_call_arguments.delta")
     assert json.loads(arguments) == {"expression": "1+1"}
     assert events[-1]["response"]["output"][0]["arguments"] == arguments
+
+
+def test_unknown_paths_are_recorded_and_answered_404(fake: FakeOpenAIServer) -> None:
+    response = httpx.post(f"{fake.url}/v1/traces/ingest", json={"data": []})
+    assert response.status_code == 404 and "no route" in response.json()["error"]["message"]
+    (record,) = fake.received
+    assert (record.path, record.status, record.body) == ("/v1/traces/ingest", 404, None)
+    assert fake.requests == []

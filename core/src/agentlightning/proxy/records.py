@@ -30,6 +30,7 @@ __all__ = [
     "StreamAccumulator",
     "engine_token_ids",
     "response_logprobs",
+    "responses_finish_reasons",
     "build_span",
     "parse_traceparent",
 ]
@@ -330,7 +331,7 @@ def _finish_reasons(response: Dict[str, Any]) -> List[str]:
     ]
 
 
-def _responses_finish_reasons(response: Dict[str, Any]) -> List[str]:
+def responses_finish_reasons(response: Dict[str, Any]) -> List[str]:
     """Chat-style finish reasons for a Responses API response (it has a status instead)."""
     status = response.get("status")
     if status == "incomplete":
@@ -370,7 +371,7 @@ def build_span(record: CallRecord) -> Span:
             attributes[GenAIAttributes.RESPONSE_ID] = response["id"]
         if isinstance(response.get("model"), str):
             attributes[GenAIAttributes.RESPONSE_MODEL] = response["model"]
-        reasons = _responses_finish_reasons(response) if record.responses_api else _finish_reasons(response)
+        reasons = responses_finish_reasons(response) if record.responses_api else _finish_reasons(response)
         if reasons:
             attributes[GenAIAttributes.RESPONSE_FINISH_REASONS] = reasons
         usage = response.get("usage")

@@ -514,6 +514,8 @@ class FakeOpenAIServer:
         app.router.add_post("/v1/completions", self._handle_completions)
         app.router.add_post("/v1/responses", self._handle_responses)
         app.router.add_get("/v1/models", self._handle_models)
+        # Anything else is recorded too (without its body) and answered 404, so tests can prove a call never happened.
+        app.router.add_route("*", "/{path:.*}", self._handle_unknown)
         # A short shutdown timeout: tests stop the server while clients may keep idle connections.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await runner.setup()
@@ -645,6 +647,10 @@ class FakeOpenAIServer:
         created = int(time.time())
         data = [{"id": model, "object": "model", "created": created, "owned_by": "fake"} for model in self.models]
         return web.json_response({"object": "list", "data": data})
+
+    async def _handle_unknown(self, request: web.Request) -> web.Response:
+        self._record(request, None).status = 404
+        return self._error_response(404, f"no route for {request.method} {request.path}", None, None)
 
     async def _handle_chat(self, request: web.Request) -> web.StreamResponse:
         return await self._answer(request, chat=True)
