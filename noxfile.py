@@ -6,7 +6,7 @@ runs exactly that. Other sessions:
 ``nox -s bench`` (store benchmark against the peer ``agentlightning==0.3.0``), ``nox -s bench_http``
 (the same over HTTP, plus span ingest through the server), ``nox -s bench_proxy`` (the latency the
 LLM proxy adds to a call), ``nox -s bench_grpo`` (GRPO update throughput against TRL),
-``nox -s bench_langchain`` (the LangChain adapter's tracing overhead per LLM call),
+``nox -s bench_adapters`` (the framework adapters' tracing overhead per LLM call),
 ``nox -s bench_learning`` (held-out accuracy before/after GRPO over seeds), ``nox -s quickstart`` (the
 README's main command: GRPO on the embedded default model), ``nox -s demo`` (a ``Trainer.dev`` dry run
 without a model), ``nox -s plugins/<name>`` (one plugin's tests), ``nox -s vllm``
@@ -251,13 +251,18 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/store_bench.py", "--peer-python", str(peer_python), *args)
 
 
+# Adapters whose overhead `bench_adapters` measures; their pinned frameworks share one venv (all on openai 3).
+BENCH_ADAPTERS = ["langchain", "openai_agents"]
+
+
 @nox.session(python=PYTHON)
-def bench_langchain(session: nox.Session) -> None:
-    """LangChain adapter overhead: the same LangChain agent with the adapter on and off (target <= 3 %)."""
-    (langchain,) = [plugin for plugin in PLUGINS if plugin.name == "langchain"]
-    _install_core(session, "./plugins/langchain", *langchain.test_deps)
+def bench_adapters(session: nox.Session) -> None:
+    """Adapter overhead: each framework's agent with its adapter on and off, at 0 and 20 ms model latency (target <= 3 %)."""
+    plugins = [plugin for plugin in PLUGINS if plugin.name in BENCH_ADAPTERS]
+    deps = sorted({dep for plugin in plugins for dep in plugin.test_deps})
+    _install_core(session, *(f"./plugins/{plugin.name}" for plugin in plugins), *deps)
     args = session.posargs or ["--json"]
-    session.run("python", "bench/langchain_overhead.py", *args)
+    session.run("python", "bench/adapter_overhead.py", *args)
 
 
 @nox.session(python=PYTHON)

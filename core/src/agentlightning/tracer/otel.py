@@ -71,13 +71,6 @@ def _otel_status(status: TraceStatus) -> Status:
     return Status(code, status.description if code is StatusCode.ERROR else None)
 
 
-def _to_span(readable: ReadableSpan, rollout_id: str, attempt_id: str, sequence_id: int) -> Span:
-    span = Span.from_opentelemetry(readable, rollout_id, attempt_id, sequence_id)
-    # The SDK stores sequences as tuples; stored spans use JSON lists everywhere.
-    span.attributes = {k: list(v) if isinstance(v, tuple) else v for k, v in span.attributes.items()}
-    return span
-
-
 class _TraceScope:
     """Everything one ``trace_context`` collects; shared by the processor, the flusher and the exit path."""
 
@@ -212,7 +205,7 @@ async def _write_batch(
                 scope.back_off()
             return
         converted = [
-            _to_span(span, scope.rollout_id, scope.attempt_id, seq)
+            Span.from_opentelemetry(span, scope.rollout_id, scope.attempt_id, seq)
             for (_, span), seq in zip(pending, sorted(ids), strict=True)
         ]
     to_write = unwritten + converted
@@ -256,7 +249,7 @@ def _report_failure(scope: _TraceScope, exc: BaseException, count: int, final: b
 def _keep_failed(scope: _TraceScope, pending: List[Tuple[int, ReadableSpan]], unwritten: List[Span]) -> None:
     ids = scope.next_local_ids(len(pending))
     local = [
-        _to_span(span, scope.rollout_id, scope.attempt_id, seq) for (_, span), seq in zip(pending, ids, strict=True)
+        Span.from_opentelemetry(span, scope.rollout_id, scope.attempt_id, seq) for (_, span), seq in zip(pending, ids, strict=True)
     ]
     with scope.lock:
         scope.failed.extend(unwritten)
@@ -270,7 +263,7 @@ def _finalize_local(scope: _TraceScope) -> None:
     pending.sort(key=_start_order)
     ids = scope.next_local_ids(len(pending))
     spans = [
-        _to_span(span, scope.rollout_id, scope.attempt_id, seq) for (_, span), seq in zip(pending, ids, strict=True)
+        Span.from_opentelemetry(span, scope.rollout_id, scope.attempt_id, seq) for (_, span), seq in zip(pending, ids, strict=True)
     ]
     with scope.lock:
         scope.written.extend(spans)
