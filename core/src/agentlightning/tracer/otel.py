@@ -249,7 +249,8 @@ def _report_failure(scope: _TraceScope, exc: BaseException, count: int, final: b
 def _keep_failed(scope: _TraceScope, pending: List[Tuple[int, ReadableSpan]], unwritten: List[Span]) -> None:
     ids = scope.next_local_ids(len(pending))
     local = [
-        Span.from_opentelemetry(span, scope.rollout_id, scope.attempt_id, seq) for (_, span), seq in zip(pending, ids, strict=True)
+        Span.from_opentelemetry(span, scope.rollout_id, scope.attempt_id, seq)
+        for (_, span), seq in zip(pending, ids, strict=True)
     ]
     with scope.lock:
         scope.failed.extend(unwritten)
@@ -263,7 +264,8 @@ def _finalize_local(scope: _TraceScope) -> None:
     pending.sort(key=_start_order)
     ids = scope.next_local_ids(len(pending))
     spans = [
-        Span.from_opentelemetry(span, scope.rollout_id, scope.attempt_id, seq) for (_, span), seq in zip(pending, ids, strict=True)
+        Span.from_opentelemetry(span, scope.rollout_id, scope.attempt_id, seq)
+        for (_, span), seq in zip(pending, ids, strict=True)
     ]
     with scope.lock:
         scope.written.extend(spans)
