@@ -38,6 +38,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from agentlightning.proxy.records import responses_finish_reasons
 from agentlightning.semconv import FrameworkAttributes, GenAIAttributes, GenAIOperationNames, LLMCallAttributes
+from agentlightning.tracer import span_tracer
 from agentlightning.utils.otel import to_jsonable
 
 __all__ = ["FRAMEWORK_NAME", "HANDOFF_FROM", "HANDOFF_TO", "GUARDRAIL_TRIGGERED", "LightningTracingProcessor"]
@@ -213,7 +214,7 @@ class LightningTracingProcessor(TracingProcessor):
     def __init__(self, framework_name: str = FRAMEWORK_NAME) -> None:
         self.framework_name = framework_name
         self.active = False
-        self._tracer = trace_api.get_tracer(TRACER_NAME)
+        self._tracer = span_tracer(TRACER_NAME)
         # Single dict operations are atomic in CPython: callbacks from several threads need no lock.
         self._runs: Dict[str, _Run] = {}
 
