@@ -99,10 +99,12 @@ async def test_scoped_and_sdk_spans_nest_both_ways(tracer: OtelTracer, store: Li
     adapter, library = span_tracer("test.adapter"), trace_api.get_tracer("some.library")
 
     def body() -> None:
-        with library.start_as_current_span("sdk-outer"):
-            with adapter.start_as_current_span("scoped-middle"):
-                with library.start_as_current_span("sdk-inner"):
-                    pass
+        with (
+            library.start_as_current_span("sdk-outer"),
+            adapter.start_as_current_span("scoped-middle"),
+            library.start_as_current_span("sdk-inner"),
+        ):
+            pass
 
     spans = await traced(tracer, store, body)
     assert spans["scoped-middle"].parent_id == spans["sdk-outer"].span_id
