@@ -123,13 +123,18 @@ async def test_a_thread_without_the_context_records_under_a_scoped_parent(
         parent = adapter.start_span("parent")
         context = trace_api.set_span_in_context(parent)
         # A plain thread does not copy context variables: only the explicit parent links it to the rollout.
-        worker = threading.Thread(target=lambda: adapter.start_span("child", context=context).end())
+        def work() -> None:
+            adapter.start_span("child", context=context).end()
+            trace_api.get_tracer("some.library").start_span("sdk-child", context=context).end()
+
+        worker = threading.Thread(target=work)
         worker.start()
         worker.join()
         parent.end()
 
     spans = await traced(tracer, store, body)
     assert spans["child"].parent_id == spans["parent"].span_id
+    assert spans["sdk-child"].parent_id == spans["parent"].span_id
 
 
 @pytest.mark.asyncio

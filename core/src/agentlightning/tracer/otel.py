@@ -455,6 +455,9 @@ def _add_attributes(target: Dict[str, Any], attributes: Optional[Mapping[str, An
 
 
 _stored_resources: Dict[int, Tuple[Any, OtelResource]] = {}
+# The scopes of scoped spans not yet ended, for SDK spans started under them in threads without our
+# context (single dict operations are atomic: no lock).
+_open_scoped_spans: Dict[_SpanKey, _TraceScope] = {}
 
 
 def _stored_resource() -> OtelResource:
@@ -517,6 +520,7 @@ class ScopedSpan(trace_api.Span):
         self._status = "UNSET"
         self._status_description: Optional[str] = None
         self._order = next(_start_counter)
+        _open_scoped_spans[(context.trace_id, context.span_id)] = scope
 
     # -- what the scope reads ----------------------------------------------------------------------
     @property
@@ -648,6 +652,7 @@ class ScopedSpan(trace_api.Span):
         if self._end_ns is not None:
             return
         self._end_ns = end_time if end_time is not None else time.time_ns()
+        _open_scoped_spans.pop((self._context.trace_id, self._context.span_id), None)
         if self._scope.add_ended(self._order, self):
             _flusher.request(self._scope)
 
@@ -750,8 +755,9 @@ class LightningSpanProcessor(SpanProcessor):
         with self._lock:
             if scope is None and span.parent is not None:
                 # A thread without our context but with the OpenTelemetry parent: inherit its scope.
-                parent = self._live.get((span.parent.trace_id, span.parent.span_id))
-                scope = parent[0] if parent is not None else None
+                key = (span.parent.trace_id, span.parent.span_id)
+                parent = self._live.get(key)
+                scope = parent[0] if parent is not None else _open_scoped_spans.get(key)
             if scope is None:
                 return  # outside any trace context: not ours to store
             self._live[(ctx.trace_id, ctx.span_id)] = (scope, next(_start_counter))
@@ -788,6 +794,7 @@ def _reset_after_fork() -> None:
     global _install_lock
     _install_lock = threading.Lock()
     _flusher.reset_after_fork()
+    _open_scoped_spans.clear()
     for processor in list(_processors.values()):
         processor.reset_after_fork()
 
