@@ -657,11 +657,21 @@ class ScopedSpan(trace_api.Span):
             _flusher.request(self._scope)
 
 
+# (provider, its processors, the answer): the SDK replaces the processor tuple when one is added.
+_processor_check: Tuple[Any, Any, bool] = (None, None, False)
+
+
 def _only_our_processor() -> bool:
     """Whether the global provider feeds nothing but our processor (no exporter would miss a scoped span)."""
+    global _processor_check
     provider = trace_api.get_tracer_provider()
     processors: Any = getattr(getattr(provider, "_active_span_processor", None), "_span_processors", None)
-    return bool(processors) and all(isinstance(p, LightningSpanProcessor) for p in processors)
+    cached_provider, cached_processors, answer = _processor_check
+    if provider is cached_provider and processors is cached_processors:
+        return answer
+    answer = bool(processors) and all(isinstance(p, LightningSpanProcessor) for p in processors)
+    _processor_check = (provider, processors, answer)
+    return answer
 
 
 class _ScopedTracer(trace_api.Tracer):
