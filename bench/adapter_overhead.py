@@ -2,7 +2,7 @@
 
 For each adapter (``--adapters``, default all whose framework is installed) the agent is the
 framework's own tool-calling agent with one tool, against the fake OpenAI server
-(``agentlightning.testing.fake_openai``) running in a process of its own, so one run is two LLM calls
+(``agentlightning_testing.fake_openai``) running in a process of its own, so one run is two LLM calls
 and one tool call, and the model costs nothing unless ``--model-latency-ms`` says so: the measured time
 is the framework + HTTP + (with the adapter) its callbacks, span creation and the span writes to the
 store. Every mode runs inside the OpenTelemetry tracer's trace context on an in-memory store, exactly
@@ -176,7 +176,7 @@ FRAMEWORK_MODULES = {"langchain": "langchain", "openai_agents": "agents"}
 # second with "The result is <tool result>." It exits when this process closes its stdin.
 _SERVER_SCRIPT = """
 import sys
-from agentlightning.testing.fake_openai import FakeOpenAIServer
+from agentlightning_testing.fake_openai import FakeOpenAIServer
 with FakeOpenAIServer(default_delay=float(sys.argv[1])) as server:
     print(server.base_url, flush=True)
     sys.stdin.read()

@@ -46,7 +46,7 @@ def main() -> int:
 
     model = args.model
     if model is None:
-        from agentlightning.model_server.default_model import ensure_default_model
+        from agentlightning_embedded.default_model import ensure_default_model
 
         model = str(ensure_default_model())
     out = Path(args.out)

@@ -122,6 +122,7 @@ async def test_a_thread_without_the_context_records_under_a_scoped_parent(
     async def body() -> None:
         parent = adapter.start_span("parent")
         context = trace_api.set_span_in_context(parent)
+
         # A plain thread does not copy context variables: only the explicit parent links it to the rollout.
         def work() -> None:
             adapter.start_span("child", context=context).end()

@@ -12,8 +12,8 @@ import pytest
 from agentlightning.proxy import LLMProxy, ProxyBackend
 from agentlightning.semconv import TOKEN_IDS_FROM_ENGINE, GenAIAttributes, LLMCallAttributes
 from agentlightning.store import InMemoryLightningStore
-from agentlightning.testing.fake_openai import FakeOpenAIServer, FakeReply
 from agentlightning.types import AttemptedRollout, Span
+from agentlightning_testing.fake_openai import FakeOpenAIServer, FakeReply
 
 TOOLS: List[Dict[str, Any]] = [
     {

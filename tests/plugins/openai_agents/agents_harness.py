@@ -13,7 +13,7 @@ from agents.tool_context import ToolContext
 from agents.tracing import get_trace_provider
 from openai import AsyncOpenAI
 
-from agentlightning.testing.conformance import TOOL_DESCRIPTION, TOOL_NAME, AgentRun, calculator
+from agentlightning_testing.conformance import TOOL_DESCRIPTION, TOOL_NAME, AgentRun, calculator
 
 ModelKind = Literal["chat", "responses"]
 

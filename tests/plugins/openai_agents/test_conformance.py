@@ -8,7 +8,7 @@ from agents_harness import agents_state, run_async, run_sync
 
 import agentlightning_openai_agents
 from agentlightning.instrumentation import Instrumentor
-from agentlightning.testing.conformance import AdapterConformanceSuite, AgentRun
+from agentlightning_testing.conformance import AdapterConformanceSuite, AgentRun
 
 
 class _AgentsSuite(AdapterConformanceSuite):

@@ -17,11 +17,11 @@ from agentlightning.adapter.llm_calls import find_llm_calls
 from agentlightning.proxy import LLMProxy, ProxyBackend
 from agentlightning.semconv import FrameworkAttributes, GenAIAttributes, GenAIOperationNames
 from agentlightning.store.memory import InMemoryLightningStore
-from agentlightning.testing.conformance import FAILING_EXPRESSION, TOOL_NAME, AgentRun, Scenario
-from agentlightning.testing.fake_openai import FakeOpenAIServer, FakeReply
 from agentlightning.tracer import OtelTracer
 from agentlightning.types import Span
 from agentlightning_openai_agents.processor import GUARDRAIL_TRIGGERED, HANDOFF_FROM, HANDOFF_TO
+from agentlightning_testing.conformance import FAILING_EXPRESSION, TOOL_NAME, AgentRun, Scenario
+from agentlightning_testing.fake_openai import FakeOpenAIServer, FakeReply
 
 INSTRUMENTOR = agentlightning_openai_agents.INSTRUMENTOR
 

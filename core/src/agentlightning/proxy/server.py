@@ -18,12 +18,12 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, AsyncIterator, Dict, List, Mapping, Optional, Sequence, Union
 
 import aiohttp
 from aiohttp import web
 
-from agentlightning.errors import AgentLightningError, NotFoundError
+from agentlightning.errors import AgentLightningError, InvalidTransitionError, NotFoundError
 from agentlightning.proxy.records import (
     CHAT,
     TEXT_COMPLETION,
@@ -37,6 +37,9 @@ from agentlightning.proxy.records import (
 from agentlightning.proxy.tokens import Retokenizer, first_difference
 from agentlightning.semconv import TOKEN_IDS_RETOKENIZED, LLMCallAttributes
 from agentlightning.types import ProxyLLM, Span
+
+if TYPE_CHECKING:
+    from agentlightning.store.base import LightningStore
 
 __all__ = ["AGENT_NAME_HEADER", "LLMProxy", "ProxyBackend", "ProxyStats"]
 
@@ -150,7 +153,7 @@ class LLMProxy:
 
     def __init__(
         self,
-        store: Any,
+        store: Union["LightningStore", str],
         backends: Sequence[ProxyBackend],
         *,
         host: str = "127.0.0.1",
@@ -161,7 +164,7 @@ class LLMProxy:
             from agentlightning.store import open_store
 
             store = open_store(store)
-        self.store = store
+        self.store: LightningStore = store
         self.host = host
         self.port = port
         self.max_body_bytes = max_body_bytes
@@ -187,6 +190,11 @@ class LLMProxy:
     @property
     def backends(self) -> List[ProxyBackend]:
         return list(self._backends)
+
+    @property
+    def running(self) -> bool:
+        """Whether it listens (``start()`` or ``start_in_thread()`` was called, ``stop`` not yet)."""
+        return self._runner is not None
 
     @property
     def url(self) -> str:
@@ -566,8 +574,17 @@ class LLMProxy:
         batch, self._pending = self._pending, []
         try:
             await self.store.add_many_spans(batch)
-        except NotFoundError as exc:
-            logger.error("dropping %d proxy span(s) for an unknown rollout: %s", len(batch), exc)
+        except (NotFoundError, InvalidTransitionError) as exc:
+            if len(batch) == 1:
+                logger.error("dropping a proxy span the store refuses: %s", exc)
+            else:  # one refused span must not take the others of the batch with it
+                for span in batch:
+                    try:
+                        await self.store.add_many_spans([span])
+                    except (NotFoundError, InvalidTransitionError) as refused:
+                        logger.error("dropping a proxy span the store refuses: %s", refused)
+                    except Exception:
+                        self._pending.append(span)
         except Exception as exc:
             logger.warning("the store did not accept %d proxy span(s), will retry: %s", len(batch), exc)
             self._pending = batch + self._pending

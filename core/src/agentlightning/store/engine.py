@@ -60,6 +60,7 @@ SpanInsertResult = Union[List[bool], "concurrent.futures.Future[List[bool]]"]
 
 FINAL_ATTEMPT_STATUSES = frozenset({"succeeded", "failed", "timeout"})
 ENDED_ATTEMPT_STATUSES = frozenset({"succeeded", "failed", "timeout", "unresponsive"})
+RUNNER_ENDED_ATTEMPT_STATUSES = frozenset({"succeeded", "failed"})  # set by the runner itself, never by the watchdog
 ROLLOUT_SORT_FIELDS = ("rollout_id", "start_time", "end_time", "status", "mode", "resources_id")
 ATTEMPT_SORT_FIELDS = ("sequence_id", "attempt_id", "start_time", "end_time", "status", "last_heartbeat_time")
 SPAN_SORT_FIELDS = ("sequence_id", "start_time", "end_time", "name", "span_id", "trace_id", "attempt_id")
@@ -246,6 +247,24 @@ class StoreEngine(LightningStore):
             if attempt.attempt_id == attempt_id:
                 return attempt
         raise AttemptNotFoundError(attempt_id, f"not an attempt of rollout {rollout_id!r}")
+
+    def _get_attempt_for_spans(self, rollout_id: str, attempt_id: str) -> Attempt:
+        """The attempt, unless its runner already ended it (``succeeded`` or ``failed``).
+
+        A span after the runner's own end is a runner bug; it is refused so that a trace that
+        algorithms may have read already does not change. A ``timeout`` attempt keeps taking
+        spans (its runner may not know yet; the spans show what the slow agent did) without
+        being revived; an ``unresponsive`` one is revived by them."""
+        attempt = self._get_attempt(rollout_id, attempt_id)
+        if attempt.status in RUNNER_ENDED_ATTEMPT_STATUSES:
+            raise InvalidTransitionError(
+                attempt.attempt_id,
+                attempt.status,
+                "running",
+                f"attempt {attempt.attempt_id!r} of rollout {rollout_id!r} already ended and takes no more spans "
+                "(send spans before the final status; a retry runs as a new attempt)",
+            )
+        return attempt
 
     def _view(self, rollout: Rollout) -> Union[Rollout, AttemptedRollout]:
         """A copy for callers; carries the latest attempt when there is one."""
@@ -806,7 +825,7 @@ class StoreEngine(LightningStore):
         for span in spans:
             if not isinstance(span, Span):
                 raise InvalidSpanError(f"expected an agentlightning Span, got {type(span).__name__}: {span!r:.200}")
-            self._get_attempt(span.rollout_id, span.attempt_id)
+            self._get_attempt_for_spans(span.rollout_id, span.attempt_id)
 
     async def add_span(self, span: Span) -> Optional[Span]:
         added = await self.add_many_spans([span])

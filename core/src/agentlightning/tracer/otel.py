@@ -56,6 +56,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.trace import Status, StatusCode
 
+from agentlightning.env_var import LightningEnvVar, resolve_list_env_var
 from agentlightning.types.tracer import (
     Attributes,
     Event,
@@ -89,7 +90,7 @@ DEFAULT_FLUSH_TIMEOUT = 60.0
 _MAX_WRITE_CHUNK = 512
 _TICK_SECONDS = 0.1
 _MAX_BACKOFF_SECONDS = 30.0
-SPAN_EXPORTERS_ENV = "AGL_SPAN_EXPORTERS"
+SPAN_EXPORTERS_ENV = LightningEnvVar.AGL_SPAN_EXPORTERS.value
 
 _SpanKey = Tuple[int, int]
 # The start order of every span a scope buffers, SDK spans and scoped spans alike (ties of start time).
@@ -844,7 +845,7 @@ def install_span_processor() -> Tuple[TracerProvider, LightningSpanProcessor]:
 
 def _attach_configured_exporters(provider: TracerProvider) -> None:
     """Add the exporters named in ``AGL_SPAN_EXPORTERS`` (plugin-registered); a bad one is skipped."""
-    names = [name.strip() for name in os.environ.get(SPAN_EXPORTERS_ENV, "").split(",") if name.strip()]
+    names = resolve_list_env_var(LightningEnvVar.AGL_SPAN_EXPORTERS)
     if not names:
         return
     from opentelemetry.sdk.trace.export import BatchSpanProcessor

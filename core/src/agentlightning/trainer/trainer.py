@@ -9,10 +9,10 @@ import secrets
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Union
 
 from agentlightning.adapter import Adapter
-from agentlightning.algorithm import Algorithm, Baseline, FastAlgorithm, algorithm_class
+from agentlightning.algorithm import Algorithm, Baseline, FastAlgorithm
 from agentlightning.errors import ComponentResolutionError
 from agentlightning.execution import ExecutionStrategy, ProcessesExecutionStrategy, SharedMemoryExecutionStrategy
 from agentlightning.litagent import LitAgent
@@ -25,6 +25,9 @@ from agentlightning.types import Dataset, Hook, NamedResources
 from agentlightning.utils.aio import run_sync
 
 from .build import build_component
+
+if TYPE_CHECKING:
+    from agentlightning.proxy import LLMProxy
 
 __all__ = ["Trainer"]
 
@@ -42,7 +45,7 @@ STRATEGIES: Dict[str, Callable[..., ExecutionStrategy]] = {
 def _registry(kind: str) -> Callable[[str], Optional[Callable[..., Any]]]:
     def lookup(name: str) -> Optional[Callable[..., Any]]:
         try:
-            found: Callable[..., Any] = algorithm_class(name) if kind == "algorithms" else resolve(kind, name)
+            found: Callable[..., Any] = resolve(kind, name)
             return found
         except UnknownComponentError:
             if "." in name or ":" in name:
@@ -82,7 +85,7 @@ class Trainer:
         runner: Any = None,
         strategy: Any = None,
         algorithm: Any = None,
-        llm_proxy: Any = None,
+        llm_proxy: Optional[LLMProxy] = None,
         hooks: Optional[Sequence[Hook]] = None,
         run_dir: Union[str, Path, None] = None,
         port: Optional[int] = None,

@@ -166,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-dir", default=None, help="Run folder (default: agl_runs/quickstart-<time>).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="Continue the run in --run-dir.")
+    parser.add_argument(
+        "--serving",
+        default="embedded",
+        help="Serving backend of the policy, by registered name: embedded (default) or vllm (agentlightning-vllm).",
+    )
     return parser
 
 
@@ -193,6 +198,7 @@ def train_calculator(
     val_every: int = 0,
     resume: bool = False,
     progress: bool = True,
+    serving: str = "embedded",
 ) -> CalculatorRun:
     """The quickstart's recipe: held-out accuracy, ``steps`` GRPO steps, held-out accuracy again."""
     from .algorithm import GRPO
@@ -206,6 +212,7 @@ def train_calculator(
         val_every=val_every,
         sampling={"temperature": 1.0, "max_tokens": max_tokens},
         progress=progress,
+        serving=serving,
     )
     runner = agl.LitAgentRunner(agl.OtelTracer(), concurrency=max(tasks_per_step * group_size, val_size))
     trainer = agl.Trainer(algorithm=algorithm, runner=runner, run_dir=run_dir)
@@ -233,7 +240,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     run_dir = Path(args.run_dir or f"agl_runs/quickstart-{time.strftime('%Y%m%d-%H%M%S')}")
     model = args.model
     if model is None:
-        from agentlightning.model_server.default_model import ensure_default_model
+        from agentlightning_embedded.default_model import ensure_default_model
 
         console.print("[bold]Preparing the default model[/] (Qwen2.5-Coder-0.5B-Instruct; converted once, then cached)")
         model = str(ensure_default_model())
@@ -248,6 +255,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         max_tokens=args.max_tokens,
         seed=args.seed,
         resume=args.resume,
+        serving=args.serving,
     )
     before, after = run.before, run.after
     delta = (after["accuracy"] - before["accuracy"]) * 100
