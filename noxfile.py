@@ -270,10 +270,12 @@ BENCH_ADAPTERS = ["langchain", "openai_agents"]
 
 @nox.session(python=PYTHON)
 def bench_adapters(session: nox.Session) -> None:
-    """Adapter overhead: each framework's agent with its adapter on and off, at 0 and 20 ms model latency (target <= 3 %)."""
+    """Adapter overhead: CPU per span on the tracer's path, then each framework's agent with its adapter on and off,
+    at 0 and 20 ms model latency (target <= 3 %)."""
     plugins = [plugin for plugin in PLUGINS if plugin.name in BENCH_ADAPTERS]
     deps = sorted({dep for plugin in plugins for dep in plugin.test_deps})
     _install_core(session, *(f"./plugins/{plugin.name}" for plugin in plugins), TESTING_KIT, *deps)
+    session.run("python", "bench/span_path_bench.py")
     args = session.posargs or ["--json"]
     session.run("python", "bench/adapter_overhead.py", *args)
 
