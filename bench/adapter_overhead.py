@@ -10,11 +10,12 @@ as under a runner; only the adapter differs:
 
 * ``langchain``: LangChain 1.x ``create_agent``, called synchronously. Modes: ``off`` (no handler),
   ``noop`` (a handler that does nothing, registered the same way: LangChain's callback machinery alone,
-  the floor of any callback-based adapter), ``on`` (the adapter), ``nodes`` (the adapter with a span
-  per LangGraph node, ``configure(node_spans=True)``).
+  the floor of any callback-based adapter), ``on`` (the adapter), ``on_sdk`` (the adapter creating its
+  spans through the OpenTelemetry SDK instead of ``span_tracer``: the span path before scoped spans),
+  ``nodes`` (the adapter with a span per LangGraph node, ``configure(node_spans=True)``).
 * ``openai_agents``: an OpenAI Agents SDK agent on the SDK's default kind of model (the Responses
   API), with ``Runner.run``. Modes: ``off`` (no trace processor: the SDK's own span bookkeeping
-  alone), ``on`` (the adapter).
+  alone), ``on`` (the adapter), ``on_sdk`` (its spans through the OpenTelemetry SDK).
 
 Modes alternate in rounds (off/.../on, then on/.../off, ...) so drifting machine load hits them alike;
 figures are medians over the rounds, per LLM call: wall time, and this process's CPU time (steadier on
@@ -44,9 +45,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional, Sequence
 
+from opentelemetry import trace as trace_api
+
 from agentlightning.semconv import FrameworkAttributes, GenAIAttributes
 from agentlightning.store.memory import InMemoryLightningStore
-from agentlightning.tracer import OtelTracer
+from agentlightning.tracer import OtelTracer, span_tracer
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TARGET_OVERHEAD = 0.03
@@ -64,6 +67,11 @@ class AdapterBench:
     recording_modes: Sequence[str]  # modes in which every LLM call must be recorded
     set_mode: Callable[[str], None]
     make_run: Callable[[str], Callable[[int], Awaitable[None]]]  # base_url -> one agent run
+
+
+def use_sdk_spans(recorder: Any, sdk: bool, name: str) -> None:
+    """Point an adapter's span tracer at the OpenTelemetry SDK (``sdk``) or back at ``span_tracer``."""
+    recorder._tracer = trace_api.get_tracer(name) if sdk else span_tracer(name)
 
 
 def langchain_bench() -> AdapterBench:
@@ -90,9 +98,10 @@ def langchain_bench() -> AdapterBench:
     def set_mode(mode: str) -> None:
         hooks = langchain_context._configure_hooks
         hooks[:] = [hook for hook in hooks if hook[0] is not noop_hook]
-        if mode in ("on", "nodes"):
+        if mode in ("on", "on_sdk", "nodes"):
             agentlightning_langchain.configure(node_spans=mode == "nodes")
             agentlightning_langchain.instrument()
+            use_sdk_spans(agentlightning_langchain.handler(), mode == "on_sdk", "agentlightning.langchain")
             return
         agentlightning_langchain.uninstrument()
         agentlightning_langchain.configure()
@@ -116,9 +125,10 @@ def langchain_bench() -> AdapterBench:
             "off": "no handler",
             "noop": "no-op handler (LangChain's callback machinery alone)",
             "on": "adapter",
+            "on_sdk": "adapter, spans through the OpenTelemetry SDK",
             "nodes": "adapter, node_spans=True",
         },
-        recording_modes=("on", "nodes"),
+        recording_modes=("on", "on_sdk", "nodes"),
         set_mode=set_mode,
         make_run=make_run,
     )
@@ -137,8 +147,9 @@ def openai_agents_bench() -> AdapterBench:
         return "4"
 
     def set_mode(mode: str) -> None:
-        if mode == "on":
+        if mode in ("on", "on_sdk"):
             agentlightning_openai_agents.instrument()
+            use_sdk_spans(agentlightning_openai_agents.processor(), mode == "on_sdk", "agentlightning.openai_agents")
         else:
             agentlightning_openai_agents.uninstrument()
             set_trace_processors([])  # not even the SDK's exporter: its own bookkeeping is the floor
@@ -157,8 +168,8 @@ def openai_agents_bench() -> AdapterBench:
     return AdapterBench(
         name="openai_agents",
         description="OpenAI Agents SDK agent on a Responses model, Runner.run()",
-        modes={"off": "no trace processor", "on": "adapter"},
-        recording_modes=("on",),
+        modes={"off": "no trace processor", "on": "adapter", "on_sdk": "adapter, spans through the OpenTelemetry SDK"},
+        recording_modes=("on", "on_sdk"),
         set_mode=set_mode,
         make_run=make_run,
     )
@@ -297,11 +308,12 @@ def print_result(bench: AdapterBench, result: Dict[str, Any], args: argparse.Nam
             f"{label:<54} {wall['ms_per_llm_call']:>12.3f} {wall['overhead']:>+8.1%} "
             f"{wall['overhead_paired']:>+8.1%} {cpu['ms_per_llm_call']:>12.3f} {cpu['overhead_paired']:>+8.1%}"
         )
-    added_ms = (result["wall"]["on"]["ms_per_llm_call"] - result["wall"]["off"]["ms_per_llm_call"]) or 0.0
+    added_cpu_ms = result["cpu"]["on"]["ms_per_llm_call"] - result["cpu"]["off"]["ms_per_llm_call"]
     print(
-        f"{bench.name} adapter overhead per LLM call: {result['wall']['on']['overhead_paired']:+.1%} wall "
-        f"({added_ms:+.3f} ms), {result['cpu']['on']['overhead_paired']:+.1%} CPU (paired; target <= "
-        f"{TARGET_OVERHEAD:.0%})"
+        f"{bench.name} adapter overhead per LLM call: {result['wall']['on']['overhead_paired']:+.1%} wall, "
+        f"{result['cpu']['on']['overhead_paired']:+.1%} CPU ({added_cpu_ms:+.3f} ms) (paired; target <= "
+        f"{TARGET_OVERHEAD:.0%}); with SDK spans: {result['wall']['on_sdk']['overhead_paired']:+.1%} wall, "
+        f"{result['cpu']['on_sdk']['overhead_paired']:+.1%} CPU"
     )
 
 

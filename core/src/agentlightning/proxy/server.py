@@ -59,8 +59,9 @@ class ProxyBackend:
     ``models`` lists the model names it serves (``None``: any). ``request_extras`` are added to
     every chat / text completion request body where the client did not set them, e.g.
     ``{"return_token_ids": True}`` for vLLM; ``responses_request_extras`` likewise to every Responses
-    API request (``{"enable_response_messages": True}`` makes vLLM return its token ids there). ``tokenizer`` (a Hugging Face name/path, or a tokenizer object) lets the proxy compute
-    token ids when the backend returns none, and check for drift when it does.
+    API request (``{"enable_response_messages": True}`` makes vLLM return its token ids there).
+    ``tokenizer`` (a Hugging Face name/path, or a tokenizer object) lets the proxy compute token ids
+    when the backend returns none (chat and text completions), and check for drift when it does.
     """
 
     base_url: str
