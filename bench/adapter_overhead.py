@@ -149,7 +149,9 @@ def openai_agents_bench() -> AdapterBench:
     def set_mode(mode: str) -> None:
         if mode in ("on", "on_sdk"):
             agentlightning_openai_agents.instrument()
-            use_sdk_spans(agentlightning_openai_agents.processor(), mode == "on_sdk", "agentlightning.openai_agents")
+            use_sdk_spans(
+                agentlightning_openai_agents.tracing_processor(), mode == "on_sdk", "agentlightning.openai_agents"
+            )
         else:
             agentlightning_openai_agents.uninstrument()
             set_trace_processors([])  # not even the SDK's exporter: its own bookkeeping is the floor

@@ -226,4 +226,6 @@ def test_instrument_needs_no_runner_and_uninstrument_stops_recording(fake: FakeO
     spans = asyncio.run(traced(run))
     chats = adapter_spans(spans, GenAIOperationNames.CHAT)
     assert [span.attributes[GenAIAttributes.RESPONSE_ID] for span in chats] == fake.response_ids("explicit")[:1]
+    # The package's accessor, also once the processor module is imported.
+    assert agentlightning_openai_agents.tracing_processor() is INSTRUMENTOR.processor()
     assert INSTRUMENTOR.processor().open_runs == 0

@@ -29,7 +29,7 @@ __all__ = [
     "LightningTracingProcessor",
     "OpenAIAgentsInstrumentor",
     "instrument",
-    "processor",
+    "tracing_processor",
     "uninstrument",
 ]
 
@@ -44,7 +44,7 @@ def uninstrument() -> None:
     INSTRUMENTOR.uninstrument()
 
 
-def processor() -> "LightningTracingProcessor":
+def tracing_processor() -> "LightningTracingProcessor":
     """The tracing processor :func:`instrument` installs (needs openai-agents)."""
     return INSTRUMENTOR.processor()
 
