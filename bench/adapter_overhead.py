@@ -43,7 +43,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from opentelemetry import trace as trace_api
 
@@ -66,7 +66,8 @@ class AdapterBench:
     modes: Dict[str, str]  # mode -> label
     recording_modes: Sequence[str]  # modes in which every LLM call must be recorded
     set_mode: Callable[[str], None]
-    make_run: Callable[[str], Callable[[int], Awaitable[None]]]  # base_url -> one agent run
+    # base_url -> (one agent run, what closes the agent's clients when the run ends)
+    make_run: Callable[[str], Tuple[Callable[[int], Awaitable[None]], Callable[[], Awaitable[None]]]]
 
 
 def use_sdk_spans(recorder: Any, sdk: bool, name: str) -> None:
@@ -108,7 +109,7 @@ def langchain_bench() -> AdapterBench:
         if mode == "noop":
             langchain_context.register_configure_hook(noop_hook, inheritable=True)
 
-    def make_run(base_url: str) -> Callable[[int], Awaitable[None]]:
+    def make_run(base_url: str) -> Tuple[Callable[[int], Awaitable[None]], Callable[[], Awaitable[None]]]:
         model = ChatOpenAI(model="fake-model", base_url=base_url, api_key="unused", max_retries=0)
         agent = create_agent(model, [calculator], name="bench_agent")
 
@@ -116,7 +117,10 @@ def langchain_bench() -> AdapterBench:
             result = agent.invoke({"messages": [HumanMessage(QUESTION.format(index=index))]})
             assert "4" in str(result["messages"][-1].content)
 
-        return run
+        async def close() -> None:
+            pass
+
+        return run, close
 
     return AdapterBench(
         name="langchain",
@@ -156,7 +160,7 @@ def openai_agents_bench() -> AdapterBench:
             agentlightning_openai_agents.uninstrument()
             set_trace_processors([])  # not even the SDK's exporter: its own bookkeeping is the floor
 
-    def make_run(base_url: str) -> Callable[[int], Awaitable[None]]:
+    def make_run(base_url: str) -> Tuple[Callable[[int], Awaitable[None]], Callable[[], Awaitable[None]]]:
         client = AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0)
         model = OpenAIResponsesModel(model="fake-model", openai_client=client)
         agent = Agent(name="bench_agent", instructions="Use the calculator.", tools=[calculator], model=model)
@@ -165,7 +169,7 @@ def openai_agents_bench() -> AdapterBench:
             result = await Runner.run(agent, QUESTION.format(index=index))
             assert "4" in str(result.final_output)
 
-        return run
+        return run, client.close
 
     return AdapterBench(
         name="openai_agents",
@@ -232,7 +236,7 @@ async def measure(bench: AdapterBench, latency_ms: float, args: argparse.Namespa
     cpu: Dict[str, List[float]] = {mode: [] for mode in modes}
     rollout_ids: Dict[str, List[str]] = {mode: [] for mode in modes}
     with fake_server_process(latency_ms / 1e3) as base_url:
-        run = bench.make_run(base_url)
+        run, close = bench.make_run(base_url)
 
         async def block(mode: str, runs: int, record: bool) -> None:
             nonlocal counter
@@ -258,6 +262,7 @@ async def measure(bench: AdapterBench, latency_ms: float, args: argparse.Namespa
             for mode in modes if round_index % 2 == 0 else reversed(modes):
                 await block(mode, args.runs_per_round, record=True)
         bench.set_mode("off")
+        await close()
 
     # The adapter really recorded every call when on, and nothing when off.
     expected = args.runs_per_round * LLM_CALLS_PER_RUN
