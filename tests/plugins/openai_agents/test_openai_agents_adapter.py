@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterator, List
 
 import pytest
@@ -229,3 +233,15 @@ def test_instrument_needs_no_runner_and_uninstrument_stops_recording(fake: FakeO
     # The package's accessor, also once the processor module is imported.
     assert agentlightning_openai_agents.tracing_processor() is INSTRUMENTOR.processor()
     assert INSTRUMENTOR.processor().open_runs == 0
+
+
+def test_the_example_runs_with_trainer_dev() -> None:
+    """examples/openai_agents_dev.py: Trainer.dev with two runners; every rollout succeeds with reward 1."""
+    script = Path(__file__).resolve().parents[3] / "examples" / "openai_agents_dev.py"
+    env = {**os.environ, "COLUMNS": "200"}
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=180, env=env, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("succeeded") == 3 and "handoff triage_agent -> math_agent" in result.stdout
+    assert "Traceback" not in result.stderr and "Warning" not in result.stderr, result.stderr
