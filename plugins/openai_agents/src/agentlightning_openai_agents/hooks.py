@@ -1,4 +1,4 @@
-"""ModelCallHooks: wrappers around the SDK's model and tool calls that report what its span data lacks.
+"""Wrappers around the SDK's model and tool calls that report what its span data lacks.
 
 The SDK's spans leave out the Responses model's name and request, the id of a non-streamed chat
 completion, the exception of a failed call (tool errors are redacted to a generic message) and the

@@ -17,8 +17,8 @@ recorded ancestor. A turn names the step of the spans under it (``agentlightning
 agent, ``agentlightning.step.index`` the turn number), and every span under an agent carries that
 agent's name, so ``agent_match`` selects agents, handoffs included.
 
-What the SDK's span data lacks comes from :class:`ModelCallHooks`, which the instrumentor installs
-around the SDK's model and tool calls: the Responses model's name and request, the raw chat
+What the SDK's span data lacks comes from the wrappers in :mod:`agentlightning_openai_agents.hooks`,
+which the instrumentor installs around the SDK's model and tool calls: the Responses model's name and request, the raw chat
 completion (its id, the body as the server sent it), the exception of a failed call, and the tool
 call id. Spans are parented explicitly from the SDK's span ids and attributed to the rollout by the
 tracer's context variable when they start; the SDK calls processors in the caller's task.
@@ -88,7 +88,7 @@ class _Run:
         self.agent_name = agent_name
         self.step_name = step_name
         self.step_index = step_index
-        # Filled in by ModelCallHooks while the SDK span is open.
+        # Filled in by the hooks while the SDK span is open.
         self.model: Optional[str] = None
         self.request: Optional[Dict[str, Any]] = None
         self.stream = False
@@ -189,7 +189,7 @@ def _describe(kind: str, data: Any) -> Optional[tuple[str, Dict[str, Any]]]:
             GenAIAttributes.REQUEST_TOP_P: _number_or_none(config.get("top_p")),
             GenAIAttributes.REQUEST_MAX_TOKENS: _int_or_none(config.get("max_tokens")),
         }
-    if kind == "response":  # the Responses model's name arrives from ModelCallHooks, just after this
+    if kind == "response":  # the Responses model's name arrives from the hooks, just after this
         return GenAIOperationNames.CHAT, {GenAIAttributes.OPERATION_NAME: GenAIOperationNames.CHAT}
     if kind == "function":
         return f"{GenAIOperationNames.EXECUTE_TOOL} {data.name}", {
@@ -329,7 +329,7 @@ class LightningTracingProcessor(TracingProcessor):
             _record_error(otel_span, span.error, run.exception)
 
     def _finish_generation(self, otel_span: trace_api.Span, run: _Run, data: Any) -> None:
-        """A chat-completions call: the raw completion when ModelCallHooks saw it, else the SDK's output."""
+        """A chat-completions call: the raw completion when the hooks saw it, else the SDK's output."""
         config = data.model_config or {}
         # The SDK leaves the input out when the run keeps sensitive data out of traces: so do we.
         withheld = data.input is None
@@ -414,7 +414,7 @@ class LightningTracingProcessor(TracingProcessor):
             attributes[LLMCallAttributes.RESPONSE] = _dumps(body)
         otel_span.set_attributes({key: value for key, value in attributes.items() if value is not None})
 
-    # -- what ModelCallHooks report -----------------------------------------------------------------
+    # -- what the hooks report -----------------------------------------------------------------
 
     def note_model_request(self, run: _Run, model: Optional[str], arguments: Mapping[str, Any]) -> None:
         """A model call is about to be sent (the SDK span of the call is ``run``)."""
