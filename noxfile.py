@@ -3,12 +3,14 @@
 ``nox`` with no arguments runs the whole test suite (the default sessions: ``core``, every plugin marked
 ``default=True`` (``plugins/embedded`` is the embedded model server, ``plugins/testing`` the test kit),
 the copyable plugin examples (``examples``), ``node_agent`` (a Node.js agent through the store server and
-the proxy), ``lint`` and ``typecheck``); ``.ci/run`` runs exactly that. Other sessions:
+the proxy), the dashboard in a real browser (``dashboard``), ``lint`` and ``typecheck``); ``.ci/run`` runs
+exactly that. Other sessions:
 ``nox -s bench`` (store benchmark against the peer ``agentlightning==0.3.0``), ``nox -s bench_http``
 (the same over HTTP, plus span ingest through the server), ``nox -s bench_proxy`` (the latency the
 LLM proxy adds to a call), ``nox -s bench_grpo`` (GRPO update throughput against TRL),
 ``nox -s bench_adapters`` (the framework adapters' tracing overhead per LLM call),
 ``nox -s bench_node_runner`` (time per rollout of the Node.js example runner against the Python runner),
+``nox -s bench_dashboard`` (the dashboard's API calls on a store of 100,000 rollouts),
 ``nox -s bench_learning`` (held-out accuracy before/after GRPO over seeds), ``nox -s quickstart`` (the
 README's main command: GRPO on the embedded default model), ``nox -s demo`` (a ``Trainer.dev`` dry run
 without a model), ``nox -s plugins/<name>`` (one plugin's tests), ``nox -s vllm``
@@ -30,6 +32,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Optional
 
 import nox
 
@@ -46,7 +49,13 @@ PYTHON = "3.11"
 TEST_DEPS = ["pytest>=8.3", "pytest-asyncio>=0.24", "pytest-timeout>=2.3", "httpx>=0.27"]
 # The core's tests also run the store server (the `server` extra) and talk to it like the outside
 # world does: the OpenTelemetry SDK's OTLP/HTTP exporter, and schemathesis against its OpenAPI document.
-CORE_TEST_DEPS = ["opentelemetry-exporter-otlp-proto-http>=1.30", "schemathesis>=4,<5", "openai>=1.60"]
+# prometheus-client: the Prometheus metrics backend (agentlightning.utils.metrics) is tested for real.
+CORE_TEST_DEPS = [
+    "opentelemetry-exporter-otlp-proto-http>=1.30",
+    "schemathesis>=4,<5",
+    "openai>=1.60",
+    "prometheus-client>=0.20",
+]
 # Small plugin distributions that the core's plugin-loading tests install and load for real.
 TEST_PLUGIN_DISTS = ["tests/plugin_dists/agl-sample-plugin", "tests/plugin_dists/agl-broken-plugin"]
 # The test kit (fake OpenAI server, adapter conformance suite): the core's tests use it like plugin authors do.
@@ -83,10 +92,55 @@ class Plugin:
     # It depends on torch: its session uses virtualenv + pip (uv cannot see the local CPU torch wheel)
     # and installs `TORCH_REQUIREMENT` before everything else.
     needs_torch: bool = False
+    # Extras of the core installed with it (e.g. "server").
+    core_extras: list[str] = field(default_factory=list)
+    # Runs its tests instead of `pytest tests/plugins/<name>` (e.g. around a service it starts).
+    run_tests: Optional[Callable[[nox.Session], None]] = None
 
     @property
     def session_name(self) -> str:
         return f"plugins/{self.name}"
+
+
+def _ensure_postgres_server(session: nox.Session, *, required: bool = True) -> bool:
+    """Install Debian's PostgreSQL server when its binaries are missing (CI runs as root on a fresh
+    machine); whether it is there. Not root and not ``required``: a warning and False."""
+    if any(Path("/usr/lib/postgresql").glob("*/bin/initdb")) or shutil.which("initdb"):
+        return True
+    if os.geteuid() != 0:
+        message = "the PostgreSQL server is not installed: apt-get install -y postgresql (as root)"
+        if not required:
+            session.warn(f"{message}; leaving PostgreSQL out")
+            return False
+        session.error(f"{message}, then run again")
+    # The tests start servers of their own: no default cluster on port 5432.
+    config = Path("/etc/postgresql-common/createcluster.conf")
+    if not config.exists():
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text("create_main_cluster = false\n")
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    session.run("apt-get", "update", "-q", external=True, env=env)
+    session.run("apt-get", "install", "-y", "-q", "postgresql", external=True, env=env)
+    return True
+
+
+def _run_postgres_tests(session: nox.Session) -> None:
+    """Its own tests and every store-backed core test over postgresql://, against a real server that
+    `agentlightning_postgres.tempserver` starts (initdb in a temporary folder, a free port, as the
+    `postgres` user when root) and stops afterwards."""
+    _ensure_postgres_server(session)
+    session.run(
+        "python",
+        "-m",
+        "agentlightning_postgres.tempserver",
+        "pytest",
+        "tests/plugins/postgres",
+        "tests/core",
+        "-k",
+        "postgres",
+        *session.posargs,
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
+    )
 
 
 PLUGINS: list[Plugin] = [
@@ -120,6 +174,11 @@ PLUGINS: list[Plugin] = [
     Plugin("vllm"),
     # GRPO's update on a tiny Qwen2 built from a config (torch, transformers, peft; no downloads).
     Plugin("grpo", needs=["embedded", "testing"], needs_torch=True),
+    # The postgresql:// store backend against a real PostgreSQL server; the core's store suite runs
+    # over it too (tests/core, so the core's test requirements and its server extra come along).
+    Plugin(
+        "postgres", needs=["testing"], test_deps=CORE_TEST_DEPS, core_extras=["server"], run_tests=_run_postgres_tests
+    ),
 ]
 
 
@@ -127,8 +186,8 @@ def _existing(paths: list[str]) -> list[str]:
     return [p for p in paths if (ROOT / p).exists()]
 
 
-def _install_core(session: nox.Session, *extra: str) -> None:
-    session.install("./core", *extra)
+def _install_core(session: nox.Session, *extra: str, core_extras: list[str] | None = None) -> None:
+    session.install(f"./core[{','.join(core_extras)}]" if core_extras else "./core", *extra)
 
 
 def _test_plugin_dists(session: nox.Session) -> list[str]:
@@ -200,9 +259,12 @@ def _make_plugin_session(plugin: Plugin) -> None:
             _install_core(session, *packages, f"./plugins/{plugin.name}")
             session.run("python", "-c", _IMPORT_CHECK, f"agentlightning_{plugin.name}", *plugin.framework_modules)
         packages.append(f"./plugins/{plugin.name}[test]" if plugin.test_extra else f"./plugins/{plugin.name}")
-        _install_core(session, *packages, *TEST_DEPS, *plugin.test_deps)
+        _install_core(session, *packages, *TEST_DEPS, *plugin.test_deps, core_extras=plugin.core_extras)
         _show_installed(session, f"agentlightning_{plugin.name}")
-        _pytest(session, f"tests/plugins/{plugin.name}")
+        if plugin.run_tests is not None:
+            plugin.run_tests(session)
+        else:
+            _pytest(session, f"tests/plugins/{plugin.name}")
 
     run_plugin.__doc__ = f"The plugin distribution in plugins/{plugin.name}: install it and run its tests."
     backend = "virtualenv" if plugin.needs_torch else None
@@ -257,11 +319,15 @@ def _ensure_peer_venv(session: nox.Session) -> Path:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Store benchmark: the peer agentlightning==0.3.0 and this project, side by side in one run."""
-    _install_core(session)
+    """Store benchmark: the peer agentlightning==0.3.0 and this project (memory, SQLite, PostgreSQL on a
+    temporary local server), side by side in one run."""
+    _install_core(session, "./plugins/postgres")
     peer_python = _ensure_peer_venv(session)
     args = session.posargs or ["--json"]
-    session.run("python", "bench/store_bench.py", "--peer-python", str(peer_python), *args)
+    server: list[str] = []
+    if _ensure_postgres_server(session, required=False):
+        server = ["python", "-m", "agentlightning_postgres.tempserver", "--env", "AGL_BENCH_POSTGRES_URI"]
+    session.run(*server, "python", "bench/store_bench.py", "--peer-python", str(peer_python), *args)
 
 
 # Adapters whose overhead `bench_adapters` measures; their pinned frameworks share one venv (all on openai 3).
@@ -282,11 +348,22 @@ def bench_adapters(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench_http(session: nox.Session) -> None:
-    """HTTP benchmarks: the store cycle over HTTP against the peer agentlightning==0.3.0, and span ingest."""
-    session.install("./core[server]")  # the store server runs in the benchmark's venv
+    """HTTP benchmarks: the store cycle over HTTP against the peer agentlightning==0.3.0 (servers on memory,
+    SQLite and PostgreSQL on a temporary local server), and span ingest."""
+    session.install("./core[server]", "./plugins/postgres")  # the store server runs in the benchmark's venv
     peer_python = _ensure_peer_venv(session)
     args = session.posargs or ["--json"]
-    session.run("python", "bench/http_bench.py", "--peer-python", str(peer_python), *args)
+    server: list[str] = []
+    if _ensure_postgres_server(session, required=False):
+        server = ["python", "-m", "agentlightning_postgres.tempserver", "--env", "AGL_BENCH_POSTGRES_URI"]
+    session.run(*server, "python", "bench/http_bench.py", "--peer-python", str(peer_python), *args)
+
+
+@nox.session(python=PYTHON)
+def bench_dashboard(session: nox.Session) -> None:
+    """The dashboard's API calls on a SQLite store of 100,000 rollouts and a 1,000-span rollout (< 300 ms)."""
+    session.install("./core[server]", "httpx>=0.27")
+    session.run("python", "bench/dashboard_bench.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -364,6 +441,37 @@ def demo(session: nox.Session) -> None:
     session.run("python", "examples/quickstart_dev.py", *session.posargs)
 
 
+# The dashboard's browser tests: Playwright (Python) drives Debian's chromium (Playwright's own browser
+# download cannot reach the internet here); the session installs chromium with apt-get when it is missing.
+DASHBOARD_TEST_DEPS = ["playwright==1.65.2"]
+CHROMIUM = "/usr/bin/chromium"
+
+
+@nox.session(python=PYTHON)
+def dashboard(session: nox.Session) -> None:
+    """The dashboard in a real browser (chromium), on a store filled by a real Trainer.dev run."""
+    if not Path(CHROMIUM).exists():
+        if shutil.which("apt-get") is None:
+            session.error(f"{CHROMIUM} is missing and there is no apt-get to install it: install chromium")
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        session.run(*sudo, "apt-get", "update", "-q", external=True)
+        session.run(
+            *sudo,
+            "apt-get",
+            "install",
+            "-y",
+            "-q",
+            "chromium",
+            external=True,
+            env={"DEBIAN_FRONTEND": "noninteractive"},
+        )
+    session.install("./core[server]", *TEST_DEPS, *DASHBOARD_TEST_DEPS)
+    _show_installed(session, "agentlightning")
+    session.run(
+        "pytest", "tests/dashboard", *session.posargs, env={"PYTHONDONTWRITEBYTECODE": "1", "AGL_CHROMIUM": CHROMIUM}
+    )
+
+
 @nox.session(python=PYTHON)
 def examples(session: nox.Session) -> None:
     """The copyable plugin examples under examples/plugins: install each folder and run its own tests."""
@@ -431,6 +539,7 @@ nox.options.sessions = [
     *(p.session_name for p in PLUGINS if p.default),
     "examples",
     "node_agent",
+    "dashboard",
     "lint",
     "typecheck",
 ]

@@ -91,7 +91,10 @@ async def test_scoped_spans_are_stored_with_everything_they_recorded(tracer: Ote
     assert "ValueError: refused: 400" in event.attributes["exception.stacktrace"]
     assert root.sequence_id < llm.sequence_id
     assert llm.start_time is not None and llm.end_time is not None and llm.start_time <= llm.end_time
-    assert llm.resource.attributes  # the provider's resource, as on SDK spans
+    # The provider's resource, naming the rollout as on SDK spans.
+    assert llm.resource.attributes["agentlightning.rollout_id"] == llm.rollout_id
+    assert llm.resource.attributes["agentlightning.span_sequence_id"] == llm.sequence_id
+    assert "service.name" in llm.resource.attributes
 
 
 @pytest.mark.asyncio

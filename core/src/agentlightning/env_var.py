@@ -33,6 +33,13 @@ class LightningEnvVar(str, Enum):
     AGL_EMITTER_DEBUG = "AGL_EMITTER_DEBUG"
     AGL_STORE_TOKEN = "AGL_STORE_TOKEN"
     """Bearer token of a store server: ``agl store serve`` requires it, HTTP store clients send it."""
+    AGL_MANAGED_STORE = "AGL_MANAGED_STORE"
+    """0.3: whether an execution strategy wraps the store itself (read by ClientServerExecutionStrategy)."""
+    AGL_CURRENT_ROLE = "AGL_CURRENT_ROLE"
+    """``algorithm``, ``runner`` or ``both``: which part ClientServerExecutionStrategy runs here."""
+    AGL_SERVER_HOST = "AGL_SERVER_HOST"
+    AGL_SERVER_PORT = "AGL_SERVER_PORT"
+    """Where ClientServerExecutionStrategy serves (role algorithm) or finds (role runner) the store."""
 
 
 def _name(var: "LightningEnvVar | str") -> str:

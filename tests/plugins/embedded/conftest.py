@@ -54,6 +54,26 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return create_tiny_model(tmp_path_factory.getbasetemp() / "tiny-qwen2")
 
 
+def assert_same_greedy_tokens(
+    engine: GenerationEngine, prompt: List[int], expected: List[int], got: List[int], *, logit_tolerance: float = 1e-3
+) -> None:
+    """``got`` decodes ``prompt`` greedily to the same tokens as ``expected``, computed another way.
+
+    Batched and single-row forward passes sum floats in another order, which may break a near-tie
+    between two tokens differently on another CPU. So the decodings may part only at a token where
+    the two candidates' logits are within ``logit_tolerance`` of each other (the rest then differs
+    by construction); anywhere else, and in length, they must be identical.
+    """
+    for index, (want, have) in enumerate(zip(expected, got, strict=False)):
+        if want != have:
+            with torch.inference_mode():
+                logits = engine.model(torch.tensor([prompt + expected[:index]])).logits[0, -1].float()
+            gap = abs(float(logits[want] - logits[have]))
+            assert gap <= logit_tolerance, f"decodings part at token {index} ({want} vs {have}), logit gap {gap:.2e}"
+            return
+    assert len(got) == len(expected), (expected, got)
+
+
 def make_server(path: Path, **engine_options: Any) -> ModelServer:
     engine_options.setdefault("max_batch_size", 8)
     engine = GenerationEngine.from_pretrained(str(path), model_name=MODEL_NAME, **engine_options)

@@ -21,8 +21,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from agentlightning.semconv import TOKEN_IDS_FROM_ENGINE, GenAIAttributes, LLMCallAttributes
-from agentlightning.types import Span, TraceStatus
+from agentlightning.semconv import (
+    TOKEN_IDS_FROM_ENGINE,
+    GenAIAttributes,
+    LLMCallAttributes,
+    rollout_resource_attributes,
+)
+from agentlightning.types import OtelResource, Span, TraceStatus
 
 __all__ = [
     "CallRecord",
@@ -412,4 +417,7 @@ def build_span(record: CallRecord) -> Span:
         attributes=attributes,
         start_time=record.start_time,
         end_time=record.end_time,
+        resource=OtelResource(
+            attributes=rollout_resource_attributes(record.rollout_id, record.attempt_id, record.sequence_id)
+        ),
     )

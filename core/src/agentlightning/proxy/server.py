@@ -36,7 +36,7 @@ from agentlightning.proxy.records import (
 )
 from agentlightning.proxy.tokens import Retokenizer, first_difference
 from agentlightning.semconv import TOKEN_IDS_RETOKENIZED, LLMCallAttributes
-from agentlightning.types import ProxyLLM, Span
+from agentlightning.types import LLM, ProxyLLM, Span
 
 if TYPE_CHECKING:
     from agentlightning.store.base import LightningStore
@@ -72,6 +72,8 @@ class ProxyBackend:
     tokenizer: Any = None
     name: Optional[str] = None
     timeout_seconds: float = 600.0
+    upstream_model: Optional[str] = None
+    """The model name sent to the backend, when it differs from the one clients ask for."""
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
@@ -154,26 +156,42 @@ class LLMProxy:
 
     def __init__(
         self,
-        store: Union["LightningStore", str],
-        backends: Sequence[ProxyBackend],
+        store: Union["LightningStore", str, None] = None,
+        backends: Optional[Sequence[ProxyBackend]] = None,
         *,
-        host: str = "127.0.0.1",
-        port: int = 0,
+        host: Optional[str] = "127.0.0.1",
+        port: Optional[int] = 0,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        model_list: Optional[Sequence[Mapping[str, Any]]] = None,
+        callbacks: Optional[Sequence[str]] = None,
+        litellm_config: Optional[Mapping[str, Any]] = None,
+        num_retries: int = 0,
+        num_workers: int = 1,
+        launch_mode: str = "thread",
+        launcher_args: Any = None,
+        middlewares: Optional[Sequence[str]] = None,
     ) -> None:
+        # model_list/callbacks are 0.3's LiteLLM-style configuration (see agentlightning.llm_proxy);
+        # the other LiteLLM and launcher options of 0.3 are accepted and have no effect.
         if isinstance(store, str):
             from agentlightning.store import open_store
 
             store = open_store(store)
-        self.store: LightningStore = store
-        self.host = host
-        self.port = port
+        self.store: LightningStore = store  # type: ignore[assignment]  # 0.3 allows set_store() later
+        self.host = host or "127.0.0.1"
+        self.port = port or 0
         self.max_body_bytes = max_body_bytes
+        self.callbacks = list(callbacks) if callbacks is not None else None
         self.stats = ProxyStats()
         self._backends: List[ProxyBackend] = []
         self._retokenizers: Dict[int, Retokenizer] = {}
         self._round_robin = itertools.count()
-        self.update_backends(backends)
+        if model_list is not None:
+            self.update_model_list(model_list)
+        elif backends is not None:
+            self.update_backends(backends)
+        else:
+            raise ValueError("the proxy needs backends (or a 0.3 model_list)")
         self._runner: Optional[web.AppRunner] = None
         self._session: Optional[aiohttp.ClientSession] = None
         self._pending: List[Span] = []
@@ -188,9 +206,31 @@ class LLMProxy:
         self._backends = list(backends)
         self._retokenizers = {id(b): Retokenizer(b.tokenizer) for b in self._backends if b.tokenizer is not None}
 
+    def update_model_list(self, model_list: Sequence[Mapping[str, Any]]) -> None:
+        """0.3: replace the backends by LiteLLM-style model entries (effective at once, no restart needed)."""
+        from agentlightning.llm_proxy import backends_from_model_list
+
+        self.update_backends(backends_from_model_list(model_list, self.callbacks))
+
     @property
     def backends(self) -> List[ProxyBackend]:
         return list(self._backends)
+
+    def get_store(self) -> Any:
+        return self.store
+
+    def set_store(self, store: Any) -> None:
+        self.store = store
+
+    def is_running(self) -> bool:
+        return self.running
+
+    async def restart(self, _port: Optional[int] = None) -> "LLMProxy":
+        """Stop and start again (on the same port unless ``_port`` is given)."""
+        await self.stop()
+        if _port is not None:
+            self.port = _port
+        return await self.start()
 
     @property
     def running(self) -> bool:
@@ -207,9 +247,34 @@ class LLMProxy:
         """The OpenAI ``base_url`` an agent uses for one attempt."""
         return f"{self.url}/rollout/{rollout_id}/attempt/{attempt_id}/v1"
 
-    def as_resource(self, model: str, sampling_parameters: Optional[Dict[str, Any]] = None) -> ProxyLLM:
-        """A :class:`ProxyLLM` resource; runners turn it into each attempt's route."""
-        return ProxyLLM(endpoint=f"{self.url}/v1", model=model, sampling_parameters=dict(sampling_parameters or {}))
+    def as_resource(
+        self,
+        rollout_id: Optional[str] = None,
+        attempt_id: Optional[str] = None,
+        model: Optional[str] = None,
+        sampling_parameters: Optional[Dict[str, Any]] = None,
+    ) -> LLM:
+        """A :class:`ProxyLLM` resource that runners turn into each attempt's route; with both
+        ``rollout_id`` and ``attempt_id``, the concrete :class:`LLM` of that attempt.
+
+        ``model`` may be left out when the backends serve one model name. The arguments come in
+        0.3's order; the short form ``as_resource("my-model", {"temperature": 0.7})`` works too.
+        """
+        if model is None and rollout_id is not None and (attempt_id is None or not isinstance(attempt_id, str)):
+            model, rollout_id = rollout_id, None
+            if attempt_id is not None:
+                sampling_parameters, attempt_id = attempt_id, None
+        if (rollout_id is None) != (attempt_id is None):
+            raise ValueError("give both rollout_id and attempt_id, or neither")
+        if model is None:
+            names = {name for backend in self._backends for name in (backend.models or [])}
+            if len(names) != 1 or any(backend.models is None for backend in self._backends):
+                raise ValueError(f"the proxy serves {sorted(names) or 'any model'}; say which with model=")
+            model = names.pop()
+        parameters = dict(sampling_parameters or {})
+        if rollout_id is not None and attempt_id is not None:
+            return LLM(endpoint=self.base_url_for(rollout_id, attempt_id), model=model, sampling_parameters=parameters)
+        return ProxyLLM(endpoint=f"{self.url}/v1", model=model, sampling_parameters=parameters)
 
     def _build_app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body_bytes)
@@ -384,6 +449,8 @@ class LLMProxy:
         )
         extras = backend.responses_request_extras if record.responses_api else backend.request_extras
         outgoing = {**{k: v for k, v in extras.items() if k not in body}, **body}
+        if backend.upstream_model:
+            outgoing["model"] = backend.upstream_model
         headers = {"Content-Type": "application/json"}
         auth = f"Bearer {backend.api_key}" if backend.api_key else request.headers.get("Authorization")
         if auth:

@@ -621,7 +621,10 @@ class StoreEngine(LightningStore):
         offset: int = 0,
         status: Optional[Sequence[str]] = None,
         rollout_ids: Optional[Sequence[str]] = None,
+        where: Optional[Callable[[Rollout], bool]] = None,
     ) -> PaginatedResult[Union[Rollout, AttemptedRollout]]:
+        """As :meth:`LightningStore.query_rollouts`; ``where`` (in-process backends only) also keeps only the
+        rollouts it accepts, ANDed with the rest, before any copy is made (the dashboard's filters)."""
         statuses = status_in if status_in is not None else status
         ids = rollout_id_in if rollout_id_in is not None else rollout_ids
         check_statuses(statuses, ROLLOUT_STATUSES, "rollout status")
@@ -638,6 +641,9 @@ class StoreEngine(LightningStore):
             needle = rollout_id_contains
             predicates.append(lambda r: needle in r.rollout_id)
         match = match_filters(predicates, filter_logic)
+        if where is not None:
+            matched, extra = match, where
+            match = lambda r: matched(r) and extra(r)  # noqa: E731
         with self._lock:
             self._scan(time.time())
             if ids is not None and filter_logic == "and":

@@ -57,6 +57,7 @@ from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.trace import Status, StatusCode
 
 from agentlightning.env_var import LightningEnvVar, resolve_list_env_var
+from agentlightning.semconv import rollout_resource_attributes
 from agentlightning.types.tracer import (
     Attributes,
     Event,
@@ -219,7 +220,10 @@ class _TraceScope:
 def _stored(span: _EndedSpan, rollout_id: str, attempt_id: str, sequence_id: int) -> Span:
     if isinstance(span, ScopedSpan):
         return span.to_stored(rollout_id, attempt_id, sequence_id)
-    return Span.from_opentelemetry(span, rollout_id, attempt_id, sequence_id)
+    stored = Span.from_opentelemetry(span, rollout_id, attempt_id, sequence_id)
+    # Its resource attributes are a fresh dict: name the rollout there too, as 0.3's spans did.
+    stored.resource.attributes.update(rollout_resource_attributes(rollout_id, attempt_id, sequence_id))
+    return stored
 
 
 def _start_order(item: Tuple[int, _EndedSpan]) -> Tuple[int, int]:
@@ -455,27 +459,27 @@ def _add_attributes(target: Dict[str, Any], attributes: Optional[Mapping[str, An
             target[key] = clean
 
 
-_stored_resources: Dict[int, Tuple[Any, OtelResource]] = {}
+_stored_resources: Dict[int, Tuple[Any, Dict[str, Any], str]] = {}
 # The scopes of scoped spans not yet ended, for SDK spans started under them in threads without our
 # context (single dict operations are atomic: no lock).
 _open_scoped_spans: Dict[_SpanKey, _TraceScope] = {}
 
 
-def _stored_resource() -> OtelResource:
-    """The global provider's resource as stored; converted once per resource, shared by scoped spans."""
+def _stored_resource(rollout_id: str, attempt_id: str, sequence_id: int) -> OtelResource:
+    """The global provider's resource as stored, naming the span's rollout (the provider's part converted once)."""
     provider = trace_api.get_tracer_provider()
     resource = getattr(provider, "resource", None)
     cached = _stored_resources.get(id(resource))
     if cached is None or cached[0] is not resource:
-        converted = construct_valid(
-            OtelResource,
-            {
-                "attributes": dict(getattr(resource, "attributes", None) or {}),
-                "schema_url": getattr(resource, "schema_url", "") or "",
-            },
-        )
-        cached = _stored_resources[id(resource)] = (resource, converted)
-    return cached[1]
+        attributes = dict(getattr(resource, "attributes", None) or {})
+        cached = _stored_resources[id(resource)] = (resource, attributes, getattr(resource, "schema_url", "") or "")
+    return construct_valid(
+        OtelResource,
+        {
+            "attributes": {**cached[1], **rollout_resource_attributes(rollout_id, attempt_id, sequence_id)},
+            "schema_url": cached[2],
+        },
+    )
 
 
 class ScopedSpan(trace_api.Span):
@@ -590,7 +594,7 @@ class ScopedSpan(trace_api.Span):
                     if parent is not None
                     else None
                 ),
-                "resource": _stored_resource(),
+                "resource": _stored_resource(rollout_id, attempt_id, sequence_id),
             },
         )
 

@@ -266,7 +266,9 @@ class GRPO(Algorithm):
         """Enqueue every task ``repeats`` times and wait; returns ``(rollout_id, group_id, rollout)``."""
         # The name the backend serves the newest weights under (vLLM names its LoRA adapter).
         model = self._server.model_name if self._server is not None else self.model_name
-        resources = await store.add_resources({"main_llm": proxy.as_resource(model, dict(sampling))})
+        resources = await store.add_resources(
+            {"main_llm": proxy.as_resource(model=model, sampling_parameters=dict(sampling))}
+        )
         config = RolloutConfig(timeout_seconds=self.rollout_timeout)
         requests: List[EnqueueRolloutRequest] = []
         groups: List[str] = []
