@@ -9,7 +9,7 @@ exactly that. Other sessions:
 (the same over HTTP, plus span ingest through the server), ``nox -s bench_proxy`` (the latency the
 LLM proxy adds to a call), ``nox -s bench_grpo`` (GRPO update throughput against TRL), ``nox -s bench_sft`` (SFT round throughput
 against TRL's SFTTrainer),
-``nox -s bench_langchain`` (the LangChain adapter's tracing overhead per LLM call),
+``nox -s bench_adapters`` (the framework adapters' tracing overhead per LLM call),
 ``nox -s bench_node_runner`` (time per rollout of the Node.js example runner against the Python runner),
 ``nox -s bench_dashboard`` (the dashboard's API calls on a store of 100,000 rollouts),
 ``nox -s bench_learning`` (held-out accuracy before/after GRPO over seeds), ``nox -s example_sft`` (the
@@ -163,6 +163,13 @@ PLUGINS: list[Plugin] = [
             "openai==3.54.0",
         ],
         framework_modules=["langchain_core", "langchain", "langgraph", "langchain_openai"],
+        needs=["testing"],
+    ),
+    # openai-agents >= 0.21 needs openai 3 (CrewAI needs openai 2): a session of its own.
+    Plugin(
+        "openai_agents",
+        test_deps=["openai-agents==0.24.0", "openai==3.54.0"],
+        framework_modules=["agents"],
         needs=["testing"],
     ),
     # Fast tests only (a stand-in plays vLLM); the real server is the opt-in `vllm` session below.
@@ -327,13 +334,20 @@ def bench(session: nox.Session) -> None:
     session.run(*server, "python", "bench/store_bench.py", "--peer-python", str(peer_python), *args)
 
 
+# Adapters whose overhead `bench_adapters` measures; their pinned frameworks share one venv (all on openai 3).
+BENCH_ADAPTERS = ["langchain", "openai_agents"]
+
+
 @nox.session(python=PYTHON)
-def bench_langchain(session: nox.Session) -> None:
-    """LangChain adapter overhead: the same LangChain agent with the adapter on and off (target <= 3 %)."""
-    (langchain,) = [plugin for plugin in PLUGINS if plugin.name == "langchain"]
-    _install_core(session, "./plugins/langchain", TESTING_KIT, *langchain.test_deps)
+def bench_adapters(session: nox.Session) -> None:
+    """Adapter overhead: CPU per span on the tracer's path, then each framework's agent with its adapter on and off,
+    at 0 and 20 ms model latency (target <= 3 %)."""
+    plugins = [plugin for plugin in PLUGINS if plugin.name in BENCH_ADAPTERS]
+    deps = sorted({dep for plugin in plugins for dep in plugin.test_deps})
+    _install_core(session, *(f"./plugins/{plugin.name}" for plugin in plugins), TESTING_KIT, *deps)
+    session.run("python", "bench/span_path_bench.py")
     args = session.posargs or ["--json"]
-    session.run("python", "bench/langchain_overhead.py", *args)
+    session.run("python", "bench/adapter_overhead.py", *args)
 
 
 @nox.session(python=PYTHON)
