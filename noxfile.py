@@ -112,6 +112,8 @@ PLUGINS: list[Plugin] = [
     Plugin("vllm"),
     # GRPO's update on a tiny Qwen2 built from a config (torch, transformers, peft; no downloads).
     Plugin("grpo", needs=["embedded", "testing"], needs_torch=True),
+    # APO against two fake OpenAI servers (the agent's model and a scripted optimizer); no torch.
+    Plugin("apo", needs=["testing"]),
 ]
 
 
