@@ -80,7 +80,10 @@ def _store_view(uri: str) -> Dict[str, Any]:
             journal = [r for r in rollouts if ((r.metadata or {}).get(METADATA_KEY) or {}).get("journal")]
             records: List[Any] = []
             for rollout in journal:
-                records += [(s.name, json.loads(s.attributes["agentlightning.apo.record"])) for s in await store.query_spans(rollout.rollout_id)]
+                records += [
+                    (s.name, json.loads(s.attributes["agentlightning.apo.record"]))
+                    for s in await store.query_spans(rollout.rollout_id)
+                ]
             return {"rollouts": rollouts, "latest": latest, "journal": journal, "records": records}
         finally:
             await store.close()
@@ -331,7 +334,12 @@ print("BEST", algorithm.best.id, algorithm.best.score, "HITS", algorithm.cache_h
 
 def _launch(uri: str, tmp_path: Path, agent: FakeOpenAIServer, optimizer: FakeOpenAIServer, resume: bool) -> Any:
     script = RESUMABLE_RUN.format(
-        here=str(HERE), optimizer=optimizer.base_url, uri=uri, run_dir=str(tmp_path), agent=agent.base_url, resume=resume
+        here=str(HERE),
+        optimizer=optimizer.base_url,
+        uri=uri,
+        run_dir=str(tmp_path),
+        agent=agent.base_url,
+        resume=resume,
     )
     return subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(script)],

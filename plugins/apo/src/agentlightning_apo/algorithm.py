@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib
 import json
 import logging
 import random
@@ -274,8 +275,10 @@ class APO(Algorithm):
         proxy: Optional[LLMProxy] = None
         owns_proxy = False
         optimizer: Optional[OptimizerLLM] = None
-        self._log(f"APO run {self.run_id}: optimizing {names} ({self.mode}), beam {self.beam_width} x "
-                  f"branches {self.branch_factor}, {self.rounds} rounds")
+        self._log(
+            f"APO run {self.run_id}: optimizing {names} ({self.mode}), beam {self.beam_width} x "
+            f"branches {self.branch_factor}, {self.rounds} rounds"
+        )
         try:
             server, proxy, owns_proxy, base = await self._set_up_models(store, initial)
             optimizer = OptimizerLLM(
@@ -333,9 +336,9 @@ class APO(Algorithm):
     def _model_path(self) -> str:
         if self.agent_model is not None:
             return self.agent_model
-        from agentlightning_embedded.default_model import ensure_default_model  # type: ignore[import-not-found]
-
-        return str(ensure_default_model())
+        # The embedded plugin ships the default model; imported by name so this plugin does not need it.
+        default_model = importlib.import_module("agentlightning_embedded.default_model")
+        return str(default_model.ensure_default_model())
 
     async def _set_up_models(
         self, store: LightningStore, initial: NamedResources
@@ -352,12 +355,17 @@ class APO(Algorithm):
         if self.agent_llm is None or isinstance(existing, ProxyLLM):
             return server, None, False, base
         if isinstance(existing, LLM):
-            backend = ProxyBackend(existing.endpoint, models=[existing.model], api_key=existing.api_key, name=AGENT_BACKEND_NAME)
+            backend = ProxyBackend(
+                existing.endpoint, models=[existing.model], api_key=existing.api_key, name=AGENT_BACKEND_NAME
+            )
             model = existing.model
         else:
             assert server is not None
             backend = ProxyBackend(
-                server.base_url, models=[server.model_name], request_extras=server.request_extras(), name=AGENT_BACKEND_NAME
+                server.base_url,
+                models=[server.model_name],
+                request_extras=server.request_extras(),
+                name=AGENT_BACKEND_NAME,
             )
             model = server.model_name
         proxy = self.get_llm_proxy()
@@ -403,7 +411,8 @@ class APO(Algorithm):
         if journal is None:
             self.run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
             started = await store.start_rollout(
-                input={"algorithm": "apo", "run": self.run_id}, metadata={METADATA_KEY: {"journal": True, "run": self.run_id}}
+                input={"algorithm": "apo", "run": self.run_id},
+                metadata={METADATA_KEY: {"journal": True, "run": self.run_id}},
             )
             self._journal_ids = (started.rollout_id, started.attempt.attempt_id)
             return
@@ -468,7 +477,7 @@ class APO(Algorithm):
         """Play every (prompt set, task) not in the cache, all at once; return the outcomes in order."""
         keys = [(_digest(prompts), _digest(task), mode) for prompts, task in jobs]
         missing: Dict[Tuple[str, str, str], Tuple[Mapping[str, str], Any]] = {}
-        for key, job in zip(keys, jobs):
+        for key, job in zip(keys, jobs, strict=True):
             if key in self._cache or key in missing:
                 self.cache_hits += 1  # scored before, or twice in this batch: played once
             else:
@@ -489,16 +498,22 @@ class APO(Algorithm):
                         mode="train" if mode == "train" else "val",
                         resources_id=resources_id,
                         config=config,
-                        metadata={METADATA_KEY: {"run": self.run_id, "prompt_key": key[0], "task_key": key[1], "mode": mode}},
+                        metadata={
+                            METADATA_KEY: {"run": self.run_id, "prompt_key": key[0], "task_key": key[1], "mode": mode}
+                        },
                     )
                 )
             rollouts = await store.enqueue_many_rollouts(requests)
             ids = [r.rollout_id for r in rollouts]
-            finished = {r.rollout_id: r for r in await store.wait_for_rollouts(rollout_ids=ids, timeout=self.rollout_timeout)}
-            for key, rollout_id in zip(missing, ids):
+            finished = {
+                r.rollout_id: r for r in await store.wait_for_rollouts(rollout_ids=ids, timeout=self.rollout_timeout)
+            }
+            for key, rollout_id in zip(missing, ids, strict=True):
                 rollout = finished.get(rollout_id)
                 if rollout is None:
-                    logger.warning("rollout %s did not finish within %.0f s; it scores 0", rollout_id, self.rollout_timeout)
+                    logger.warning(
+                        "rollout %s did not finish within %.0f s; it scores 0", rollout_id, self.rollout_timeout
+                    )
                     await store.cancel_rollout(rollout_id)
                     self._cache[key] = _Outcome(rollout_id, "timeout", None)
                     continue
@@ -562,7 +577,7 @@ class APO(Algorithm):
         batch: Sequence[Any],
         outcomes: Sequence[_Outcome],
     ) -> Candidate:
-        experiments = [await self._experiment(store, task, o) for task, o in zip(batch, outcomes)]
+        experiments = [await self._experiment(store, task, o) for task, o in zip(batch, outcomes, strict=True)]
         critique = await self._ask(
             optimizer,
             [candidate_id, "critique"],
@@ -635,27 +650,7 @@ class APO(Algorithm):
                     store, initial, [(parent.prompts, task) for parent, _, batch in branches for task in batch], "train"
                 )
                 self._log(f"round {round_index}: {len(outcomes)} training rollouts, writing critiques for {targets}")
-                limit = asyncio.Semaphore(self.optimizer_concurrency)
-                offsets = [sum(len(b[2]) for b in branches[:i]) for i in range(len(branches))]
-
-                async def propose(i: int) -> Candidate:
-                    parent, candidate_id, batch = branches[i]
-                    async with limit:
-                        return await self._propose(
-                            store, optimizer, parent, candidate_id, round_index, targets, batch,
-                            outcomes[offsets[i] : offsets[i] + len(batch)],
-                        )
-
-                results = await asyncio.gather(*(propose(i) for i in range(len(branches))), return_exceptions=True)
-                proposed: List[Candidate] = []
-                stop: Optional[BaseException] = None
-                for result in results:
-                    if isinstance(result, BaseException):
-                        # An endpoint failure outranks a budget stop: it is an error the user must see.
-                        if stop is None or isinstance(result, OptimizerEndpointError):
-                            stop = result
-                    else:
-                        proposed.append(result)
+                proposed, stop = await self._propose_all(store, optimizer, round_index, targets, branches, outcomes)
                 fresh = await self._keep_new(proposed, beam)
                 if stop is not None:
                     for candidate in fresh:
@@ -677,12 +672,45 @@ class APO(Algorithm):
             self._log(f"stopping at the budget: {exc}")
         except OptimizerEndpointError as exc:
             self.stop_reason = str(exc)
-            await self._record("agentlightning.apo.stopped", "stopped", {"error": str(exc), "budget": self.budget.as_dict()})
+            await self._record(
+                "agentlightning.apo.stopped", "stopped", {"error": str(exc), "budget": self.budget.as_dict()}
+            )
             self._log(f"stopping: {exc}")
             raise
         finally:
             scored = [c for c in self.candidates if c.score is not None]
             self.best = max(scored, key=lambda c: c.score or 0.0) if scored else seed
+
+    async def _propose_all(
+        self,
+        store: LightningStore,
+        optimizer: OptimizerLLM,
+        round_index: int,
+        targets: Sequence[str],
+        branches: Sequence[Tuple[Candidate, str, List[Any]]],
+        outcomes: Sequence[_Outcome],
+    ) -> Tuple[List[Candidate], Optional[BaseException]]:
+        """Every branch's critique and edits, ``optimizer_concurrency`` at a time; and what stopped them, if anything."""
+        limit = asyncio.Semaphore(self.optimizer_concurrency)
+        offsets = [sum(len(b[2]) for b in branches[:i]) for i in range(len(branches))]
+
+        async def propose(i: int) -> Candidate:
+            parent, candidate_id, batch = branches[i]
+            async with limit:
+                played = outcomes[offsets[i] : offsets[i] + len(batch)]
+                return await self._propose(store, optimizer, parent, candidate_id, round_index, targets, batch, played)
+
+        results = await asyncio.gather(*(propose(i) for i in range(len(branches))), return_exceptions=True)
+        proposed: List[Candidate] = []
+        stop: Optional[BaseException] = None
+        for result in results:
+            if isinstance(result, BaseException):
+                # An endpoint failure outranks a budget stop: it is an error the user must see.
+                if stop is None or isinstance(result, OptimizerEndpointError):
+                    stop = result
+            else:
+                proposed.append(result)
+        return proposed, stop
 
     async def _keep_new(self, proposed: Sequence[Candidate], beam: Sequence[Candidate]) -> List[Candidate]:
         """Candidates with at least one accepted edit and a prompt set not seen before."""

@@ -101,7 +101,7 @@ class OptimizerLLM:
         try:
             response = await self._client.chat.completions.create(
                 model=self.endpoint.model,
-                messages=messages,  # type: ignore[arg-type]
+                messages=messages,
                 temperature=self.temperature,
                 max_tokens=self.max_tokens,
             )
@@ -113,7 +113,11 @@ class OptimizerLLM:
             ) from exc
         text = response.choices[0].message.content if response.choices else None
         usage = response.usage
-        tokens = usage.total_tokens if usage is not None else (sum(len(m["content"]) for m in messages) + len(text or "")) // 4
+        tokens = (
+            usage.total_tokens
+            if usage is not None
+            else (sum(len(m["content"]) for m in messages) + len(text or "")) // 4
+        )
         return text or "", int(tokens)
 
     async def close(self) -> None:
