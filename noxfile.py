@@ -334,6 +334,18 @@ def quickstart(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON, venv_backend="virtualenv")
+def example_apo(session: nox.Session) -> None:
+    """APO on the meeting-room agent (examples/apo) with the embedded default model as agent and optimizer.
+
+    Not part of `nox`: it runs the 0.5B model on the CPU for tens of minutes. Arguments after `--` go to
+    examples/apo/room_selector.py (e.g. `-- --rounds 3 --optimizer-url URL --optimizer-model NAME`).
+    """
+    _install_torch(session)
+    session.install("./core", "./plugins/embedded[default-model]", "./plugins/apo")
+    session.run("python", "examples/apo/room_selector.py", *session.posargs)
+
+
+@nox.session(python=PYTHON, venv_backend="virtualenv")
 def bench_learning(session: nox.Session) -> None:
     """Learning benchmark: the quickstart's recipe run longer over several seeds (hours on a 2-core CPU)."""
     _install_torch(session)
