@@ -19,6 +19,7 @@ import argparse
 import json
 import random
 import re
+import warnings
 from typing import Any, Dict, List, Optional
 
 from openai import AsyncOpenAI
@@ -145,6 +146,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--run-dir", default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    # Deprecation notices of the model libraries are not the run's progress.
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
     resources: NamedResources = {
         "system_prompt": agl.PromptTemplate(template=SYSTEM_PROMPT, engine="f-string"),

@@ -244,6 +244,8 @@ class APO(Algorithm):
         self._memo: Dict[str, Tuple[str, int]] = {}
         self._journaled: set[str] = set()
         self._published: Dict[Tuple[str, str], str] = {}
+        self._base_resources: NamedResources = {}
+        self._agent_resource: Optional[ProxyLLM] = None
 
     # ------------------------------------------------------------------------------------ public
     def get_best_prompts(self) -> Dict[str, str]:
@@ -276,7 +278,7 @@ class APO(Algorithm):
         owns_proxy = False
         optimizer: Optional[OptimizerLLM] = None
         self._log(
-            f"APO run {self.run_id}: optimizing {names} ({self.mode}), beam {self.beam_width} x "
+            f"run {self.run_id}: optimizing {names} ({self.mode}), beam {self.beam_width} x "
             f"branches {self.branch_factor}, {self.rounds} rounds"
         )
         try:
@@ -387,7 +389,7 @@ class APO(Algorithm):
 
     def _resources_for(self, prompts: Mapping[str, str], mode: str, initial: NamedResources) -> NamedResources:
         resources: NamedResources = dict(self._base_resources)
-        if self.agent_llm is not None and hasattr(self, "_agent_resource"):
+        if self.agent_llm is not None and self._agent_resource is not None:
             sampling = self.sampling if mode == "train" else self.val_sampling
             existing = initial.get(self.agent_llm)
             merged = {**(existing.sampling_parameters if isinstance(existing, LLM) else {}), **sampling}
