@@ -232,7 +232,12 @@ class APO(Algorithm):
         self.resume = resume
         self.rollout_timeout = rollout_timeout
         self.progress = progress
-        # Filled by run(): the outcome a caller (or a test) can read afterwards.
+        self._reset()
+
+    def _reset(self) -> None:
+        """Forget a previous run: each run() starts from the store alone."""
+        self.budget = Budget(self.budget.max_rollouts, self.budget.max_optimizer_calls, self.budget.max_tokens)
+        # The outcome a caller (or a test) can read after run().
         self.run_id: Optional[str] = None
         self.best: Optional[Candidate] = None
         self.best_resources_id: Optional[str] = None
@@ -243,6 +248,7 @@ class APO(Algorithm):
         self._cache: Dict[Tuple[str, str, str], _Outcome] = {}
         self._memo: Dict[str, Tuple[str, int]] = {}
         self._journaled: set[str] = set()
+        self._journal_ids: Tuple[str, str] = ("", "")
         self._published: Dict[Tuple[str, str], str] = {}
         self._base_resources: NamedResources = {}
         self._agent_resource: Optional[ProxyLLM] = None
@@ -271,7 +277,7 @@ class APO(Algorithm):
         initial = dict(self.get_initial_resources() or {})
         names = self._template_names(initial)
         run_dir = self._resolve_run_dir() / "apo"
-        self._journal_store = store
+        self._reset()
         await self._open_journal(store)
         server: Optional[ServingBackend] = None
         proxy: Optional[LLMProxy] = None
@@ -455,7 +461,7 @@ class APO(Algorithm):
         if record_id in self._journaled:
             return
         self._journaled.add(record_id)
-        store = self._journal_store
+        store = self.get_store()
         rollout_id, attempt_id = self._journal_ids
         sequence_id = await store.get_next_span_sequence_id(rollout_id, attempt_id)
         body = json.dumps({"record_id": record_id, **payload}, default=str)
