@@ -760,7 +760,7 @@ class APO(Algorithm):
         await self._record("agentlightning.apo.round", f"round:{round_index}", record)
         self._log(
             f"round {round_index}: best {record['best_score']:.3f} ({beam[0].id}), beam mean {record['mean_score']:.3f}, "
-            f"{len(fresh)} new candidates; used {self.budget.rollouts} rollouts, {self.budget.optimizer_calls} optimizer "
+            f"scored {len(fresh)} prompt set(s); used {self.budget.rollouts} rollouts, {self.budget.optimizer_calls} optimizer "
             f"calls, {self.budget.tokens} tokens ({record['seconds']:.0f}s)"
         )
 
