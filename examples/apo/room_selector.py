@@ -143,6 +143,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--optimizer-url", help="the optimizer's endpoint; default: the agent's embedded model")
     parser.add_argument("--optimizer-model", default="default")
     parser.add_argument("--optimizer-key", default=None)
+    parser.add_argument("--optimizer-timeout", type=float, default=600.0, help="seconds per optimizer call")
     parser.add_argument("--run-dir", default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -170,6 +171,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             "seed": args.seed,
             "sampling": {"temperature": 0.7, "max_tokens": 160},
             "optimizer_max_tokens": 400,
+            "optimizer_timeout": args.optimizer_timeout,
             "serving_options": {"max_batch_size": 16},
         },
         n_runners=args.n_runners,

@@ -271,6 +271,16 @@ def test_an_unreachable_optimizer_stops_the_run_naming_it(agent_llm: FakeOpenAIS
     assert "agentlightning.apo.stopped" in [name for name, _ in view["records"]]
 
 
+def test_an_optimizer_that_does_not_answer_in_time_stops_the_run(
+    agent_llm: FakeOpenAIServer, optimizer_llm: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    optimizer_llm.enqueue(FakeReply.text("late", delay=3), FakeReply.text("late", delay=3))
+    algorithm = _apo(optimizer_llm, optimizer_timeout=0.5)
+    with pytest.raises(OptimizerEndpointError, match="did not answer within 0.5 s"):
+        _fit(algorithm, agent_llm, tmp_path)
+    assert optimizer_llm.base_url in str(algorithm.stop_reason)
+
+
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="critique template must use the fields"):
         APO(critique_template="Improve {prompts}.")

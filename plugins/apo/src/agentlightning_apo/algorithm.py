@@ -144,6 +144,7 @@ class APO(Algorithm):
         max_prompt_chars: a rewritten template longer than this is rejected.
         optimizer_temperature, optimizer_max_tokens: sampling of the optimizer's replies.
         optimizer_concurrency: optimizer calls in flight at once.
+        optimizer_timeout: seconds one optimizer call may take (tried twice) before the run stops.
         agent_llm: the resource name of the agent's LLM (``None``: APO publishes no LLM; the agent
             brings its own and its calls must be traced by a framework adapter).
         agent_model, serving, serving_options: the model the serving backend serves when no agent
@@ -176,6 +177,7 @@ class APO(Algorithm):
         optimizer_temperature: float = 1.0,
         optimizer_max_tokens: int = 768,
         optimizer_concurrency: int = 4,
+        optimizer_timeout: float = 600.0,
         agent_llm: Optional[str] = "main_llm",
         agent_model: Optional[str] = None,
         serving: str = "embedded",
@@ -221,6 +223,7 @@ class APO(Algorithm):
         self.optimizer_temperature = optimizer_temperature
         self.optimizer_max_tokens = optimizer_max_tokens
         self.optimizer_concurrency = optimizer_concurrency
+        self.optimizer_timeout = optimizer_timeout
         self.agent_llm = agent_llm
         self.agent_model = agent_model
         self.serving = serving
@@ -293,6 +296,7 @@ class APO(Algorithm):
                 self._optimizer_endpoint(server),
                 temperature=self.optimizer_temperature,
                 max_tokens=self.optimizer_max_tokens,
+                timeout=self.optimizer_timeout,
             )
             self._base_resources = base
             await self._search(store, optimizer, initial, names, train_dataset, val_dataset)

@@ -89,6 +89,7 @@ class OptimizerLLM:
         self.endpoint = endpoint
         self.temperature = temperature
         self.max_tokens = max_tokens
+        self.timeout = timeout
         # One retry: an endpoint that is down should stop the run quickly, not after minutes of back-off.
         self._client = AsyncOpenAI(
             base_url=endpoint.base_url, api_key=endpoint.api_key or "unused", max_retries=1, timeout=timeout
@@ -105,7 +106,12 @@ class OptimizerLLM:
                 temperature=self.temperature,
                 max_tokens=self.max_tokens,
             )
-        except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+        except openai.APITimeoutError as exc:  # a subclass of APIConnectionError: test it first
+            raise OptimizerEndpointError(
+                f"the optimizer endpoint {where} did not answer within {self.timeout:g} s (twice); "
+                "a slower endpoint needs a larger optimizer_timeout"
+            ) from exc
+        except openai.APIConnectionError as exc:
             raise OptimizerEndpointError(f"the optimizer endpoint {where} is unreachable: {exc}") from exc
         except openai.APIStatusError as exc:
             raise OptimizerEndpointError(
