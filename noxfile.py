@@ -183,6 +183,8 @@ PLUGINS: list[Plugin] = [
     ),
     # SFT (rejection sampling, TRL SFTTrainer + PEFT) end to end on the tiny Qwen2, and dataset export.
     Plugin("sft", needs=["embedded", "testing"], test_deps=["openai>=1.60"], needs_torch=True),
+    # APO against two fake OpenAI servers (the agent's model and a scripted optimizer); no torch.
+    Plugin("apo", needs=["testing"]),
 ]
 
 
@@ -445,6 +447,18 @@ def example_sft(session: nox.Session) -> None:
     _install_torch(session)
     session.install("./core", "./plugins/embedded[default-model]", "./plugins/grpo", "./plugins/sft")
     session.run("python", "examples/sft_calculator.py", *session.posargs)
+
+
+@nox.session(python=PYTHON, venv_backend="virtualenv")
+def example_apo(session: nox.Session) -> None:
+    """APO on the meeting-room agent (examples/apo) with the embedded default model as agent and optimizer.
+
+    Not part of `nox`: it runs the 0.5B model on the CPU for tens of minutes. Arguments after `--` go to
+    examples/apo/room_selector.py (e.g. `-- --rounds 3 --optimizer-url URL --optimizer-model NAME`).
+    """
+    _install_torch(session)
+    session.install("./core", "./plugins/embedded[default-model]", "./plugins/apo")
+    session.run("python", "examples/apo/room_selector.py", *session.posargs)
 
 
 @nox.session(python=PYTHON, venv_backend="virtualenv")

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from agentlightning.cli import CLIError
 
-__all__ = ["add_parser", "read_only_uri", "read_statistics", "run_serve", "run_stats"]
+__all__ = ["add_parser", "open_read_only", "read_only_uri", "read_statistics", "run_serve", "run_stats"]
 
 URI_HELP = "Store URI, for example sqlite:///path/to/store.db or memory://."
 
@@ -181,20 +181,25 @@ def read_only_uri(uri: str) -> str:
     return f"{base}{separator}mode=ro{hash_mark}{fragment}"
 
 
-async def read_statistics(uri: str) -> dict[str, Any]:
-    """Open the store at ``uri``, read its statistics and close it."""
+async def open_read_only(uri: str) -> Any:
+    """The store at ``uri`` opened for reading (:func:`read_only_uri`); a bad URI or path is a :class:`CLIError`."""
     from agentlightning.errors import UnknownStoreURIError
     from agentlightning.store import open_store
 
     try:
         opened: Any = open_store(read_only_uri(uri))
-        store = await opened if inspect.isawaitable(opened) else opened
+        return await opened if inspect.isawaitable(opened) else opened
     except UnknownStoreURIError as exc:
         raise CLIError(str(exc)) from exc
     except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
         raise CLIError(f"cannot open store {uri!r}: {exc}") from exc
     except ValueError as exc:  # a malformed URI for a known scheme
         raise CLIError(f"cannot open store {uri!r}: {exc}") from exc
+
+
+async def read_statistics(uri: str) -> dict[str, Any]:
+    """Open the store at ``uri``, read its statistics and close it."""
+    store = await open_read_only(uri)
     try:
         return dict(await store.statistics())
     finally:
