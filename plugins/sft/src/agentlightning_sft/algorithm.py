@@ -276,7 +276,9 @@ class SFT(Algorithm):
     ) -> List[Tuple[str, Optional[Rollout]]]:
         """Enqueue every task ``repeats`` times and wait; returns ``(rollout_id, finished rollout or None)``."""
         model = self._server.model_name if self._server is not None else self.model_name
-        resources = await store.add_resources({"main_llm": proxy.as_resource(model, dict(sampling))})
+        resources = await store.add_resources(
+            {"main_llm": proxy.as_resource(model=model, sampling_parameters=dict(sampling))}
+        )
         config = RolloutConfig(timeout_seconds=self.rollout_timeout)
         requests = [
             EnqueueRolloutRequest(
