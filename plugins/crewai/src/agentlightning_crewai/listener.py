@@ -27,6 +27,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import re
 import threading
 from typing import Any, Callable, Coroutine, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -162,6 +163,11 @@ def _unquote_tool_call(call: Any) -> Any:
     if not isinstance(function, Mapping):
         return call
     return {**call, "function": {key: _unquote(value) for key, value in function.items()}}
+
+
+def _tool_key(name: str) -> str:
+    # CrewAI sends tool names sanitized ("Delegate work to coworker" -> "delegate_work_to_coworker").
+    return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
 
 
 def _int_or_none(value: Any) -> Optional[int]:
@@ -458,7 +464,7 @@ class LightningCrewListener:
                 name = function.get("name") if isinstance(function, Mapping) else None
                 call_id = call.get("id") if isinstance(call, Mapping) else None
                 if isinstance(name, str) and isinstance(call_id, str):
-                    self._tool_call_ids.setdefault((agent_id, name), []).append(call_id)
+                    self._tool_call_ids.setdefault((agent_id, _tool_key(name)), []).append(call_id)
 
     async def _llm_failed(self, source: Any, event: LLMCallFailedEvent) -> None:
         # CrewAI may report one failure twice; the second finds no open call.
@@ -473,11 +479,12 @@ class LightningCrewListener:
 
     async def _tool_started(self, source: Any, event: ToolUsageStartedEvent) -> None:
         parent = self._parent(event, event.agent_id)
+        key = (event.agent_id, _tool_key(event.tool_name))
         with self._lock:
-            pending = self._tool_call_ids.get((event.agent_id, event.tool_name))
+            pending = self._tool_call_ids.get(key)
             call_id = pending.pop(0) if pending else None
             if pending is not None and not pending:
-                self._tool_call_ids.pop((event.agent_id, event.tool_name), None)
+                self._tool_call_ids.pop(key, None)
         arguments = event.tool_args if isinstance(event.tool_args, str) else _dumps(event.tool_args)
         self._open(
             event.event_id,
