@@ -24,7 +24,9 @@ calculator_tool.description = TOOL_DESCRIPTION
 
 
 def llm(run: AgentRun) -> LLM:
-    return LLM(model=f"openai/{run.model}", base_url=run.base_url, api_key=run.api_key, stream=run.stream, max_retries=0)
+    return LLM(
+        model=f"openai/{run.model}", base_url=run.base_url, api_key=run.api_key, stream=run.stream, max_retries=0
+    )
 
 
 def crewai_state() -> Any:
