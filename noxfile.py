@@ -172,6 +172,14 @@ PLUGINS: list[Plugin] = [
         framework_modules=["agents"],
         needs=["testing"],
     ),
+    # CrewAI pins openai<3 (the OpenAI Agents SDK needs openai>=3) and json-repair~=0.60 (AgentScope
+    # >=2.0.8 needs >=0.63): it gets an environment of its own, about 1 GB.
+    Plugin(
+        "crewai",
+        test_deps=["crewai==1.15.30", "openai==2.54.0"],
+        framework_modules=["crewai", "crewai_core"],
+        needs=["testing"],
+    ),
     # Fast tests only (a stand-in plays vLLM); the real server is the opt-in `vllm` session below.
     Plugin("vllm"),
     # GRPO's update on a tiny Qwen2 built from a config (torch, transformers, peft; no downloads).
