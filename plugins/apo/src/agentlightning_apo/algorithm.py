@@ -254,7 +254,7 @@ class APO(Algorithm):
         self._journal_ids: Tuple[str, str] = ("", "")
         self._published: Dict[Tuple[str, str], str] = {}
         self._base_resources: NamedResources = {}
-        self._agent_resource: Optional[ProxyLLM] = None
+        self._agent_resource: Optional[LLM] = None
 
     # ------------------------------------------------------------------------------------ public
     def get_best_prompts(self) -> Dict[str, str]:
@@ -388,7 +388,7 @@ class APO(Algorithm):
             proxy.update_backends([*(b for b in proxy.backends if b.name != AGENT_BACKEND_NAME), backend])
             if not proxy.running:
                 proxy, owns_proxy = proxy.start_in_thread(), True
-        self._agent_resource = proxy.as_resource(model)
+        self._agent_resource = proxy.as_resource(model=model)
         return server, proxy, owns_proxy, base
 
     def _optimizer_endpoint(self, server: Optional[ServingBackend]) -> OptimizerEndpoint:
