@@ -12,7 +12,6 @@ OTLP/JSON differs from protobuf's canonical JSON mapping: trace and span ids are
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -37,7 +36,6 @@ AGL_ROLLOUT_ID = LightningResourceAttributes.ROLLOUT_ID
 AGL_ATTEMPT_ID = LightningResourceAttributes.ATTEMPT_ID
 AGL_SPAN_SEQUENCE_ID = LightningResourceAttributes.SPAN_SEQUENCE_ID
 _STATUS_NAMES = {0: "UNSET", 1: "OK", 2: "ERROR"}
-_STATUS_JSON = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
 _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
 
@@ -200,15 +198,7 @@ def _pb_attributes(items: Sequence[Any]) -> Dict[str, Any]:
     return {kv.key: _pb_value(kv.value) for kv in items}
 
 
-def decode_protobuf(body: bytes) -> List[DecodedSpan]:
-    from google.protobuf.message import DecodeError
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-    request = ExportTraceServiceRequest()
-    try:
-        request.ParseFromString(body)
-    except (DecodeError, ValueError, RuntimeError) as exc:
-        raise OtlpDecodeError(f"body is not a protobuf ExportTraceServiceRequest: {exc}") from exc
+def _decode_request(request: Any) -> List[DecodedSpan]:
     decoded: List[DecodedSpan] = []
     for resource_spans in request.resource_spans:
         resource = _pb_attributes(resource_spans.resource.attributes)
@@ -257,181 +247,53 @@ def decode_protobuf(body: bytes) -> List[DecodedSpan]:
     return decoded
 
 
-# -- JSON ---------------------------------------------------------------------------------------
-def _get(obj: Mapping[str, Any], camel: str, default: Any = None) -> Any:
-    if camel in obj:
-        return obj[camel]
-    snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in camel)
-    return obj.get(snake, default)
+def decode_protobuf(body: bytes) -> List[DecodedSpan]:
+    from google.protobuf.message import DecodeError
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-
-def _object(value: Any, what: str) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise OtlpDecodeError(f"{what} must be a JSON object, got {type(value).__name__}")
-    return value
-
-
-def _list(value: Any, what: str) -> List[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise OtlpDecodeError(f"{what} must be a JSON array, got {type(value).__name__}")
-    return value
-
-
-def _json_int(value: Any, what: str) -> int:
-    if value is None or value == "":
-        return 0
-    if isinstance(value, bool):
-        raise OtlpDecodeError(f"{what} must be an integer, got {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        try:
-            return int(value)
-        except ValueError:
-            pass
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    raise OtlpDecodeError(f"{what} must be an integer, got {value!r:.100}")
-
-
-def _json_value(value: Any) -> Any:
-    value = _object(value, "attribute value")
-    if not value:
-        return None
-    for key, kind in (
-        ("stringValue", "string"),
-        ("boolValue", "bool"),
-        ("intValue", "int"),
-        ("doubleValue", "double"),
-        ("arrayValue", "array"),
-        ("kvlistValue", "kvlist"),
-        ("bytesValue", "bytes"),
-    ):
-        raw = _get(value, key, _MISSING)
-        if raw is _MISSING:
-            continue
-        if kind == "int":
-            return _json_int(raw, "intValue")
-        if kind == "double":
-            if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-                return float(raw)
-            if isinstance(raw, str) and raw in ("NaN", "Infinity", "-Infinity"):
-                return float(raw.replace("Infinity", "inf"))
-            raise OtlpDecodeError(f"doubleValue must be a number, got {raw!r:.100}")
-        if kind == "array":
-            return [_json_value(v) for v in _list(_get(_object(raw, "arrayValue"), "values"), "arrayValue.values")]
-        if kind == "kvlist":
-            return _json_attributes(_get(_object(raw, "kvlistValue"), "values"))
-        if kind == "bytes":
-            return raw if isinstance(raw, str) else None
-        if kind == "string" and not isinstance(raw, str):
-            raise OtlpDecodeError(f"stringValue must be a string, got {raw!r:.100}")
-        if kind == "bool" and not isinstance(raw, bool):
-            raise OtlpDecodeError(f"boolValue must be true or false, got {raw!r:.100}")
-        return raw
-    return None
-
-
-_MISSING = object()
-
-
-def _json_attributes(items: Any) -> Dict[str, Any]:
-    attributes: Dict[str, Any] = {}
-    for item in _list(items, "attributes"):
-        item = _object(item, "attribute")
-        key = item.get("key")
-        if not isinstance(key, str):
-            raise OtlpDecodeError(f"attribute key must be a string, got {key!r:.100}")
-        attributes[key] = _json_value(item.get("value"))
-    return attributes
-
-
-def _json_hex(value: Any, size: int, what: str, required: bool) -> Optional[str]:
-    if value in (None, ""):
-        return _hex_id(b"", size, what, required)
-    if not isinstance(value, str):
-        raise OtlpDecodeError(f"{what} must be a hex string, got {value!r:.100}")
+    request = ExportTraceServiceRequest()
     try:
-        raw = bytes.fromhex(value)
-    except ValueError:
-        try:  # protobuf's canonical JSON mapping (base64), sent by some exporters
-            raw = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raise OtlpDecodeError(f"{what} must be a hex string, got {value!r:.100}") from None
-    return _hex_id(raw, size, what, required)
+        request.ParseFromString(body)
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise OtlpDecodeError(f"body is not a protobuf ExportTraceServiceRequest: {exc}") from exc
+    return _decode_request(request)
 
 
-def _json_status_code(value: Any) -> int:
-    if isinstance(value, str) and value in _STATUS_JSON:
-        return _STATUS_JSON[value]
-    return _json_int(value, "status.code")
+# OTLP/JSON writes these ids in hex; protobuf's JSON mapping (which parses the rest) wants base64 bytes.
+_ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"})
+
+
+def _ids_to_base64(node: Any) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _ids_to_base64(item)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key in _ID_KEYS and isinstance(value, str):
+                try:
+                    node[key] = base64.b64encode(bytes.fromhex(value)).decode("ascii")
+                except ValueError:
+                    pass  # base64 already (some exporters send protobuf's mapping), or bad: the parser says so
+            else:
+                _ids_to_base64(value)
 
 
 def decode_json(body: bytes) -> List[DecodedSpan]:
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise OtlpDecodeError(f"body is not valid JSON: {exc}") from exc
-    document = _object(document, "ExportTraceServiceRequest")
-    decoded: List[DecodedSpan] = []
-    for resource_spans in _list(_get(document, "resourceSpans"), "resourceSpans"):
-        resource_spans = _object(resource_spans, "resourceSpans[]")
-        resource = _json_attributes(_get(_object(_get(resource_spans, "resource"), "resource"), "attributes"))
-        schema_url = _get(resource_spans, "schemaUrl") or ""
-        for scope_spans in _list(_get(resource_spans, "scopeSpans"), "scopeSpans"):
-            scope_spans = _object(scope_spans, "scopeSpans[]")
-            for span in _list(_get(scope_spans, "spans"), "spans"):
-                span = _object(span, "span")
-                attributes = _json_attributes(_get(span, "attributes"))
-                trace_id = _json_hex(_get(span, "traceId"), 16, "traceId", True)
-                span_id = _json_hex(_get(span, "spanId"), 8, "spanId", True)
-                assert trace_id is not None and span_id is not None
-                name = _get(span, "name", "")
-                if not isinstance(name, str):
-                    raise OtlpDecodeError(f"span name must be a string, got {name!r:.100}")
-                status = _object(_get(span, "status"), "status")
-                message = status.get("message") or ""
-                fields = _span_fields(
-                    trace_id=trace_id,
-                    span_id=span_id,
-                    parent_id=_json_hex(_get(span, "parentSpanId"), 8, "parentSpanId", False),
-                    name=name,
-                    flags=_json_int(_get(span, "flags"), "flags"),
-                    trace_state=str(_get(span, "traceState") or ""),
-                    status_code=_json_status_code(status.get("code")),
-                    status_message=message if isinstance(message, str) else str(message),
-                    attributes=attributes,
-                    events=[
-                        {
-                            "name": str(_object(e, "event").get("name") or ""),
-                            "attributes": _json_attributes(_get(e, "attributes")),
-                            "timestamp": _seconds(_json_int(_get(e, "timeUnixNano"), "event timeUnixNano")),
-                        }
-                        for e in _list(_get(span, "events"), "events")
-                    ],
-                    links=[
-                        {
-                            "context": {
-                                "trace_id": _json_hex(_get(_object(link, "link"), "traceId"), 16, "link traceId", True),
-                                "span_id": _json_hex(_get(link, "spanId"), 8, "link spanId", True),
-                                "is_remote": False,
-                                "trace_state": _trace_state(str(_get(link, "traceState") or "")),
-                            },
-                            "attributes": _json_attributes(_get(link, "attributes")),
-                        }
-                        for link in _list(_get(span, "links"), "links")
-                    ],
-                    start=_json_int(_get(span, "startTimeUnixNano"), "startTimeUnixNano"),
-                    end=_json_int(_get(span, "endTimeUnixNano"), "endTimeUnixNano"),
-                    resource=resource,
-                    schema_url=schema_url if isinstance(schema_url, str) else "",
-                )
-                decoded.append(DecodedSpan(*_ids(attributes, resource), fields=fields))
-    return decoded
+    if not isinstance(document, dict):
+        raise OtlpDecodeError(f"ExportTraceServiceRequest must be a JSON object, got {type(document).__name__}")
+    _ids_to_base64(document)
+    try:
+        request = json_format.ParseDict(document, ExportTraceServiceRequest(), ignore_unknown_fields=True)
+    except json_format.ParseError as exc:
+        raise OtlpDecodeError(f"body is not an OTLP/JSON ExportTraceServiceRequest: {exc}") from exc
+    return _decode_request(request)
 
 
 # -- into the store -----------------------------------------------------------------------------
@@ -507,20 +369,13 @@ def encode_failure(result: IngestResult, protobuf: bool) -> Tuple[int, bytes]:
 
 def encode_response(result: IngestResult, protobuf: bool) -> bytes:
     """An ``ExportTraceServiceResponse``, with ``partial_success`` when spans were rejected."""
-    if protobuf:
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-            ExportTracePartialSuccess,
-            ExportTraceServiceResponse,
-        )
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-        response = ExportTraceServiceResponse()
-        if result.rejected:
-            response.partial_success.CopyFrom(
-                ExportTracePartialSuccess(rejected_spans=result.rejected, error_message=result.error_message)
-            )
+    response = ExportTraceServiceResponse()
+    if result.rejected:
+        response.partial_success.rejected_spans = result.rejected
+        response.partial_success.error_message = result.error_message
+    if protobuf:
         return bytes(response.SerializeToString())
-    if not result.rejected:
-        return b"{}"
-    return json.dumps(
-        {"partialSuccess": {"rejectedSpans": str(result.rejected), "errorMessage": result.error_message}}
-    ).encode()
+    return json.dumps(json_format.MessageToDict(response)).encode()
