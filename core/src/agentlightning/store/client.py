@@ -26,7 +26,7 @@ import logging
 import random
 import threading
 import uuid
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Union, cast
 from urllib.parse import quote, urlsplit
 
 from pydantic import TypeAdapter, ValidationError
@@ -51,6 +51,7 @@ from agentlightning.types import (
 
 from ._http import HttpPool, TransportError
 from .base import UNSET, FilterLogic, LightningStore, LightningStoreCapabilities, LightningStoreStatistics, SortOrder
+from .query import check_statuses
 from .wire import (
     API_PREFIX,
     IDEMPOTENCY_HEADER,
@@ -73,6 +74,7 @@ __all__ = ["HttpLightningStore", "LightningStoreClient"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_RETRY_DELAYS: Tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+T = TypeVar("T")
 
 _ADAPTERS: Dict[Any, TypeAdapter[Any]] = {}
 
@@ -272,26 +274,24 @@ class HttpLightningStore(LightningStore):
         return _adapter(tp).validate_json(content)
 
     async def _get(
-        self, tp: Any, path: str, *, params: Optional[Dict[str, Any]] = None, none_on: Optional[str] = None
-    ) -> Any:
+        self, tp: Type[T], path: str, *, params: Optional[Dict[str, Any]] = None, none_on: Optional[str] = None
+    ) -> Optional[T]:
         content = await self._call("GET", path, params=params, none_on=none_on)
-        return None if content is None else self._parse(tp, content)
+        return None if content is None else cast(T, self._parse(tp, content))
 
-    async def _post(self, tp: Any, path: str, body: Any, *, mutation: bool = False, method: str = "POST") -> Any:
-        return self._parse(tp, await self._call(method, path, body, mutation=mutation))
+    async def _post(self, tp: Type[T], path: str, body: Any, *, mutation: bool = False, method: str = "POST") -> T:
+        return cast(T, self._parse(tp, await self._call(method, path, body, mutation=mutation)))
 
     # ------------------------------------------------------------------------------------------
     async def statistics(self) -> LightningStoreStatistics:
-        stats: LightningStoreStatistics = await self._get(Dict[str, Any], "/statistics")
-        return stats
+        return cast(LightningStoreStatistics, await self._get(dict, "/statistics"))
 
     async def sync(self) -> None:
         await self._call("POST", "/sync", {})
 
     async def health(self) -> Dict[str, Any]:
         """The server's ``/health`` answer (raises when it is unreachable)."""
-        result: Dict[str, Any] = await self._get(Dict[str, Any], "/health")
-        return result
+        return cast(Dict[str, Any], await self._get(dict, "/health"))
 
     async def close(self) -> None:
         """Close this client's connections (the server and its store keep running)."""
@@ -319,16 +319,7 @@ class HttpLightningStore(LightningStore):
         metadata: Optional[Dict[str, Any]] = None,
         worker_id: Optional[str] = None,
     ) -> AttemptedRollout:
-        body = {
-            "input": input,
-            "mode": mode,
-            "resources_id": resources_id,
-            "config": config,
-            "metadata": metadata,
-            "worker_id": worker_id,
-        }
-        result: AttemptedRollout = await self._post(AttemptedRollout, "/rollouts", body, mutation=True)
-        return result
+        return await self._post(AttemptedRollout, "/rollouts", _arguments(locals()), mutation=True)
 
     async def enqueue_rollout(
         self,
@@ -339,15 +330,7 @@ class HttpLightningStore(LightningStore):
         metadata: Optional[Dict[str, Any]] = None,
         client_request_id: Optional[str] = None,
     ) -> Rollout:
-        request = {
-            "input": input,
-            "mode": mode,
-            "resources_id": resources_id,
-            "config": config,
-            "metadata": metadata,
-            "client_request_id": client_request_id,
-        }
-        (rollout,) = await self._enqueue([request])
+        (rollout,) = await self._enqueue([_arguments(locals())])
         return rollout
 
     async def enqueue_many_rollouts(self, rollouts: Sequence[EnqueueRolloutRequest]) -> List[Rollout]:
@@ -364,10 +347,7 @@ class HttpLightningStore(LightningStore):
                 # The store remembers this id: a retried enqueue (lost answer, server restart) never duplicates.
                 request = {**request, "client_request_id": f"agl-http-{uuid.uuid4().hex}"}
             prepared.append(request)
-        result: List[Rollout] = await self._post(
-            List[Rollout], "/queues/rollouts/enqueue", {"rollouts": prepared}, mutation=True
-        )
-        return result
+        return await self._post(List[Rollout], "/queues/rollouts/enqueue", {"rollouts": prepared}, mutation=True)
 
     async def dequeue_rollout(self, worker_id: Optional[str] = None) -> Optional[AttemptedRollout]:
         items = await self.dequeue_many_rollouts(limit=1, worker_id=worker_id)
@@ -375,15 +355,11 @@ class HttpLightningStore(LightningStore):
 
     async def dequeue_many_rollouts(self, *, limit: int = 1, worker_id: Optional[str] = None) -> List[AttemptedRollout]:
         body = {"limit": limit, "worker_id": worker_id}
-        result: List[AttemptedRollout] = await self._post(
-            List[AttemptedRollout], "/queues/rollouts/dequeue", body, mutation=True
-        )
-        return result
+        return await self._post(List[AttemptedRollout], "/queues/rollouts/dequeue", body, mutation=True)
 
     async def start_attempt(self, rollout_id: str, worker_id: Optional[str] = None) -> AttemptedRollout:
         path = f"/rollouts/{_segment('rollout_id', rollout_id)}/attempts"
-        result: AttemptedRollout = await self._post(AttemptedRollout, path, {"worker_id": worker_id}, mutation=True)
-        return result
+        return await self._post(AttemptedRollout, path, {"worker_id": worker_id}, mutation=True)
 
     async def query_rollouts(
         self,
@@ -399,33 +375,14 @@ class HttpLightningStore(LightningStore):
         status: Optional[Sequence[Any]] = None,
         rollout_ids: Optional[Sequence[str]] = None,
     ) -> PaginatedResult[Union[Rollout, AttemptedRollout]]:
-        from .query import check_statuses
-
+        body = _arguments(locals())
         check_statuses(status_in, ROLLOUT_STATUSES, "rollout status")  # a str is an error, not a list of chars
         check_statuses(status, ROLLOUT_STATUSES, "rollout status")
-        body = {
-            "status_in": status_in,
-            "rollout_id_in": rollout_id_in,
-            "rollout_id_contains": rollout_id_contains,
-            "filter_logic": filter_logic,
-            "sort_by": sort_by,
-            "sort_order": sort_order,
-            "limit": limit,
-            "offset": offset,
-            "status": status,
-            "rollout_ids": rollout_ids,
-        }
-        page: PaginatedResult[Union[Rollout, AttemptedRollout]] = await self._post(
-            RolloutsPage, "/rollouts/search", body
-        )
-        return page
+        return await self._post(RolloutsPage, "/rollouts/search", body)
 
     async def get_rollout_by_id(self, rollout_id: str) -> Optional[Union[Rollout, AttemptedRollout]]:
         path = f"/rollouts/{_segment('rollout_id', rollout_id)}"
-        result: Optional[Union[Rollout, AttemptedRollout]] = await self._get(
-            RolloutView, path, none_on="RolloutNotFoundError"
-        )
-        return result
+        return await self._get(RolloutView, path, none_on="RolloutNotFoundError")  # type: ignore[arg-type]
 
     async def update_rollout(
         self,
@@ -438,11 +395,8 @@ class HttpLightningStore(LightningStore):
         metadata: Any = UNSET,
     ) -> Rollout:
         path = f"/rollouts/{_segment('rollout_id', rollout_id)}"
-        given = {"input": input, "mode": mode, "resources_id": resources_id, "status": status, "config": config}
-        given["metadata"] = metadata
-        body = {key: value for key, value in given.items() if value is not UNSET}
-        result: Rollout = await self._post(Rollout, path, body, mutation=True, method="PATCH")
-        return result
+        body = _arguments(locals(), skip=("rollout_id", "path"))
+        return await self._post(Rollout, path, body, mutation=True, method="PATCH")
 
     async def wait_for_rollouts(self, *, rollout_ids: List[str], timeout: Optional[float] = None) -> List[Rollout]:
         if isinstance(rollout_ids, str):
@@ -474,13 +428,11 @@ class HttpLightningStore(LightningStore):
         params: Dict[str, Any] = {"sort_order": sort_order, "limit": limit, "offset": offset}
         if sort_by is not None:
             params["sort_by"] = sort_by
-        page: PaginatedResult[Attempt] = await self._get(AttemptsPage, path, params=_query_params(params))
-        return page
+        return cast(AttemptsPage, await self._get(AttemptsPage, path, params=_query_params(params)))
 
     async def get_latest_attempt(self, rollout_id: str) -> Optional[Attempt]:
         path = f"/rollouts/{_segment('rollout_id', rollout_id)}/attempts/latest"
-        result: Optional[Attempt] = await self._get(Attempt, path, none_on="AttemptNotFoundError")
-        return result
+        return await self._get(Attempt, path, none_on="AttemptNotFoundError")
 
     async def update_attempt(
         self,
@@ -492,11 +444,8 @@ class HttpLightningStore(LightningStore):
         metadata: Any = UNSET,
     ) -> Attempt:
         path = f"/rollouts/{_segment('rollout_id', rollout_id)}/attempts/{_segment('attempt_id', attempt_id)}"
-        given = {"status": status, "worker_id": worker_id, "last_heartbeat_time": last_heartbeat_time}
-        given["metadata"] = metadata
-        body = {key: value for key, value in given.items() if value is not UNSET}
-        result: Attempt = await self._post(Attempt, path, body, mutation=True, method="PATCH")
-        return result
+        body = _arguments(locals(), skip=("rollout_id", "attempt_id", "path"))
+        return await self._post(Attempt, path, body, mutation=True, method="PATCH")
 
     # -- spans ----------------------------------------------------------------------------------
     async def add_span(self, span: Span) -> Optional[Span]:
@@ -510,7 +459,7 @@ class HttpLightningStore(LightningStore):
                 raise InvalidSpanError(f"expected an agentlightning Span, got {type(span).__name__}: {span!r:.200}")
         if not spans:
             return []
-        answer: AddSpansResponse = await self._post(AddSpansResponse, "/spans", {"spans": spans}, mutation=True)
+        answer = await self._post(AddSpansResponse, "/spans", {"spans": spans}, mutation=True)
         return [spans[i] for i in answer.inserted if 0 <= i < len(spans)]
 
     async def get_next_span_sequence_id(self, rollout_id: str, attempt_id: str) -> int:
@@ -521,7 +470,7 @@ class HttpLightningStore(LightningStore):
         if not pairs:
             return []
         # Not idempotent, and safe to repeat: a retry after a lost answer only leaves a gap in the ids.
-        answer: SequenceIdsResponse = await self._post(SequenceIdsResponse, "/spans/sequence-ids", {"pairs": pairs})
+        answer = await self._post(SequenceIdsResponse, "/spans/sequence-ids", {"pairs": pairs})
         return list(answer.sequence_ids)
 
     async def query_spans(
@@ -543,52 +492,24 @@ class HttpLightningStore(LightningStore):
         sort_by: Optional[str] = "sequence_id",
         sort_order: SortOrder = "asc",
     ) -> PaginatedResult[Span]:
-        body = {
-            "rollout_id": rollout_id,
-            "attempt_id": attempt_id,
-            "trace_id": trace_id,
-            "trace_id_contains": trace_id_contains,
-            "span_id": span_id,
-            "span_id_contains": span_id_contains,
-            "parent_id": parent_id,
-            "parent_id_contains": parent_id_contains,
-            "name": name,
-            "name_contains": name_contains,
-            "filter_logic": filter_logic,
-            "limit": limit,
-            "offset": offset,
-            "sort_by": sort_by,
-            "sort_order": sort_order,
-        }
-        page: PaginatedResult[Span] = await self._post(SpansPage, "/spans/search", body)
-        return page
+        return await self._post(SpansPage, "/spans/search", _arguments(locals()))
 
     # -- resources ------------------------------------------------------------------------------
     async def add_resources(self, resources: NamedResources) -> ResourcesUpdate:
-        result: ResourcesUpdate = await self._post(
-            ResourcesUpdate, "/resources", {"resources": resources}, mutation=True
-        )
-        return result
+        return await self._post(ResourcesUpdate, "/resources", {"resources": resources}, mutation=True)
 
     async def update_resources(self, resources_id: str, resources: NamedResources) -> ResourcesUpdate:
         if not isinstance(resources_id, str) or not resources_id:
             raise ValueError(f"resources_id must be a non-empty str, got {resources_id!r}")
         path = f"/resources/{_segment('resources_id', resources_id)}"
-        result: ResourcesUpdate = await self._post(
-            ResourcesUpdate, path, {"resources": resources}, mutation=True, method="PUT"
-        )
-        return result
+        return await self._post(ResourcesUpdate, path, {"resources": resources}, mutation=True, method="PUT")
 
     async def get_resources_by_id(self, resources_id: str) -> Optional[ResourcesUpdate]:
         path = f"/resources/{_segment('resources_id', resources_id)}"
-        result: Optional[ResourcesUpdate] = await self._get(ResourcesUpdate, path, none_on="ResourcesNotFoundError")
-        return result
+        return await self._get(ResourcesUpdate, path, none_on="ResourcesNotFoundError")
 
     async def get_latest_resources(self) -> Optional[ResourcesUpdate]:
-        result: Optional[ResourcesUpdate] = await self._get(
-            ResourcesUpdate, "/resources/latest", none_on="ResourcesNotFoundError"
-        )
-        return result
+        return await self._get(ResourcesUpdate, "/resources/latest", none_on="ResourcesNotFoundError")
 
     async def query_resources(
         self,
@@ -600,16 +521,7 @@ class HttpLightningStore(LightningStore):
         limit: int = -1,
         offset: int = 0,
     ) -> PaginatedResult[ResourcesUpdate]:
-        body = {
-            "resources_id": resources_id,
-            "resources_id_contains": resources_id_contains,
-            "sort_by": sort_by,
-            "sort_order": sort_order,
-            "limit": limit,
-            "offset": offset,
-        }
-        page: PaginatedResult[ResourcesUpdate] = await self._post(ResourcesPage, "/resources/search", body)
-        return page
+        return await self._post(ResourcesPage, "/resources/search", _arguments(locals()))
 
     # -- workers --------------------------------------------------------------------------------
     async def query_workers(
@@ -623,37 +535,29 @@ class HttpLightningStore(LightningStore):
         limit: int = -1,
         offset: int = 0,
     ) -> PaginatedResult[Worker]:
-        from .query import check_statuses
-
+        body = _arguments(locals())
         check_statuses(status_in, ("idle", "busy", "unknown"), "worker status")
-        body = {
-            "status_in": status_in,
-            "worker_id_contains": worker_id_contains,
-            "filter_logic": filter_logic,
-            "sort_by": sort_by,
-            "sort_order": sort_order,
-            "limit": limit,
-            "offset": offset,
-        }
-        page: PaginatedResult[Worker] = await self._post(WorkersPage, "/workers/search", body)
-        return page
+        return await self._post(WorkersPage, "/workers/search", body)
 
     async def get_worker_by_id(self, worker_id: str) -> Optional[Worker]:
         path = f"/workers/{_segment('worker_id', worker_id)}"
-        result: Optional[Worker] = await self._get(Worker, path, none_on="WorkerNotFoundError")
-        return result
+        return await self._get(Worker, path, none_on="WorkerNotFoundError")
 
     async def update_worker(self, worker_id: str, heartbeat_stats: Any = UNSET) -> Worker:
         if not isinstance(worker_id, str) or not worker_id:
             raise ValueError(f"worker_id must be a non-empty str, got {worker_id!r}")
         path = f"/workers/{_segment('worker_id', worker_id)}"
         body = {} if heartbeat_stats is UNSET else {"heartbeat_stats": heartbeat_stats}
-        result: Worker = await self._post(Worker, path, body, mutation=True, method="PATCH")
-        return result
+        return await self._post(Worker, path, body, mutation=True, method="PATCH")
 
 
 def _query_params(params: Dict[str, Any]) -> Dict[str, Any]:
     return {key: str(value) for key, value in params.items()}
+
+
+def _arguments(arguments: Dict[str, Any], skip: Sequence[str] = ()) -> Dict[str, Any]:
+    """A method's arguments (its ``locals()`` on entry) as the request body; UNSET ones are left out."""
+    return {k: v for k, v in arguments.items() if k != "self" and k not in skip and v is not UNSET}
 
 
 class LightningStoreClient(HttpLightningStore):
@@ -677,6 +581,3 @@ class LightningStoreClient(HttpLightningStore):
             connection_timeout=connection_timeout,
             **options,
         )
-
-
-"""The 0.3 name of the HTTP store client."""
