@@ -19,6 +19,7 @@ importing only the entry point asked for); notification hooks are fired with :fu
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import importlib
@@ -26,7 +27,7 @@ import importlib.util
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Literal, get_args
 
@@ -86,16 +87,11 @@ RegistryKind = Literal[
 
 REGISTRY_KINDS: tuple[str, ...] = get_args(RegistryKind)
 """Every component kind, each read through the hook ``agl_register_<kind>``."""
-_SINGULAR = {
-    "store_backends": "store backend",
-    "tracers": "tracer",
-    "span_exporters": "span exporter",
-    "algorithms": "algorithm",
-    "adapters": "adapter",
-    "instrumentors": "instrumentor",
-    "serving_backends": "serving backend",
-    "commands": "command",
-}
+
+
+def _singular(kind: str) -> str:
+    """``"serving_backends"`` -> ``"serving backend"``: what one component of the kind is called in messages."""
+    return kind.removesuffix("s").replace("_", " ")
 
 
 # -- errors -------------------------------------------------------------------------------------
@@ -113,8 +109,7 @@ class UnknownComponentError(AgentLightningError, LookupError):
         self.name = name
         self.known = sorted(known)
         self.hint = hint
-        what = _SINGULAR.get(kind, kind)
-        message = f"unknown {what} {name!r}; known names: {', '.join(self.known) or 'none'}"
+        message = f"unknown {_singular(kind)} {name!r}; known names: {', '.join(self.known) or 'none'}"
         super().__init__(f"{message}. {hint}" if hint else message)
 
 
@@ -152,14 +147,7 @@ class PluginInfo:
     """True for the plugin shipped inside ``agentlightning`` itself."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "distribution": self.distribution,
-            "version": self.version,
-            "hooks": list(self.hooks),
-            "error": self.error,
-            "builtin": self.builtin,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -176,12 +164,8 @@ class ComponentInfo:
     """``"entry point"`` (``agentlightning.algorithms``) or the name of the plugin whose hook registered it."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "target": self.target,
-            "distribution": self.distribution,
-            "source": self.source,
-        }
+        """Its fields but ``kind`` (``agl plugins --json`` lists components by kind)."""
+        return {key: value for key, value in asdict(self).items() if key != "kind"}
 
 
 @dataclass
@@ -475,16 +459,15 @@ def _hook_caller(pm: pluggy.PluginManager, hook_name: str) -> Any:
     return caller
 
 
-class _Call:
+@contextlib.contextmanager
+def _hook_call() -> Iterator[set[str]]:
     """Context of one hook call: which plugins failed in it."""
-
-    def __enter__(self) -> set[str]:
-        self.failed: set[str] = set()
-        self._token = _failed_in_call.set(self.failed)
-        return self.failed
-
-    def __exit__(self, *exc_info: object) -> None:
-        _failed_in_call.reset(self._token)
+    failed: set[str] = set()
+    token = _failed_in_call.set(failed)
+    try:
+        yield failed
+    finally:
+        _failed_in_call.reset(token)
 
 
 def _wrapper_plugins(caller: Any) -> list[str]:
@@ -504,7 +487,7 @@ def _registrations(kind: str) -> Iterator[tuple[str, Any, str]]:
             raise TypeError(f"register() needs a non-empty string name, got {name!r}")
         by_plugin.setdefault(_current_plugin.get() or "?", {})[name] = obj
 
-    with _Call() as failed:
+    with _hook_call() as failed:
         try:
             caller(register=register)
         except Exception as exc:  # noqa: BLE001 -- only a wrapper can raise here: record it, keep the rest
@@ -549,7 +532,7 @@ def notify(hook_name: str, **kwargs: Any) -> None:
         raise TypeError(
             f"{hook_name}() arguments do not match its specification: missing {missing}, unexpected {extra}"
         )
-    with _Call():
+    with _hook_call():
         try:
             caller(**kwargs)
         except Exception as exc:  # noqa: BLE001 -- a wrapper that raised: notifications never fail the caller
@@ -620,7 +603,7 @@ def resolve(kind: RegistryKind | str, name: str) -> Any:
             if kind == "algorithms":
                 known |= {ep.name for ep in algorithm_entry_points()}
             raise UnknownComponentError(kind, name, list(known), _not_installed_hint(kind, name))
-        found = _unwrap(entries[name]), f"{_SINGULAR[kind]} {name!r} registered through agl_register_{kind}"
+        found = _unwrap(entries[name]), f"{_singular(kind)} {name!r} registered through agl_register_{kind}"
     obj, source = found
     if kind == "algorithms" and not isinstance(obj, type):
         raise ComponentResolutionError(f"{source} is {obj!r}, not a class")

@@ -18,8 +18,9 @@ import random
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequence, Set, Tuple, TypeVar, Union
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, TypeVar, Union
 
 from pydantic import BaseModel
 
@@ -224,6 +225,16 @@ class StoreEngine(LightningStore):
 
     # ---------------------------------------------------------------------------------------------
     # helpers (lock held)
+    @contextmanager
+    def _writing(self, scan: bool = True) -> Iterator[float]:
+        """Hold the lock for a write to an open store (after a watchdog scan); yields the write's time."""
+        with self._lock:
+            self._check_open()
+            now = time.time()
+            if scan:
+                self._scan(now)
+            yield now
+
     def _check_open(self) -> None:
         if self._closed:
             raise StoreClosedError(f"{type(self).__name__} is closed")
@@ -501,10 +512,7 @@ class StoreEngine(LightningStore):
         metadata: Optional[Dict[str, Any]] = None,
         worker_id: Optional[str] = None,
     ) -> AttemptedRollout:
-        with self._lock:
-            self._check_open()
-            now = time.time()
-            self._scan(now)
+        with self._writing() as now:
             rollout = self._new_rollout(input, mode, resources_id, config, metadata, "preparing", now)
             attempt = self._start_attempt(rollout, worker_id, now)
             result = self._attempted(rollout, attempt)
@@ -520,10 +528,7 @@ class StoreEngine(LightningStore):
         metadata: Optional[Dict[str, Any]] = None,
         client_request_id: Optional[str] = None,
     ) -> Rollout:
-        with self._lock:
-            self._check_open()
-            now = time.time()
-            self._scan(now)
+        with self._writing() as now:
             result = self._enqueue(input, mode, resources_id, config, metadata, client_request_id, now)
         await self._flush()
         return result
@@ -555,10 +560,7 @@ class StoreEngine(LightningStore):
             r if isinstance(r, EnqueueRolloutRequest) else EnqueueRolloutRequest.model_validate(r) for r in rollouts
         ]
         results: List[Rollout] = []
-        with self._lock:
-            self._check_open()
-            now = time.time()
-            self._scan(now)
+        with self._writing() as now:
             for r in requests:
                 results.append(
                     self._enqueue(r.input, r.mode, r.resources_id, r.config, r.metadata, r.client_request_id, now)
@@ -574,10 +576,7 @@ class StoreEngine(LightningStore):
         if not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be a positive int, got {limit!r}")
         results: List[AttemptedRollout] = []
-        with self._lock:
-            self._check_open()
-            now = time.time()
-            self._scan(now)
+        with self._writing() as now:
             while self._queue and len(results) < limit:
                 rollout_id = self._queue.popleft()
                 self._queued.discard(rollout_id)
@@ -599,9 +598,7 @@ class StoreEngine(LightningStore):
         return results
 
     async def start_attempt(self, rollout_id: str, worker_id: Optional[str] = None) -> AttemptedRollout:
-        with self._lock:
-            self._check_open()
-            now = time.time()
+        with self._writing(scan=False) as now:
             rollout = self._get_rollout(rollout_id)
             attempt = self._start_attempt(rollout, worker_id, now)
             result = self._attempted(rollout, attempt)
@@ -674,9 +671,7 @@ class StoreEngine(LightningStore):
         config: Any = UNSET,
         metadata: Any = UNSET,
     ) -> Rollout:
-        with self._lock:
-            self._check_open()
-            now = time.time()
+        with self._writing(scan=False) as now:
             rollout = self._get_rollout(rollout_id)
             # validate everything before changing anything
             if status is not UNSET and status not in ROLLOUT_STATUSES:
@@ -701,16 +696,13 @@ class StoreEngine(LightningStore):
                     status,
                     "a finished rollout only reopens through an explicit retry (status 'queuing'/'requeuing' or start_attempt)",
                 )
-            if input is not UNSET:
-                rollout.input = input
-            if mode is not UNSET:
-                rollout.mode = mode
-            if resources_id is not UNSET:
-                rollout.resources_id = resources_id
             if config is not UNSET:
                 rollout.config = config.model_copy(deep=True)
             if metadata is not UNSET:
                 rollout.metadata = dict(metadata) if metadata is not None else None
+            for key, value in (("input", input), ("mode", mode), ("resources_id", resources_id)):
+                if value is not UNSET:
+                    setattr(rollout, key, value)
             if status is not UNSET:
                 self._set_rollout_status(rollout, status, now)
             self._record("rollout", rollout)
@@ -795,10 +787,7 @@ class StoreEngine(LightningStore):
         last_heartbeat_time: Any = UNSET,
         metadata: Any = UNSET,
     ) -> Attempt:
-        with self._lock:
-            self._check_open()
-            now = time.time()
-            self._scan(now)
+        with self._writing() as now:
             rollout = self._get_rollout(rollout_id)
             attempt = self._get_attempt(rollout_id, attempt_id)
             # validate everything before changing anything
@@ -841,9 +830,7 @@ class StoreEngine(LightningStore):
         spans = list(spans)
         if not spans:
             return []
-        with self._lock:
-            self._check_open()
-            now = time.time()
+        with self._writing(scan=False) as now:
             self._check_spans(spans)
             seen: Set[Tuple[str, str]] = set()
             for span in spans:

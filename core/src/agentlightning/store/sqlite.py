@@ -132,6 +132,26 @@ def _snapshot(kind: str, payload: Any) -> Any:
     return fields
 
 
+# The leading columns of each model's table (see _UPSERTS), read from its fields; ``data`` (the JSON) comes last.
+_COLUMNS = {
+    "rollout": ("rollout_id", "status", "start_time", "end_time", "mode", "resources_id"),
+    "attempt": ("rollout_id", "attempt_id", "sequence_id", "status", "start_time", "end_time", "worker_id"),
+    "resources": ("resources_id", "version", "update_time"),
+    "worker": ("worker_id", "status"),
+    "span": (
+        "rollout_id",
+        "attempt_id",
+        "span_id",
+        "sequence_id",
+        "trace_id",
+        "parent_id",
+        "name",
+        "start_time",
+        "end_time",
+    ),
+}
+
+
 def _row(kind: str, snapshot: Any) -> Tuple[Any, ...]:
     """The SQL parameters of one journaled write."""
     if kind in _MODELS:
@@ -139,41 +159,14 @@ def _row(kind: str, snapshot: Any) -> Tuple[Any, ...]:
         if kind == "rollout":
             fields["config"] = _construct(RolloutConfig, dict(fields["config"]))
         data = _construct(_MODELS[kind], fields).model_dump_json()
-        f = snapshot
-        if kind == "rollout":
-            return (f["rollout_id"], f["status"], f["start_time"], f["end_time"], f["mode"], f["resources_id"], data)
-        if kind == "attempt":
-            return (
-                f["rollout_id"],
-                f["attempt_id"],
-                f["sequence_id"],
-                f["status"],
-                f["start_time"],
-                f["end_time"],
-                f["worker_id"],
-                data,
-            )
-        if kind == "resources":
-            return (f["resources_id"], f["version"], f["update_time"], data)
-        return (f["worker_id"], f["status"], data)
+        return (*(snapshot[column] for column in _COLUMNS[kind]), data)
     if kind in ("queue_pop", "latest_resources"):
         return (snapshot,)
     return tuple(snapshot)  # queue_push, sequence, request_id, span: already parameter tuples
 
 
 def _span_row(span: Span) -> Tuple[Any, ...]:
-    return (
-        span.rollout_id,
-        span.attempt_id,
-        span.span_id,
-        span.sequence_id,
-        span.trace_id,
-        span.parent_id,
-        span.name,
-        span.start_time,
-        span.end_time,
-        span.model_dump_json(),
-    )
+    return (*(getattr(span, column) for column in _COLUMNS["span"]), span.model_dump_json())
 
 
 class SqliteLightningStore(StoreEngine):

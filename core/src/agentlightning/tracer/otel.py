@@ -74,7 +74,7 @@ from agentlightning.types.tracer import StatusCode as AglStatusCode
 from agentlightning.utils.otel import sanitize_attributes
 
 from .base import Tracer, coerce_status
-from .dummy import exception_attributes
+from .dummy import InMemorySpanRecordingContext, exception_attributes
 
 if TYPE_CHECKING:
     from agentlightning.store.base import LightningStore
@@ -276,22 +276,11 @@ async def _write_batch(
 
 
 def _report_failure(scope: _TraceScope, exc: BaseException, count: int, final: bool) -> None:
-    if final:
-        logger.error(
-            "could not write %d span(s) of rollout %s attempt %s to the store: %r; they are kept in get_last_trace()",
-            count,
-            scope.rollout_id,
-            scope.attempt_id,
-            exc,
-        )
-    else:
-        logger.warning(
-            "background write of %d span(s) of rollout %s attempt %s failed: %r; retrying when the trace ends",
-            count,
-            scope.rollout_id,
-            scope.attempt_id,
-            exc,
-        )
+    what = "could not write" if final else "background write of"
+    then = "they are kept in get_last_trace()" if final else "retrying when the trace ends"
+    level = logging.ERROR if final else logging.WARNING
+    message = "%s %d span(s) of rollout %s attempt %s to the store: %r; %s"
+    logger.log(level, message, what, count, scope.rollout_id, scope.attempt_id, exc, then)
 
 
 def _keep_failed(scope: _TraceScope, pending: List[Tuple[int, _EndedSpan]], unwritten: List[Span]) -> None:
@@ -864,48 +853,33 @@ def _attach_configured_exporters(provider: TracerProvider) -> None:
             logger.warning("could not attach span exporter %r from %s: %s", name, SPAN_EXPORTERS_ENV, exc)
 
 
-class OtelSpanRecordingContext(SpanRecordingContext):
+class OtelSpanRecordingContext(InMemorySpanRecordingContext):
     """Records into a live OpenTelemetry span and keeps a copy of what it recorded."""
 
     def __init__(self, span: trace_api.Span, name: str, attributes: Attributes, start_time: float) -> None:
+        super().__init__(name, attributes, start_time)
         self._span = span
-        self._name = name
-        self._attributes = dict(attributes)
-        self._start_time = start_time
-        self._end_time: Optional[float] = None
-        self._status = TraceStatus()
 
     def record_exception(self, exception: BaseException) -> None:
         attributes = exception_attributes(exception)
         self._span.record_exception(exception, attributes=attributes, escaped=True)
         # Also on the span itself, so readers need not dig through events (same as DummyTracer).
         self._span.set_attributes(attributes)
-        self._attributes.update(attributes)
+        self.attributes.update(attributes)
         self.record_status("ERROR", str(exception) or type(exception).__name__)
 
     def record_attributes(self, attributes: Attributes) -> None:
         clean = sanitize_attributes(attributes)
         self._span.set_attributes(clean)
-        self._attributes.update(clean)
+        self.attributes.update(clean)
 
     def record_status(self, status_code: AglStatusCode, description: Optional[str] = None) -> None:
-        status = coerce_status(status_code)
-        status.description = description
-        self._status = status
-        self._span.set_status(_otel_status(status))
+        super().record_status(status_code, description)
+        self._span.set_status(_otel_status(self.status))
 
-    def end(self, end_time: Optional[float]) -> None:
-        self._end_time = end_time if end_time is not None else time.time()
-        self._span.end(end_time=_ns(self._end_time))
-
-    def get_recorded_span(self) -> SpanCoreFields:
-        return SpanCoreFields(
-            name=self._name,
-            attributes=dict(self._attributes),
-            start_time=self._start_time,
-            end_time=self._end_time,
-            status=self._status.model_copy(),
-        )
+    def finish(self, end_time: Optional[float] = None) -> None:
+        super().finish(end_time)
+        self._span.end(end_time=_ns(self.end_time))
 
 
 class OtelTracer(Tracer):
@@ -1082,4 +1056,4 @@ class OtelTracer(Tracer):
                 recorder.record_exception(exc)
                 raise
             finally:
-                recorder.end(end_time)
+                recorder.finish(end_time)

@@ -22,7 +22,6 @@ from .common import (
     Ctx,
     ResourcesQuery,
     StoreContext,
-    as_is,
     json_response,
     not_found,
     page_response,
@@ -42,15 +41,7 @@ async def add_resources(ctx: Ctx, body: ResourcesRequest, request: Request) -> R
 
 
 async def _query_resources(ctx: StoreContext, query: QueryResourcesRequest) -> Response:
-    page = await ctx.store.query_resources(
-        resources_id=query.resources_id,
-        resources_id_contains=query.resources_id_contains,
-        sort_by=query.sort_by,
-        sort_order=as_is(query.sort_order),
-        limit=query.limit,
-        offset=query.offset,
-    )
-    return page_response(page, ResourcesUpdate)
+    return page_response(await ctx.store.query_resources(**dict(query)), ResourcesUpdate)
 
 
 @router.post("/resources/search", response_model=ResourcesPage, summary="query_resources")

@@ -25,19 +25,13 @@ from agentlightning.store.wire import (
     WaitForRolloutsRequest,
     WaitForRolloutsResponse,
 )
-from agentlightning.types import (
-    TERMINAL_ROLLOUT_STATUSES,
-    Attempt,
-    AttemptedRollout,
-    Rollout,
-)
+from agentlightning.types import TERMINAL_ROLLOUT_STATUSES, Attempt, AttemptedRollout, Rollout
 
 from .common import (
     AttemptsQuery,
     Ctx,
     RolloutsQuery,
     StoreContext,
-    as_is,
     error_response,
     json_response,
     not_found,
@@ -54,15 +48,7 @@ router = APIRouter()
 @router.post("/rollouts", status_code=201, response_model=AttemptedRollout, summary="start_rollout")
 async def start_rollout(ctx: Ctx, body: StartRolloutRequest, request: Request) -> Response:
     async def compute() -> Response:
-        result = await ctx.store.start_rollout(
-            body.input,
-            mode=as_is(body.mode),
-            resources_id=body.resources_id,
-            config=body.config,
-            metadata=body.metadata,
-            worker_id=body.worker_id,
-        )
-        return json_response(result, AttemptedRollout, 201)
+        return json_response(await ctx.store.start_rollout(**dict(body)), AttemptedRollout, 201)
 
     return await ctx.replays.run(request, compute)
 
@@ -85,19 +71,8 @@ async def dequeue_rollouts(ctx: Ctx, body: DequeueRolloutsRequest, request: Requ
 
 
 async def _query_rollouts(ctx: StoreContext, query: QueryRolloutsRequest) -> Response:
-    page = await ctx.store.query_rollouts(
-        status_in=as_is(query.status_in),
-        rollout_id_in=query.rollout_id_in,
-        rollout_id_contains=query.rollout_id_contains,
-        filter_logic=as_is(query.filter_logic),
-        sort_by=query.sort_by,
-        sort_order=as_is(query.sort_order),
-        limit=query.limit,
-        offset=query.offset,
-        status=as_is(query.status),
-        rollout_ids=query.rollout_ids,
-    )
-    return page_response(page, RolloutView)
+    # The wire names are the store's parameter names; the store checks the values and names them in its errors.
+    return page_response(await ctx.store.query_rollouts(**dict(query)), RolloutView)
 
 
 @router.post("/rollouts/search", response_model=RolloutsPage, summary="query_rollouts")
@@ -162,10 +137,7 @@ async def start_attempt(ctx: Ctx, rollout_id: str, body: StartAttemptRequest, re
 
 @router.get("/rollouts/{rollout_id}/attempts", response_model=AttemptsPage, summary="query_attempts")
 async def list_attempts(ctx: Ctx, rollout_id: str, query: Annotated[AttemptsQuery, Query()]) -> Response:
-    page = await ctx.store.query_attempts(
-        rollout_id, sort_by=query.sort_by, sort_order=as_is(query.sort_order), limit=query.limit, offset=query.offset
-    )
-    return page_response(page, Attempt)
+    return page_response(await ctx.store.query_attempts(rollout_id, **dict(query)), Attempt)
 
 
 @router.get(

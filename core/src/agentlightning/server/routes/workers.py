@@ -14,15 +14,12 @@ from agentlightning.store.wire import (
     UpdateWorkerRequest,
     WorkersPage,
 )
-from agentlightning.types import (
-    Worker,
-)
+from agentlightning.types import Worker
 
 from .common import (
     Ctx,
     StoreContext,
     WorkersQuery,
-    as_is,
     json_response,
     not_found,
     page_response,
@@ -35,16 +32,7 @@ router = APIRouter()
 
 
 async def _query_workers(ctx: StoreContext, query: QueryWorkersRequest) -> Response:
-    page = await ctx.store.query_workers(
-        status_in=as_is(query.status_in),
-        worker_id_contains=query.worker_id_contains,
-        filter_logic=as_is(query.filter_logic),
-        sort_by=query.sort_by,
-        sort_order=as_is(query.sort_order),
-        limit=query.limit,
-        offset=query.offset,
-    )
-    return page_response(page, Worker)
+    return page_response(await ctx.store.query_workers(**dict(query)), Worker)
 
 
 @router.post("/workers/search", response_model=WorkersPage, summary="query_workers")
