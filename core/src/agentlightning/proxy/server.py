@@ -12,6 +12,7 @@ sorts after the call.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import logging
@@ -278,15 +279,12 @@ class LLMProxy:
 
     def _build_app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body_bytes)
-        prefix = "/rollout/{rollout_id}/attempt/{attempt_id}/v1"
-        app.router.add_post(prefix + "/chat/completions", self._chat)
-        app.router.add_post(prefix + "/completions", self._completions)
-        app.router.add_post(prefix + "/responses", self._responses)
-        app.router.add_get(prefix + "/models", self._models)
-        app.router.add_post("/v1/chat/completions", self._chat)
-        app.router.add_post("/v1/completions", self._completions)
-        app.router.add_post("/v1/responses", self._responses)
-        app.router.add_get("/v1/models", self._models)
+        # The Responses API is a chat with another wire format (GenAI semantic conventions name it `chat`).
+        calls = (("chat/completions", CHAT), ("completions", TEXT_COMPLETION), ("responses", CHAT))
+        for prefix in ("/rollout/{rollout_id}/attempt/{attempt_id}/v1", "/v1"):
+            for path, operation in calls:
+                app.router.add_post(f"{prefix}/{path}", functools.partial(self._call, operation=operation, path=path))
+            app.router.add_get(prefix + "/models", self._models)
         app.router.add_get("/health", self._health)
         app.router.add_get("/v1/agl/proxy/stats", self._stats)
         return app
@@ -415,17 +413,7 @@ class LLMProxy:
         return rollout_id, attempt_id, sequence_id
 
     # ------------------------------------------------------------------------------------- handlers
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
-        return await self._call(request, CHAT, "chat/completions")
-
-    async def _completions(self, request: web.Request) -> web.StreamResponse:
-        return await self._call(request, TEXT_COMPLETION, "completions")
-
-    async def _responses(self, request: web.Request) -> web.StreamResponse:
-        # The Responses API is a chat with another wire format (GenAI semantic conventions name it `chat`).
-        return await self._call(request, CHAT, "responses")
-
-    async def _call(self, request: web.Request, operation: str, path: str) -> web.StreamResponse:
+    async def _call(self, request: web.Request, *, operation: str, path: str) -> web.StreamResponse:
         try:
             body, raw = await self._read_body(request)
             backend = self._pick_backend(body.get("model"))

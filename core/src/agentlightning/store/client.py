@@ -29,7 +29,7 @@ import uuid
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Union, cast
 from urllib.parse import quote, urlsplit
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError, to_json
 
 from agentlightning.env_var import LightningEnvVar, resolve_str_env_var
@@ -67,6 +67,7 @@ from .wire import (
     WaitForRolloutsResponse,
     WorkersPage,
     exception_from_error,
+    type_adapter,
 )
 
 __all__ = ["HttpLightningStore", "LightningStoreClient"]
@@ -75,15 +76,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_RETRY_DELAYS: Tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 T = TypeVar("T")
-
-_ADAPTERS: Dict[Any, TypeAdapter[Any]] = {}
-
-
-def _adapter(tp: Any) -> TypeAdapter[Any]:
-    adapter = _ADAPTERS.get(tp)
-    if adapter is None:
-        adapter = _ADAPTERS[tp] = TypeAdapter(tp)
-    return adapter
 
 
 def _segment(name: str, value: Any) -> str:
@@ -271,7 +263,7 @@ class HttpLightningStore(LightningStore):
     @staticmethod
     def _parse(tp: Any, content: Optional[bytes]) -> Any:
         assert content is not None
-        return _adapter(tp).validate_json(content)
+        return type_adapter(tp).validate_json(content)
 
     async def _get(
         self, tp: Type[T], path: str, *, params: Optional[Dict[str, Any]] = None, none_on: Optional[str] = None

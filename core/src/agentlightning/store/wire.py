@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from typing_extensions import Annotated
 
 from agentlightning import errors
@@ -57,6 +57,17 @@ after a lost response) gets the first response again instead of being applied tw
 
 RolloutView = Annotated[Union[AttemptedRollout, Rollout], Field(union_mode="left_to_right")]
 """A rollout as queries return it: with its latest attempt when it has one."""
+
+
+_TYPE_ADAPTERS: Dict[Any, TypeAdapter[Any]] = {}
+
+
+def type_adapter(tp: Any) -> TypeAdapter[Any]:
+    """One pydantic TypeAdapter per type (building one costs more than using it): the server and client share them."""
+    adapter = _TYPE_ADAPTERS.get(tp)
+    if adapter is None:
+        adapter = _TYPE_ADAPTERS[tp] = TypeAdapter(tp)
+    return adapter
 
 
 class RolloutsPage(PaginatedResult[RolloutView]):

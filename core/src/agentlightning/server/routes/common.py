@@ -11,7 +11,6 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple, Type
 
 from fastapi import Depends, Request
 from fastapi.responses import Response
-from pydantic import TypeAdapter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from typing_extensions import Annotated
 
@@ -27,6 +26,7 @@ from agentlightning.store.wire import (
     SpanFilters,
     describe_validation_errors,
     error_body,
+    type_adapter,
     validation_error_kind,
 )
 from agentlightning.types import PaginatedResult, Span
@@ -46,15 +46,6 @@ ERROR_RESPONSES: Dict[int | str, Dict[str, Any]] = {
         (503, "The store is closed or shutting down; retry later."),
     )
 }
-
-_TYPE_ADAPTERS: Dict[Any, TypeAdapter[Any]] = {}
-
-
-def type_adapter(tp: Any) -> TypeAdapter[Any]:
-    adapter = _TYPE_ADAPTERS.get(tp)
-    if adapter is None:
-        adapter = _TYPE_ADAPTERS[tp] = TypeAdapter(tp)
-    return adapter
 
 
 def json_response(value: Any, tp: Any, status_code: int = 200) -> Response:
@@ -187,11 +178,6 @@ def body_error(problems: List[Any]) -> Response:
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def as_is(value: Any) -> Any:
-    """Hand a wire value to the store as is: the store checks it and names it in its error."""
-    return value
-
-
 def span_key(span: Span) -> Tuple[str, str, str]:
     return (span.rollout_id, span.attempt_id, span.span_id)
 

@@ -31,7 +31,7 @@ from agentlightning.store.base import LightningStore
 from agentlightning.store.engine import StoreEngine
 from agentlightning.types import ROLLOUT_STATUSES, Attempt, Rollout, Span
 
-from .common import JSON, Ctx, as_is, error_response, not_found
+from .common import JSON, Ctx, error_response, not_found
 
 router = APIRouter(prefix="/dashboard")
 static_router = APIRouter(include_in_schema=False)
@@ -301,24 +301,15 @@ async def rollouts(
 
     async def compute() -> Dict[str, Any]:
         filtered = bool(mode or resources_id or needle)
+        # The store checks the statuses and the order and names them in its errors.
+        query: Dict[str, Any] = {"status_in": statuses, "sort_by": sort_by, "sort_order": sort_order}
         if isinstance(store, StoreEngine):  # filtered before the store copies anything
-            page = await store.query_rollouts(
-                status_in=as_is(statuses),
-                sort_by=sort_by,
-                sort_order=as_is(sort_order),
-                limit=limit,
-                offset=offset,
-                where=wanted,
-            )
+            page = await store.query_rollouts(**query, limit=limit, offset=offset, where=wanted)
             items: List[Rollout] = list(page)
             total = page.total
         else:  # a remote store: its own filters first, the rest here
             page = await store.query_rollouts(
-                status_in=as_is(statuses),
-                sort_by=sort_by,
-                sort_order=as_is(sort_order),
-                limit=-1 if filtered else limit,
-                offset=0 if filtered else offset,
+                **query, limit=-1 if filtered else limit, offset=0 if filtered else offset
             )
             items = [r for r in page if wanted(r)] if filtered else list(page)
             total = len(items) if filtered else page.total
