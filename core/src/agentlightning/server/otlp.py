@@ -135,51 +135,6 @@ def _ids(
     )
 
 
-def _span_fields(
-    *,
-    trace_id: str,
-    span_id: str,
-    parent_id: Optional[str],
-    name: str,
-    flags: int,
-    trace_state: str,
-    status_code: int,
-    status_message: str,
-    attributes: Dict[str, Any],
-    events: List[Dict[str, Any]],
-    links: List[Dict[str, Any]],
-    start: Any,
-    end: Any,
-    resource: Dict[str, Any],
-    schema_url: str,
-) -> Dict[str, Any]:
-    is_remote = bool(flags & _IS_REMOTE) if flags & _HAS_IS_REMOTE else False
-    return {
-        "trace_id": trace_id,
-        "span_id": span_id,
-        "parent_id": parent_id,
-        "name": name,
-        "status": {"status_code": _STATUS_NAMES.get(status_code, "UNSET"), "description": status_message or None},
-        "attributes": attributes,
-        "events": events,
-        "links": links,
-        "start_time": _seconds(start),
-        "end_time": _seconds(end),
-        "context": {
-            "trace_id": trace_id,
-            "span_id": span_id,
-            "is_remote": False,
-            "trace_state": _trace_state(trace_state),
-        },
-        "parent": (
-            {"trace_id": trace_id, "span_id": parent_id, "is_remote": is_remote, "trace_state": {}}
-            if parent_id is not None
-            else None
-        ),
-        "resource": {"attributes": resource, "schema_url": schema_url or ""},
-    }
-
-
 # -- protobuf -----------------------------------------------------------------------------------
 def _pb_value(value: Any) -> Any:
     kind = value.WhichOneof("value")
@@ -198,6 +153,18 @@ def _pb_attributes(items: Sequence[Any]) -> Dict[str, Any]:
     return {kv.key: _pb_value(kv.value) for kv in items}
 
 
+def _link(link: Any) -> Dict[str, Any]:
+    return {
+        "context": {
+            "trace_id": _hex_id(link.trace_id, 16, "link trace_id", True),
+            "span_id": _hex_id(link.span_id, 8, "link span_id", True),
+            "is_remote": False,
+            "trace_state": _trace_state(link.trace_state),
+        },
+        "attributes": _pb_attributes(link.attributes),
+    }
+
+
 def _decode_request(request: Any) -> List[DecodedSpan]:
     decoded: List[DecodedSpan] = []
     for resource_spans in request.resource_spans:
@@ -207,18 +174,19 @@ def _decode_request(request: Any) -> List[DecodedSpan]:
                 attributes = _pb_attributes(span.attributes)
                 trace_id = _hex_id(span.trace_id, 16, "trace_id", True)
                 span_id = _hex_id(span.span_id, 8, "span_id", True)
-                assert trace_id is not None and span_id is not None
-                fields = _span_fields(
-                    trace_id=trace_id,
-                    span_id=span_id,
-                    parent_id=_hex_id(span.parent_span_id, 8, "parent_span_id", False),
-                    name=span.name,
-                    flags=span.flags,
-                    trace_state=span.trace_state,
-                    status_code=span.status.code,
-                    status_message=span.status.message,
-                    attributes=attributes,
-                    events=[
+                parent_id = _hex_id(span.parent_span_id, 8, "parent_span_id", False)
+                is_remote = bool(span.flags & _IS_REMOTE) if span.flags & _HAS_IS_REMOTE else False
+                fields = {
+                    "trace_id": trace_id,
+                    "span_id": span_id,
+                    "parent_id": parent_id,
+                    "name": span.name,
+                    "status": {
+                        "status_code": _STATUS_NAMES.get(span.status.code, "UNSET"),
+                        "description": span.status.message or None,
+                    },
+                    "attributes": attributes,
+                    "events": [
                         {
                             "name": e.name,
                             "attributes": _pb_attributes(e.attributes),
@@ -226,23 +194,22 @@ def _decode_request(request: Any) -> List[DecodedSpan]:
                         }
                         for e in span.events
                     ],
-                    links=[
-                        {
-                            "context": {
-                                "trace_id": _hex_id(link.trace_id, 16, "link trace_id", True),
-                                "span_id": _hex_id(link.span_id, 8, "link span_id", True),
-                                "is_remote": False,
-                                "trace_state": _trace_state(link.trace_state),
-                            },
-                            "attributes": _pb_attributes(link.attributes),
-                        }
-                        for link in span.links
-                    ],
-                    start=span.start_time_unix_nano,
-                    end=span.end_time_unix_nano,
-                    resource=resource,
-                    schema_url=resource_spans.schema_url,
-                )
+                    "links": [_link(link) for link in span.links],
+                    "start_time": _seconds(span.start_time_unix_nano),
+                    "end_time": _seconds(span.end_time_unix_nano),
+                    "context": {
+                        "trace_id": trace_id,
+                        "span_id": span_id,
+                        "is_remote": False,
+                        "trace_state": _trace_state(span.trace_state),
+                    },
+                    "parent": (
+                        {"trace_id": trace_id, "span_id": parent_id, "is_remote": is_remote, "trace_state": {}}
+                        if parent_id is not None
+                        else None
+                    ),
+                    "resource": {"attributes": resource, "schema_url": resource_spans.schema_url or ""},
+                }
                 decoded.append(DecodedSpan(*_ids(attributes, resource), fields=fields))
     return decoded
 
