@@ -170,9 +170,10 @@ class LightningStore(ABC):
     async def enqueue_many_rollouts(self, rollouts: Sequence[EnqueueRolloutRequest]) -> List[Rollout]:
         """Enqueue several rollouts in one call, preserving order."""
 
-    @abstractmethod
     async def dequeue_rollout(self, worker_id: Optional[str] = None) -> Optional[AttemptedRollout]:
         """Pop the oldest queuing rollout and start a new attempt for it; ``None`` if the queue is empty."""
+        items = await self.dequeue_many_rollouts(limit=1, worker_id=worker_id)
+        return items[0] if items else None
 
     @abstractmethod
     async def dequeue_many_rollouts(
@@ -250,9 +251,10 @@ class LightningStore(ABC):
         """``attempt_id="latest"`` targets the newest attempt."""
 
     # -- spans ----------------------------------------------------------------------------------
-    @abstractmethod
     async def add_span(self, span: Span) -> Optional[Span]:
         """Store a span (a heartbeat for its attempt). Returns ``None`` for a duplicate span id."""
+        added = await self.add_many_spans([span])
+        return added[0] if added else None
 
     @abstractmethod
     async def add_many_spans(self, spans: Sequence[Span]) -> List[Span]:
@@ -265,8 +267,8 @@ class LightningStore(ABC):
             sequence_id = await self.get_next_span_sequence_id(rollout_id, attempt_id)
         return await self.add_span(Span.from_opentelemetry(readable_span, rollout_id, attempt_id, sequence_id))
 
-    @abstractmethod
-    async def get_next_span_sequence_id(self, rollout_id: str, attempt_id: str) -> int: ...
+    async def get_next_span_sequence_id(self, rollout_id: str, attempt_id: str) -> int:
+        return (await self.get_many_span_sequence_ids([(rollout_id, attempt_id)]))[0]
 
     @abstractmethod
     async def get_many_span_sequence_ids(self, rollout_attempt_ids: Sequence[Tuple[str, str]]) -> List[int]: ...

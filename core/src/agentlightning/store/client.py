@@ -341,10 +341,6 @@ class HttpLightningStore(LightningStore):
             prepared.append(request)
         return await self._post(List[Rollout], "/queues/rollouts/enqueue", {"rollouts": prepared}, mutation=True)
 
-    async def dequeue_rollout(self, worker_id: Optional[str] = None) -> Optional[AttemptedRollout]:
-        items = await self.dequeue_many_rollouts(limit=1, worker_id=worker_id)
-        return items[0] if items else None
-
     async def dequeue_many_rollouts(self, *, limit: int = 1, worker_id: Optional[str] = None) -> List[AttemptedRollout]:
         body = {"limit": limit, "worker_id": worker_id}
         return await self._post(List[AttemptedRollout], "/queues/rollouts/dequeue", body, mutation=True)
@@ -440,10 +436,6 @@ class HttpLightningStore(LightningStore):
         return await self._post(Attempt, path, body, mutation=True, method="PATCH")
 
     # -- spans ----------------------------------------------------------------------------------
-    async def add_span(self, span: Span) -> Optional[Span]:
-        added = await self.add_many_spans([span])
-        return added[0] if added else None
-
     async def add_many_spans(self, spans: Sequence[Span]) -> List[Span]:
         spans = list(spans)
         for span in spans:
@@ -453,9 +445,6 @@ class HttpLightningStore(LightningStore):
             return []
         answer = await self._post(AddSpansResponse, "/spans", {"spans": spans}, mutation=True)
         return [spans[i] for i in answer.inserted if 0 <= i < len(spans)]
-
-    async def get_next_span_sequence_id(self, rollout_id: str, attempt_id: str) -> int:
-        return (await self.get_many_span_sequence_ids([(rollout_id, attempt_id)]))[0]
 
     async def get_many_span_sequence_ids(self, rollout_attempt_ids: Sequence[Tuple[str, str]]) -> List[int]:
         pairs = [list(pair) for pair in rollout_attempt_ids]

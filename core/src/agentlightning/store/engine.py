@@ -568,10 +568,6 @@ class StoreEngine(LightningStore):
         await self._flush()
         return results
 
-    async def dequeue_rollout(self, worker_id: Optional[str] = None) -> Optional[AttemptedRollout]:
-        items = await self.dequeue_many_rollouts(limit=1, worker_id=worker_id)
-        return items[0] if items else None
-
     async def dequeue_many_rollouts(self, *, limit: int = 1, worker_id: Optional[str] = None) -> List[AttemptedRollout]:
         if not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be a positive int, got {limit!r}")
@@ -822,10 +818,6 @@ class StoreEngine(LightningStore):
                 raise InvalidSpanError(f"expected an agentlightning Span, got {type(span).__name__}: {span!r:.200}")
             self._get_attempt_for_spans(span.rollout_id, span.attempt_id)
 
-    async def add_span(self, span: Span) -> Optional[Span]:
-        added = await self.add_many_spans([span])
-        return added[0] if added else None
-
     async def add_many_spans(self, spans: Sequence[Span]) -> List[Span]:
         spans = list(spans)
         if not spans:
@@ -845,9 +837,6 @@ class StoreEngine(LightningStore):
         await self._flush()  # commits the spans too
         flags = inserted if isinstance(inserted, list) else await asyncio.wrap_future(inserted)
         return [span for span, new in zip(spans, flags, strict=True) if new]
-
-    async def get_next_span_sequence_id(self, rollout_id: str, attempt_id: str) -> int:
-        return (await self.get_many_span_sequence_ids([(rollout_id, attempt_id)]))[0]
 
     async def get_many_span_sequence_ids(self, rollout_attempt_ids: Sequence[Tuple[str, str]]) -> List[int]:
         result: List[int] = []
