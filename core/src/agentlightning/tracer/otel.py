@@ -64,11 +64,11 @@ from agentlightning.types.tracer import (
     Link,
     OtelResource,
     Span,
-    SpanContext,
     SpanCoreFields,
     SpanRecordingContext,
     TraceStatus,
     construct_valid,
+    stored_span_context,
 )
 from agentlightning.types.tracer import StatusCode as AglStatusCode
 from agentlightning.utils.otel import sanitize_attributes
@@ -551,14 +551,8 @@ class ScopedSpan(trace_api.Span):
                     construct_valid(
                         Link,
                         {
-                            "context": construct_valid(
-                                SpanContext,
-                                {
-                                    "trace_id": format(link.context.trace_id, "032x"),
-                                    "span_id": format(link.context.span_id, "016x"),
-                                    "is_remote": bool(link.context.is_remote),
-                                    "trace_state": {},
-                                },
+                            "context": stored_span_context(
+                                link.context.trace_id, link.context.span_id, link.context.is_remote
                             ),
                             "attributes": dict(link.attributes or {}),
                         },
@@ -567,19 +561,9 @@ class ScopedSpan(trace_api.Span):
                 ],
                 "start_time": self._start_ns / 1e9,
                 "end_time": self._end_ns / 1e9 if self._end_ns is not None else None,
-                "context": construct_valid(
-                    SpanContext, {"trace_id": trace_id, "span_id": span_id, "is_remote": False, "trace_state": {}}
-                ),
+                "context": stored_span_context(context.trace_id, context.span_id, False),
                 "parent": (
-                    construct_valid(
-                        SpanContext,
-                        {
-                            "trace_id": format(parent.trace_id, "032x"),
-                            "span_id": parent_id,
-                            "is_remote": bool(parent.is_remote),
-                            "trace_state": {},
-                        },
-                    )
+                    stored_span_context(parent.trace_id, parent.span_id, parent.is_remote)
                     if parent is not None
                     else None
                 ),

@@ -106,7 +106,8 @@ class OtelResource(BaseModel):
     schema_url: str = ""
 
 
-def _span_context(trace_id: int, span_id: int, is_remote: bool) -> SpanContext:
+def stored_span_context(trace_id: int, span_id: int, is_remote: bool) -> SpanContext:
+    """An OpenTelemetry span context as stored (hex ids, no trace state)."""
     return construct_valid(
         SpanContext,
         {
@@ -196,7 +197,7 @@ class Span(BaseModel):
                     construct_valid(
                         Link,
                         {
-                            "context": _span_context(
+                            "context": stored_span_context(
                                 link.context.trace_id, link.context.span_id, link.context.is_remote
                             ),
                             "attributes": _json_attributes(link.attributes),
@@ -216,7 +217,9 @@ class Span(BaseModel):
                     },
                 ),
                 "parent": (
-                    _span_context(parent.trace_id, parent.span_id, parent.is_remote) if parent is not None else None
+                    stored_span_context(parent.trace_id, parent.span_id, parent.is_remote)
+                    if parent is not None
+                    else None
                 ),
                 "resource": construct_valid(
                     OtelResource,
