@@ -393,50 +393,46 @@ class StoreEngine(LightningStore):
         else:
             self._record("attempt", attempt)
 
+    def _watched_attempt(self, rollout_id: str) -> Tuple[Optional[Attempt], Optional[float], Optional[float]]:
+        """The latest attempt of a live rollout with a clock, and when it times out / goes unresponsive."""
+        config = self._rollouts[rollout_id].config
+        attempts = self._attempts.get(rollout_id)
+        # No attempt: set running by update_rollout without ever being dequeued, so no clock.
+        if not attempts or attempts[-1].status not in ("preparing", "running"):
+            return None, None, None
+        attempt = attempts[-1]
+        timeout_at = attempt.start_time + config.timeout_seconds if config.timeout_seconds is not None else None
+        silent_at = None
+        if config.unresponsive_seconds is not None:
+            silent_at = (attempt.last_heartbeat_time or attempt.start_time) + config.unresponsive_seconds
+        return attempt, timeout_at, silent_at
+
     def _scan(self, now: float, force: bool = False) -> None:
         """Watchdog: mark latest attempts that exceeded their timeout or went silent."""
         if not self._watchdog or (not force and now - self._last_scan < self._scan_debounce_seconds):
             return
         self._last_scan = now
         for rollout_id in list(self._live):
-            rollout = self._rollouts[rollout_id]
-            config = rollout.config
-            if config.timeout_seconds is None and config.unresponsive_seconds is None:
+            attempt, timeout_at, silent_at = self._watched_attempt(rollout_id)
+            if attempt is None:
                 continue
-            attempts = self._attempts.get(rollout_id)
-            if not attempts:  # set running by update_rollout without ever being dequeued: no clock
-                continue
-            attempt = attempts[-1]
-            if attempt.status not in ("preparing", "running"):
-                continue
-            if config.timeout_seconds is not None and now - attempt.start_time > config.timeout_seconds:
-                self._change_attempt_status(rollout, attempt, "timeout", now)
-            elif config.unresponsive_seconds is not None:
-                last_seen = attempt.last_heartbeat_time or attempt.start_time
-                if now - last_seen > config.unresponsive_seconds:
-                    self._change_attempt_status(rollout, attempt, "unresponsive", now)
+            if timeout_at is not None and now > timeout_at:
+                self._change_attempt_status(self._rollouts[rollout_id], attempt, "timeout", now)
+            elif silent_at is not None and now > silent_at:
+                self._change_attempt_status(self._rollouts[rollout_id], attempt, "unresponsive", now)
 
     def _next_deadline(self, rollout_ids: Iterable[str]) -> Optional[float]:
         """Earliest moment the watchdog could change one of these rollouts."""
-        deadline: Optional[float] = None
         if not self._watchdog:
             return None
-        for rollout_id in rollout_ids:
-            if rollout_id not in self._live:
-                continue
-            config = self._rollouts[rollout_id].config
-            attempts = self._attempts.get(rollout_id)
-            if not attempts:
-                continue
-            attempt = attempts[-1]
-            candidates = []
-            if config.timeout_seconds is not None:
-                candidates.append(attempt.start_time + config.timeout_seconds)
-            if config.unresponsive_seconds is not None:
-                candidates.append((attempt.last_heartbeat_time or attempt.start_time) + config.unresponsive_seconds)
-            for value in candidates:
-                deadline = value if deadline is None else min(deadline, value)
-        return deadline
+        deadlines = [
+            moment
+            for rollout_id in rollout_ids
+            if rollout_id in self._live
+            for moment in self._watched_attempt(rollout_id)[1:]
+            if moment is not None
+        ]
+        return min(deadlines, default=None)
 
     def _resolve_resources_id(self, resources_id: Optional[str]) -> Optional[str]:
         if resources_id is None:
