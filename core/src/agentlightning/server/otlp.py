@@ -376,7 +376,8 @@ def decode_json(body: bytes) -> List[DecodedSpan]:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise OtlpDecodeError(f"body is not valid JSON: {exc}") from exc
-    document = _object(document, "ExportTraceServiceRequest")
+    if not isinstance(document, dict):  # ``null`` too: an empty request is ``{}``
+        raise OtlpDecodeError(f"ExportTraceServiceRequest must be a JSON object, got {type(document).__name__}")
     decoded: List[DecodedSpan] = []
     for resource_spans in _list(_get(document, "resourceSpans"), "resourceSpans"):
         resource_spans = _object(resource_spans, "resourceSpans[]")

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import random
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequence, Set, Tuple, TypeVar, Union
 
@@ -54,7 +55,16 @@ from agentlightning.types.tracer import construct_valid
 from .base import UNSET, FilterLogic, LightningStore, LightningStoreStatistics, SortOrder
 from .query import check_filter_logic, check_page, check_sort, check_statuses, match_filters, paginate
 
-__all__ = ["StoreEngine", "SpanQuery", "SpanInsertResult", "rollout_status_from_attempt"]
+__all__ = ["IDEMPOTENCY_KEY", "StoreEngine", "SpanQuery", "SpanInsertResult", "rollout_status_from_attempt"]
+
+IDEMPOTENCY_KEY: "contextvars.ContextVar[Optional[str]]" = contextvars.ContextVar("agl_idempotency_key", default=None)
+"""The idempotency key of the call being served (the store server sets it from the request's
+``Idempotency-Key`` header). A call that creates something (a rollout, an attempt, a dequeue, new
+resources) records its answer under the key in the same durable write as its changes, and a later
+call with the same key gets that answer instead of being applied again, also after a restart."""
+ANSWER_TTL_SECONDS = 900.0  # longer than any client's retries
+MAX_ANSWERS = 100_000
+_NO_ANSWER: Any = object()
 
 SpanInsertResult = Union[List[bool], "concurrent.futures.Future[List[bool]]"]
 
@@ -134,6 +144,10 @@ def _clone(model: M) -> M:
     return copy
 
 
+def _copy_answer(result: Any) -> Any:
+    return [_clone(item) for item in result] if isinstance(result, list) else _clone(result)
+
+
 def _with_attempt(rollout: Rollout, attempt: Attempt) -> AttemptedRollout:
     return _construct(AttemptedRollout, {**_clone(rollout).__dict__, "attempt": _clone(attempt)})
 
@@ -198,6 +212,7 @@ class StoreEngine(LightningStore):
         self._watchdog = watchdog
         self._scan_debounce_seconds = scan_debounce_seconds
         self._last_scan = 0.0
+        self._answers: "OrderedDict[str, Tuple[float, Any]]" = OrderedDict()  # key -> (expires, result)
         self._started = time.time()
         self._closed = False
 
@@ -224,6 +239,32 @@ class StoreEngine(LightningStore):
 
     # ---------------------------------------------------------------------------------------------
     # helpers (lock held)
+    def _answered(self) -> Any:
+        """The remembered answer of this call's idempotency key (a copy), else ``_NO_ANSWER``."""
+        key = IDEMPOTENCY_KEY.get()
+        if key is None:
+            return _NO_ANSWER
+        hit = self._answers.get(key)
+        if hit is None or hit[0] < time.time():
+            return _NO_ANSWER
+        return _copy_answer(hit[1])
+
+    def _remember(self, result: Any) -> None:
+        """Keep ``result`` as the answer of this call's idempotency key, durably with the call's writes."""
+        key = IDEMPOTENCY_KEY.get()
+        if key is None:
+            return
+        now = time.time()
+        kept = (now + ANSWER_TTL_SECONDS, _copy_answer(result))
+        self._answers[key] = kept
+        self._answers.move_to_end(key)
+        self._record("answer", (key, *kept))
+        while self._answers:  # oldest first: expired ones, and the oldest beyond the cap
+            expires, _ = next(iter(self._answers.values()))
+            if expires >= now and len(self._answers) <= MAX_ANSWERS:
+                break
+            self._answers.popitem(last=False)
+
     def _check_open(self) -> None:
         if self._closed:
             raise StoreClosedError(f"{type(self).__name__} is closed")
@@ -503,11 +544,14 @@ class StoreEngine(LightningStore):
     ) -> AttemptedRollout:
         with self._lock:
             self._check_open()
-            now = time.time()
-            self._scan(now)
-            rollout = self._new_rollout(input, mode, resources_id, config, metadata, "preparing", now)
-            attempt = self._start_attempt(rollout, worker_id, now)
-            result = self._attempted(rollout, attempt)
+            result = self._answered()
+            if result is _NO_ANSWER:
+                now = time.time()
+                self._scan(now)
+                rollout = self._new_rollout(input, mode, resources_id, config, metadata, "preparing", now)
+                attempt = self._start_attempt(rollout, worker_id, now)
+                result = self._attempted(rollout, attempt)
+                self._remember(result)
         await self._flush()
         return result
 
@@ -522,9 +566,12 @@ class StoreEngine(LightningStore):
     ) -> Rollout:
         with self._lock:
             self._check_open()
-            now = time.time()
-            self._scan(now)
-            result = self._enqueue(input, mode, resources_id, config, metadata, client_request_id, now)
+            result = self._answered()
+            if result is _NO_ANSWER:
+                now = time.time()
+                self._scan(now)
+                result = self._enqueue(input, mode, resources_id, config, metadata, client_request_id, now)
+                self._remember(result)
         await self._flush()
         return result
 
@@ -554,15 +601,17 @@ class StoreEngine(LightningStore):
         requests = [
             r if isinstance(r, EnqueueRolloutRequest) else EnqueueRolloutRequest.model_validate(r) for r in rollouts
         ]
-        results: List[Rollout] = []
         with self._lock:
             self._check_open()
-            now = time.time()
-            self._scan(now)
-            for r in requests:
-                results.append(
+            results: List[Rollout] = self._answered()
+            if results is _NO_ANSWER:
+                now = time.time()
+                self._scan(now)
+                results = [
                     self._enqueue(r.input, r.mode, r.resources_id, r.config, r.metadata, r.client_request_id, now)
-                )
+                    for r in requests
+                ]
+                self._remember(results)
         await self._flush()
         return results
 
@@ -576,6 +625,9 @@ class StoreEngine(LightningStore):
         results: List[AttemptedRollout] = []
         with self._lock:
             self._check_open()
+            answer = self._answered()
+            if answer is not _NO_ANSWER:
+                results, limit = answer, 0  # dequeues nothing more
             now = time.time()
             self._scan(now)
             while self._queue and len(results) < limit:
@@ -587,7 +639,9 @@ class StoreEngine(LightningStore):
                     continue  # it left the queue by other means (cancelled, revived)
                 attempt = self._start_attempt(rollout, worker_id, now)
                 results.append(self._attempted(rollout, attempt))
-            if worker_id is not None:
+            if results and answer is _NO_ANSWER:  # an empty poll is safe to repeat
+                self._remember(results)
+            if worker_id is not None and answer is _NO_ANSWER:
                 worker = self._workers.get(worker_id)
                 if worker is None:
                     worker = self._workers[worker_id] = Worker(worker_id=worker_id)
@@ -602,9 +656,12 @@ class StoreEngine(LightningStore):
         with self._lock:
             self._check_open()
             now = time.time()
-            rollout = self._get_rollout(rollout_id)
-            attempt = self._start_attempt(rollout, worker_id, now)
-            result = self._attempted(rollout, attempt)
+            result = self._answered()
+            if result is _NO_ANSWER:
+                rollout = self._get_rollout(rollout_id)
+                attempt = self._start_attempt(rollout, worker_id, now)
+                result = self._attempted(rollout, attempt)
+                self._remember(result)
         await self._flush()
         return result
 
@@ -955,7 +1012,10 @@ class StoreEngine(LightningStore):
     async def add_resources(self, resources: NamedResources) -> ResourcesUpdate:
         with self._lock:
             self._check_open()
-            result = self._put_resources(_new_id("rs-", 6), resources, time.time())
+            result = self._answered()
+            if result is _NO_ANSWER:
+                result = self._put_resources(_new_id("rs-", 6), resources, time.time())
+                self._remember(result)
         await self._flush()
         return result
 
