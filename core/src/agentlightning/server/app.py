@@ -271,6 +271,22 @@ def _require_discriminators(schemas: Dict[str, Any]) -> None:
                     target["required"].insert(0, tag)
 
 
+def _drop_null_from_query_parameters(document: Dict[str, Any]) -> None:
+    """A query string cannot carry null: an optional parameter is left out instead."""
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", ()):
+                schema = parameter.get("schema", {})
+                if parameter.get("in") != "query" or "anyOf" not in schema:
+                    continue
+                options = [option for option in schema["anyOf"] if option.get("type") != "null"]
+                if len(options) == 1:
+                    del schema["anyOf"]
+                    schema.update(options[0])
+                else:
+                    schema["anyOf"] = options
+
+
 def _walk(node: Any) -> List[Dict[str, Any]]:
     found: List[Dict[str, Any]] = []
     if isinstance(node, dict):
@@ -297,6 +313,7 @@ def _add_manual_bodies_to_openapi(app: FastAPI, models: List[Type[BaseModel]]) -
                     schemas.setdefault(name, definition)
                 schemas[model.__name__] = schema
             _require_discriminators(schemas)
+            _drop_null_from_query_parameters(document)
             app.openapi_schema = document
         return app.openapi_schema
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from typing_extensions import Annotated
 
 from agentlightning import errors
@@ -107,6 +107,22 @@ def documented_as(schema: Dict[str, Any]) -> Callable[[Dict[str, Any]], None]:
     return apply
 
 
+def not_null(field_schema: Dict[str, Any]) -> None:
+    """``json_schema_extra`` for an optional field whose absence means "unchanged" but that refuses null."""
+    options = [option for option in field_schema.pop("anyOf", ()) if option.get("type") != "null"]
+    field_schema.update(options[0] if len(options) == 1 else {"anyOf": options})
+    if field_schema.get("default", 0) is None:
+        del field_schema["default"]
+
+
+def _integral(value: Any) -> Any:
+    # JSON Schema's "integer" includes 3.0; strict pydantic would refuse it.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+WireInt = Annotated[int, BeforeValidator(_integral)]
+
+
 def _allows_null(schema: Dict[str, Any]) -> bool:
     return any(option.get("type") == "null" for option in schema.get("anyOf", ()))
 
@@ -158,7 +174,9 @@ class EnqueueRolloutsRequest(_Request):
 
 
 class DequeueRolloutsRequest(_Request):
-    limit: int = Field(default=1, description="At most this many rollouts (>= 1).", json_schema_extra={"minimum": 1})
+    limit: WireInt = Field(
+        default=1, description="At most this many rollouts (>= 1).", json_schema_extra={"minimum": 1}
+    )
     worker_id: OptionalId = None
 
 
@@ -169,8 +187,8 @@ class QueryRolloutsRequest(_Request):
     filter_logic: str = Field(default="and", description="'and' or 'or'.", json_schema_extra=_FILTER_LOGIC)
     sort_by: Optional[str] = _sort_fields(ROLLOUT_SORT_FIELDS, None)
     sort_order: str = Field(default="asc", description="'asc' or 'desc'.", json_schema_extra=_SORT_ORDER)
-    limit: int = Field(default=-1, description="-1: no limit.", json_schema_extra=_AT_LEAST_MINUS_ONE)
-    offset: int = Field(default=0, json_schema_extra={"minimum": 0})
+    limit: WireInt = Field(default=-1, description="-1: no limit.", json_schema_extra=_AT_LEAST_MINUS_ONE)
+    offset: WireInt = Field(default=0, json_schema_extra={"minimum": 0})
     status: Optional[List[str]] = Field(
         default=None,
         description="Deprecated alias of status_in.",
@@ -186,7 +204,7 @@ class UpdateRolloutRequest(_Request):
     mode: Optional[str] = Field(default=None, json_schema_extra=documented_as(one_of(ROLLOUT_MODES, nullable=True)))
     resources_id: Optional[str] = None
     status: Optional[str] = Field(default=None, json_schema_extra=documented_as(one_of(ROLLOUT_STATUSES)))
-    config: Optional[RolloutConfig] = None
+    config: Optional[RolloutConfig] = Field(default=None, json_schema_extra=not_null)
     metadata: Optional[Dict[str, Any]] = None
 
 
@@ -212,8 +230,8 @@ class StartAttemptRequest(_Request):
 class QueryAttemptsRequest(_Request):
     sort_by: Optional[str] = _sort_fields(ATTEMPT_SORT_FIELDS, "sequence_id")
     sort_order: str = Field(default="asc", json_schema_extra=_SORT_ORDER)
-    limit: int = Field(default=-1, json_schema_extra=_AT_LEAST_MINUS_ONE)
-    offset: int = Field(default=0, json_schema_extra={"minimum": 0})
+    limit: WireInt = Field(default=-1, json_schema_extra=_AT_LEAST_MINUS_ONE)
+    offset: WireInt = Field(default=0, json_schema_extra={"minimum": 0})
 
 
 class UpdateAttemptRequest(_Request):
@@ -259,8 +277,8 @@ class SpanFilters(_Request):
     name: Optional[str] = None
     name_contains: Optional[str] = None
     filter_logic: str = Field(default="and", json_schema_extra=_FILTER_LOGIC)
-    limit: int = Field(default=-1, json_schema_extra=_AT_LEAST_MINUS_ONE)
-    offset: int = Field(default=0, json_schema_extra={"minimum": 0})
+    limit: WireInt = Field(default=-1, json_schema_extra=_AT_LEAST_MINUS_ONE)
+    offset: WireInt = Field(default=0, json_schema_extra={"minimum": 0})
     sort_by: Optional[str] = _sort_fields(SPAN_SORT_FIELDS, "sequence_id")
     sort_order: str = Field(default="asc", json_schema_extra=_SORT_ORDER)
 
@@ -279,8 +297,8 @@ class QueryResourcesRequest(_Request):
     resources_id_contains: Optional[str] = None
     sort_by: Optional[str] = _sort_fields(RESOURCES_SORT_FIELDS, None)
     sort_order: str = Field(default="asc", json_schema_extra=_SORT_ORDER)
-    limit: int = Field(default=-1, json_schema_extra=_AT_LEAST_MINUS_ONE)
-    offset: int = Field(default=0, json_schema_extra={"minimum": 0})
+    limit: WireInt = Field(default=-1, json_schema_extra=_AT_LEAST_MINUS_ONE)
+    offset: WireInt = Field(default=0, json_schema_extra={"minimum": 0})
 
 
 class QueryWorkersRequest(_Request):
@@ -289,8 +307,8 @@ class QueryWorkersRequest(_Request):
     filter_logic: str = Field(default="and", json_schema_extra=_FILTER_LOGIC)
     sort_by: Optional[str] = _sort_fields(WORKER_SORT_FIELDS, None)
     sort_order: str = Field(default="asc", json_schema_extra=_SORT_ORDER)
-    limit: int = Field(default=-1, json_schema_extra=_AT_LEAST_MINUS_ONE)
-    offset: int = Field(default=0, json_schema_extra={"minimum": 0})
+    limit: WireInt = Field(default=-1, json_schema_extra=_AT_LEAST_MINUS_ONE)
+    offset: WireInt = Field(default=0, json_schema_extra={"minimum": 0})
 
 
 class UpdateWorkerRequest(_Request):

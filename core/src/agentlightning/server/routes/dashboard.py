@@ -269,11 +269,18 @@ def _search_text(texts: Dict[str, Tuple[Any, str]], rollout: Rollout) -> str:
 
 
 # -- rollouts -----------------------------------------------------------------------------------
+_ONE_STATUS = "|".join(ROLLOUT_STATUSES)
+_STATUS_LIST = f"^({_ONE_STATUS})?(,({_ONE_STATUS})?)*$"  # what the split below accepts, empty items included
+
+
 @router.get("/rollouts", summary="Dashboard: rollouts filtered by status, mode, resources and input text")
 async def rollouts(
     ctx: Ctx,
     request: Request,
-    status: Optional[str] = None,
+    status: Annotated[
+        Optional[str],
+        Query(description="Comma-separated rollout statuses.", json_schema_extra={"pattern": _STATUS_LIST}),
+    ] = None,
     mode: Optional[str] = None,
     resources_id: Optional[str] = None,
     q: Optional[str] = None,

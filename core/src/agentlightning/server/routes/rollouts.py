@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from typing_extensions import Annotated
 
 from agentlightning import errors
+from agentlightning.store.query import check_statuses
 from agentlightning.store.wire import (
     AttemptsPage,
     DequeueRolloutsRequest,
@@ -26,6 +27,7 @@ from agentlightning.store.wire import (
     WaitForRolloutsResponse,
 )
 from agentlightning.types import (
+    ROLLOUT_STATUSES,
     TERMINAL_ROLLOUT_STATUSES,
     Attempt,
     AttemptedRollout,
@@ -85,6 +87,7 @@ async def dequeue_rollouts(ctx: Ctx, body: DequeueRolloutsRequest, request: Requ
 
 
 async def _query_rollouts(ctx: StoreContext, query: QueryRolloutsRequest) -> Response:
+    check_statuses(query.status, ROLLOUT_STATUSES, "rollout status")  # the store ignores it beside status_in
     page = await ctx.store.query_rollouts(
         status_in=as_is(query.status_in),
         rollout_id_in=query.rollout_id_in,
