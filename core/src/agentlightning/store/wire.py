@@ -48,6 +48,7 @@ from .engine import (
     WORKER_SORT_FIELDS,
     WORKER_STATUSES,
 )
+from .query import MAX_PAGE_VALUE
 
 __all__ = [
     "API_PREFIX",
@@ -143,7 +144,11 @@ def _sort_fields(fields: Sequence[str], default: Optional[str]) -> Any:
 
 _SORT_ORDER = documented_as(one_of(("asc", "desc")))
 _FILTER_LOGIC = documented_as(one_of(("and", "or")))
-_AT_LEAST_MINUS_ONE = {"minimum": -1}  # limits: -1 is "no limit"; the store refuses lower ones, naming them
+_AT_LEAST_MINUS_ONE = {"minimum": -1, "maximum": MAX_PAGE_VALUE}
+_OFFSET = {
+    "minimum": 0,
+    "maximum": MAX_PAGE_VALUE,
+}  # limits: -1 is "no limit"; the store refuses lower ones, naming them
 # An optional id that may not be empty: "" is no worker id (and would be listed as a worker).
 OptionalId = Optional[Annotated[str, Field(min_length=1)]]
 
@@ -188,7 +193,7 @@ class QueryRolloutsRequest(_Request):
     sort_by: Optional[str] = _sort_fields(ROLLOUT_SORT_FIELDS, None)
     sort_order: str = Field(default="asc", description="'asc' or 'desc'.", json_schema_extra=_SORT_ORDER)
     limit: WireInt = Field(default=-1, description="-1: no limit.", json_schema_extra=_AT_LEAST_MINUS_ONE)
-    offset: WireInt = Field(default=0, json_schema_extra={"minimum": 0})
+    offset: WireInt = Field(default=0, json_schema_extra=_OFFSET)
     status: Optional[List[str]] = Field(
         default=None,
         description="Deprecated alias of status_in.",
@@ -231,7 +236,7 @@ class QueryAttemptsRequest(_Request):
     sort_by: Optional[str] = _sort_fields(ATTEMPT_SORT_FIELDS, "sequence_id")
     sort_order: str = Field(default="asc", json_schema_extra=_SORT_ORDER)
     limit: WireInt = Field(default=-1, json_schema_extra=_AT_LEAST_MINUS_ONE)
-    offset: WireInt = Field(default=0, json_schema_extra={"minimum": 0})
+    offset: WireInt = Field(default=0, json_schema_extra=_OFFSET)
 
 
 class UpdateAttemptRequest(_Request):
@@ -278,7 +283,7 @@ class SpanFilters(_Request):
     name_contains: Optional[str] = None
     filter_logic: str = Field(default="and", json_schema_extra=_FILTER_LOGIC)
     limit: WireInt = Field(default=-1, json_schema_extra=_AT_LEAST_MINUS_ONE)
-    offset: WireInt = Field(default=0, json_schema_extra={"minimum": 0})
+    offset: WireInt = Field(default=0, json_schema_extra=_OFFSET)
     sort_by: Optional[str] = _sort_fields(SPAN_SORT_FIELDS, "sequence_id")
     sort_order: str = Field(default="asc", json_schema_extra=_SORT_ORDER)
 
@@ -298,7 +303,7 @@ class QueryResourcesRequest(_Request):
     sort_by: Optional[str] = _sort_fields(RESOURCES_SORT_FIELDS, None)
     sort_order: str = Field(default="asc", json_schema_extra=_SORT_ORDER)
     limit: WireInt = Field(default=-1, json_schema_extra=_AT_LEAST_MINUS_ONE)
-    offset: WireInt = Field(default=0, json_schema_extra={"minimum": 0})
+    offset: WireInt = Field(default=0, json_schema_extra=_OFFSET)
 
 
 class QueryWorkersRequest(_Request):
@@ -308,7 +313,7 @@ class QueryWorkersRequest(_Request):
     sort_by: Optional[str] = _sort_fields(WORKER_SORT_FIELDS, None)
     sort_order: str = Field(default="asc", json_schema_extra=_SORT_ORDER)
     limit: WireInt = Field(default=-1, json_schema_extra=_AT_LEAST_MINUS_ONE)
-    offset: WireInt = Field(default=0, json_schema_extra={"minimum": 0})
+    offset: WireInt = Field(default=0, json_schema_extra=_OFFSET)
 
 
 class UpdateWorkerRequest(_Request):

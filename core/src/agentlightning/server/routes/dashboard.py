@@ -29,6 +29,7 @@ from agentlightning.emitter.reward import find_final_reward
 from agentlightning.semconv import AGL_ANNOTATION, AGL_REWARD
 from agentlightning.store.base import LightningStore
 from agentlightning.store.engine import ROLLOUT_SORT_FIELDS, StoreEngine
+from agentlightning.store.query import MAX_PAGE_VALUE
 from agentlightning.store.wire import documented_as, one_of
 from agentlightning.types import ROLLOUT_STATUSES, Attempt, Rollout, Span
 
@@ -287,7 +288,7 @@ async def rollouts(
     sort_by: Annotated[str, Query(json_schema_extra=documented_as(one_of(ROLLOUT_SORT_FIELDS)))] = "start_time",
     sort_order: Annotated[str, Query(json_schema_extra=documented_as(one_of(("asc", "desc"))))] = "desc",
     limit: Annotated[int, Query(json_schema_extra={"minimum": 1, "maximum": 500})] = 50,
-    offset: Annotated[int, Query(json_schema_extra={"minimum": 0})] = 0,
+    offset: Annotated[int, Query(json_schema_extra={"minimum": 0, "maximum": MAX_PAGE_VALUE})] = 0,
 ) -> Response:
     store = ctx.store
     if not 1 <= limit <= 500:
