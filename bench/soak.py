@@ -155,6 +155,7 @@ class Soak:
             process.kill()
         for process in self.runners.values():
             process.wait()
+        self.runners.clear()
         if self.server is not None and self.server.poll() is None:
             self.server.send_signal(signal.SIGINT)  # a clean stop: SQLite commits what it journaled
             try:
@@ -188,6 +189,12 @@ class Soak:
             await store.close()
 
     def run(self) -> Dict[str, Any]:
+        try:
+            return self._run()
+        finally:
+            self.stop_all()  # whatever happened, no runner or server outlives the soak
+
+    def _run(self) -> Dict[str, Any]:
         args = self.args
         self.start_server()
         self.wait_server()
@@ -231,7 +238,6 @@ class Soak:
             for worker_id, process in list(self.runners.items()):  # a runner may not die on its own
                 if process.poll() is not None:
                     tail = (self.workdir / f"{worker_id}.log").read_text(errors="replace")[-3000:]
-                    self.stop_all()
                     raise SystemExit(f"{worker_id} exited with {process.returncode}:\n{tail}")
             time.sleep(0.5)
         elapsed = time.monotonic() - t0
