@@ -252,7 +252,7 @@ def _allowed_methods(app: FastAPI, request: Request) -> List[str]:
     methods: set[str] = set()
     for route in app.router.routes:
         if isinstance(route, APIRoute) and route.path_regex.match(request.url.path):
-            methods.update(route.methods)
+            methods.update(route.methods or ())
     return sorted(methods)
 
 

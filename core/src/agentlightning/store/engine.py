@@ -544,7 +544,7 @@ class StoreEngine(LightningStore):
     ) -> AttemptedRollout:
         with self._lock:
             self._check_open()
-            result = self._answered()
+            result: AttemptedRollout = self._answered()
             if result is _NO_ANSWER:
                 now = time.time()
                 self._scan(now)
@@ -566,7 +566,7 @@ class StoreEngine(LightningStore):
     ) -> Rollout:
         with self._lock:
             self._check_open()
-            result = self._answered()
+            result: Rollout = self._answered()
             if result is _NO_ANSWER:
                 now = time.time()
                 self._scan(now)
@@ -656,7 +656,7 @@ class StoreEngine(LightningStore):
         with self._lock:
             self._check_open()
             now = time.time()
-            result = self._answered()
+            result: AttemptedRollout = self._answered()
             if result is _NO_ANSWER:
                 rollout = self._get_rollout(rollout_id)
                 attempt = self._start_attempt(rollout, worker_id, now)
@@ -1012,7 +1012,7 @@ class StoreEngine(LightningStore):
     async def add_resources(self, resources: NamedResources) -> ResourcesUpdate:
         with self._lock:
             self._check_open()
-            result = self._answered()
+            result: ResourcesUpdate = self._answered()
             if result is _NO_ANSWER:
                 result = self._put_resources(_new_id("rs-", 6), resources, time.time())
                 self._remember(result)

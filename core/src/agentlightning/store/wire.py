@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic.config import JsonDict
 from typing_extensions import Annotated
 
 from agentlightning import errors
@@ -144,11 +145,9 @@ def _sort_fields(fields: Sequence[str], default: Optional[str]) -> Any:
 
 _SORT_ORDER = documented_as(one_of(("asc", "desc")))
 _FILTER_LOGIC = documented_as(one_of(("and", "or")))
-_AT_LEAST_MINUS_ONE = {"minimum": -1, "maximum": MAX_PAGE_VALUE}
-_OFFSET = {
-    "minimum": 0,
-    "maximum": MAX_PAGE_VALUE,
-}  # limits: -1 is "no limit"; the store refuses lower ones, naming them
+# Page bounds as the store checks them (limit -1 is "no limit"); it names a value out of them.
+_AT_LEAST_MINUS_ONE: JsonDict = {"minimum": -1, "maximum": MAX_PAGE_VALUE}
+_OFFSET: JsonDict = {"minimum": 0, "maximum": MAX_PAGE_VALUE}
 # An optional id that may not be empty: "" is no worker id (and would be listed as a worker).
 OptionalId = Optional[Annotated[str, Field(min_length=1)]]
 
