@@ -42,7 +42,9 @@ import uuid
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-RUNNER_RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0)  # rides out a server restart
+# Rides out a server restart (two minutes of tries): a client that gave up and called again would send a
+# new idempotency key, and its dequeue could then take a second rollout.
+RUNNER_RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0) + (5.0,) * 23
 
 
 # -- runner process -------------------------------------------------------------------------------
