@@ -64,11 +64,6 @@ async def test_a_repeated_key_gets_the_first_answer_and_changes_nothing(keyed_st
     assert attempt_again.attempt.attempt_id == attempt.attempt.attempt_id
     assert [a.sequence_id for a in await store.query_attempts(first.rollout_id)] == [1, 2]
 
-    with key("enqueue"):
-        enqueued = await store.enqueue_rollout(input="c")
-        enqueued_again = await store.enqueue_rollout(input="c")
-    assert enqueued_again.rollout_id == enqueued.rollout_id
-
     llm = LLM(endpoint="http://localhost:1/v1", model="m")
     with key("resources"):
         update = await store.add_resources({"main": llm})
@@ -76,7 +71,7 @@ async def test_a_repeated_key_gets_the_first_answer_and_changes_nothing(keyed_st
     assert update_again.resources_id == update.resources_id
     assert len(await store.query_resources()) == 1
 
-    assert len(await store.query_rollouts()) == 4  # started, a, b, c: nothing applied twice
+    assert len(await store.query_rollouts()) == 3  # started, a, b: nothing applied twice
 
 
 async def test_another_key_or_no_key_is_applied(keyed_store: Any) -> None:

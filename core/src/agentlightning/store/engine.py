@@ -60,7 +60,7 @@ __all__ = ["IDEMPOTENCY_KEY", "StoreEngine", "SpanQuery", "SpanInsertResult", "r
 IDEMPOTENCY_KEY: "contextvars.ContextVar[Optional[str]]" = contextvars.ContextVar("agl_idempotency_key", default=None)
 """The idempotency key of the call being served (the store server sets it from the request's
 ``Idempotency-Key`` header). A call that creates something (a rollout, an attempt, a dequeue, new
-resources) records its answer under the key in the same durable write as its changes, and a later
+resources; enqueues have their ``client_request_id``) records its answer under the key in the same durable write as its changes, and a later
 call with the same key gets that answer instead of being applied again, also after a restart."""
 ANSWER_TTL_SECONDS = 900.0  # longer than any client's retries
 MAX_ANSWERS = 100_000
@@ -566,12 +566,9 @@ class StoreEngine(LightningStore):
     ) -> Rollout:
         with self._lock:
             self._check_open()
-            result: Rollout = self._answered()
-            if result is _NO_ANSWER:
-                now = time.time()
-                self._scan(now)
-                result = self._enqueue(input, mode, resources_id, config, metadata, client_request_id, now)
-                self._remember(result)
+            now = time.time()
+            self._scan(now)
+            result = self._enqueue(input, mode, resources_id, config, metadata, client_request_id, now)
         await self._flush()
         return result
 
@@ -603,15 +600,12 @@ class StoreEngine(LightningStore):
         ]
         with self._lock:
             self._check_open()
-            results: List[Rollout] = self._answered()
-            if results is _NO_ANSWER:
-                now = time.time()
-                self._scan(now)
-                results = [
-                    self._enqueue(r.input, r.mode, r.resources_id, r.config, r.metadata, r.client_request_id, now)
-                    for r in requests
-                ]
-                self._remember(results)
+            now = time.time()
+            self._scan(now)
+            results = [
+                self._enqueue(r.input, r.mode, r.resources_id, r.config, r.metadata, r.client_request_id, now)
+                for r in requests
+            ]
         await self._flush()
         return results
 

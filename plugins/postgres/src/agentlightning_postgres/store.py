@@ -832,7 +832,6 @@ class PostgresLightningStore(LightningStore):
         await self._scan()
 
         async def body(tx: _Transaction) -> Rollout:
-            await tx.load_answer()
             if resources_id is None:
                 await tx.load_latest_resources_id()
             await tx.load_request_ids([client_request_id])
@@ -848,7 +847,6 @@ class PostgresLightningStore(LightningStore):
         await self._scan()
 
         async def body(tx: _Transaction) -> List[Rollout]:
-            await tx.load_answer()
             if any(r.resources_id is None for r in requests):
                 await tx.load_latest_resources_id()
             await tx.load_request_ids(r.client_request_id for r in requests)
