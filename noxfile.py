@@ -580,6 +580,20 @@ def bench_node_runner(session: nox.Session) -> None:
     session.run("python", "bench/node_runner_bench.py", *args)
 
 
+@nox.session(python=PYTHON)
+def soak(session: nox.Session) -> None:
+    """Soak with faults (opt-in; minutes): 10,000 rollouts x 20 spans through the store server on SQLite and on
+    PostgreSQL (a temporary local server), 8 runner processes, runners killed every 5 s and the server once."""
+    _install_core(session, "./plugins/postgres", core_extras=["server"])
+    server: list[str] = []
+    stores = ["sqlite"]
+    if _ensure_postgres_server(session, required=False):
+        server = ["python", "-m", "agentlightning_postgres.tempserver", "--env", "AGL_BENCH_POSTGRES_URI"]
+        stores.append("postgres")
+    args = session.posargs or [*(arg for store in stores for arg in ("--store", store)), "--json"]
+    session.run(*server, "python", "bench/soak.py", *args)
+
+
 nox.options.sessions = [
     "core",
     *(p.session_name for p in PLUGINS if p.default),

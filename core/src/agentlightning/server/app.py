@@ -18,6 +18,7 @@ from typing import Any, Awaitable, Callable, Dict, List, MutableMapping, Optiona
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -224,6 +225,8 @@ def _build_app() -> FastAPI:
         response = error_response(exc.status_code, name, detail)
         if exc.headers:
             response.headers.update(exc.headers)
+        if exc.status_code == 405:  # Starlette names the methods of one route; a path has several
+            response.headers["Allow"] = ", ".join(_allowed_methods(app, request))
         return response
 
     async def on_bug(request: Request, exc: Exception) -> Response:
@@ -245,6 +248,57 @@ def _build_app() -> FastAPI:
     return app
 
 
+def _allowed_methods(app: FastAPI, request: Request) -> List[str]:
+    methods: set[str] = set()
+    for route in app.router.routes:
+        if isinstance(route, APIRoute) and route.path_regex.match(request.url.path):
+            methods.update(route.methods or ())
+    return sorted(methods)
+
+
+def _require_discriminators(schemas: Dict[str, Any]) -> None:
+    """A discriminated union's tag has a default in each model, yet a body must carry it: say so
+    (OpenAPI requires the discriminator property in every schema it maps to)."""
+    for definition in list(schemas.values()):
+        for node in _walk(definition):
+            discriminator = node.get("discriminator")
+            if not isinstance(discriminator, dict):
+                continue
+            tag = discriminator["propertyName"]
+            for ref in discriminator.get("mapping", {}).values():
+                target = schemas[ref.rsplit("/", 1)[-1]]
+                if tag not in target.setdefault("required", []):
+                    target["required"].insert(0, tag)
+
+
+def _drop_null_from_query_parameters(document: Dict[str, Any]) -> None:
+    """A query string cannot carry null: an optional parameter is left out instead."""
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", ()):
+                schema = parameter.get("schema", {})
+                if parameter.get("in") != "query" or "anyOf" not in schema:
+                    continue
+                options = [option for option in schema["anyOf"] if option.get("type") != "null"]
+                if len(options) == 1:
+                    del schema["anyOf"]
+                    schema.update(options[0])
+                else:
+                    schema["anyOf"] = options
+
+
+def _walk(node: Any) -> List[Dict[str, Any]]:
+    found: List[Dict[str, Any]] = []
+    if isinstance(node, dict):
+        found.append(node)
+        for value in node.values():
+            found.extend(_walk(value))
+    elif isinstance(node, list):
+        for value in node:
+            found.extend(_walk(value))
+    return found
+
+
 def _add_manual_bodies_to_openapi(app: FastAPI, models: List[Type[BaseModel]]) -> None:
     """Routes that parse their body themselves reference its schema; put those schemas in the document."""
     generate = app.openapi
@@ -258,6 +312,8 @@ def _add_manual_bodies_to_openapi(app: FastAPI, models: List[Type[BaseModel]]) -
                 for name, definition in schema.pop("$defs", {}).items():
                     schemas.setdefault(name, definition)
                 schemas[model.__name__] = schema
+            _require_discriminators(schemas)
+            _drop_null_from_query_parameters(document)
             app.openapi_schema = document
         return app.openapi_schema
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import random
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, TypeVar, Union
@@ -55,7 +56,16 @@ from agentlightning.types.tracer import construct_valid
 from .base import UNSET, FilterLogic, LightningStore, LightningStoreStatistics, SortOrder
 from .query import check_filter_logic, check_page, check_sort, check_statuses, match_filters, paginate
 
-__all__ = ["StoreEngine", "SpanQuery", "SpanInsertResult", "rollout_status_from_attempt"]
+__all__ = ["IDEMPOTENCY_KEY", "StoreEngine", "SpanQuery", "SpanInsertResult", "rollout_status_from_attempt"]
+
+IDEMPOTENCY_KEY: "contextvars.ContextVar[Optional[str]]" = contextvars.ContextVar("agl_idempotency_key", default=None)
+"""The idempotency key of the call being served (the store server sets it from the request's
+``Idempotency-Key`` header). A call that creates something (a rollout, an attempt, a dequeue, new
+resources; enqueues have their ``client_request_id``) records its answer under the key in the same durable write as its changes, and a later
+call with the same key gets that answer instead of being applied again, also after a restart."""
+ANSWER_TTL_SECONDS = 900.0  # longer than any client's retries
+MAX_ANSWERS = 100_000
+_NO_ANSWER: Any = object()
 
 SpanInsertResult = Union[List[bool], "concurrent.futures.Future[List[bool]]"]
 
@@ -135,6 +145,10 @@ def _clone(model: M) -> M:
     return copy
 
 
+def _copy_answer(result: Any) -> Any:
+    return [_clone(item) for item in result] if isinstance(result, list) else _clone(result)
+
+
 def _with_attempt(rollout: Rollout, attempt: Attempt) -> AttemptedRollout:
     return _construct(AttemptedRollout, {**_clone(rollout).__dict__, "attempt": _clone(attempt)})
 
@@ -199,6 +213,7 @@ class StoreEngine(LightningStore):
         self._watchdog = watchdog
         self._scan_debounce_seconds = scan_debounce_seconds
         self._last_scan = 0.0
+        self._answers: "OrderedDict[str, Tuple[float, Any]]" = OrderedDict()  # key -> (expires, result)
         self._started = time.time()
         self._closed = False
 
@@ -234,6 +249,32 @@ class StoreEngine(LightningStore):
             if scan:
                 self._scan(now)
             yield now
+
+    def _answered(self) -> Any:
+        """The remembered answer of this call's idempotency key (a copy), else ``_NO_ANSWER``."""
+        key = IDEMPOTENCY_KEY.get()
+        if key is None:
+            return _NO_ANSWER
+        hit = self._answers.get(key)
+        if hit is None or hit[0] < time.time():
+            return _NO_ANSWER
+        return _copy_answer(hit[1])
+
+    def _remember(self, result: Any) -> None:
+        """Keep ``result`` as the answer of this call's idempotency key, durably with the call's writes."""
+        key = IDEMPOTENCY_KEY.get()
+        if key is None:
+            return
+        now = time.time()
+        kept = (now + ANSWER_TTL_SECONDS, _copy_answer(result))
+        self._answers[key] = kept
+        self._answers.move_to_end(key)
+        self._record("answer", (key, *kept))
+        while self._answers:  # oldest first: expired ones, and the oldest beyond the cap
+            expires, _ = next(iter(self._answers.values()))
+            if expires >= now and len(self._answers) <= MAX_ANSWERS:
+                break
+            self._answers.popitem(last=False)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -509,9 +550,12 @@ class StoreEngine(LightningStore):
         worker_id: Optional[str] = None,
     ) -> AttemptedRollout:
         with self._writing() as now:
-            rollout = self._new_rollout(input, mode, resources_id, config, metadata, "preparing", now)
-            attempt = self._start_attempt(rollout, worker_id, now)
-            result = self._attempted(rollout, attempt)
+            result: AttemptedRollout = self._answered()
+            if result is _NO_ANSWER:
+                rollout = self._new_rollout(input, mode, resources_id, config, metadata, "preparing", now)
+                attempt = self._start_attempt(rollout, worker_id, now)
+                result = self._attempted(rollout, attempt)
+                self._remember(result)
         await self._flush()
         return result
 
@@ -569,6 +613,9 @@ class StoreEngine(LightningStore):
             raise ValueError(f"limit must be a positive int, got {limit!r}")
         results: List[AttemptedRollout] = []
         with self._writing() as now:
+            answer = self._answered()
+            if answer is not _NO_ANSWER:
+                results, limit = answer, 0  # dequeues nothing more
             while self._queue and len(results) < limit:
                 rollout_id = self._queue.popleft()
                 self._queued.discard(rollout_id)
@@ -578,7 +625,9 @@ class StoreEngine(LightningStore):
                     continue  # it left the queue by other means (cancelled, revived)
                 attempt = self._start_attempt(rollout, worker_id, now)
                 results.append(self._attempted(rollout, attempt))
-            if worker_id is not None:
+            if results and answer is _NO_ANSWER:  # an empty poll is safe to repeat
+                self._remember(results)
+            if worker_id is not None and answer is _NO_ANSWER:
                 worker = self._workers.get(worker_id)
                 if worker is None:
                     worker = self._workers[worker_id] = Worker(worker_id=worker_id)
@@ -591,9 +640,12 @@ class StoreEngine(LightningStore):
 
     async def start_attempt(self, rollout_id: str, worker_id: Optional[str] = None) -> AttemptedRollout:
         with self._writing(scan=False) as now:
-            rollout = self._get_rollout(rollout_id)
-            attempt = self._start_attempt(rollout, worker_id, now)
-            result = self._attempted(rollout, attempt)
+            result: AttemptedRollout = self._answered()
+            if result is _NO_ANSWER:
+                rollout = self._get_rollout(rollout_id)
+                attempt = self._start_attempt(rollout, worker_id, now)
+                result = self._attempted(rollout, attempt)
+                self._remember(result)
         await self._flush()
         return result
 
@@ -927,7 +979,10 @@ class StoreEngine(LightningStore):
     async def add_resources(self, resources: NamedResources) -> ResourcesUpdate:
         with self._lock:
             self._check_open()
-            result = self._put_resources(_new_id("rs-", 6), resources, time.time())
+            result: ResourcesUpdate = self._answered()
+            if result is _NO_ANSWER:
+                result = self._put_resources(_new_id("rs-", 6), resources, time.time())
+                self._remember(result)
         await self._flush()
         return result
 

@@ -12,11 +12,14 @@ T = TypeVar("T")
 __all__ = ["check_page", "check_sort", "check_statuses", "match_filters", "paginate"]
 
 
+MAX_PAGE_VALUE = 2**53 - 1  # fits SQL LIMIT/OFFSET, and JSON numbers (doubles) hold it exactly
+
+
 def check_page(limit: int, offset: int) -> None:
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < -1:
-        raise ValueError(f"limit must be an int >= -1 (-1 = no limit), got {limit!r}")
-    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-        raise ValueError(f"offset must be an int >= 0, got {offset!r}")
+    if not isinstance(limit, int) or isinstance(limit, bool) or not -1 <= limit <= MAX_PAGE_VALUE:
+        raise ValueError(f"limit must be an int from -1 (no limit) to 2**53-1, got {limit!r}")
+    if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= MAX_PAGE_VALUE:
+        raise ValueError(f"offset must be an int from 0 to 2**53-1, got {offset!r}")
 
 
 def check_sort(sort_by: Optional[str], sort_order: str, allowed: Sequence[str]) -> None:

@@ -38,7 +38,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from agentlightning.errors import AgentLightningError, StoreClosedError
 from agentlightning.types import Attempt, PaginatedResult, ResourcesUpdate, Rollout, RolloutConfig, Span, Worker
 
-from .engine import SpanInsertResult, SpanQuery, StoreEngine, _clone, _construct
+from .engine import MAX_ANSWERS, SpanInsertResult, SpanQuery, StoreEngine, _clone, _construct
 from .memory import select_spans
 
 __all__ = ["SqliteLightningStore", "StoreLockedError"]
@@ -64,6 +64,8 @@ CREATE TABLE IF NOT EXISTS spans (
     rollout_id TEXT NOT NULL, attempt_id TEXT NOT NULL, span_id TEXT NOT NULL, sequence_id INTEGER NOT NULL,
     trace_id TEXT, parent_id TEXT, name TEXT, start_time REAL, end_time REAL, data TEXT NOT NULL,
     PRIMARY KEY (rollout_id, attempt_id, span_id));
+CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, expires REAL NOT NULL, data BLOB NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS answers_by_expiry ON answers (expires);
 """
 
 SCHEMA_VERSION = "1"
@@ -97,6 +99,7 @@ _UPSERTS = {
         "DO UPDATE SET last_value=MAX(last_value, excluded.last_value)"
     ),
     "request_id": "INSERT OR IGNORE INTO request_ids (client_request_id, rollout_id) VALUES (?, ?)",
+    "answer": "INSERT OR REPLACE INTO answers (key, expires, data) VALUES (?, ?, ?)",
 }
 _UPSERTS["span"] = (
     "INSERT OR IGNORE INTO spans (rollout_id, attempt_id, span_id, sequence_id, trace_id, parent_id, name, "
@@ -124,6 +127,9 @@ def _snapshot(kind: str, payload: Any) -> Any:
     """What the journal keeps of a write: a model's fields (cheap to pickle), else the payload.
 
     Shallow is enough: the engine replaces nested values (config, metadata) instead of mutating them."""
+    if kind == "answer":  # (idempotency key, expiry, the call's result: a model or a list of them)
+        key, expires, result = payload
+        return (key, expires, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
     if kind not in _MODELS:
         return payload
     fields = dict(payload.__dict__)
@@ -162,7 +168,7 @@ def _row(kind: str, snapshot: Any) -> Tuple[Any, ...]:
         return (*(snapshot[column] for column in _COLUMNS[kind]), data)
     if kind in ("queue_pop", "latest_resources"):
         return (snapshot,)
-    return tuple(snapshot)  # queue_push, sequence, request_id, span: already parameter tuples
+    return tuple(snapshot)  # queue_push, sequence, request_id, span, answer: already parameter tuples
 
 
 def _span_row(span: Span) -> Tuple[Any, ...]:
@@ -346,6 +352,13 @@ class SqliteLightningStore(StoreEngine):
                 self._workers[worker.worker_id] = worker
             for rollout_id, value in conn.execute("SELECT rollout_id, last_value FROM span_sequences"):
                 self._span_sequence[rollout_id] = value
+            if not self.read_only:  # answers of idempotency keys: only writers use them (older files lack them)
+                answers = conn.execute(
+                    "SELECT key, expires, data FROM answers WHERE expires >= ? ORDER BY expires DESC LIMIT ?",
+                    (time.time(), MAX_ANSWERS),
+                ).fetchall()
+                for key, expires, data in reversed(answers):
+                    self._answers[key] = (expires, pickle.loads(data))
             self._span_count = conn.execute("SELECT COUNT(*) FROM spans").fetchone()[0]
             self._rollouts_in_db = {
                 rollout_id for (rollout_id,) in conn.execute("SELECT DISTINCT rollout_id FROM spans")
@@ -677,7 +690,7 @@ def _apply(conn: sqlite3.Connection, ops: Sequence[JournalOp]) -> None:
     latest: Dict[Tuple[str, Any], Any] = {}
     pushed: Dict[int, str] = {}
     popped: List[int] = []
-    appended: Dict[str, List[Tuple[Any, ...]]] = {"span": [], "request_id": []}
+    appended: Dict[str, List[Tuple[Any, ...]]] = {"span": [], "request_id": [], "answer": []}
     for kind, key, snapshot in ops:
         if kind in _COALESCED:
             latest[(kind, key)] = snapshot
@@ -702,6 +715,8 @@ def _apply(conn: sqlite3.Connection, ops: Sequence[JournalOp]) -> None:
         for kind, rows in by_kind.items():
             if rows:
                 conn.executemany(_UPSERTS[kind], rows)
+        if appended["answer"]:
+            conn.execute("DELETE FROM answers WHERE expires < ?", (time.time(),))
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

@@ -6,7 +6,9 @@ Shared by the store server (:mod:`agentlightning.server`) and the HTTP client
 Request bodies are validated strictly (JSON strings are not numbers, numbers are not strings) and
 reject unknown fields, so a typo in a field name is an error instead of a silently ignored value.
 Fields whose allowed values the store checks itself (statuses, modes, sort fields) are plain
-strings here, so the store's own typed error (naming the bad value) reaches the caller.
+strings here, so the store's own typed error (naming the bad value) reaches the caller; the OpenAPI
+document still lists their allowed values (:func:`documented_as`), so it says exactly what the server
+accepts.
 
 Errors are JSON objects ``{"error": <type>, "message": <text>, "details": {...}}``. ``error`` is
 the name of the exception the store raised (``RolloutNotFoundError``, ``InvalidTransitionError``,
@@ -16,13 +18,16 @@ the client raises the same typed exception locally.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.config import JsonDict
 from typing_extensions import Annotated
 
 from agentlightning import errors
 from agentlightning.types import (
+    ATTEMPT_STATUSES,
+    ROLLOUT_STATUSES,
     Attempt,
     AttemptedRollout,
     EnqueueRolloutRequest,
@@ -34,6 +39,17 @@ from agentlightning.types import (
     Span,
     Worker,
 )
+
+from .engine import (
+    ATTEMPT_SORT_FIELDS,
+    RESOURCES_SORT_FIELDS,
+    ROLLOUT_MODES,
+    ROLLOUT_SORT_FIELDS,
+    SPAN_SORT_FIELDS,
+    WORKER_SORT_FIELDS,
+    WORKER_STATUSES,
+)
+from .query import MAX_PAGE_VALUE
 
 __all__ = [
     "API_PREFIX",
@@ -90,6 +106,63 @@ class WorkersPage(PaginatedResult[Worker]):
     """A page of workers."""
 
 
+def documented_as(schema: Dict[str, Any]) -> Callable[[Dict[str, Any]], None]:
+    """``json_schema_extra`` that documents a field as ``schema`` (its allowed values; not null) while
+    the model keeps a plain type, so the store checks the value and names it in its own typed error."""
+
+    def apply(field_schema: Dict[str, Any]) -> None:
+        for key in ("anyOf", "type", "items"):
+            field_schema.pop(key, None)
+        if field_schema.get("default", 0) is None and not _allows_null(schema):
+            del field_schema["default"]  # absent means "unchanged"; null itself is refused
+        field_schema.update(schema)
+
+    return apply
+
+
+def not_null(field_schema: Dict[str, Any]) -> None:
+    """``json_schema_extra`` for an optional field whose absence means "unchanged" but that refuses null."""
+    options = [option for option in field_schema.pop("anyOf", ()) if option.get("type") != "null"]
+    field_schema.update(options[0] if len(options) == 1 else {"anyOf": options})
+    if field_schema.get("default", 0) is None:
+        del field_schema["default"]
+
+
+def _integral(value: Any) -> Any:
+    # JSON Schema's "integer" includes 3.0; strict pydantic would refuse it.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+WireInt = Annotated[int, BeforeValidator(_integral)]
+
+
+def _allows_null(schema: Dict[str, Any]) -> bool:
+    return any(option.get("type") == "null" for option in schema.get("anyOf", ()))
+
+
+def one_of(values: Sequence[str], *, nullable: bool = False) -> Dict[str, Any]:
+    """The schema of a string with these allowed values (or null)."""
+    schema: Dict[str, Any] = {"type": "string", "enum": list(values)}
+    return {"anyOf": [schema, {"type": "null"}]} if nullable else schema
+
+
+def _list_of(values: Sequence[str]) -> Dict[str, Any]:
+    return {"anyOf": [{"type": "array", "items": one_of(values)}, {"type": "null"}]}
+
+
+def _sort_fields(fields: Sequence[str], default: Optional[str]) -> Any:
+    return Field(default=default, json_schema_extra=documented_as(one_of(fields, nullable=True)))
+
+
+_SORT_ORDER = documented_as(one_of(("asc", "desc")))
+_FILTER_LOGIC = documented_as(one_of(("and", "or")))
+# Page bounds as the store checks them (limit -1 is "no limit"); it names a value out of them.
+_AT_LEAST_MINUS_ONE: JsonDict = {"minimum": -1, "maximum": MAX_PAGE_VALUE}
+_OFFSET: JsonDict = {"minimum": 0, "maximum": MAX_PAGE_VALUE}
+# An optional id that may not be empty: "" is no worker id (and would be listed as a worker).
+OptionalId = Optional[Annotated[str, Field(min_length=1)]]
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
@@ -97,11 +170,15 @@ class _Request(BaseModel):
 # -- rollouts -----------------------------------------------------------------------------------
 class StartRolloutRequest(_Request):
     input: Any = Field(description="The task input handed to the agent (any JSON value).")
-    mode: Optional[str] = Field(default=None, description="'train', 'val' or 'test'.")
+    mode: Optional[str] = Field(
+        default=None,
+        description="'train', 'val' or 'test'.",
+        json_schema_extra=documented_as(one_of(ROLLOUT_MODES, nullable=True)),
+    )
     resources_id: Optional[str] = Field(default=None, description="Resources to use; default: the latest.")
     config: Optional[RolloutConfig] = None
     metadata: Optional[Dict[str, Any]] = None
-    worker_id: Optional[str] = None
+    worker_id: OptionalId = None
 
 
 class EnqueueRolloutsRequest(_Request):
@@ -112,20 +189,26 @@ class EnqueueRolloutsRequest(_Request):
 
 
 class DequeueRolloutsRequest(_Request):
-    limit: int = Field(default=1, description="At most this many rollouts (>= 1).")
-    worker_id: Optional[str] = None
+    limit: WireInt = Field(
+        default=1, description="At most this many rollouts (>= 1).", json_schema_extra={"minimum": 1}
+    )
+    worker_id: OptionalId = None
 
 
 class QueryRolloutsRequest(_Request):
-    status_in: Optional[List[str]] = None
+    status_in: Optional[List[str]] = Field(default=None, json_schema_extra=documented_as(_list_of(ROLLOUT_STATUSES)))
     rollout_id_in: Optional[List[str]] = None
     rollout_id_contains: Optional[str] = None
-    filter_logic: str = Field(default="and", description="'and' or 'or'.")
-    sort_by: Optional[str] = None
-    sort_order: str = Field(default="asc", description="'asc' or 'desc'.")
-    limit: int = Field(default=-1, description="-1: no limit.")
-    offset: int = 0
-    status: Optional[List[str]] = Field(default=None, description="Deprecated alias of status_in.")
+    filter_logic: str = Field(default="and", description="'and' or 'or'.", json_schema_extra=_FILTER_LOGIC)
+    sort_by: Optional[str] = _sort_fields(ROLLOUT_SORT_FIELDS, None)
+    sort_order: str = Field(default="asc", description="'asc' or 'desc'.", json_schema_extra=_SORT_ORDER)
+    limit: WireInt = Field(default=-1, description="-1: no limit.", json_schema_extra=_AT_LEAST_MINUS_ONE)
+    offset: WireInt = Field(default=0, json_schema_extra=_OFFSET)
+    status: Optional[List[str]] = Field(
+        default=None,
+        description="Deprecated alias of status_in.",
+        json_schema_extra=documented_as(_list_of(ROLLOUT_STATUSES)),
+    )
     rollout_ids: Optional[List[str]] = Field(default=None, description="Deprecated alias of rollout_id_in.")
 
 
@@ -133,10 +216,10 @@ class UpdateRolloutRequest(_Request):
     """Only the fields present in the body are changed; ``null`` is a value (it clears the field)."""
 
     input: Any = None
-    mode: Optional[str] = None
+    mode: Optional[str] = Field(default=None, json_schema_extra=documented_as(one_of(ROLLOUT_MODES, nullable=True)))
     resources_id: Optional[str] = None
-    status: Optional[str] = None
-    config: Optional[RolloutConfig] = None
+    status: Optional[str] = Field(default=None, json_schema_extra=documented_as(one_of(ROLLOUT_STATUSES)))
+    config: Optional[RolloutConfig] = Field(default=None, json_schema_extra=not_null)
     metadata: Optional[Dict[str, Any]] = None
 
 
@@ -156,22 +239,22 @@ class WaitForRolloutsResponse(BaseModel):
 
 # -- attempts -----------------------------------------------------------------------------------
 class StartAttemptRequest(_Request):
-    worker_id: Optional[str] = None
+    worker_id: OptionalId = None
 
 
 class QueryAttemptsRequest(_Request):
-    sort_by: Optional[str] = "sequence_id"
-    sort_order: str = "asc"
-    limit: int = -1
-    offset: int = 0
+    sort_by: Optional[str] = _sort_fields(ATTEMPT_SORT_FIELDS, "sequence_id")
+    sort_order: str = Field(default="asc", json_schema_extra=_SORT_ORDER)
+    limit: WireInt = Field(default=-1, json_schema_extra=_AT_LEAST_MINUS_ONE)
+    offset: WireInt = Field(default=0, json_schema_extra=_OFFSET)
 
 
 class UpdateAttemptRequest(_Request):
     """Only the fields present in the body are changed."""
 
-    status: Optional[str] = None
-    worker_id: Optional[str] = None
-    last_heartbeat_time: Optional[float] = None
+    status: Optional[str] = Field(default=None, json_schema_extra=documented_as(one_of(ATTEMPT_STATUSES)))
+    worker_id: OptionalId = None
+    last_heartbeat_time: Optional[float] = Field(default=None, json_schema_extra=documented_as({"type": "number"}))
     metadata: Optional[Dict[str, Any]] = None
 
 
@@ -208,11 +291,11 @@ class SpanFilters(_Request):
     parent_id_contains: Optional[str] = None
     name: Optional[str] = None
     name_contains: Optional[str] = None
-    filter_logic: str = "and"
-    limit: int = -1
-    offset: int = 0
-    sort_by: Optional[str] = "sequence_id"
-    sort_order: str = "asc"
+    filter_logic: str = Field(default="and", json_schema_extra=_FILTER_LOGIC)
+    limit: WireInt = Field(default=-1, json_schema_extra=_AT_LEAST_MINUS_ONE)
+    offset: WireInt = Field(default=0, json_schema_extra=_OFFSET)
+    sort_by: Optional[str] = _sort_fields(SPAN_SORT_FIELDS, "sequence_id")
+    sort_order: str = Field(default="asc", json_schema_extra=_SORT_ORDER)
 
 
 class QuerySpansRequest(SpanFilters):
@@ -227,20 +310,20 @@ class ResourcesRequest(_Request):
 class QueryResourcesRequest(_Request):
     resources_id: Optional[str] = None
     resources_id_contains: Optional[str] = None
-    sort_by: Optional[str] = None
-    sort_order: str = "asc"
-    limit: int = -1
-    offset: int = 0
+    sort_by: Optional[str] = _sort_fields(RESOURCES_SORT_FIELDS, None)
+    sort_order: str = Field(default="asc", json_schema_extra=_SORT_ORDER)
+    limit: WireInt = Field(default=-1, json_schema_extra=_AT_LEAST_MINUS_ONE)
+    offset: WireInt = Field(default=0, json_schema_extra=_OFFSET)
 
 
 class QueryWorkersRequest(_Request):
-    status_in: Optional[List[str]] = None
+    status_in: Optional[List[str]] = Field(default=None, json_schema_extra=documented_as(_list_of(WORKER_STATUSES)))
     worker_id_contains: Optional[str] = None
-    filter_logic: str = "and"
-    sort_by: Optional[str] = None
-    sort_order: str = "asc"
-    limit: int = -1
-    offset: int = 0
+    filter_logic: str = Field(default="and", json_schema_extra=_FILTER_LOGIC)
+    sort_by: Optional[str] = _sort_fields(WORKER_SORT_FIELDS, None)
+    sort_order: str = Field(default="asc", json_schema_extra=_SORT_ORDER)
+    limit: WireInt = Field(default=-1, json_schema_extra=_AT_LEAST_MINUS_ONE)
+    offset: WireInt = Field(default=0, json_schema_extra=_OFFSET)
 
 
 class UpdateWorkerRequest(_Request):

@@ -111,7 +111,19 @@ CREATE TRIGGER rollout_finished AFTER INSERT OR UPDATE ON rollouts FOR EACH ROW
     EXECUTE FUNCTION notify_rollout_finished();
 """
 
-MIGRATIONS: Tuple[str, ...] = (_V1,)
+# Answers of calls made with an idempotency key (the store server's Idempotency-Key header), written
+# in the transaction of the call itself: a retry of a call whose answer was lost gets that answer
+# instead of being applied again, whichever server process it reaches. Expired rows are dropped.
+_V2 = """
+CREATE TABLE answers (
+    key text PRIMARY KEY,
+    expires double precision NOT NULL,
+    data bytea NOT NULL
+);
+CREATE INDEX answers_by_expiry ON answers (expires);
+"""
+
+MIGRATIONS: Tuple[str, ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")

@@ -38,6 +38,7 @@ import concurrent.futures
 import getpass
 import json
 import logging
+import pickle
 import threading
 import time
 import uuid
@@ -64,7 +65,13 @@ import asyncpg
 from agentlightning.errors import StoreClosedError
 from agentlightning.store.base import UNSET, FilterLogic, LightningStore, LightningStoreCapabilities, SortOrder
 from agentlightning.store.base import LightningStoreStatistics as Statistics
-from agentlightning.store.engine import ROLLOUT_SORT_FIELDS, SpanInsertResult, SpanQuery, StoreEngine
+from agentlightning.store.engine import (
+    IDEMPOTENCY_KEY,
+    ROLLOUT_SORT_FIELDS,
+    SpanInsertResult,
+    SpanQuery,
+    StoreEngine,
+)
 from agentlightning.store.memory import select_spans
 from agentlightning.store.query import check_filter_logic, check_page, check_sort, check_statuses
 from agentlightning.types import (
@@ -179,6 +186,7 @@ class _Transaction(StoreEngine):
         self._latest_dirty = False
         self._sequences: Dict[str, int] = {}
         self._new_request_ids: List[Tuple[str, str]] = []
+        self._new_answers: List[Tuple[str, float, Any]] = []
         self._new_spans: List[Span] = []
         self._span_flags: Optional["concurrent.futures.Future[List[bool]]"] = None
 
@@ -256,6 +264,15 @@ class _Transaction(StoreEngine):
             update = ResourcesUpdate.model_validate_json(row["data"])
             self._resources[update.resources_id] = update
 
+    async def load_answer(self) -> None:
+        """The remembered answer of the call's idempotency key, if it has one (the engine replays it)."""
+        key = IDEMPOTENCY_KEY.get()
+        if key is None:
+            return
+        row = await self.conn.fetchrow("SELECT expires, data FROM answers WHERE key = $1", key)
+        if row is not None:
+            self._answers[key] = (row["expires"], pickle.loads(row["data"]))
+
     async def load_request_ids(self, client_request_ids: Iterable[Optional[str]]) -> None:
         ids = sorted({c for c in client_request_ids if isinstance(c, str)})
         if not ids:
@@ -284,6 +301,8 @@ class _Transaction(StoreEngine):
             self._sequences[rollout_id] = max(value, self._sequences.get(rollout_id, 0))
         elif kind == "request_id":
             self._new_request_ids.append(payload)
+        elif kind == "answer":
+            self._new_answers.append(payload)
         # queue_push / queue_pop: a rollout's queue position follows from its status when written.
 
     def _insert_spans(self, spans: Sequence[Span]) -> SpanInsertResult:
@@ -384,6 +403,17 @@ class _Transaction(StoreEngine):
                 [r for _, r in self._new_request_ids],
             )
             self._new_request_ids = []
+        if self._new_answers:
+            # A plain insert: a concurrent call with the same key that committed first makes this one
+            # run again, and then it finds that call's answer.
+            answers, self._new_answers = self._new_answers, []
+            statement.add(
+                "INSERT INTO answers (key, expires, data) SELECT * FROM unnest({}::text[], {}::float8[], {}::bytea[])",
+                [key for key, _, _ in answers],
+                [expires for _, expires, _ in answers],
+                [pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL) for _, _, result in answers],
+            )
+            statement.add("DELETE FROM answers WHERE expires < {}", time.time())
         spans, self._new_spans = self._new_spans, []
         if spans:
             statement.add(
@@ -781,6 +811,7 @@ class PostgresLightningStore(LightningStore):
         await self._scan()
 
         async def body(tx: _Transaction) -> AttemptedRollout:
+            await tx.load_answer()
             if resources_id is None:
                 await tx.load_latest_resources_id()
             await tx.lock_workers([worker_id])
@@ -834,6 +865,7 @@ class PostgresLightningStore(LightningStore):
         await self._scan()
 
         async def body(tx: _Transaction) -> List[AttemptedRollout]:
+            await tx.load_answer()
             await tx.lock_queue_head(limit)
             await tx.lock_workers([worker_id])
             return await tx.dequeue_many_rollouts(limit=limit, worker_id=worker_id)
@@ -844,6 +876,7 @@ class PostgresLightningStore(LightningStore):
         self._check_open()
 
         async def body(tx: _Transaction) -> AttemptedRollout:
+            await tx.load_answer()
             await tx.load_rollouts([rollout_id], lock=True)
             await tx.lock_workers([worker_id, *tx.attempt_workers([rollout_id])])
             return await tx.start_attempt(rollout_id, worker_id)
@@ -1238,6 +1271,7 @@ class PostgresLightningStore(LightningStore):
         self._check_open()
 
         async def body(tx: _Transaction) -> ResourcesUpdate:
+            await tx.load_answer()
             await tx.load_latest_resources_id(lock=True)  # resource writes take turns: "latest" is well defined
             return await tx.add_resources(resources)
 

@@ -16,6 +16,7 @@ from typing_extensions import Annotated
 
 from agentlightning import errors
 from agentlightning.store.base import LightningStore
+from agentlightning.store.engine import IDEMPOTENCY_KEY
 from agentlightning.store.wire import (
     IDEMPOTENCY_HEADER,
     ErrorBody,
@@ -119,12 +120,15 @@ class Replays:
             await asyncio.shield(running)  # the first request with this key is still being applied
         future: "asyncio.Future[None]" = asyncio.get_running_loop().create_future()
         self._running[key] = future
+        # The store remembers answers by key too, durably: a retry after a restart is not applied twice.
+        token = IDEMPOTENCY_KEY.set(" ".join(key))
         try:
             response = await compute()
             if response.status_code < 400 and len(response.body) <= self.max_entry_bytes:
                 self._remember(key, response.status_code, bytes(response.body))
             return response
         finally:
+            IDEMPOTENCY_KEY.reset(token)
             del self._running[key]
             future.set_result(None)
 

@@ -19,16 +19,18 @@ import time
 import weakref
 from collections import OrderedDict
 from importlib import resources
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
+from typing import Annotated, Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from agentlightning import errors
 from agentlightning.emitter.reward import find_final_reward
 from agentlightning.semconv import AGL_ANNOTATION, AGL_REWARD
 from agentlightning.store.base import LightningStore
-from agentlightning.store.engine import StoreEngine
+from agentlightning.store.engine import ROLLOUT_SORT_FIELDS, StoreEngine
+from agentlightning.store.query import MAX_PAGE_VALUE
+from agentlightning.store.wire import documented_as, one_of
 from agentlightning.types import ROLLOUT_STATUSES, Attempt, Rollout, Span
 
 from .common import JSON, Ctx, error_response, not_found
@@ -268,18 +270,25 @@ def _search_text(texts: Dict[str, Tuple[Any, str]], rollout: Rollout) -> str:
 
 
 # -- rollouts -----------------------------------------------------------------------------------
+_ONE_STATUS = "|".join(ROLLOUT_STATUSES)
+_STATUS_LIST = f"^({_ONE_STATUS})?(,({_ONE_STATUS})?)*$"  # what the split below accepts, empty items included
+
+
 @router.get("/rollouts", summary="Dashboard: rollouts filtered by status, mode, resources and input text")
 async def rollouts(
     ctx: Ctx,
     request: Request,
-    status: Optional[str] = None,
+    status: Annotated[
+        Optional[str],
+        Query(description="Comma-separated rollout statuses.", json_schema_extra={"pattern": _STATUS_LIST}),
+    ] = None,
     mode: Optional[str] = None,
     resources_id: Optional[str] = None,
     q: Optional[str] = None,
-    sort_by: str = "start_time",
-    sort_order: str = "desc",
-    limit: int = 50,
-    offset: int = 0,
+    sort_by: Annotated[str, Query(json_schema_extra=documented_as(one_of(ROLLOUT_SORT_FIELDS)))] = "start_time",
+    sort_order: Annotated[str, Query(json_schema_extra=documented_as(one_of(("asc", "desc"))))] = "desc",
+    limit: Annotated[int, Query(json_schema_extra={"minimum": 1, "maximum": 500})] = 50,
+    offset: Annotated[int, Query(json_schema_extra={"minimum": 0, "maximum": MAX_PAGE_VALUE})] = 0,
 ) -> Response:
     store = ctx.store
     if not 1 <= limit <= 500:

@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from typing_extensions import Annotated
 
 from agentlightning import errors
+from agentlightning.store.query import check_statuses
 from agentlightning.store.wire import (
     AttemptsPage,
     DequeueRolloutsRequest,
@@ -25,7 +26,13 @@ from agentlightning.store.wire import (
     WaitForRolloutsRequest,
     WaitForRolloutsResponse,
 )
-from agentlightning.types import TERMINAL_ROLLOUT_STATUSES, Attempt, AttemptedRollout, Rollout
+from agentlightning.types import (
+    ROLLOUT_STATUSES,
+    TERMINAL_ROLLOUT_STATUSES,
+    Attempt,
+    AttemptedRollout,
+    Rollout,
+)
 
 from .common import (
     AttemptsQuery,
@@ -71,6 +78,7 @@ async def dequeue_rollouts(ctx: Ctx, body: DequeueRolloutsRequest, request: Requ
 
 
 async def _query_rollouts(ctx: StoreContext, query: QueryRolloutsRequest) -> Response:
+    check_statuses(query.status, ROLLOUT_STATUSES, "rollout status")  # the store ignores it beside status_in
     # The wire names are the store's parameter names; the store checks the values and names them in its errors.
     return page_response(await ctx.store.query_rollouts(**dict(query)), RolloutView)
 
