@@ -8,6 +8,7 @@ imported when a run starts, never when this module is.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import math
 import os
@@ -23,11 +24,28 @@ from agentlightning.execution import AlgorithmBundle, ExecutionStrategy, RunnerB
 from agentlightning.store.base import LightningStore
 from agentlightning.utils.aio import run_sync
 
-__all__ = ["RAY_INSTALL_HINT", "RayClusterUnreachableError", "RayExecutionStrategy"]
+__all__ = ["RAY_INSTALL_HINT", "TOKEN_AUTH_HINT", "RayClusterUnreachableError", "RayExecutionStrategy"]
 
 logger = logging.getLogger(__name__)
 
 RAY_INSTALL_HINT = "pip install agentlightning-ray (it brings Ray; add the [client] extra for ray:// addresses)"
+
+
+TOKEN_AUTH_HINT = (
+    "the cluster refused this driver's token: Ray enables token authentication only for a cluster it finds "
+    "by itself, so with an explicit address set RAY_AUTH_MODE=token and give the cluster's token through "
+    "RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token in the driver's environment"
+)
+
+
+def _refused_token(exc: BaseException) -> bool:
+    """Whether Ray's connection error comes from token authentication (its cause chain says so)."""
+    seen: Optional[BaseException] = exc
+    while seen is not None:
+        if type(seen).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class RayClusterUnreachableError(AgentLightningError, ConnectionError):
@@ -142,6 +160,8 @@ class RayExecutionStrategy(ExecutionStrategy):
         max_restarts: int = 10,
         connect_timeout: float = 5.0,
     ) -> None:
+        if importlib.util.find_spec("ray") is None:
+            raise ImportError(f"strategy='ray' needs Ray, which is not installed: {RAY_INSTALL_HINT}")
         if n_runners == "auto":
             self.fill_cluster = True
             self.n_runners = 1  # until the run starts and the cluster is known
@@ -187,10 +207,13 @@ class RayExecutionStrategy(ExecutionStrategy):
             _probe(address, self.connect_timeout)
         try:
             ray.init(address=address, **options)
-        except ConnectionError as exc:
-            raise RayClusterUnreachableError(address or "auto", str(exc)) from exc
-        except getattr(ray.exceptions, "AuthenticationError", ()) as exc:  # token auth (Ray >= 2.52)
-            raise RayClusterUnreachableError(address or "local", f"the cluster refused this driver's token: {exc}") from exc
+        except (ConnectionError, RuntimeError) as exc:
+            if address is None and not _refused_token(exc):
+                raise  # a local cluster that cannot start: Ray's own error says why
+            reason = str(exc).splitlines()[0]
+            if _refused_token(exc):
+                reason += f" ({TOKEN_AUTH_HINT})"
+            raise RayClusterUnreachableError(address or "local", reason) from exc
         return True
 
     def _runner_count(self, ray: Any) -> int:
