@@ -9,6 +9,7 @@ the proxy), ``lint`` and ``typecheck``); ``.ci/run`` runs exactly that. Other se
 LLM proxy adds to a call), ``nox -s bench_grpo`` (GRPO update throughput against TRL),
 ``nox -s bench_langchain`` (the LangChain adapter's tracing overhead per LLM call),
 ``nox -s bench_node_runner`` (time per rollout of the Node.js example runner against the Python runner),
+``nox -s bench_ray`` (rollouts/s through runner processes and through Ray actors),
 ``nox -s bench_learning`` (held-out accuracy before/after GRPO over seeds), ``nox -s quickstart`` (the
 README's main command: GRPO on the embedded default model), ``nox -s demo`` (a ``Trainer.dev`` dry run
 without a model), ``nox -s plugins/<name>`` (one plugin's tests), ``nox -s vllm``
@@ -167,6 +168,9 @@ PLUGINS: list[Plugin] = [
     Plugin("grpo", needs=["embedded", "testing"], needs_torch=True),
     # The postgresql:// store backend against a real PostgreSQL server; the core's store suite runs
     # over it too (tests/core, so the core's test requirements and its server extra come along).
+    # Trainer(strategy="ray"): runners as Ray actors on real local clusters (ray.init with 2 CPUs, and
+    # `ray start --head` in a subprocess for the address= path), each shut down by its test.
+    Plugin("ray"),
     Plugin(
         "postgres", needs=["testing"], test_deps=CORE_TEST_DEPS, core_extras=["server"], run_tests=_run_postgres_tests
     ),
@@ -351,6 +355,14 @@ def bench_proxy(session: nox.Session) -> None:
     peer_python = _ensure_peer_venv(session)
     args = session.posargs or ["--json"]
     session.run("python", "bench/proxy_bench.py", "--peer-python", str(peer_python), *args)
+
+
+@nox.session(python=PYTHON)
+def bench_ray(session: nox.Session) -> None:
+    """Ray strategy benchmark: rollouts/s of a trivial agent through runner processes and Ray actors, and
+    the time per rollout Ray adds."""
+    session.install("./plugins/ray")
+    session.run("python", "bench/ray_bench.py", *session.posargs)
 
 
 # The opt-in `vllm` session: vLLM's CPU build (it needs exactly the CPU torch 2.13.0, which pip finds

@@ -47,7 +47,11 @@ def pid_agent(task: float) -> None:
 
 
 def reward_pids(spans: List[Any]) -> List[int]:
-    return [int(s.attributes["agentlightning.reward.1.value"]) for s in spans if "agentlightning.reward.1.value" in s.attributes]
+    return [
+        int(s.attributes["agentlightning.reward.1.value"])
+        for s in spans
+        if "agentlightning.reward.1.value" in s.attributes
+    ]
 
 
 async def rollouts_with_spans(store: Any) -> List[Any]:

@@ -10,15 +10,12 @@ import secrets
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple, Union
 
 from agentlightning.adapter import Adapter, TracerTraceToTriplet
 from agentlightning.algorithm import Algorithm, Baseline, FastAlgorithm
-from agentlightning.errors import ComponentResolutionError
 from agentlightning.execution import (
-    ClientServerExecutionStrategy,
     ExecutionStrategy,
-    ProcessesExecutionStrategy,
     SharedMemoryExecutionStrategy,
 )
 from agentlightning.litagent import LitAgent
@@ -40,6 +37,7 @@ __all__ = ["Trainer"]
 logger = logging.getLogger(__name__)
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
 
 def _registry(kind: str) -> Callable[[str], Optional[Callable[..., Any]]]:
     def lookup(name: str) -> Optional[Callable[..., Any]]:

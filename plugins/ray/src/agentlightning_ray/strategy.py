@@ -367,4 +367,3 @@ class RayExecutionStrategy(ExecutionStrategy):
             logger.warning("killing %d Ray runner actor(s) still running", len(refs))
         for actor in actors.values():
             ray.kill(actor, no_restart=True)
-
