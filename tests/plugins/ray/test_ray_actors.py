@@ -178,6 +178,23 @@ def test_an_algorithm_error_kills_every_actor_at_once(tmp_path: Path) -> None:
     assert wait_until_gone(pids) == []
 
 
+def test_a_run_whose_actors_all_die_beyond_max_restarts_fails(tmp_path: Path) -> None:
+    @rollout
+    def always_dies(task: str) -> float:
+        os.kill(os.getpid(), signal.SIGKILL)
+        return 1.0
+
+    config = RolloutConfig(unresponsive_seconds=60.0)
+    strategy = RayExecutionStrategy(1, max_restarts=1)
+    trainer = Trainer(run_dir=tmp_path, strategy=strategy, algorithm=EnqueueAndWait(["x", "y"], config))
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"every Ray runner actor failed and max_restarts \(1\) is spent"):
+        trainer.fit(always_dies)
+    trainer.close()
+    assert strategy.restarts == 1
+    assert time.monotonic() - started < 100  # not the algorithm's 120 s wait
+
+
 def test_actors_connect_to_an_existing_store_server() -> None:
     backing = InMemoryLightningStore()
     with StoreServer(backing, port=0, token="secret") as server:

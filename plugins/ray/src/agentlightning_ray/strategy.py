@@ -316,6 +316,7 @@ class RayExecutionStrategy(ExecutionStrategy):
                     except ray.exceptions.RayError as exc:
                         reason = str(exc).splitlines()[0]
                     if stop.is_set():
+                        lost.add(worker_id)  # stopping anyway: no replacement
                         continue
                     if self.restarts >= self.max_restarts:
                         logger.error("Ray runner actor %d failed (%s); max_restarts reached", worker_id, reason)
@@ -325,9 +326,11 @@ class RayExecutionStrategy(ExecutionStrategy):
                     logger.warning("Ray runner actor %d failed (%s); starting a new one", worker_id, reason)
                     ray.kill(actors[worker_id], no_restart=True)
                     launch(worker_id)
-                if finished and len(finished | lost) == len(runs) and not lost:
-                    stop.set()  # every runner finished: nothing more can run
-                elif len(lost) == len(runs):
+                if len(finished | lost) < len(runs):
+                    continue
+                if not lost:
+                    stop.set()  # every runner finished (max_rollouts): nothing more can run
+                elif not stop.is_set():
                     raise RuntimeError(
                         f"every Ray runner actor failed and max_restarts ({self.max_restarts}) is spent; "
                         "see the actors' errors above"
