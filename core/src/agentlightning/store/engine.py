@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Type, TypeVar, Union
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequence, Set, Tuple, TypeVar, Union
 
 from pydantic import BaseModel
 
@@ -49,6 +49,7 @@ from agentlightning.types import (
     Span,
     Worker,
 )
+from agentlightning.types.tracer import construct_valid
 
 from .base import UNSET, FilterLogic, LightningStore, LightningStoreStatistics, SortOrder
 from .query import check_filter_logic, check_page, check_sort, check_statuses, match_filters, paginate
@@ -88,14 +89,7 @@ def rollout_status_from_attempt(attempt: Attempt, config: RolloutConfig) -> str:
 M = TypeVar("M", bound=BaseModel)
 
 
-def _construct(cls: Type[M], fields: Dict[str, Any]) -> M:
-    """Build a model from already-valid fields without validation (hot path; ~10x model_construct)."""
-    model = cls.__new__(cls)
-    object.__setattr__(model, "__dict__", fields)
-    object.__setattr__(model, "__pydantic_fields_set__", set(fields))
-    object.__setattr__(model, "__pydantic_extra__", None)
-    object.__setattr__(model, "__pydantic_private__", None)
-    return model
+_construct = construct_valid
 
 
 # Container fields a caller may mutate in place (``rollout.metadata["k"] = v``,
@@ -627,7 +621,10 @@ class StoreEngine(LightningStore):
         offset: int = 0,
         status: Optional[Sequence[str]] = None,
         rollout_ids: Optional[Sequence[str]] = None,
+        where: Optional[Callable[[Rollout], bool]] = None,
     ) -> PaginatedResult[Union[Rollout, AttemptedRollout]]:
+        """As :meth:`LightningStore.query_rollouts`; ``where`` (in-process backends only) also keeps only the
+        rollouts it accepts, ANDed with the rest, before any copy is made (the dashboard's filters)."""
         statuses = status_in if status_in is not None else status
         ids = rollout_id_in if rollout_id_in is not None else rollout_ids
         check_statuses(statuses, ROLLOUT_STATUSES, "rollout status")
@@ -644,6 +641,9 @@ class StoreEngine(LightningStore):
             needle = rollout_id_contains
             predicates.append(lambda r: needle in r.rollout_id)
         match = match_filters(predicates, filter_logic)
+        if where is not None:
+            matched, extra = match, where
+            match = lambda r: matched(r) and extra(r)  # noqa: E731
         with self._lock:
             self._scan(time.time())
             if ids is not None and filter_logic == "and":

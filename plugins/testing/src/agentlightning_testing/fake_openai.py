@@ -1,7 +1,7 @@
 """A local OpenAI-compatible server for tests.
 
-It answers ``/v1/chat/completions``, ``/v1/completions`` and ``GET /v1/models`` on 127.0.0.1 with an
-ephemeral port, from a background thread, so synchronous and asynchronous tests can use it alike::
+It answers ``/v1/chat/completions``, ``/v1/completions``, ``/v1/responses`` (the Responses API) and
+``GET /v1/models`` on 127.0.0.1 with an ephemeral port, from a background thread, so synchronous and asynchronous tests can use it alike::
 
     with FakeOpenAIServer() as server:
         server.enqueue(FakeReply.tool_call("calculator", {"expression": "2+2"}), FakeReply.text("4"))
@@ -18,7 +18,11 @@ one call to the first tool, with arguments synthesised from its JSON schema; any
 Like vLLM, a request with ``"return_token_ids": true`` gets ``prompt_token_ids`` (the UTF-8 bytes of the
 JSON of its messages, or of its prompt) and per-choice ``token_ids`` (the UTF-8 bytes of the generated
 text, or of the tool call's name and arguments); ``logprobs`` get one entry per token id. Streams carry
-``prompt_token_ids`` on their first chunk and ``token_ids`` on every delta.
+``prompt_token_ids`` on their first chunk and ``token_ids`` on every delta. The Responses API follows
+vLLM too: ``"enable_response_messages": true`` adds ``input_messages`` / ``output_messages`` with the
+prompt's and the output's ids (``tokens``), and ``include: ["message.output_text.logprobs"]`` adds
+logprobs to the output text. Its streams send the Responses API's typed events, ending with
+``response.completed`` (which holds the whole response).
 
 This module needs only aiohttp (a core dependency), not pytest.
 """
@@ -202,10 +206,20 @@ def _messages(body: Mapping[str, Any]) -> List[Mapping[str, Any]]:
     return [message for message in raw if isinstance(message, Mapping)]
 
 
+def _input_items(body: Mapping[str, Any]) -> List[Mapping[str, Any]]:
+    """The Responses API's ``input``: a string is one user message."""
+    raw = body.get("input")
+    if isinstance(raw, str):
+        return [{"role": "user", "content": raw}]
+    if not isinstance(raw, list):
+        return []
+    return [item for item in raw if isinstance(item, Mapping)]
+
+
 def _last_user_text(body: Mapping[str, Any]) -> str:
     if "prompt" in body:
         return _text_of(body.get("prompt"))
-    for message in reversed(_messages(body)):
+    for message in reversed(_messages(body) or _input_items(body)):
         if message.get("role") == "user":
             return _text_of(message.get("content"))
     return ""
@@ -270,14 +284,22 @@ def _first_tool(body: Mapping[str, Any]) -> Optional[Tuple[str, Dict[str, Any]]]
     return None
 
 
+def _tool_results(body: Mapping[str, Any]) -> List[str]:
+    """Tool results the request sends back: chat ``role == "tool"`` messages, Responses ``function_call_output`` items."""
+    results = [_text_of(message.get("content")) for message in _messages(body) if message.get("role") == "tool"]
+    results.extend(
+        _text_of(item.get("output")) for item in _input_items(body) if item.get("type") == "function_call_output"
+    )
+    return results
+
+
 def _default_reply(body: Mapping[str, Any], default_text: str) -> FakeReply:
-    messages = _messages(body)
-    tool_messages = [message for message in messages if message.get("role") == "tool"]
+    tool_results = _tool_results(body)
     first_tool = _first_tool(body)
-    if first_tool is not None and not tool_messages:
+    if first_tool is not None and not tool_results:
         return FakeReply.tool_call(first_tool[0], first_tool[1])
-    if tool_messages:
-        return FakeReply.text(f"The result is {_text_of(tool_messages[-1].get('content'))}.")
+    if tool_results:
+        return FakeReply.text(f"The result is {tool_results[-1]}.")
     return FakeReply.text(default_text)
 
 
@@ -287,9 +309,16 @@ def _utf8_ids(text: str) -> List[int]:
 
 def _prompt_token_ids(body: Mapping[str, Any]) -> List[int]:
     """Deterministic prompt ids: the UTF-8 bytes of the prompt, or of the canonical JSON of the messages."""
+    return _utf8_ids(_prompt_text(body))
+
+
+def _prompt_text(body: Mapping[str, Any]) -> str:
     if "prompt" in body:
-        return _utf8_ids(_text_of(body.get("prompt")))
-    return _utf8_ids(json.dumps(body.get("messages", []), sort_keys=True, separators=(",", ":")))
+        return _text_of(body.get("prompt"))
+    if "input" in body:  # the Responses API
+        prompt = {"instructions": body.get("instructions"), "input": body.get("input")}
+        return json.dumps(prompt, sort_keys=True, separators=(",", ":"))
+    return json.dumps(body.get("messages", []), sort_keys=True, separators=(",", ":"))
 
 
 def _token_text(token_id: int) -> str:
@@ -388,6 +417,7 @@ class _Generation:
         else:
             self.content = reply.content
             generated_text = reply.content
+        self.generated_text = generated_text
         self.token_ids: List[int] = list(reply.token_ids) if reply.token_ids is not None else _utf8_ids(generated_text)
         self.finish_reason = reply.finish_reason or ("tool_calls" if self.tool_calls else "stop")
 
@@ -482,7 +512,10 @@ class FakeOpenAIServer:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._handle_chat)
         app.router.add_post("/v1/completions", self._handle_completions)
+        app.router.add_post("/v1/responses", self._handle_responses)
         app.router.add_get("/v1/models", self._handle_models)
+        # Anything else is recorded too (without its body) and answered 404, so tests can prove a call never happened.
+        app.router.add_route("*", "/{path:.*}", self._handle_unknown)
         # A short shutdown timeout: tests stop the server while clients may keep idle connections.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await runner.setup()
@@ -615,11 +648,33 @@ class FakeOpenAIServer:
         data = [{"id": model, "object": "model", "created": created, "owned_by": "fake"} for model in self.models]
         return web.json_response({"object": "list", "data": data})
 
+    async def _handle_unknown(self, request: web.Request) -> web.Response:
+        self._record(request, None).status = 404
+        return self._error_response(404, f"no route for {request.method} {request.path}", None, None)
+
     async def _handle_chat(self, request: web.Request) -> web.StreamResponse:
         return await self._answer(request, chat=True)
 
     async def _handle_completions(self, request: web.Request) -> web.StreamResponse:
         return await self._answer(request, chat=False)
+
+    async def _handle_responses(self, request: web.Request) -> web.StreamResponse:
+        body, record, failure = await self._read_body(request)
+        if failure is not None:
+            return failure
+        reply = self._next_reply(body)
+        if reply.delay > 0:
+            await asyncio.sleep(reply.delay)
+        if reply.kind == "error":
+            record.status = reply.status
+            return self._error_response(reply.status, reply.error_message, reply.error_type, reply.error_code)
+        generation = _Generation(reply, as_text=False)
+        response_id = self._new_id("resp")
+        record.status, record.response_id = 200, response_id
+        response = self._responses_body(body, generation, response_id)
+        if body.get("stream"):
+            return await self._stream_responses(request, body, generation, response)
+        return web.json_response(response)
 
     async def _answer(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
         body, record, failure = await self._read_body(request)
@@ -698,6 +753,129 @@ class FakeOpenAIServer:
             choice["token_ids"] = generation.token_ids
             response["prompt_token_ids"] = prompt_ids
         return response
+
+    def _responses_body(self, body: Mapping[str, Any], generation: _Generation, response_id: str) -> Dict[str, Any]:
+        """A completed Responses API ``Response``: a message, or one ``function_call`` item per tool call."""
+        prompt_ids = _prompt_token_ids(body)
+        include = body.get("include")
+        with_logprobs = isinstance(include, list) and "message.output_text.logprobs" in include
+        output: List[Dict[str, Any]] = []
+        for call in generation.tool_calls:
+            output.append(
+                {
+                    "type": "function_call",
+                    "id": f"fc_{uuid.uuid4().hex[:24]}",
+                    "call_id": call["id"],
+                    "name": call["function"]["name"],
+                    "arguments": call["function"]["arguments"],
+                    "status": "completed",
+                }
+            )
+        if not generation.tool_calls:
+            text_part: Dict[str, Any] = {"type": "output_text", "text": generation.content or "", "annotations": []}
+            if with_logprobs:
+                text_part["logprobs"] = _chat_logprobs(generation.token_ids, _top_logprobs_count(body))["content"]
+            output.append(
+                {
+                    "type": "message",
+                    "id": f"msg_{uuid.uuid4().hex[:24]}",
+                    "status": "completed",
+                    "role": "assistant",
+                    "content": [text_part],
+                }
+            )
+        response: Dict[str, Any] = {
+            "id": response_id,
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": "completed",
+            "model": body.get("model", ""),
+            "output": output,
+            "instructions": body.get("instructions"),
+            "parallel_tool_calls": body.get("parallel_tool_calls", True),
+            "tool_choice": body.get("tool_choice", "auto"),
+            "tools": body.get("tools") or [],
+            "temperature": body.get("temperature"),
+            "top_p": body.get("top_p"),
+            "max_output_tokens": body.get("max_output_tokens"),
+            "metadata": {},
+            "error": None,
+            "incomplete_details": None,
+            "usage": {
+                "input_tokens": len(prompt_ids),
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": len(generation.token_ids),
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": len(prompt_ids) + len(generation.token_ids),
+            },
+        }
+        if body.get("enable_response_messages"):
+            # vLLM's shape: the rendered prompt and output, each with its token ids.
+            response["input_messages"] = [
+                {"type": "raw_message_tokens", "message": _prompt_text(body), "tokens": prompt_ids}
+            ]
+            response["output_messages"] = [
+                {"type": "raw_message_tokens", "message": generation.generated_text, "tokens": generation.token_ids}
+            ]
+        return response
+
+    async def _stream_responses(
+        self, request: web.Request, body: Mapping[str, Any], generation: _Generation, response: Dict[str, Any]
+    ) -> web.StreamResponse:
+        """The Responses API's typed events for ``response``; ``response.completed`` carries it whole."""
+        stream = await self._open_stream(request)
+        delay = generation.reply.chunk_delay
+        sequence = itertools.count()
+
+        async def send(event_type: str, pause: float = 0.0, **fields: Any) -> None:
+            if pause > 0:
+                await asyncio.sleep(pause)
+            payload = {"type": event_type, "sequence_number": next(sequence), **fields}
+            await stream.write(f"event: {event_type}\ndata: {json.dumps(payload)}\n\n".encode())
+
+        started = {**response, "status": "in_progress", "output": [], "usage": None}
+        await send("response.created", response=started)
+        await send("response.in_progress", response=started)
+        for index, item in enumerate(response["output"]):
+            if item["type"] == "function_call":
+                await send("response.output_item.added", output_index=index, item={**item, "arguments": ""})
+                arguments: str = item["arguments"]
+                half = len(arguments) // 2
+                for piece in (arguments[:half], arguments[half:]):
+                    if piece:
+                        await send(
+                            "response.function_call_arguments.delta",
+                            delay,
+                            item_id=item["id"],
+                            output_index=index,
+                            delta=piece,
+                        )
+                await send(
+                    "response.function_call_arguments.done", item_id=item["id"], output_index=index, arguments=arguments
+                )
+            else:
+                part = item["content"][0]
+                empty_part = {"type": "output_text", "text": "", "annotations": []}
+                await send("response.output_item.added", output_index=index, item={**item, "content": []})
+                common = {"item_id": item["id"], "output_index": index, "content_index": 0}
+                await send("response.content_part.added", part=empty_part, **common)
+                pieces = _split_text(part["text"])
+                logprobs = part.get("logprobs") or []
+                if generation.reply.token_ids is None:
+                    id_counts = [len(_utf8_ids(piece)) for piece in pieces]
+                else:
+                    id_counts = [len(ids) for ids in _split_ids(generation.token_ids, len(pieces))]
+                offset = 0
+                for piece, count in zip(pieces, id_counts, strict=True):
+                    piece_logprobs = logprobs[offset : offset + count]
+                    offset += count
+                    await send("response.output_text.delta", delay, delta=piece, logprobs=piece_logprobs, **common)
+                await send("response.output_text.done", text=part["text"], logprobs=logprobs, **common)
+                await send("response.content_part.done", part=part, **common)
+            await send("response.output_item.done", output_index=index, item=item)
+        await send("response.completed", delay, response=response)
+        await stream.write_eof()
+        return stream
 
     # -- streams --
 

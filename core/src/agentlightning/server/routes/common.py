@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple, Type
 
 from fastapi import Depends, Request
@@ -164,6 +165,7 @@ class StoreContext:
     max_wait_seconds: float
     max_body_bytes: int
     replays: Replays = field(default_factory=Replays)
+    run_dir: Optional[Path] = None  # a run folder whose metrics.jsonl the dashboard plots
 
 
 async def store_context(request: Request) -> StoreContext:
