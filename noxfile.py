@@ -197,6 +197,16 @@ PLUGINS: list[Plugin] = [
     # Trainer(strategy="ray"): runners as Ray actors on real local clusters (ray.init with 2 CPUs, and
     # `ray start --head` in a subprocess for the address= path), each shut down by its test.
     Plugin("ray"),
+    # verl 0.9.1 on CPU (torch CPU build first): config validation, spans -> DataProto, verl's own
+    # advantage estimators, the step loop against a stand-in for verl's GPU worker group. verl and
+    # what its trainer modules import (not in its requirements) come as test deps: ~70 s, 1.9 GB.
+    Plugin(
+        "verl",
+        needs=["testing"],
+        needs_torch=True,
+        framework_modules=["verl"],
+        test_deps=["verl==0.9.1", "cachetools", "uvicorn", "fastapi", "pyzmq", "msgspec"],
+    ),
 ]
 
 
