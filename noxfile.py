@@ -205,7 +205,7 @@ PLUGINS: list[Plugin] = [
         needs=["testing"],
         needs_torch=True,
         framework_modules=["verl"],
-        test_deps=["verl==0.9.1", "cachetools", "uvicorn", "fastapi", "pyzmq", "msgspec"],
+        test_deps=["verl==0.9.1", "cachetools", "uvicorn", "fastapi", "pyzmq", "msgspec", "openai>=1.60"],
     ),
 ]
 
