@@ -19,6 +19,7 @@ import asyncio
 import copy
 import socket
 import threading
+import uuid
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -100,7 +101,7 @@ class ByteSamplingServer:
         ids, logprobs = self._sample(prompt_ids, int(body.get("max_tokens") or 16), float(body.get("temperature", 1.0)))
         choice: Dict[str, Any] = {"index": 0, "text": bytes(ids).decode("ascii"), "finish_reason": "length"}
         choice["logprobs"] = {"tokens": [chr(i) for i in ids], "token_logprobs": logprobs}
-        answer: Dict[str, Any] = {"id": f"cmpl-{self.version}-{len(ids)}", "object": "text_completion"}
+        answer: Dict[str, Any] = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion"}
         answer.update(model=body.get("model"), choices=[choice])
         if body.get("return_token_ids"):
             choice["token_ids"] = ids
