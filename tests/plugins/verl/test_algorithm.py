@@ -20,7 +20,9 @@ from agentlightning_verl import VERL
 TASKS = [{"question": q} for q in ("Hi?", "Name a fruit.", "Why?", "Count to 3.")]
 
 
-def run(tmp_path: Any, agent: Any, **settings: Any) -> tuple[VERL, List[StandInForVerlGpuWorkers], InMemoryLightningStore]:
+def run(
+    tmp_path: Any, agent: Any, **settings: Any
+) -> tuple[VERL, List[StandInForVerlGpuWorkers], InMemoryLightningStore]:
     built: List[StandInForVerlGpuWorkers] = []
 
     def workers(config: Any) -> StandInForVerlGpuWorkers:
@@ -105,3 +107,18 @@ def asyncio_run(coroutine: Any) -> Any:
 
 def await_all(store: InMemoryLightningStore) -> List[Any]:
     return list(asyncio_run(store.query_rollouts()))
+
+
+def test_without_gpus_the_default_workers_fail_fast_naming_them(tmp_path: Any) -> None:
+    # verl's own worker group on a Ray cluster without GPUs (a local one started for the run) would
+    # wait forever for its placement group; the plugin says why instead.
+    config = small_config(ray_kwargs__ray_init__num_cpus=1)
+    algorithm = VERL(config, tasks_per_step=2, group_size=4, n_steps=1)
+    trainer = agl.Trainer(algorithm=algorithm, store="memory://", run_dir=tmp_path)
+    with pytest.raises(
+        RuntimeError, match=r"need 1 GPUs \(trainer.n_gpus_per_node x trainer.nnodes\) but the Ray cluster has 0"
+    ):
+        trainer.fit(tool_agent, train_dataset=TASKS)
+    import ray
+
+    assert not ray.is_initialized()

@@ -86,7 +86,15 @@ async def test_a_multi_turn_rollout_becomes_one_row_with_tool_tokens_masked(setu
 
 
 def _span(seq: int, span_id: str, name: str, attributes: Dict[str, Any]) -> Span:
-    return Span(rollout_id="ro", attempt_id="at", sequence_id=seq, trace_id="t" * 32, span_id=span_id, name=name, attributes=attributes)
+    return Span(
+        rollout_id="ro",
+        attempt_id="at",
+        sequence_id=seq,
+        trace_id="t" * 32,
+        span_id=span_id,
+        name=name,
+        attributes=attributes,
+    )
 
 
 def _call(seq: int, prompt: List[int], response: List[int]) -> Span:
@@ -164,7 +172,9 @@ def group_batch(rewards: Dict[str, List[float]]) -> Any:
             length = 2 + index % 3  # ragged responses: padding must not count
             mask = [1] * length
             mask[0] = 0 if length > 2 else 1  # a tool token inside some rows
-            rows.append(BatchRow(uid, f"{uid}-{index}", [5, 6], [7] * length, mask, [None] * length, {length - 1: value}))
+            rows.append(
+                BatchRow(uid, f"{uid}-{index}", [5, 6], [7] * length, mask, [None] * length, {length - 1: value})
+            )
     batch = rows_to_dataproto(rows, pad_token_id=PAD)
     batch.batch["token_level_rewards"] = batch.batch["token_level_scores"]
     return batch

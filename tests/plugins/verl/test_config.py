@@ -14,7 +14,9 @@ from agentlightning_verl import VERL, VerlConfigError, VerlSettings, build_verl_
 
 
 def test_settings_land_in_verl_keys_and_verl_defaults_fill_the_rest() -> None:
-    config, settings = build_verl_config(small_config(), tasks_per_step=3, group_size=4, n_steps=5, agent_match="solver")
+    config, settings = build_verl_config(
+        small_config(), tasks_per_step=3, group_size=4, n_steps=5, agent_match="solver"
+    )
     assert settings == VerlSettings(tasks_per_step=3, group_size=4, n_steps=5, agent_match="solver")
     assert config.data.train_batch_size == 3
     assert config.actor_rollout_ref.rollout.n == 4
@@ -45,7 +47,11 @@ BAD: Dict[str, Any] = {
     "bad regex": (small_config(), {"agent_match": "("}, "agentlightning.agent_match"),
     "bad reward policy": (small_config(), {"reward_policy": "last"}, "agentlightning.reward_policy"),
     "verl key fights a setting": (small_config(data__train_batch_size=64), {}, "data.train_batch_size"),
-    "setting given twice": (small_config(agentlightning={"group_size": 4}), {"group_size": 4}, "agentlightning.group_size"),
+    "setting given twice": (
+        small_config(agentlightning={"group_size": 4}),
+        {"group_size": 4},
+        "agentlightning.group_size",
+    ),
     "estimator needs a critic": (small_config(algorithm__adv_estimator="gae"), {}, "algorithm.adv_estimator"),
     "unknown estimator": (small_config(algorithm__adv_estimator="nope"), {}, "algorithm.adv_estimator"),
     "no model": (small_config(actor_rollout_ref__model__path=None), {}, "actor_rollout_ref.model.path"),

@@ -25,7 +25,6 @@ from typing import Any, Dict, List, Optional
 import torch
 from aiohttp import web
 from omegaconf import DictConfig
-
 from verl import DataProto
 from verl.trainer.ppo.core_algos import agg_loss, get_policy_loss_fn, kl_penalty
 from verl.utils.config import omega_conf_to_dataclass

@@ -31,7 +31,7 @@ from agentlightning.store.base import LightningStore
 from agentlightning.types import Dataset, EnqueueRolloutRequest, RolloutConfig
 
 from .batch import BatchRow, TruncationCounts, rows_from_spans, rows_to_dataproto
-from .settings import VerlSettings, build_verl_config
+from .settings import build_verl_config
 from .workers import PolicyWorkers, WorkersFactory
 
 if TYPE_CHECKING:
@@ -161,7 +161,10 @@ class VERL(Algorithm):
                 pad_token_id=workers.pad_token_id,
                 max_prompt_length=int(self.config.data.max_prompt_length),
                 max_response_length=int(self.config.data.max_response_length),
-                meta_info={"global_steps": step, "temperature": float(self.config.actor_rollout_ref.rollout.temperature)},
+                meta_info={
+                    "global_steps": step,
+                    "temperature": float(self.config.actor_rollout_ref.rollout.temperature),
+                },
                 truncated=truncated,
             )
             data, metrics = await asyncio.to_thread(self.train_on, data, workers)
@@ -209,14 +212,16 @@ class VERL(Algorithm):
         for rollout_id, group in zip(ids, groups, strict=True):
             done = finished.get(rollout_id)
             if done is None:
-                logger.warning("rollout %s did not finish in %.0f s; cancelling it", rollout_id, self.settings.rollout_timeout)
+                logger.warning(
+                    "rollout %s did not finish in %.0f s; cancelling it", rollout_id, self.settings.rollout_timeout
+                )
                 try:
                     await store.cancel_rollout(rollout_id)
                 except ValueError:
                     pass
             produced: List[BatchRow] = []
             if done is not None and done.status == "succeeded":
-                spans = await store.query_spans(rollout_id, "latest")
+                spans = list(await store.query_spans(rollout_id, "latest"))
                 produced = rows_from_spans(
                     spans,
                     uid=group,

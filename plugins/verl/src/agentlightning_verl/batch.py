@@ -212,7 +212,8 @@ def rows_to_dataproto(
         "rollout_id": np.array([r.rollout_id for r in prepared], dtype=object),
         "span_ids": np.array([",".join(r.span_ids) for r in prepared], dtype=object),
     }
-    return DataProto.from_dict(tensors=tensors, non_tensors=non_tensors, meta_info=dict(meta_info or {}))
+    batch: "DataProto" = DataProto.from_dict(tensors=tensors, non_tensors=non_tensors, meta_info=dict(meta_info or {}))
+    return batch
 
 
 def _truncate(
@@ -233,4 +234,6 @@ def _truncate(
     if prompt is row.prompt_ids and response is row.response_ids:
         return row
     logger.info("rollout %s: cut to %d prompt and %d response tokens", row.rollout_id, len(prompt), len(response))
-    return BatchRow(row.uid, row.rollout_id, list(prompt), list(response), list(mask), list(logprobs), rewards, row.span_ids)
+    return BatchRow(
+        row.uid, row.rollout_id, list(prompt), list(response), list(mask), list(logprobs), rewards, row.span_ids
+    )

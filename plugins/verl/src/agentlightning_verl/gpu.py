@@ -13,7 +13,7 @@ README gives the command to run it on a GPU node.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, cast
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -30,19 +30,28 @@ class VerlRayWorkers:
     def __init__(self, config: "DictConfig") -> None:
         import ray
         from omegaconf import OmegaConf
-
         from verl.trainer.main_ppo_v0 import BaseTaskRunner
         from verl.trainer.ppo.ray_trainer import RayPPOTrainer
         from verl.utils.config import omega_conf_to_dataclass
 
-        class _Trainer(RayPPOTrainer):  # type: ignore[misc]
+        class _Trainer(RayPPOTrainer):
             # Tasks come from the Trainer's dataset through the store, not from verl's parquet files.
             def _create_dataloader(self, *args: Any, **kwargs: Any) -> None:
                 return None
 
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
-            ray.init(**OmegaConf.to_container(config.ray_kwargs.get("ray_init", {}), resolve=True))  # type: ignore[arg-type]
+            ray_init: Any = OmegaConf.to_container(config.ray_kwargs.get("ray_init", {}), resolve=True)
+            ray.init(**ray_init)
+        wanted = int(config.trainer.n_gpus_per_node) * int(config.trainer.nnodes)
+        available = ray.cluster_resources().get("GPU", 0)
+        if available < wanted:
+            # verl would wait forever for the placement group: say so now.
+            self.close()
+            raise RuntimeError(
+                f"verl's workers need {wanted} GPUs (trainer.n_gpus_per_node x trainer.nnodes) but the Ray cluster "
+                f"has {available:g}; run on GPU nodes (see the agentlightning-verl README) or pass workers="
+            )
         OmegaConf.resolve(config)
         runner = BaseTaskRunner()
         _, worker_group_cls = runner.add_actor_rollout_worker(config)
@@ -50,13 +59,17 @@ class VerlRayWorkers:
         runner.add_teacher_model_resource_pool(config)
         model = omega_conf_to_dataclass(config.actor_rollout_ref.model)
         self._tokenizer = model.tokenizer
-        self._trainer = _Trainer(
-            config=config,
-            tokenizer=model.tokenizer,
-            processor=model.processor,
-            role_worker_mapping=runner.role_worker_mapping,
-            resource_pool_manager=runner.init_resource_pool_mgr(config),
-            ray_worker_group_cls=worker_group_cls,
+        # verl's trainer is untyped: Any, so its attributes set in init_workers type-check.
+        self._trainer: Any = cast(
+            Any,
+            _Trainer(
+                config=config,
+                tokenizer=model.tokenizer,
+                processor=model.processor,
+                role_worker_mapping=runner.role_worker_mapping,
+                resource_pool_manager=runner.init_resource_pool_mgr(config),
+                ray_worker_group_cls=worker_group_cls,
+            ),
         )
         self._trainer.init_workers()
         self._trainer.checkpoint_manager.update_weights(0)  # load the weights into the replicas, wake them
@@ -93,13 +106,15 @@ class VerlRayWorkers:
 
         padded, pad_size = self._padded(batch)
         output, _mfu = self._trainer._compute_old_log_prob(padded)
-        return unpad_dataproto(output, pad_size)
+        result: "DataProto" = unpad_dataproto(output, pad_size)
+        return result
 
     def compute_ref_log_prob(self, batch: "DataProto") -> "DataProto":
         from verl.protocol import unpad_dataproto
 
         padded, pad_size = self._padded(batch)
-        return unpad_dataproto(self._trainer._compute_ref_log_prob(padded), pad_size)
+        result: "DataProto" = unpad_dataproto(self._trainer._compute_ref_log_prob(padded), pad_size)
+        return result
 
     def update_actor(self, batch: "DataProto") -> Dict[str, Any]:
         from verl.utils.metric import reduce_metrics

@@ -109,10 +109,9 @@ def _compose_defaults(overrides: Tuple[str, ...] = ()) -> "DictConfig":
 
 @functools.lru_cache(maxsize=4)
 def _composed(overrides: Tuple[str, ...]) -> "DictConfig":
+    import verl.trainer.config as verl_configs
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-
-    import verl.trainer.config as verl_configs
 
     folder = os.path.dirname(os.path.abspath(verl_configs.__file__))
     if GlobalHydra.instance().is_initialized():
@@ -136,7 +135,7 @@ def build_verl_config(
     if config is None:
         user: DictConfig = OmegaConf.create({})
     elif isinstance(config, (str, os.PathLike)):
-        loaded = OmegaConf.load(config)
+        loaded = OmegaConf.load(os.fspath(config))
         if not isinstance(loaded, DictConfig):
             raise VerlConfigError("<root>", f"{config} holds a list, not a mapping of verl keys")
         user = loaded
@@ -188,7 +187,6 @@ def _check(config: "DictConfig", user: "DictConfig") -> None:
     import warnings
 
     from omegaconf import OmegaConf
-
     from verl.trainer.ppo.core_algos import get_adv_estimator_fn
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import omega_conf_to_dataclass, validate_config
