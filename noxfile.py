@@ -11,6 +11,7 @@ LLM proxy adds to a call), ``nox -s bench_grpo`` (GRPO update throughput against
 against TRL's SFTTrainer),
 ``nox -s bench_adapters`` (the framework adapters' tracing overhead per LLM call),
 ``nox -s bench_node_runner`` (time per rollout of the Node.js example runner against the Python runner),
+``nox -s bench_ray`` (rollouts/s through runner processes and through Ray actors),
 ``nox -s bench_dashboard`` (the dashboard's API calls on a store of 100,000 rollouts),
 ``nox -s bench_learning`` (held-out accuracy before/after GRPO over seeds), ``nox -s example_sft`` (the
 calculator agent trained with SFT), ``nox -s quickstart`` (the
@@ -193,6 +194,19 @@ PLUGINS: list[Plugin] = [
     Plugin("sft", needs=["embedded", "testing"], test_deps=["openai>=1.60"], needs_torch=True),
     # APO against two fake OpenAI servers (the agent's model and a scripted optimizer); no torch.
     Plugin("apo", needs=["testing"]),
+    # Trainer(strategy="ray"): runners as Ray actors on real local clusters (ray.init with 2 CPUs, and
+    # `ray start --head` in a subprocess for the address= path), each shut down by its test.
+    Plugin("ray"),
+    # verl 0.9.1 on CPU (torch CPU build first): config validation, spans -> DataProto, verl's own
+    # advantage estimators, the step loop against a stand-in for verl's GPU worker group. verl and
+    # what its trainer modules import (not in its requirements) come as test deps: ~70 s, 1.9 GB.
+    Plugin(
+        "verl",
+        needs=["testing"],
+        needs_torch=True,
+        framework_modules=["verl"],
+        test_deps=["verl==0.9.1", "cachetools", "uvicorn", "fastapi", "pyzmq", "msgspec", "openai>=1.60"],
+    ),
 ]
 
 
@@ -388,6 +402,14 @@ def bench_proxy(session: nox.Session) -> None:
     peer_python = _ensure_peer_venv(session)
     args = session.posargs or ["--json"]
     session.run("python", "bench/proxy_bench.py", "--peer-python", str(peer_python), *args)
+
+
+@nox.session(python=PYTHON)
+def bench_ray(session: nox.Session) -> None:
+    """Ray strategy benchmark: rollouts/s of a trivial agent through runner processes and Ray actors, and
+    the time per rollout Ray adds."""
+    session.install("./plugins/ray")
+    session.run("python", "bench/ray_bench.py", *session.posargs)
 
 
 # The opt-in `vllm` session: vLLM's CPU build (it needs exactly the CPU torch 2.13.0, which pip finds

@@ -458,6 +458,41 @@ def test_hook_agl_register_instrumentors() -> None:
     assert INSTRUMENTOR.instrument_calls == before + 2
 
 
+def test_hook_agl_register_execution_strategies() -> None:
+    from agentlightning.execution import ExecutionStrategy, ProcessesExecutionStrategy, SharedMemoryExecutionStrategy
+    from agentlightning.trainer import Trainer
+
+    class InlineStrategy(ExecutionStrategy):
+        def __init__(self, n_runners: int = 1, label: str = "") -> None:
+            self.n_runners = n_runners
+            self.label = label
+
+    class StrategyPlugin:
+        @hookimpl
+        def agl_register_execution_strategies(self, register: Callable[[str, Any], None]) -> None:
+            register("inline", InlineStrategy)
+
+    strategies = registered("execution_strategies")
+    assert {"shm", "in-process", "processes", "client-server", "cs"} <= set(strategies)
+    assert resolve("execution_strategies", "processes") is ProcessesExecutionStrategy
+    get_plugin_manager().register(StrategyPlugin(), name="strategy-plugin")
+    trainer = Trainer(strategy={"type": "inline", "label": "x"}, n_runners=3, store="memory://")
+    assert isinstance(trainer.strategy, InlineStrategy)
+    assert (trainer.strategy.label, trainer.strategy.n_runners) == ("x", 3)  # the Trainer's n_runners reaches it
+    assert isinstance(Trainer(strategy="in-process", store="memory://").strategy, SharedMemoryExecutionStrategy)
+    with pytest.raises(ComponentResolutionError, match="unknown execution strategy 'warp'; known names: .*inline"):
+        Trainer(strategy="warp")
+
+
+def test_a_strategy_of_a_plugin_not_installed_names_its_distribution() -> None:
+    from agentlightning.trainer import Trainer
+
+    if "ray" in registered("execution_strategies"):
+        pytest.skip("agentlightning-ray is installed here")
+    with pytest.raises(ComponentResolutionError, match="comes with the agentlightning-ray plugin: pip install"):
+        Trainer(strategy="ray")
+
+
 @pytest.mark.usefixtures("test_dists")
 def test_hook_agl_register_serving_backends() -> None:
     import httpx

@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from agentlightning.hookspecs import AddCommand, StoreFactory, hookimpl
+from agentlightning.hookspecs import AddCommand, ExecutionStrategyFactory, StoreFactory, hookimpl
 from agentlightning.plugins import LazyObject
 
 __all__ = [
     "agl_register_adapters",
     "agl_register_commands",
+    "agl_register_execution_strategies",
     "agl_register_span_exporters",
     "agl_register_store_backends",
     "agl_register_tracers",
@@ -59,3 +60,14 @@ def agl_register_commands(register: Callable[[str, AddCommand], None]) -> None:
     register("plugins", LazyObject("agentlightning.cli.plugins:add_parser"))
     register("proxy", LazyObject("agentlightning.cli.proxy:add_parser"))
     register("store", LazyObject("agentlightning.cli.store:add_parser"))
+
+
+@hookimpl
+def agl_register_execution_strategies(register: Callable[[str, ExecutionStrategyFactory], None]) -> None:
+    in_process = LazyObject("agentlightning.execution.shared_memory:SharedMemoryExecutionStrategy")
+    processes = LazyObject("agentlightning.execution.processes:ProcessesExecutionStrategy")
+    register("shm", in_process)
+    register("in-process", in_process)
+    register("processes", processes)
+    register("client-server", processes)
+    register("cs", LazyObject("agentlightning.execution.client_server:ClientServerExecutionStrategy"))

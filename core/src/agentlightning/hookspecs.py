@@ -25,6 +25,7 @@ import pluggy
 if TYPE_CHECKING:
     import argparse
 
+    from agentlightning.execution.base import ExecutionStrategy
     from agentlightning.serving import ServingBackendFactory
     from agentlightning.store.base import LightningStore
     from agentlightning.types import Attempt, Rollout
@@ -38,6 +39,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 StoreFactory = Callable[[str], "LightningStore"]
 AddCommand = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+ExecutionStrategyFactory = Callable[..., "ExecutionStrategy"]
 
 
 @hookspec
@@ -103,6 +105,17 @@ def agl_register_serving_backends(register: Callable[[str, "ServingBackendFactor
     :class:`~agentlightning.serving.ServingBackend`: its ``base_url`` for the proxy, ``load_weights``
     / ``load_lora`` for new weights, ``request_extras()`` for the proxy's token-id fields, ``close()``.
     Algorithms ask for one by name (``GRPO(serving="vllm")``).
+    """
+
+
+@hookspec
+def agl_register_execution_strategies(register: Callable[[str, ExecutionStrategyFactory], None]) -> None:
+    """Register execution strategies by name: ``register("ray", RayExecutionStrategy)``.
+
+    ``Trainer(strategy="<name>")`` (or ``{"type": "<name>", ...}`` with options) builds it; the factory
+    is called with the options given, plus ``n_runners`` when it accepts that keyword, and returns an
+    :class:`~agentlightning.execution.ExecutionStrategy`. The core registers ``shm``, ``processes``
+    and the 0.3 names; a plugin registering a taken name replaces it.
     """
 
 

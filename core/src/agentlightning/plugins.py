@@ -82,6 +82,7 @@ RegistryKind = Literal[
     "adapters",
     "instrumentors",
     "serving_backends",
+    "execution_strategies",
     "commands",
 ]
 
@@ -90,8 +91,9 @@ REGISTRY_KINDS: tuple[str, ...] = get_args(RegistryKind)
 
 
 def _singular(kind: str) -> str:
-    """``"serving_backends"`` -> ``"serving backend"``: what one component of the kind is called in messages."""
-    return kind.removesuffix("s").replace("_", " ")
+    """``"execution_strategies"`` -> ``"execution strategy"``: what one component of the kind is called in messages."""
+    name = kind.replace("_", " ")
+    return name[:-3] + "y" if name.endswith("ies") else name.removesuffix("s")
 
 
 # -- errors -------------------------------------------------------------------------------------
@@ -564,8 +566,18 @@ def _load_algorithm_entry_point(name: str) -> tuple[Any, str] | None:
         raise PluginLoadError(where, exc) from exc
 
 
+# Names that this project's own plugin distributions provide, so asking for one that is not installed
+# says what to install (the core imports none of them).
+_PROVIDED_BY_PROJECT_PLUGINS: dict[tuple[str, str], str] = {
+    ("execution_strategies", "ray"): "agentlightning-ray",
+}
+
+
 def _not_installed_hint(kind: str, name: str) -> str:
     """Where ``name`` may come from: plugins that failed to load, or a 0.3 path that names its distribution."""
+    distribution = _PROVIDED_BY_PROJECT_PLUGINS.get((kind, name))
+    if distribution is not None:
+        return f"The {name!r} {_singular(kind)} comes with the {distribution} plugin: pip install {distribution}"
     if kind == "algorithms" and name.isidentifier():
         # A 0.3 module path of an algorithm that now ships as a plugin declares its distribution.
         compat = f"agentlightning.algorithm.{name}"

@@ -13,7 +13,7 @@ import pytest
 
 from agentlightning.algorithm import Algorithm
 from agentlightning.emitter import emit_reward, find_final_reward
-from agentlightning.litagent import rollout
+from agentlightning.litagent import LitAgent, rollout
 from agentlightning.store import SqliteLightningStore
 from agentlightning.trainer import Trainer
 from agentlightning.types import RolloutConfig
@@ -35,6 +35,11 @@ async def finished_rollouts(store: Any) -> List[Any]:
         spans = list(await store.query_spans(r.rollout_id, "latest"))
         out.append((r, spans))
     return out
+
+
+def reward_pids(spans: List[Any]) -> List[int]:
+    key = "agentlightning.reward.1.value"
+    return [int(span.attributes[key]) for span in spans if key in span.attributes]
 
 
 def test_fit_with_runner_processes(tmp_path: Path) -> None:
@@ -131,3 +136,25 @@ def test_runner_processes_connect_to_an_existing_store_server(tmp_path: Path) ->
         results = asyncio.run(finished_rollouts(backing))
     assert sorted(find_final_reward(spans) for _, spans in results) == [0.25, 0.5]
     assert all(r.status == "succeeded" for r, _ in results)
+
+
+class PidAgent(LitAgent[float]):
+    """``pid_agent`` as a class: plain pickle finds a class by name (a decorated function's name is the agent)."""
+
+    def rollout(self, task: float, resources: Any, rollout: Any) -> float:
+        emit_reward({"value": float(task), "pid": float(os.getpid())}, primary_key="value")
+        return None  # type: ignore[return-value]
+
+
+def test_spawned_runner_processes_get_the_runner_bundle_pickled(tmp_path: Path) -> None:
+    # spawn pickles the runner bundle (runner, tracer, agent) instead of inheriting it, as Ray actors do.
+    from agentlightning.execution import ProcessesExecutionStrategy
+
+    strategy = ProcessesExecutionStrategy(n_runners=1, start_method="spawn")
+    with Trainer(run_dir=tmp_path, strategy=strategy) as trainer:
+        trainer.dev(PidAgent(), [0.5, 0.75])
+        results = asyncio.run(finished_rollouts(trainer.store))
+    assert [r.status for r, _ in results] == ["succeeded", "succeeded"]
+    assert sorted(find_final_reward(spans) for _, spans in results) == [0.5, 0.75]
+    pids = {pid for _, spans in results for pid in reward_pids(spans)}
+    assert pids and os.getpid() not in pids

@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
 TABLES = (
     ("algorithms", "Algorithms (entry point group 'agentlightning.algorithms' listed, not imported)"),
     ("serving_backends", "Serving backends"),
+    ("execution_strategies", "Execution strategies (Trainer(strategy=...))"),
     ("commands", "Commands (agl ...)"),
     ("adapters", "Adapters"),
     ("store_backends", "Store backends (URI schemes)"),

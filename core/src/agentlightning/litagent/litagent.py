@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 import weakref
-from typing import TYPE_CHECKING, Any, Generic, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Dict, Generic, Optional, TypeVar
 
 from agentlightning.types import NamedResources, Rollout, RolloutRawResult
 
@@ -38,6 +38,12 @@ class LitAgent(Generic[T]):
         self.trained_agents = trained_agents
         self._trainer_ref: Optional[weakref.ref["Trainer"]] = None
         self._runner_ref: Optional[weakref.ref["Runner[Any]"]] = None
+
+    def __getstate__(self) -> Dict[str, Any]:
+        # Pickled to run in another process (spawn, Ray actors): the links stay behind with their objects.
+        state = self.__dict__.copy()
+        state["_trainer_ref"] = state["_runner_ref"] = None
+        return state
 
     def is_async(self) -> bool:
         """True when a subclass implements one of the ``*_async`` methods."""

@@ -897,6 +897,22 @@ class OtelTracer(Tracer):
         self._last: ContextVar[Optional[List[Span]]] = ContextVar(f"agl_otel_last_{id(self)}", default=None)
         self._last_anywhere: List[Span] = []
 
+    def __getstate__(self) -> Dict[str, Any]:
+        # Pickled to run in another process (spawn, Ray actors): the settings travel, and that process
+        # installs its own span processor on first use.
+        state = self.__dict__.copy()
+        for name in ("_provider", "_processor", "_last", "_last_anywhere", "_store"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._store = None
+        self._provider = None
+        self._processor = None
+        self._last = ContextVar(f"agl_otel_last_{id(self)}", default=None)
+        self._last_anywhere = []
+
     # -- lifecycle -------------------------------------------------------------------------------
     def init(self, *args: Any, **kwargs: Any) -> None:
         super().init(*args, **kwargs)

@@ -10,15 +10,12 @@ import secrets
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple, Union
 
 from agentlightning.adapter import Adapter, TracerTraceToTriplet
 from agentlightning.algorithm import Algorithm, Baseline, FastAlgorithm
-from agentlightning.errors import ComponentResolutionError
 from agentlightning.execution import (
-    ClientServerExecutionStrategy,
     ExecutionStrategy,
-    ProcessesExecutionStrategy,
     SharedMemoryExecutionStrategy,
 )
 from agentlightning.litagent import LitAgent
@@ -41,14 +38,6 @@ logger = logging.getLogger(__name__)
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
-STRATEGIES: Dict[str, Callable[..., ExecutionStrategy]] = {
-    "shm": SharedMemoryExecutionStrategy,
-    "in-process": SharedMemoryExecutionStrategy,
-    "processes": ProcessesExecutionStrategy,
-    "cs": ClientServerExecutionStrategy,
-    "client-server": ProcessesExecutionStrategy,
-}
-
 
 def _registry(kind: str) -> Callable[[str], Optional[Callable[..., Any]]]:
     def lookup(name: str) -> Optional[Callable[..., Any]]:
@@ -63,12 +52,31 @@ def _registry(kind: str) -> Callable[[str], Optional[Callable[..., Any]]]:
     return lookup
 
 
-def _strategy_registry(name: str) -> Optional[Callable[..., ExecutionStrategy]]:
-    if name in STRATEGIES:
-        return STRATEGIES[name]
-    if "." in name or ":" in name:
-        return None
-    raise ComponentResolutionError(f"unknown strategy {name!r}; known: {', '.join(sorted(STRATEGIES))}")
+class _RunnerBundle:
+    """What a runner slot runs: a copy of the Trainer's runner driving the agent until stopped.
+
+    A plain object (no closure over the Trainer), so strategies that place runners in other
+    processes or on other hosts can pickle it (``spawn``, Ray actors).
+    """
+
+    def __init__(self, runner: Runner[Any], agent: LitAgent[Any], hooks: Sequence[Hook]) -> None:
+        self.runner = runner
+        self.agent = agent
+        self.hooks = list(hooks)
+        self.finished: List[int] = []  # worker ids done, seen by an algorithm-less run in this process
+
+    async def __call__(self, store: LightningStore, worker_id: int, event: ExecutionEvent) -> None:
+        runner = self.runner if worker_id == 0 else copy.copy(self.runner)
+        runner.init(self.agent, hooks=self.hooks)
+        try:
+            runner.init_worker(worker_id, store)
+            try:
+                await runner.iter(event=event)
+            finally:
+                runner.teardown_worker(worker_id)
+        finally:
+            runner.teardown()
+            self.finished.append(worker_id)
 
 
 class Trainer:
@@ -160,7 +168,7 @@ class Trainer:
             "strategy",
             default_factory=lambda: SharedMemoryExecutionStrategy(n_runners=self.n_runners),
             optional_defaults={"n_runners": self.n_runners},
-            registry=_strategy_registry,
+            registry=_registry("execution_strategies"),
         )  # type: ignore[assignment]
         self.n_runners = getattr(self.strategy, "n_runners", self.n_runners)
         self.runner: Runner[Any] = build_component(
@@ -278,8 +286,7 @@ class Trainer:
             raise TypeError(f"the agent must be a LitAgent (decorate a function with @agl.rollout), got {agent!r}")
         store = self._open_store()
         agent.set_trainer(self)
-        runners: Dict[int, Runner[Any]] = {}
-        finished_runners: List[int] = []
+        runner_bundle = _RunnerBundle(self.runner, agent, self.hooks)
         n_runners = self.strategy.n_runners
         if algorithm is None and self.initial_resources:
             # Without an algorithm the trainer publishes the initial resources itself, before any
@@ -290,7 +297,7 @@ class Trainer:
             if algorithm is None:
                 # Nothing to drive: serve the runners until stopped, or until every runner is done
                 # (max_rollouts reached), so that the run ends instead of idling forever.
-                while not event.is_set() and len(finished_runners) < n_runners:
+                while not event.is_set() and len(runner_bundle.finished) < n_runners:
                     await asyncio.sleep(0.05)
                 return
             algorithm.set_trainer(self)
@@ -307,20 +314,6 @@ class Trainer:
                 await algorithm.run(train_dataset=train_dataset, val_dataset=val_dataset)  # type: ignore[misc]
             else:
                 await asyncio.to_thread(algorithm.run, train_dataset=train_dataset, val_dataset=val_dataset)
-
-        async def runner_bundle(store: LightningStore, worker_id: int, event: ExecutionEvent) -> None:
-            runner = self.runner if worker_id == 0 else copy.copy(self.runner)
-            runners[worker_id] = runner
-            runner.init(agent, hooks=self.hooks)
-            try:
-                runner.init_worker(worker_id, store)
-                try:
-                    await runner.iter(event=event)
-                finally:
-                    runner.teardown_worker(worker_id)
-            finally:
-                runner.teardown()
-                finished_runners.append(worker_id)
 
         try:
             self.strategy.execute(algorithm_bundle, runner_bundle, store)
