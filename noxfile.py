@@ -180,6 +180,13 @@ PLUGINS: list[Plugin] = [
         framework_modules=["crewai", "crewai_core"],
         needs=["testing"],
     ),
+    # AutoGen AgentChat 0.7 with its OpenAI model client (autogen-ext[openai]); openai 3, like the Agents SDK.
+    Plugin(
+        "autogen",
+        test_deps=["autogen-agentchat==0.7.5", "autogen-core==0.7.5", "autogen-ext[openai]==0.7.5", "openai==3.54.0"],
+        framework_modules=["autogen_agentchat", "autogen_core", "autogen_ext"],
+        needs=["testing"],
+    ),
     # Fast tests only (a stand-in plays vLLM); the real server is the opt-in `vllm` session below.
     Plugin("vllm"),
     # GRPO's update on a tiny Qwen2 built from a config (torch, transformers, peft; no downloads).
