@@ -187,6 +187,14 @@ PLUGINS: list[Plugin] = [
         framework_modules=["autogen_agentchat", "autogen_core", "autogen_ext"],
         needs=["testing"],
     ),
+    # Microsoft Agent Framework (agent-framework-core) with its OpenAI clients (chat completions and the
+    # Responses API); openai 3, like the Agents SDK.
+    Plugin(
+        "agent_framework",
+        test_deps=["agent-framework-core==1.26.0", "agent-framework-openai==1.17.0", "openai==3.54.0"],
+        framework_modules=["agent_framework", "agent_framework_openai"],
+        needs=["testing"],
+    ),
     # Fast tests only (a stand-in plays vLLM); the real server is the opt-in `vllm` session below.
     Plugin("vllm"),
     # GRPO's update on a tiny Qwen2 built from a config (torch, transformers, peft; no downloads).

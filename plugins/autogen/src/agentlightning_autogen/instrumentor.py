@@ -92,7 +92,9 @@ class AutoGenInstrumentor(Instrumentor):
             for attribute, wrap in targets:
                 original = getattr(client, attribute, None)
                 if original is None:  # a client without this step: its spans lack what it adds
-                    logger.info("autogen: %s.%s not found; LLM spans will lack what it adds", client.__name__, attribute)
+                    logger.info(
+                        "autogen: %s.%s not found; LLM spans will lack what it adds", client.__name__, attribute
+                    )
                     continue
                 self.patch(client, attribute, wrap(original))
             # The raw completion is logged at INFO: lower the event logger to INFO only if it is above.

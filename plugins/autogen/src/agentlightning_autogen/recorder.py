@@ -29,7 +29,7 @@ import json
 import logging
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, AsyncGenerator, AsyncIterator, Callable, Coroutine, Dict, List, Mapping, Optional
+from typing import Any, AsyncGenerator, Callable, Coroutine, Dict, Mapping, Optional
 
 from autogen_core.logging import LLMCallEvent
 from autogen_core.models import CreateResult
@@ -191,7 +191,7 @@ class AutoGenRecorder:
 
         return on_messages_stream
 
-    async def _agent_turn(self, agent: Any, steps: AsyncGenerator[Any, None]) -> AsyncIterator[Any]:
+    async def _agent_turn(self, agent: Any, steps: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
         name = str(getattr(agent, "name", type(agent).__name__))
         span = self._start_span(
             f"{GenAIOperationNames.INVOKE_AGENT} {name}",
@@ -334,7 +334,7 @@ class AutoGenRecorder:
 
     async def _streamed_call(
         self, client: Any, kwargs: Mapping[str, Any], chunks: AsyncGenerator[Any, None]
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         call = self._start_call(client, kwargs, stream=True)
         error: Optional[BaseException] = None
         try:
@@ -410,7 +410,7 @@ class AutoGenRecorder:
         return run_json
 
 
-async def _noting_ids(chunks: AsyncGenerator[Any, None], call: _LLMCall) -> AsyncIterator[Any]:
+async def _noting_ids(chunks: AsyncGenerator[Any, None], call: _LLMCall) -> AsyncGenerator[Any, None]:
     try:
         async for chunk in chunks:
             if call.response_id is None and isinstance(getattr(chunk, "id", None), str) and chunk.id:
@@ -421,4 +421,3 @@ async def _noting_ids(chunks: AsyncGenerator[Any, None], call: _LLMCall) -> Asyn
             yield chunk
     finally:
         await chunks.aclose()
-
