@@ -256,7 +256,12 @@ class AgentFrameworkRecorder:
         options: Mapping[str, Any] = context.options or {}
         client_kwargs: Mapping[str, Any] = context.kwargs or {}
         model = client_kwargs.get("model") or options.get("model") or getattr(context.client, "model", None)
-        request: Dict[str, Any] = {"model": model, "messages": openai_messages(context.messages)}
+        # The client puts the agent's instructions first, as system messages, after all middleware.
+        instructions = options.get("instructions")
+        if isinstance(instructions, str):
+            instructions = [instructions]
+        system = [{"role": "system", "content": text} for text in instructions or () if isinstance(text, str)]
+        request: Dict[str, Any] = {"model": model, "messages": [*system, *openai_messages(context.messages)]}
         tools = _tool_definitions(options.get("tools"))
         if tools:
             request["tools"] = tools
