@@ -360,7 +360,7 @@ def bench(session: nox.Session) -> None:
 
 
 # Adapters whose overhead `bench_adapters` measures; their pinned frameworks share one venv (all on openai 3).
-BENCH_ADAPTERS = ["langchain", "openai_agents"]
+BENCH_ADAPTERS = ["langchain", "openai_agents", "autogen", "agent_framework"]
 
 
 @nox.session(python=PYTHON)

@@ -14,8 +14,8 @@ from autogen_agentchat.conditions import MaxMessageTermination
 from autogen_agentchat.teams import RoundRobinGroupChat, SelectorGroupChat
 from autogen_core import EVENT_LOGGER_NAME
 from autogen_core.logging import LLMCallEvent
-from autogen_harness import MODEL_INFO, calculator_agent, model_client
 from autogen_ext.models.openai import OpenAIChatCompletionClient
+from autogen_harness import MODEL_INFO, calculator_agent, model_client
 
 import agentlightning_autogen
 from agentlightning.adapter.llm_calls import find_llm_calls
