@@ -181,6 +181,21 @@ PLUGINS: list[Plugin] = [
         framework_modules=["crewai", "crewai_core"],
         needs=["testing"],
     ),
+    # AutoGen AgentChat 0.7 with its OpenAI model client (autogen-ext[openai]); openai 3, like the Agents SDK.
+    Plugin(
+        "autogen",
+        test_deps=["autogen-agentchat==0.7.5", "autogen-core==0.7.5", "autogen-ext[openai]==0.7.5", "openai==3.54.0"],
+        framework_modules=["autogen_agentchat", "autogen_core", "autogen_ext"],
+        needs=["testing"],
+    ),
+    # Microsoft Agent Framework (agent-framework-core) with its OpenAI clients (chat completions and the
+    # Responses API); openai 3, like the Agents SDK.
+    Plugin(
+        "agent_framework",
+        test_deps=["agent-framework-core==1.26.0", "agent-framework-openai==1.17.0", "openai==3.54.0"],
+        framework_modules=["agent_framework", "agent_framework_openai"],
+        needs=["testing"],
+    ),
     # Fast tests only (a stand-in plays vLLM); the real server is the opt-in `vllm` session below.
     Plugin("vllm"),
     # GRPO's update on a tiny Qwen2 built from a config (torch, transformers, peft; no downloads).
@@ -359,7 +374,7 @@ def bench(session: nox.Session) -> None:
 
 
 # Adapters whose overhead `bench_adapters` measures; their pinned frameworks share one venv (all on openai 3).
-BENCH_ADAPTERS = ["langchain", "openai_agents"]
+BENCH_ADAPTERS = ["langchain", "openai_agents", "autogen", "agent_framework"]
 
 
 @nox.session(python=PYTHON)

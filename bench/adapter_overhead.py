@@ -16,6 +16,12 @@ as under a runner; only the adapter differs:
 * ``openai_agents``: an OpenAI Agents SDK agent on the SDK's default kind of model (the Responses
   API), with ``Runner.run``. Modes: ``off`` (no trace processor: the SDK's own span bookkeeping
   alone), ``on`` (the adapter), ``on_sdk`` (its spans through the OpenTelemetry SDK).
+* ``autogen``: an AutoGen ``AssistantAgent`` (``reflect_on_tool_use``) on ``OpenAIChatCompletionClient``,
+  with ``run``. Modes: ``off`` (adapter off; AutoGen's own OpenTelemetry spans are recorded in every
+  mode), ``on``, ``on_sdk``.
+* ``agent_framework``: a Microsoft Agent Framework ``Agent`` on ``OpenAIChatClient`` (the Responses
+  API, its default OpenAI client), with ``run``. Modes: ``off`` (adapter off; the framework's own
+  OpenTelemetry spans, on by default, are recorded in every mode), ``on``, ``on_sdk``.
 
 Modes alternate in rounds (off/.../on, then on/.../off, ...) so drifting machine load hits them alike;
 figures are medians over the rounds, per LLM call: wall time, and this process's CPU time (steadier on
@@ -181,11 +187,115 @@ def openai_agents_bench() -> AdapterBench:
     )
 
 
+def autogen_bench() -> AdapterBench:
+    from autogen_agentchat.agents import AssistantAgent
+    from autogen_core.tools import FunctionTool
+    from autogen_ext.models.openai import OpenAIChatCompletionClient
+
+    import agentlightning_autogen
+
+    def calculator(expression: str) -> str:
+        """Evaluate an arithmetic expression such as 2+2."""
+        return "4"
+
+    def set_mode(mode: str) -> None:
+        if mode in ("on", "on_sdk"):
+            agentlightning_autogen.instrument()
+            use_sdk_spans(agentlightning_autogen.INSTRUMENTOR.recorder(), mode == "on_sdk", "agentlightning.autogen")
+        else:
+            agentlightning_autogen.uninstrument()
+
+    def make_run(base_url: str) -> Tuple[Callable[[int], Awaitable[None]], Callable[[], Awaitable[None]]]:
+        client = OpenAIChatCompletionClient(
+            model="fake-model",
+            base_url=base_url,
+            api_key="unused",
+            max_retries=0,
+            model_info={
+                "vision": False,
+                "function_calling": True,
+                "json_output": False,
+                "family": "unknown",
+                "structured_output": False,
+            },
+        )
+        tool = FunctionTool(calculator, description="Evaluate an arithmetic expression such as 2+2.")
+
+        async def run(index: int) -> None:
+            # A fresh agent per run, as a rollout builds it (an agent keeps its conversation).
+            agent = AssistantAgent("bench_agent", model_client=client, tools=[tool], reflect_on_tool_use=True)
+            result = await agent.run(task=QUESTION.format(index=index))
+            assert "4" in result.messages[-1].to_text()
+
+        return run, client.close
+
+    return AdapterBench(
+        name="autogen",
+        description="AutoGen AssistantAgent on OpenAIChatCompletionClient, run()",
+        modes={"off": "adapter off", "on": "adapter", "on_sdk": "adapter, spans through the OpenTelemetry SDK"},
+        recording_modes=("on", "on_sdk"),
+        set_mode=set_mode,
+        make_run=make_run,
+    )
+
+
+def agent_framework_bench() -> AdapterBench:
+    from agent_framework import Agent
+    from agent_framework_openai import OpenAIChatClient
+
+    import agentlightning_agent_framework
+
+    def calculator(expression: str) -> str:
+        """Evaluate an arithmetic expression such as 2+2."""
+        return "4"
+
+    def set_mode(mode: str) -> None:
+        if mode in ("on", "on_sdk"):
+            agentlightning_agent_framework.instrument()
+            use_sdk_spans(
+                agentlightning_agent_framework.INSTRUMENTOR.recorder(),
+                mode == "on_sdk",
+                "agentlightning.agent_framework",
+            )
+        else:
+            agentlightning_agent_framework.uninstrument()
+
+    def make_run(base_url: str) -> Tuple[Callable[[int], Awaitable[None]], Callable[[], Awaitable[None]]]:
+        # Agent Framework's default OpenAI client: the Responses API.
+        client = OpenAIChatClient(model="fake-model", base_url=base_url, api_key="unused")
+        agent = Agent(client=client, name="bench_agent", instructions="Use the calculator.", tools=[calculator])
+
+        async def run(index: int) -> None:
+            response = await agent.run(QUESTION.format(index=index))
+            assert "4" in response.text
+
+        async def close() -> None:
+            pass
+
+        return run, close
+
+    return AdapterBench(
+        name="agent_framework",
+        description="Agent Framework Agent on OpenAIChatClient (Responses API), run(); its own spans on",
+        modes={"off": "adapter off", "on": "adapter", "on_sdk": "adapter, spans through the OpenTelemetry SDK"},
+        recording_modes=("on", "on_sdk"),
+        set_mode=set_mode,
+        make_run=make_run,
+    )
+
+
 ADAPTERS: Dict[str, Callable[[], AdapterBench]] = {
     "langchain": langchain_bench,
     "openai_agents": openai_agents_bench,
+    "autogen": autogen_bench,
+    "agent_framework": agent_framework_bench,
 }
-FRAMEWORK_MODULES = {"langchain": "langchain", "openai_agents": "agents"}
+FRAMEWORK_MODULES = {
+    "langchain": "langchain",
+    "openai_agents": "agents",
+    "autogen": "autogen_agentchat",
+    "agent_framework": "agent_framework",
+}
 
 
 # The fake server runs in a process of its own, so its work neither shares this process's GIL nor

@@ -1,0 +1,26 @@
+"""examples/agent_framework_dev.py runs end to end: Trainer.dev over two agents, every rollout succeeding."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "agent_framework_dev.py"
+
+
+def test_agent_framework_dev_example_runs() -> None:
+    env = {**os.environ, "COLUMNS": "200"}  # one table row per line
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLE)], capture_output=True, text=True, timeout=300, env=env, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line for line in result.stdout.splitlines() if "succeeded" in line]
+    assert len(rows) == 3, result.stdout
+    # Every rollout: reward 1.0, two calls of each agent (agent_match by name), each call counted once.
+    for row in rows:
+        cells = [cell.strip() for cell in row.split("│")[1:-1]]
+        assert cells[2:] == ["succeeded", "1.0", cells[4], "2", "2"], cells
+    assert "invoke_agent math_agent" in result.stdout and "execute_tool calculator" in result.stdout
+    assert "Traceback" not in result.stderr and "Warning" not in result.stderr, result.stderr
