@@ -42,6 +42,8 @@ class _WithLightning:
         if agent is None:
             return self
         own: List[Any] = agent.__dict__.get(self.attribute, [])
+        if any(isinstance(middleware, type(self.middleware)) for middleware in own):
+            return own  # the agent was given the middleware by hand: record its calls once
         return [*own, self.middleware]
 
     def __set__(self, agent: Any, value: Any) -> None:
