@@ -180,6 +180,14 @@ PLUGINS: list[Plugin] = [
         framework_modules=["crewai", "crewai_core"],
         needs=["testing"],
     ),
+    # AgentScope >= 2.0.8 needs json-repair>=0.63.4 and 2.0.11 mcp>=2 (CrewAI pins ~=0.60.1 and <2): a session
+    # of its own. It takes any openai, so the adapter benchmark runs it beside LangChain and the Agents SDK.
+    Plugin(
+        "agentscope",
+        test_deps=["agentscope==2.0.11", "openai==3.54.0"],
+        framework_modules=["agentscope"],
+        needs=["testing"],
+    ),
     # Fast tests only (a stand-in plays vLLM); the real server is the opt-in `vllm` session below.
     Plugin("vllm"),
     # GRPO's update on a tiny Qwen2 built from a config (torch, transformers, peft; no downloads).
@@ -345,7 +353,7 @@ def bench(session: nox.Session) -> None:
 
 
 # Adapters whose overhead `bench_adapters` measures; their pinned frameworks share one venv (all on openai 3).
-BENCH_ADAPTERS = ["langchain", "openai_agents"]
+BENCH_ADAPTERS = ["langchain", "openai_agents", "agentscope"]
 
 
 @nox.session(python=PYTHON)
@@ -358,6 +366,24 @@ def bench_adapters(session: nox.Session) -> None:
     session.run("python", "bench/span_path_bench.py")
     args = session.posargs or ["--json"]
     session.run("python", "bench/adapter_overhead.py", *args)
+    if "--adapters" not in session.posargs:
+        session.notify("bench_adapters_crewai", session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench_adapters_crewai(session: nox.Session) -> None:
+    """The CrewAI adapter's overhead (`bench_adapters` runs it next): CrewAI needs openai 2, so a venv of its own."""
+    crewai = next(plugin for plugin in PLUGINS if plugin.name == "crewai")
+    _install_core(session, "./plugins/crewai", TESTING_KIT, *crewai.test_deps)
+    args = session.posargs or ["--json"]
+    session.run(
+        "python",
+        "bench/adapter_overhead.py",
+        "--adapters",
+        "crewai",
+        *args,
+        env={"CREWAI_DISABLE_TELEMETRY": "true", "CREWAI_TRACING_ENABLED": "false"},
+    )
 
 
 @nox.session(python=PYTHON)
