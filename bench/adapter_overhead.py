@@ -193,11 +193,10 @@ def agentscope_bench() -> AdapterBench:
     from agentscope.agent import Agent, InjectionConfig, ModelConfig
     from agentscope.credential import OpenAICredential
     from agentscope.message import UserMsg
+    from agentscope.middleware import MiddlewareBase
     from agentscope.model import OpenAIChatModel
     from agentscope.permission import PermissionBehavior, PermissionDecision
     from agentscope.tool import FunctionTool, Toolkit
-
-    from agentscope.middleware import MiddlewareBase
 
     import agentlightning_agentscope
     from agentlightning_agentscope.instrumentor import MIDDLEWARE_LISTS, _WithLightning
@@ -230,10 +229,10 @@ def agentscope_bench() -> AdapterBench:
     noop = NoOpMiddleware()
 
     def set_mode(mode: str) -> None:
-        for attribute in MIDDLEWARE_LISTS:
-            if isinstance(vars(Agent).get(attribute), _WithLightning) and mode != "noop":
-                if vars(Agent)[attribute].middleware is noop:
-                    delattr(Agent, attribute)
+        installed = vars(Agent).get(MIDDLEWARE_LISTS[0])
+        if isinstance(installed, _WithLightning) and installed.middleware is noop:
+            for attribute in MIDDLEWARE_LISTS:
+                delattr(Agent, attribute)
         if mode in ("on", "on_sdk"):
             agentlightning_agentscope.instrument()
             middleware = agentlightning_agentscope.INSTRUMENTOR.middleware()
@@ -341,7 +340,12 @@ ADAPTERS: Dict[str, Callable[[], AdapterBench]] = {
     "agentscope": agentscope_bench,
     "crewai": crewai_bench,
 }
-FRAMEWORK_MODULES = {"langchain": "langchain", "openai_agents": "agents", "agentscope": "agentscope", "crewai": "crewai"}
+FRAMEWORK_MODULES = {
+    "langchain": "langchain",
+    "openai_agents": "agents",
+    "agentscope": "agentscope",
+    "crewai": "crewai",
+}
 
 
 # The fake server runs in a process of its own, so its work neither shares this process's GIL nor

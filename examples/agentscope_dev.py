@@ -92,7 +92,12 @@ def span_tree(spans: List[Span]) -> Tree:
     def label(span: Span) -> str:
         attributes = span.attributes
         details = [f"agent={attributes['gen_ai.agent.name']}"] if "gen_ai.agent.name" in attributes else []
-        for key in ("gen_ai.response.id", "gen_ai.tool.call.id", "gen_ai.tool.call.arguments", "gen_ai.tool.call.result"):
+        for key in (
+            "gen_ai.response.id",
+            "gen_ai.tool.call.id",
+            "gen_ai.tool.call.arguments",
+            "gen_ai.tool.call.result",
+        ):
             if key in attributes:
                 details.append(f"{key.rsplit('.', 1)[-1]}={attributes[key]}")
         return f"[bold]{span.name}[/bold] " + " ".join(details)

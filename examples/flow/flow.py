@@ -153,7 +153,9 @@ class PlanExecuteVerify(agl.LitAgent[Dict[str, Any]]):
                 break
             done = await executor.reply(UserMsg(name="user", content=f"{tag} Compute: {step}"))
             result = (done.get_text_content() or "").strip()
-            verdict = await verifier.reply(UserMsg(name="user", content=f"{tag} Step {step} gave {result}. OK or WRONG?"))
+            verdict = await verifier.reply(
+                UserMsg(name="user", content=f"{tag} Step {step} gave {result}. OK or WRONG?")
+            )
             if "WRONG" not in (verdict.get_text_content() or "").upper():
                 results.append(result)
         self.turns[task["id"]] = turns

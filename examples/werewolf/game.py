@@ -97,9 +97,7 @@ class WerewolfGame:
         self.roles = roles
         self.alive = list(PLAYERS)
         self.result = GameResult(winner="", roles=dict(roles), days=0)
-        self.agents = {
-            name: self._player(name, trainee_llm if name == TRAINEE else opponents_llm) for name in PLAYERS
-        }
+        self.agents = {name: self._player(name, trainee_llm if name == TRAINEE else opponents_llm) for name in PLAYERS}
 
     def _player(self, name: str, llm: agl.LLM) -> Agent:
         sampling = llm.sampling_parameters
@@ -162,9 +160,13 @@ class WerewolfGame:
         for day in range(1, MAX_DAYS + 1):
             self.result.days = day
             # Night: the werewolf's victim and the seer's look.
-            victim = await self._choose(wolf, f"Night {day}. Whom do you eliminate?", [p for p in self.alive if p != wolf])
+            victim = await self._choose(
+                wolf, f"Night {day}. Whom do you eliminate?", [p for p in self.alive if p != wolf]
+            )
             if seer in self.alive:
-                looked = await self._choose(seer, f"Night {day}. Whose role do you look at?", [p for p in self.alive if p != seer])
+                looked = await self._choose(
+                    seer, f"Night {day}. Whose role do you look at?", [p for p in self.alive if p != seer]
+                )
                 verdict = "is the werewolf" if looked == wolf else "is not the werewolf"
                 await self._announce(f"Night {day}: {looked} {verdict}.", to=[seer])
             self._eliminate(victim)
@@ -177,7 +179,9 @@ class WerewolfGame:
                 await self._announce(f"{name} says: {said}", to=[p for p in self.alive if p != name])
             votes = Counter(
                 [
-                    await self._choose(name, f"Day {day} vote. Whom do you vote out?", [p for p in self.alive if p != name])
+                    await self._choose(
+                        name, f"Day {day} vote. Whom do you vote out?", [p for p in self.alive if p != name]
+                    )
                     for name in list(self.alive)
                 ]
             )

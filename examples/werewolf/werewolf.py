@@ -27,10 +27,11 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # game.py, next to this file
 
+from game import TRAINEE, TRAINEE_MATCH, WerewolfAgent, make_tasks, scripted_moves, side_of  # noqa: E402
+
 import agentlightning as agl  # noqa: E402
 from agentlightning.adapter.llm_calls import find_llm_calls  # noqa: E402
 from agentlightning.adapter.triplet import TracerTraceToTriplet  # noqa: E402
-from game import TRAINEE, TRAINEE_MATCH, WerewolfAgent, make_tasks, scripted_moves, side_of  # noqa: E402
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -106,7 +107,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         f"({len(finished)} finished; the village won {village}, the werewolf {len(finished) - village}); "
         f"{elapsed:.1f} s"
     )
-    sides = sorted({side_of(agent.results[r.rollout.input['game']].roles[TRAINEE]) for r in finished})
+    sides = sorted({side_of(agent.results[r.rollout.input["game"]].roles[TRAINEE]) for r in finished})
     console.print(f"{TRAINEE} played for: {', '.join(sides)}; only its calls are training data ({TRAINEE_MATCH!r}).")
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import Any, AsyncGenerator, Awaitable, Callable, Dict, List, Mapping, Optional
+from typing import Any, AsyncGenerator, Awaitable, Callable, Dict, List, Optional
 
 from agentscope.event import ReplyEndEvent, ReplyStartEvent, RequireExternalExecutionEvent
 from agentscope.message import TextBlock, ThinkingBlock, ToolCallBlock
