@@ -155,6 +155,8 @@ class LightningMiddleware(MiddlewareBase):
                     names = ", ".join(call.name for call in item.tool_calls)
                     _error(span, "ExternalExecutionRequired", f"the reply waits for the external execution of {names}")
                 yield item
+        except GeneratorExit:  # the consumer stopped reading: not an error of the agent
+            raise
         except BaseException as exc:
             _error(span, type(exc).__qualname__, exc)
             raise
@@ -231,6 +233,8 @@ class LightningMiddleware(MiddlewareBase):
             async for response in stream:
                 last = response
                 yield response
+        except GeneratorExit:  # the consumer stopped reading: not an error of the agent
+            raise
         except BaseException as exc:
             _error(span, type(exc).__qualname__, exc)
             raise
@@ -304,6 +308,8 @@ class LightningMiddleware(MiddlewareBase):
             async for chunk in next_handler(**input_kwargs):
                 final = chunk
                 yield chunk
+        except GeneratorExit:  # the consumer stopped reading: not an error of the agent
+            raise
         except BaseException as exc:
             _error(span, type(exc).__qualname__, exc)
             raise
