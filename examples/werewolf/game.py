@@ -31,7 +31,7 @@ import random
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from agentscope.agent import Agent, ContextConfig, InjectionConfig, ModelConfig
 from agentscope.credential import OpenAICredential
@@ -204,9 +204,10 @@ class WerewolfAgent(agl.LitAgent[Dict[str, Any]]):
     model, trained) and ``opponents`` (the other players' model, fixed).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_game_over: Optional[Callable[[str, GameResult], None]] = None) -> None:
         super().__init__()
         self.results: Dict[str, GameResult] = {}  # by game tag, for reports
+        self.on_game_over = on_game_over
 
     async def rollout_async(self, task: Dict[str, Any], resources: NamedResources, rollout: Rollout) -> float:
         trainee_llm, opponents_llm = resources["llm"], resources.get("opponents", resources["llm"])
@@ -216,6 +217,8 @@ class WerewolfAgent(agl.LitAgent[Dict[str, Any]]):
         roles = deal_roles(int(task["seed"]), task["trainee_role"])
         result = await WerewolfGame(task["game"], roles, trainee_llm, opponents_llm).play()
         self.results[task["game"]] = result
+        if self.on_game_over is not None:
+            self.on_game_over(task["game"], result)
         return result.reward_for(TRAINEE)
 
 

@@ -18,6 +18,7 @@ import argparse
 import sys
 import tempfile
 import time
+import warnings
 from contextlib import ExitStack
 from pathlib import Path
 from typing import List, Optional
@@ -27,7 +28,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # game.py, next to this file
 
-from game import TRAINEE, TRAINEE_MATCH, WerewolfAgent, make_tasks, scripted_moves, side_of  # noqa: E402
+from game import TRAINEE, TRAINEE_MATCH, GameResult, WerewolfAgent, make_tasks, scripted_moves, side_of  # noqa: E402
 
 import agentlightning as agl  # noqa: E402
 from agentlightning.adapter.llm_calls import find_llm_calls  # noqa: E402
@@ -54,6 +55,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         else:
             from agentlightning_embedded import ModelServer, ensure_default_model
 
+            # Deprecation notices of the model libraries are not the games' progress.
+            warnings.filterwarnings("ignore", category=FutureWarning)
             console.print("starting the embedded default model ...")
             model = stack.enter_context(
                 ModelServer.from_pretrained(str(ensure_default_model()), port=0, served_model_name="default")
@@ -75,7 +78,12 @@ def main(argv: Optional[List[str]] = None) -> None:
             run_dir=run_dir,
             initial_resources=resources,
         )
-        agent = WerewolfAgent()
+
+        def game_over(game: str, result: GameResult) -> None:
+            role = result.roles[TRAINEE]
+            console.print(f"{game}: the {result.winner} won on day {result.days} ({TRAINEE} was the {role})")
+
+        agent = WerewolfAgent(on_game_over=game_over)
         started = time.perf_counter()
         trainer.dev(agent, make_tasks(games, args.seed))
         elapsed = time.perf_counter() - started
