@@ -155,4 +155,3 @@ async def test_two_agents_in_one_rollout_keep_their_names(fake: FakeOpenAIServer
     request = json.loads(of(spans, GenAIOperationNames.CHAT)[1].attributes[LLMCallAttributes.REQUEST])
     assert [message["role"] for message in request["messages"]][:2] == ["system", "user"]
     assert any(message["role"] == "tool" for message in request["messages"])
-
