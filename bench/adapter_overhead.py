@@ -22,6 +22,14 @@ as under a runner; only the adapter differs:
 * ``agent_framework``: a Microsoft Agent Framework ``Agent`` on ``OpenAIChatClient`` (the Responses
   API, its default OpenAI client), with ``run``. Modes: ``off`` (adapter off; the framework's own
   OpenTelemetry spans, on by default, are recorded in every mode), ``on``, ``on_sdk``.
+* ``agentscope``: an AgentScope 2.x ``Agent`` (a fresh one per run) on ``OpenAIChatModel``, non-streamed,
+  ``await agent.reply(...)``. Modes: ``off`` (no middleware), ``noop`` (a middleware with the adapter's hooks
+  that passes everything through, placed like the adapter's: AgentScope's middleware chains alone, the floor
+  of any middleware-based adapter), ``on``, ``on_sdk``.
+* ``crewai``: a one-agent CrewAI crew (built per run), ``kickoff()``. Modes: ``off`` (no listener on the
+  event bus), ``on`` (the adapter: its listener, and the bus flush at the end of each kickoff), ``on_sdk``.
+  CrewAI needs openai 2, the others openai 3: ``nox -s bench_adapters`` runs it in a venv of its own
+  (``bench_adapters_crewai``).
 
 Modes alternate in rounds (off/.../on, then on/.../off, ...) so drifting machine load hits them alike;
 figures are medians over the rounds, per LLM call: wall time, and this process's CPU time (steadier on
@@ -284,17 +292,166 @@ def agent_framework_bench() -> AdapterBench:
     )
 
 
+def agentscope_bench() -> AdapterBench:
+    from agentscope.agent import Agent, InjectionConfig, ModelConfig
+    from agentscope.credential import OpenAICredential
+    from agentscope.message import UserMsg
+    from agentscope.middleware import MiddlewareBase
+    from agentscope.model import OpenAIChatModel
+    from agentscope.permission import PermissionBehavior, PermissionDecision
+    from agentscope.tool import FunctionTool, Toolkit
+
+    import agentlightning_agentscope
+    from agentlightning_agentscope.instrumentor import MIDDLEWARE_LISTS, _WithLightning
+
+    def calculator(expression: str) -> str:
+        """Evaluate an arithmetic expression such as 2+2.
+
+        Args:
+            expression: the expression.
+        """
+        return "4"
+
+    class NoOpMiddleware(MiddlewareBase):
+        """The adapter's hooks, passing everything through: AgentScope's middleware chains alone."""
+
+        async def on_reply(self, agent: Any, input_kwargs: dict, next_handler: Any) -> Any:
+            async for item in next_handler(**input_kwargs):
+                yield item
+
+        async def on_model_call(self, agent: Any, input_kwargs: dict, next_handler: Any) -> Any:
+            return await next_handler(**input_kwargs)
+
+        async def on_acting(self, agent: Any, input_kwargs: dict, next_handler: Any) -> Any:
+            async for item in next_handler(**input_kwargs):
+                yield item
+
+        async def on_check_permission(self, agent: Any, input_kwargs: dict, next_handler: Any) -> Any:
+            return await next_handler(**input_kwargs)
+
+    noop = NoOpMiddleware()
+
+    def set_mode(mode: str) -> None:
+        installed = vars(Agent).get(MIDDLEWARE_LISTS[0])
+        if isinstance(installed, _WithLightning) and installed.middleware is noop:
+            for attribute in MIDDLEWARE_LISTS:
+                delattr(Agent, attribute)
+        if mode in ("on", "on_sdk"):
+            agentlightning_agentscope.instrument()
+            middleware = agentlightning_agentscope.INSTRUMENTOR.middleware()
+            use_sdk_spans(middleware, mode == "on_sdk", "agentlightning.agentscope")
+            return
+        agentlightning_agentscope.uninstrument()
+        if mode == "noop":  # the same placement as the adapter's middleware
+            for attribute in MIDDLEWARE_LISTS:
+                setattr(Agent, attribute, _WithLightning(attribute, noop))
+
+    def make_run(base_url: str) -> Tuple[Callable[[int], Awaitable[None]], Callable[[], Awaitable[None]]]:
+        model = OpenAIChatModel(
+            credential=OpenAICredential(api_key="unused", base_url=base_url),
+            model="fake-model",
+            stream=False,
+            max_retries=0,
+        )
+        allowed = PermissionDecision(behavior=PermissionBehavior.ALLOW, message="allowed")
+
+        async def run(index: int) -> None:
+            # A fresh agent per run (its context would otherwise grow run after run); the model is shared.
+            toolkit = Toolkit()
+            await toolkit.add_tool(FunctionTool(calculator, permission=allowed))
+            agent = Agent(
+                name="bench_agent",
+                system_prompt="Use the calculator.",
+                model=model,
+                toolkit=toolkit,
+                model_config=ModelConfig(max_retries=0),
+                injection_config=InjectionConfig(inject_runtime_state=False),
+            )
+            reply = await agent.reply(UserMsg(name="user", content=QUESTION.format(index=index)))
+            assert "4" in reply.get_text_content()
+
+        return run, model.client.close
+
+    return AdapterBench(
+        name="agentscope",
+        description="AgentScope 2.x Agent on OpenAIChatModel, await reply()",
+        modes={
+            "off": "no middleware",
+            "noop": "no-op middleware (AgentScope's middleware chains alone)",
+            "on": "adapter",
+            "on_sdk": "adapter, spans through the OpenTelemetry SDK",
+        },
+        recording_modes=("on", "on_sdk"),
+        set_mode=set_mode,
+        make_run=make_run,
+    )
+
+
+def crewai_bench() -> AdapterBench:
+    from crewai import LLM, Agent, Crew, Process, Task
+    from crewai.tools import tool
+
+    import agentlightning_crewai
+
+    @tool("calculator")
+    def calculator(expression: str) -> str:
+        """Evaluate an arithmetic expression such as 2+2."""
+        return "4"
+
+    def set_mode(mode: str) -> None:
+        if mode in ("on", "on_sdk"):
+            agentlightning_crewai.instrument()
+            use_sdk_spans(agentlightning_crewai.INSTRUMENTOR.listener(), mode == "on_sdk", "agentlightning.crewai")
+        else:
+            agentlightning_crewai.uninstrument()
+
+    def make_run(base_url: str) -> Tuple[Callable[[int], Awaitable[None]], Callable[[], Awaitable[None]]]:
+        llm = LLM(model="openai/fake-model", base_url=base_url, api_key="unused", max_retries=0)
+
+        async def run(index: int) -> None:
+            agent = Agent(
+                role="bench_agent",
+                goal="Answer with the calculator.",
+                backstory="A calculator user.",
+                llm=llm,
+                tools=[calculator],
+                max_iter=3,
+            )
+            task = Task(description=QUESTION.format(index=index), expected_output="The number.", agent=agent)
+            crew = Crew(agents=[agent], tasks=[task], process=Process.sequential)
+            result = crew.kickoff()  # synchronously, as the runner runs a sync agent (in its thread)
+            assert "4" in str(result.raw)
+
+        async def close() -> None:
+            pass
+
+        return run, close
+
+    return AdapterBench(
+        name="crewai",
+        description="CrewAI one-agent crew, kickoff()",
+        modes={"off": "no listener", "on": "adapter", "on_sdk": "adapter, spans through the OpenTelemetry SDK"},
+        recording_modes=("on", "on_sdk"),
+        set_mode=set_mode,
+        make_run=make_run,
+    )
+
+
 ADAPTERS: Dict[str, Callable[[], AdapterBench]] = {
     "langchain": langchain_bench,
     "openai_agents": openai_agents_bench,
     "autogen": autogen_bench,
     "agent_framework": agent_framework_bench,
+    "agentscope": agentscope_bench,
+    "crewai": crewai_bench,
 }
 FRAMEWORK_MODULES = {
     "langchain": "langchain",
     "openai_agents": "agents",
     "autogen": "autogen_agentchat",
     "agent_framework": "agent_framework",
+    "agentscope": "agentscope",
+    "crewai": "crewai",
 }
 
 

@@ -88,6 +88,19 @@ def test_default_policy_calls_first_tool_then_reports_result(fake: FakeOpenAISer
     assert chat(fake).json()["choices"][0]["message"]["content"] == DEFAULT_TEXT
 
 
+def test_a_policy_answers_what_no_script_does() -> None:
+    def opponent(body: Any) -> Any:
+        last = body["messages"][-1]["content"]
+        return FakeReply.text(f"I vote for {last.split()[-1]}") if last.startswith("Vote") else None
+
+    with FakeOpenAIServer(policy=opponent) as fake:
+        fake.enqueue(FakeReply.text("scripted first"))
+        vote = [{"role": "user", "content": "Vote among Player2"}]
+        assert chat(fake, messages=vote).json()["choices"][0]["message"]["content"] == "scripted first"
+        assert chat(fake, messages=vote).json()["choices"][0]["message"]["content"] == "I vote for Player2"
+        assert chat(fake).json()["choices"][0]["message"]["content"] == DEFAULT_TEXT  # None: the default policy
+
+
 def test_error_reply_and_bad_model(fake: FakeOpenAIServer) -> None:
     fake.enqueue(FakeReply.error(500, "boom"), FakeReply.text("after"))
     failed = chat(fake)

@@ -56,6 +56,7 @@ from opentelemetry import trace as trace_api
 from opentelemetry.trace import Status, StatusCode
 
 from agentlightning.semconv import FrameworkAttributes, GenAIAttributes, GenAIOperationNames, LLMCallAttributes
+from agentlightning.tracer.otel import span_tracer
 from agentlightning.utils.otel import to_jsonable
 
 __all__ = ["FRAMEWORK_NAME", "LightningCrewListener"]
@@ -195,7 +196,9 @@ class LightningCrewListener:
 
     def __init__(self, framework_name: str = FRAMEWORK_NAME) -> None:
         self.framework_name = framework_name
-        self._tracer = trace_api.get_tracer(TRACER_NAME)
+        # Scoped spans: the bus hands handlers a copy of the emitting thread's context, which holds the
+        # rollout's trace scope, so the spans go straight into the rollout's buffer.
+        self._tracer = span_tracer(TRACER_NAME)
         self._lock = threading.Lock()
         self._runs: Dict[str, _Run] = {}  # by the "started" event id (LLM calls: by call id)
         self._agents: Dict[str, List[_Run]] = {}  # open agent runs by CrewAI agent id, innermost last

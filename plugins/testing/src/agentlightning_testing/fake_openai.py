@@ -10,8 +10,9 @@ It answers ``/v1/chat/completions``, ``/v1/completions``, ``/v1/responses`` (the
         assert server.requests[0]["model"] == "fake-model"
 
 Scripted replies are consumed in order, one per request (replies queued with :meth:`FakeOpenAIServer.enqueue_for`
-first, for requests whose last user message contains their marker). With no scripted reply left, a
-default policy answers: a request that offers ``tools`` and holds no ``role == "tool"`` message yet gets
+first, for requests whose last user message contains their marker). With no scripted reply left, the
+server's ``policy`` (a function of the request body, given to the constructor) answers when it returns a
+reply; otherwise a default policy answers: a request that offers ``tools`` and holds no ``role == "tool"`` message yet gets
 one call to the first tool, with arguments synthesised from its JSON schema; any other request gets
 ``"The result is <last tool message>."``, or the server's ``default_text`` when there is no tool message.
 
@@ -40,7 +41,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, List, Literal, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, List, Literal, Mapping, Optional, Sequence, Tuple
 
 from aiohttp import web
 
@@ -436,8 +437,12 @@ class FakeOpenAIServer:
         default_text: str = DEFAULT_TEXT,
         models: Sequence[str] = ("fake-model",),
         default_delay: float = 0.0,
+        policy: Optional[Callable[[Mapping[str, Any]], Optional[FakeReply]]] = None,
     ) -> None:
         self.host = host
+        self.policy = policy
+        """Called with a request's body when no scripted reply is queued for it: its reply (a scripted
+        opponent, say), or None for the default policy."""
         self.default_text = default_text
         self.default_delay = default_delay
         """Seconds the default policy waits before answering (a stand-in for model latency)."""
@@ -611,6 +616,10 @@ class FakeOpenAIServer:
                     return queue.popleft()
             if self._queue:
                 return self._queue.popleft()
+        if self.policy is not None:
+            chosen = self.policy(body)
+            if chosen is not None:
+                return chosen
         reply = _default_reply(body, self.default_text)
         return dataclasses.replace(reply, delay=self.default_delay) if self.default_delay > 0 else reply
 

@@ -1,0 +1,93 @@
+"""examples/flow: concurrent flows never mix their spans, and the adapter turns each flow into the planner's
+triplets only, every one carrying the flow's final reward."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Dict
+
+import pytest
+
+import agentlightning as agl
+from agentlightning.adapter.llm_calls import find_llm_calls
+from agentlightning.adapter.triplet import TracerTraceToTriplet
+from agentlightning.semconv import FrameworkAttributes
+from agentlightning_testing.fake_openai import FakeOpenAIServer
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "flow"
+sys.path.insert(0, str(EXAMPLE))
+
+from flow import PLANNER, PLANNER_MATCH, PROMPTS, PlanExecuteVerify, make_tasks, scripted_flow  # noqa: E402
+
+PROBLEMS = 6
+_TAG = re.compile(r"\[(p\d+)\]")
+
+
+@pytest.fixture(scope="module")
+def ran() -> Dict[str, Any]:
+    with FakeOpenAIServer(policy=scripted_flow) as server:
+        llm = agl.LLM(endpoint=server.base_url, model="fake-model")
+        baseline = agl.Baseline(max_queue_length=PROBLEMS)
+        trainer = agl.Trainer(
+            algorithm=baseline,
+            adapter=TracerTraceToTriplet(agent_match=PLANNER_MATCH, reward_match="final", require_token_ids=False),
+            n_runners=1,
+            runner=agl.LitAgentRunner(agl.OtelTracer(), concurrency=3),
+            run_dir=Path(tempfile.mkdtemp(prefix="agl-flow-test-")),
+            initial_resources={"llm": llm, "fixed": llm.model_copy()},
+        )
+        flow = PlanExecuteVerify()
+        trainer.dev(flow, make_tasks(PROBLEMS))
+        return {"reports": baseline.reports, "turns": flow.turns}
+
+
+def test_each_flow_gives_only_planner_triplets_with_the_final_reward(ran: Dict[str, Any]) -> None:
+    reports = ran["reports"]
+    assert len(reports) == PROBLEMS and all(report.rollout.status == "succeeded" for report in reports)
+    assert {report.final_reward for report in reports} == {0.0, 1.0}
+    for report in reports:
+        turns = ran["turns"][report.rollout.input["id"]]
+        triplets = report.adapted
+        assert len(triplets) == turns >= 2
+        for triplet in triplets:
+            assert triplet.metadata["agent_name"] == PLANNER
+            assert triplet.reward == report.final_reward
+            assert triplet.prompt["request"]["messages"][0]["content"][0]["text"] == PROMPTS[PLANNER]
+        # The fixed agents ran (the executor twice per step: its tool call, then its answer) but give no triplet.
+        steps = turns - 1
+        assert len(find_llm_calls(report.spans, agent_match="^Executor$")) == 2 * steps
+        assert len(find_llm_calls(report.spans, agent_match="^Verifier$")) == steps
+        assert len(find_llm_calls(report.spans)) == turns + 3 * steps
+
+
+def test_the_spans_of_concurrent_flows_never_mix(ran: Dict[str, Any]) -> None:
+    for report in ran["reports"]:
+        problem = report.rollout.input["id"]
+        spans = [span for span in report.spans if span.attributes.get(FrameworkAttributes.FRAMEWORK)]
+        assert spans
+        for span in spans:
+            tags = set(_TAG.findall(json.dumps(span.attributes)))
+            assert tags <= {problem}, f"{span.name} of {problem} mentions {tags}"
+
+
+# A fresh interpreter importing AgentScope: on a loaded machine it outlasts the default 120 s.
+@pytest.mark.timeout(300)
+def test_the_example_script_runs() -> None:
+    env = {**os.environ, "COLUMNS": "200"}
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLE / "flow.py"), "--problems", "3"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"solved \d of 3; training data: the planner's turns only", result.stdout), result.stdout
+    assert "WARNING" not in result.stdout + result.stderr
