@@ -98,6 +98,34 @@ def test_requests_prefilled_together_with_different_hits_match_cold_runs(engines
     _assert_same([results[i] for i in range(len(variants))], reference)
 
 
+def test_cold_requests_starting_together_prefill_their_shared_prefix_once(tiny_model_path: Path) -> None:
+    engine, cold = _engine(tiny_model_path), _engine(tiny_model_path, prefix_cache_bytes=0)
+    try:
+        prompts = _prompts(engine)[:3]
+        shared = len(prompts[0]) - len(engine.tokenizer.encode(" What is 12 plus 7?", add_special_tokens=False))
+        results: Dict[int, GenerationResult] = {}
+        gate = threading.Event()
+        engine.run_between_batches(lambda: gate.wait(30))
+        threads = [
+            threading.Thread(target=lambda i=i: results.__setitem__(i, engine.generate(prompts[i], GREEDY)[0]))
+            for i in range(len(prompts))
+        ]
+        for thread in threads:
+            thread.start()
+        while engine.queued < len(prompts):
+            threading.Event().wait(0.01)
+        gate.set()
+        for thread in threads:
+            thread.join(60)
+        # The shared prefix once, then each prompt's own tokens (within a few ids where the texts join).
+        assert engine.stats["prefilled_tokens"] <= shared + sum(len(p) - shared for p in prompts) + 3
+        assert engine.stats["prefilled_tokens"] < sum(len(p) for p in prompts) - shared
+        _assert_same([results[i] for i in range(len(prompts))], [cold.generate(p, GREEDY)[0] for p in prompts])
+    finally:
+        engine.close()
+        cold.close()
+
+
 def test_memory_stays_bounded_over_many_requests(tiny_model_path: Path) -> None:
     bound = 256 * 1024
     engine = _engine(tiny_model_path, prefix_cache_bytes=bound)

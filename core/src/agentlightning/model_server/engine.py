@@ -50,6 +50,7 @@ from agentlightning.model_server.protocol import SamplingParams
 from agentlightning.model_server.text import IncrementalDetokenizer, StopStringMatcher
 
 __all__ = [
+    "DEFAULT_PREFIX_CACHE_BYTES",
     "EngineClosedError",
     "GenerationEngine",
     "GenerationHandle",
@@ -299,6 +300,16 @@ class PrefixCache:
 def _row_kv(cache: Any, row: int, columns: torch.Tensor) -> List[LayerKV]:
     """Copies of one batch row's keys and values at ``columns`` (a boolean mask over the sequence)."""
     return [(layer.keys[row][:, columns].clone(), layer.values[row][:, columns].clone()) for layer in cache.layers]
+
+
+def _common_prefix_length(prompts: List[List[int]]) -> int:
+    """How many leading ids all ``prompts`` share."""
+    shortest = min(len(p) for p in prompts)
+    for index in range(shortest):
+        token = prompts[0][index]
+        if any(p[index] != token for p in prompts):
+            return index
+    return shortest
 
 
 def _plain_dynamic(cache: Any) -> bool:
@@ -788,39 +799,16 @@ class GenerationEngine:
         return last.float()
 
     def _prefill(self, handles: List[GenerationHandle]) -> Tuple[_Batch, torch.Tensor]:
-        """Prefill the prompts in one forward pass; return one row per choice and its next-token logits.
-
-        Each prompt reuses the longest prefix the prefix cache holds for it; the rest is left-padded
-        to the longest rest. A row's columns are ``[padding][reused prefix][padding][rest of the prompt]``,
-        the attention mask hides the padding and positions count real tokens only.
-        """
-        from transformers import DynamicCache
-
+        """Prefill the prompts in one forward pass; return one row per choice and its next-token logits."""
         device = self.device
-        matches = [
-            self.prefix_cache.lookup(h.prompt_ids) if self.prefix_cache is not None else (0, None) for h in handles
-        ]
-        past = max(length for length, _ in matches)
-        rest = max(len(h.prompt_ids) - length for h, (length, _) in zip(handles, matches, strict=True))
-        input_ids = torch.full((len(handles), rest), self.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(handles), past + rest), dtype=torch.long)
-        positions = torch.zeros((len(handles), rest), dtype=torch.long)
-        for index, (handle, (reused, _)) in enumerate(zip(handles, matches, strict=True)):
-            new = handle.prompt_ids[reused:]
-            input_ids[index, rest - len(new) :] = torch.tensor(new, dtype=torch.long)
-            positions[index, rest - len(new) :] = torch.arange(reused, len(handle.prompt_ids))
-            attention[index, past - reused : past] = 1
-            attention[index, past + rest - len(new) :] = 1
-        cache: Any = DynamicCache(ddp_cache_data=self._past_kv(matches, past)) if past else DynamicCache()
-        self.stats["prefilled_tokens"] += sum(len(h.prompt_ids) - length for h, (length, _) in zip(handles, matches, strict=True))
-        self.stats["prefix_cache_hits"] += sum(1 for length, _ in matches if length)
-        self.stats["prefix_cache_tokens"] += sum(length for length, _ in matches)
-        attention = attention.to(device)
-        logits = self._forward(input_ids.to(device), attention, positions.to(device), cache)
-        if self.prefix_cache is not None and _plain_dynamic(cache):
-            for index, handle in enumerate(handles):
-                self.prefix_cache.store(handle.prompt_ids, _row_kv(cache, index, attention[index] > 0))
-
+        prompts = [h.prompt_ids for h in handles]
+        if self.prefix_cache is not None and len(prompts) > 1:
+            # Requests starting together usually share a long system prompt: prefill it once, not per row.
+            shared = _common_prefix_length(prompts)
+            reusable = self.prefix_cache.lookup(prompts[0])[0]
+            if shared >= self.prefix_cache.min_tokens and reusable < min(shared, len(prompts[0]) - 1):
+                self._forward_prompts([prompts[0][:shared]])
+        cache, attention, logits = self._forward_prompts(prompts)
         rows: List[_Row] = []
         row_sources: List[int] = []
         for index, handle in enumerate(handles):
@@ -837,6 +825,40 @@ class GenerationEngine:
             attention = attention.index_select(0, source)
         next_position = torch.tensor([len(row.handle.prompt_ids) for row in rows], dtype=torch.long)
         return _Batch(rows, cache, attention, next_position), logits
+
+    def _forward_prompts(self, prompts: List[List[int]]) -> Tuple[Any, torch.Tensor, torch.Tensor]:
+        """One forward pass over ``prompts``, each reusing the longest prefix the prefix cache holds for it.
+
+        The rest of each prompt is left-padded to the longest rest: a row's columns are
+        ``[padding][reused prefix][padding][rest of the prompt]``; the attention mask hides the padding and
+        positions count real tokens only. Returns the cache, the mask and the last position's logits, and
+        stores every prompt's KV in the prefix cache.
+        """
+        from transformers import DynamicCache
+
+        device = self.device
+        matches = [self.prefix_cache.lookup(p) if self.prefix_cache is not None else (0, None) for p in prompts]
+        past = max(length for length, _ in matches)
+        rest = max(len(p) - length for p, (length, _) in zip(prompts, matches, strict=True))
+        input_ids = torch.full((len(prompts), rest), self.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(prompts), past + rest), dtype=torch.long)
+        positions = torch.zeros((len(prompts), rest), dtype=torch.long)
+        for index, (prompt, (reused, _)) in enumerate(zip(prompts, matches, strict=True)):
+            new = prompt[reused:]
+            input_ids[index, rest - len(new) :] = torch.tensor(new, dtype=torch.long)
+            positions[index, rest - len(new) :] = torch.arange(reused, len(prompt))
+            attention[index, past - reused : past] = 1
+            attention[index, past + rest - len(new) :] = 1
+        cache: Any = DynamicCache(ddp_cache_data=self._past_kv(matches, past)) if past else DynamicCache()
+        self.stats["prefilled_tokens"] += sum(len(p) - length for p, (length, _) in zip(prompts, matches, strict=True))
+        self.stats["prefix_cache_hits"] += sum(1 for length, _ in matches if length)
+        self.stats["prefix_cache_tokens"] += sum(length for length, _ in matches)
+        attention = attention.to(device)
+        logits = self._forward(input_ids.to(device), attention, positions.to(device), cache)
+        if self.prefix_cache is not None and _plain_dynamic(cache):
+            for index, prompt in enumerate(prompts):
+                self.prefix_cache.store(prompt, _row_kv(cache, index, attention[index] > 0))
+        return cache, attention, logits
 
     def _past_kv(self, matches: List[Tuple[int, Optional[List[LayerKV]]]], past: int) -> List[LayerKV]:
         """The reused prefixes as one left-padded ``[rows, kv_heads, past, head_dim]`` pair per layer."""
