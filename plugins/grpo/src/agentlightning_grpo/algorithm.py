@@ -159,7 +159,13 @@ class GRPO(Algorithm):
             logger.info("resuming %s at step %d", run_dir, start_step + 1)
 
         server = await asyncio.to_thread(
-            EmbeddedPolicyServer.start, model_path, model_name=self.model_name, max_batch_size=self.max_batch_size
+            EmbeddedPolicyServer.start,
+            model_path,
+            model_name=self.model_name,
+            max_batch_size=self.max_batch_size,
+            # A LoRA policy's server runs in the trainer's dtype and reads its frozen base weights: one copy.
+            dtype=self.config.dtype if policy.is_lora else "auto",
+            share_with=policy,
         )
         proxy = LLMProxy(store, [ProxyBackend(server.base_url, models=[self.model_name])]).start_in_thread()
         display = _Display(self.n_steps, start_step, enabled=self.progress)
@@ -256,6 +262,8 @@ class GRPO(Algorithm):
             "failed": sum(r is None for r in rewards),
             "n": len(scored),
             "seconds": time.perf_counter() - started,
+            # In the dataset's order, so that two validations can be compared problem by problem.
+            "rewards": scored,
         }
         assert self.log is not None
         self.log.append(record)

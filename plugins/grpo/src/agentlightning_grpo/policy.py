@@ -427,6 +427,19 @@ class TrainablePolicy:
             tokenizer.save_pretrained(str(target))
         return target
 
+    def frozen_base_weights(self) -> Dict[str, torch.Tensor]:
+        """LoRA only: the frozen base model's tensors (not copies) under the plain model's parameter names.
+
+        Training never writes them, so a serving engine on the same device and dtype may use them in
+        place of its own copy (:class:`~agentlightning_grpo.serving.EmbeddedPolicyServer` does).
+        """
+        self._require_lora("frozen_base_weights")
+        return {
+            name.replace(".base_layer.", "."): param.data
+            for name, param in self._base_model().named_parameters()
+            if ".lora_" not in name
+        }
+
     def _base_model(self) -> Any:
         model: Any = self.model
         return model.get_base_model() if self.is_lora else model
