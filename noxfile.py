@@ -331,10 +331,18 @@ def quickstart(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, venv_backend="virtualenv")
 def bench_learning(session: nox.Session) -> None:
-    """Learning benchmark: the quickstart's recipe run longer over several seeds (hours on a 2-core CPU)."""
+    """Learning benchmark: `agl quickstart` with its defaults over 3 seeds (about 30 minutes on a 2-core CPU)."""
     _install_torch(session)
     session.install("./core[model,default-model]", "./plugins/grpo")
     session.run("python", "bench/learning.py", *session.posargs)
+
+
+@nox.session(python=PYTHON, venv_backend="virtualenv")
+def bench_rollouts(session: nox.Session) -> None:
+    """Rollout throughput of the embedded server on the quickstart's agent, prefix cache off and on."""
+    _install_torch(session)
+    session.install("./core[model,default-model]", "./plugins/grpo")
+    session.run("python", "bench/rollout_throughput.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)

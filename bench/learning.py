@@ -36,19 +36,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default=None, help="Folder of the runs and the JSON result (default: a new one).")
     parser.add_argument("--check", action="store_true", help="Exit 1 when a target is missed.")
+    parser.add_argument(
+        "--parallel", action="store_true", help="Run the seeds at the same time (their minutes then overlap)."
+    )
     return parser
 
 
-def run_seed(seed: int, run_dir: Path, extra: List[str]) -> Dict[str, Any]:
-    """One ``agl quickstart`` run in a child process; its figures."""
+def start_seed(seed: int, run_dir: Path, extra: List[str]) -> Dict[str, Any]:
+    """Start one ``agl quickstart`` run in a child process."""
     command = [sys.executable, "-m", "agentlightning.cli", "quickstart", "--seed", str(seed), "--run-dir", str(run_dir)]
-    load_before = os.getloadavg()[0]
-    started = time.perf_counter()
-    process = subprocess.Popen([*command, *extra])
+    started = {"seed": seed, "run_dir": run_dir, "load": os.getloadavg()[0], "time": time.perf_counter()}
+    started["process"] = subprocess.Popen([*command, *extra])
+    return started
+
+
+def finish_seed(started: Dict[str, Any]) -> Dict[str, Any]:
+    """Wait for a run started by :func:`start_seed`; its figures."""
+    seed, run_dir, process = started["seed"], started["run_dir"], started["process"]
     _, status, usage = os.wait4(process.pid, 0)
-    minutes = (time.perf_counter() - started) / 60
+    minutes = (time.perf_counter() - started["time"]) / 60
     if status != 0:
-        raise RuntimeError(f"seed {seed}: {' '.join(command)} failed with status {status}")
+        raise RuntimeError(f"seed {seed}: agl quickstart failed with status {status}")
     from agentlightning_grpo.quickstart import paired_changes, sign_test_p_value
 
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -75,8 +83,17 @@ def run_seed(seed: int, run_dir: Path, extra: List[str]) -> Dict[str, Any]:
         "train_rollouts_per_min": train_rollouts / train_seconds * 60 if train_seconds else None,
         "validation_rollouts_per_min": [r["n"] / r["seconds"] * 60 for r in validations],
         "update_seconds": [r["step_seconds"] - r["rollout_seconds"] for r in train],
-        "load_average": [load_before, os.getloadavg()[0]],
+        "load_average": [started["load"], os.getloadavg()[0]],
     }
+
+
+def _report(result: Dict[str, Any]) -> None:
+    print(
+        f"seed {result['seed']}: {result['before']:.1%} -> {result['after']:.1%} ({result['points']:+.1f} points, "
+        f"+{result['gained']}/-{result['lost']} problems, p = {result['p_value']:.3f}), "
+        f"{result['minutes']:.1f} min, peak RSS {result['peak_rss_gb']:.1f} GB",
+        flush=True,
+    )
 
 
 def main() -> int:
@@ -91,22 +108,24 @@ def main() -> int:
     out = Path(args.out or f"bench/results/learning-{stamp}")
     out.mkdir(parents=True, exist_ok=True)
     results: List[Dict[str, Any]] = []
-    for seed in args.seeds:
-        result = run_seed(seed, out / f"seed-{seed}", extra)
-        results.append(result)
-        print(
-            f"seed {seed}: {result['before']:.1%} -> {result['after']:.1%} ({result['points']:+.1f} points, "
-            f"+{result['gained']}/-{result['lost']} problems, p = {result['p_value']:.3f}), "
-            f"{result['minutes']:.1f} min, peak RSS {result['peak_rss_gb']:.1f} GB",
-            flush=True,
-        )
+    if args.parallel:
+        runs = [start_seed(seed, out / f"seed-{seed}", extra) for seed in args.seeds]
+        for run in runs:
+            results.append(finish_seed(run))
+            _report(results[-1])
+    else:
+        for seed in args.seeds:
+            results.append(finish_seed(start_seed(seed, out / f"seed-{seed}", extra)))
+            _report(results[-1])
 
     gains = [r["points"] for r in results]
     median = statistics.median(gains)
     gained, lost = sum(r["gained"] for r in results), sum(r["lost"] for r in results)
     pooled_p = sign_test_p_value(gained, lost)
     print()
-    print("| seed | problems | before | after | points | newly solved / failed | p (sign test) | minutes | peak RSS GB | train rollouts/min | load avg |")
+    print(
+        "| seed | problems | before | after | points | newly solved / failed | p (sign test) | minutes | peak RSS GB | train rollouts/min | load avg |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in results:
         rate = r["train_rollouts_per_min"]
@@ -133,6 +152,7 @@ def main() -> int:
         "time": stamp,
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
         "recipe": {**RECIPE.__dict__, "extra_arguments": extra},
+        "parallel": args.parallel,
         "results": results,
         "median_points": median,
         "range_points": list(spread),

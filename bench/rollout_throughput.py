@@ -61,7 +61,10 @@ def measure(model: str, tasks: List[Dict[str, Any]], group_size: int, prefix_cac
         "mean_reward": sum(rewards) / len(rewards),
         "load_average_before": load,
         "load_average_after": os.getloadavg()[0],
-        "engine": {k: stats[k] for k in ("requests", "prompt_tokens", "prefilled_tokens", "prefix_cache_tokens", "generated_tokens")},
+        "engine": {
+            k: stats[k]
+            for k in ("requests", "prompt_tokens", "prefilled_tokens", "prefix_cache_tokens", "generated_tokens")
+        },
     }
 
 
@@ -92,7 +95,10 @@ def main(argv: Any = None) -> int:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     path = Path(args.json or f"bench/results/rollout_throughput-{stamp}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"benchmark": "rollout_throughput", "time": stamp, "results": results, "ratio": ratio}, indent=2) + "\n")
+    path.write_text(
+        json.dumps({"benchmark": "rollout_throughput", "time": stamp, "results": results, "ratio": ratio}, indent=2)
+        + "\n"
+    )
     print(f"results written to {path}")
     return 0
 

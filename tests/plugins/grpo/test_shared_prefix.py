@@ -25,10 +25,14 @@ def _micro_batch(shared: int, *, first_model_column: int) -> MicroBatch:
     loss_mask[:, first_model_column : first_model_column + 8] = 1
     loss_mask[0, width - 4 : width - 1] = 1  # a second model turn after some context
     unknown = torch.zeros(rows, width - 1, dtype=torch.bool)
-    return MicroBatch(input_ids, attention, loss_mask, torch.zeros(rows, width - 1), unknown, loss_mask.clone(), ["a", "b", "c"])
+    return MicroBatch(
+        input_ids, attention, loss_mask, torch.zeros(rows, width - 1), unknown, loss_mask.clone(), ["a", "b", "c"]
+    )
 
 
-def _logprobs_and_grads(model: torch.nn.Module, batch: MicroBatch, share: bool) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+def _logprobs_and_grads(
+    model: torch.nn.Module, batch: MicroBatch, share: bool
+) -> Tuple[torch.Tensor, List[torch.Tensor]]:
     model.zero_grad()
     logprobs, _ = token_logprobs(model, batch, selection="mask", share_prefix=share)
     (logprobs * torch.linspace(-1, 1, logprobs.numel()).reshape(logprobs.shape)).sum().backward()
@@ -78,5 +82,14 @@ def test_a_lora_policy_shares_its_frozen_base_weights_with_a_serving_model() -> 
     assert serving.lm_head.weight.data_ptr() == serving.model.embed_tokens.weight.data_ptr()
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    other = Qwen2ForCausalLM(Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, vocab_size=VOCAB_SIZE))
+    other = Qwen2ForCausalLM(
+        Qwen2Config(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            vocab_size=VOCAB_SIZE,
+        )
+    )
     assert not share_base_weights(other, policy)

@@ -22,7 +22,12 @@ def share_base_weights(model: Any, policy: TrainablePolicy) -> bool:
     params = dict(model.named_parameters())
     for name, param in params.items():
         tensor = base.get(name)
-        if tensor is None or tensor.shape != param.shape or tensor.dtype != param.dtype or tensor.device != param.device:
+        if (
+            tensor is None
+            or tensor.shape != param.shape
+            or tensor.dtype != param.dtype
+            or tensor.device != param.device
+        ):
             return False
     for name, param in params.items():
         param.data = base[name]

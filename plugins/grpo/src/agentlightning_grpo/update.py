@@ -124,13 +124,28 @@ def token_logprobs(
     entropy: Optional[torch.Tensor] = None
     if with_entropy:
         with torch.no_grad():
-            probs = torch.softmax(logits.detach(), dim=-1)
-            per_token = log_normalizer.detach() - (probs * logits.detach()).sum(dim=-1)
+            # In chunks of rows: each temporary is rows x vocabulary floats (152k for Qwen2.5).
+            detached, normalizer = logits.detach(), log_normalizer.detach()
+            per_token = (
+                torch.cat(
+                    [
+                        normalizer[start : start + _ENTROPY_CHUNK] - (torch.softmax(chunk, dim=-1) * chunk).sum(dim=-1)
+                        for start, chunk in zip(
+                            range(0, len(detached), _ENTROPY_CHUNK), detached.split(_ENTROPY_CHUNK), strict=True
+                        )
+                    ]
+                )
+                if len(detached)
+                else normalizer
+            )
             entropy = torch.zeros(mask.shape, dtype=per_token.dtype, device=per_token.device).masked_scatter(
                 mask, per_token
             )
     return logprobs, entropy
 
+
+# Rows of logits per entropy computation (the entropy is a metric; this bounds its temporaries).
+_ENTROPY_CHUNK = 128
 
 # Below this many shared tokens a separate prefix pass is not worth its overhead.
 MIN_SHARED_PREFIX = 32
