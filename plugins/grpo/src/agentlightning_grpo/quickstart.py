@@ -386,7 +386,8 @@ def sign_test_p_value(gained: int, lost: int) -> float:
     changed = gained + lost
     if changed == 0:
         return 1.0
-    return sum(math.comb(changed, k) for k in range(gained, changed + 1)) / 2**changed
+    tail = sum(math.comb(changed, k) for k in range(gained, changed + 1))
+    return tail / float(1 << changed)
 
 
 if __name__ == "__main__":
