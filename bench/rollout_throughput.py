@@ -41,9 +41,15 @@ async def _play(server_url: str, tasks: List[Dict[str, Any]], group_size: int) -
 
 def measure(model: str, tasks: List[Dict[str, Any]], group_size: int, prefix_cache_bytes: int) -> Dict[str, Any]:
     from agentlightning.model_server.server import ModelServer
+    from agentlightning_grpo.quickstart import RECIPE
 
     server = ModelServer.from_pretrained(
-        model, port=0, served_model_name="policy", max_batch_size=32, prefix_cache_bytes=prefix_cache_bytes
+        model,
+        dtype=RECIPE.dtype,
+        port=0,
+        served_model_name="policy",
+        max_batch_size=32,
+        prefix_cache_bytes=prefix_cache_bytes,
     ).start_in_thread()
     try:
         load = os.getloadavg()[0]
@@ -80,7 +86,8 @@ def main(argv: Any = None) -> int:
 
         model = str(ensure_default_model())
     tasks = RECIPE.train_problems(args.seed)[: args.tasks]
-    results = [measure(model, tasks, args.group_size, size) for size in (0, DEFAULT_PREFIX_CACHE_BYTES)]
+    sizes = (0, DEFAULT_PREFIX_CACHE_BYTES)
+    results = [measure(model, tasks, args.group_size, size) for size in sizes]
     print("| prefix cache | rollouts | seconds | rollouts/min | prompt tokens | prefilled | load avg |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in results:
