@@ -19,6 +19,8 @@ def test_held_out_problems_never_appear_in_training_and_seeds_reproduce() -> Non
         train, val = split_problems(200, 30, seed=seed)
         assert len(val) == 30 and len(train) == 200
         assert not {p["question"] for p in val} & {p["question"] for p in train}
+        assert not {p["answer"] for p in val} & {p["answer"] for p in train}
+        assert {p["kind"] for p in val} == set(PROBLEM_KINDS)
         assert split_problems(200, 30, seed=seed) == (train, val)
     assert split_problems(200, 30, seed=0)[1] != split_problems(200, 30, seed=1)[1]
 

@@ -185,10 +185,13 @@ def make_problems(n: int, *, seed: int) -> List[Dict[str, Any]]:
 
 
 def split_problems(train_size: int, val_size: int, *, seed: int) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
-    """Training and held-out problems of one seed; no held-out question appears among the training ones."""
+    """Training and held-out problems of one seed. No held-out problem shares its answer with any
+    training problem, so nothing learned from a training answer can score on the held-out set."""
     train = make_problems(train_size, seed=seed + 1)
-    seen = {p["question"] for p in train}
-    val = [p for p in make_problems(val_size * 2, seed=seed + 2) if p["question"] not in seen]
+    seen = {p["answer"] for p in train}
+    val = [p for p in make_problems(val_size * 4, seed=seed + 2) if p["answer"] not in seen]
+    if len(val) < val_size:
+        raise ValueError(f"only {len(val)} held-out problems are disjoint from {train_size} training problems")
     return train, val[:val_size]
 
 
