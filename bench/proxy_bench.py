@@ -1,6 +1,6 @@
 """LLM proxy benchmark: the latency a proxy adds to each call, this project against the peer ``agentlightning==0.3.0``.
 
-A fast local OpenAI-compatible backend (``agentlightning.testing.fake_openai.FakeOpenAIServer``)
+A fast local OpenAI-compatible backend (``agentlightning_testing.fake_openai.FakeOpenAIServer``)
 runs in a process of its own; each proxy runs in another, pointed at it; the client here sends
 chat completions one at a time over kept-alive connections and times each one from sending the
 request to the last byte of the answer. Calls straight to the backend are interleaved with calls
@@ -198,7 +198,7 @@ _LISTENING = re.compile(r"listening:\s+(http://\S+)")
 
 def serve_backend() -> None:
     """The backend process: a FakeOpenAIServer answering with its default text until stdin ends."""
-    from agentlightning.testing.fake_openai import FakeOpenAIServer
+    from agentlightning_testing.fake_openai import FakeOpenAIServer
 
     server = FakeOpenAIServer().start()
     stop = threading.Event()

@@ -40,7 +40,7 @@ async def _play(server_url: str, tasks: List[Dict[str, Any]], group_size: int) -
 
 
 def measure(model: str, tasks: List[Dict[str, Any]], group_size: int, prefix_cache_bytes: int) -> Dict[str, Any]:
-    from agentlightning.model_server.server import ModelServer
+    from agentlightning_embedded.server import ModelServer
     from agentlightning_grpo.quickstart import RECIPE
 
     server = ModelServer.from_pretrained(
@@ -76,13 +76,13 @@ def measure(model: str, tasks: List[Dict[str, Any]], group_size: int, prefix_cac
 
 def main(argv: Any = None) -> int:
     args = build_parser().parse_args(argv)
-    from agentlightning.model_server.engine import DEFAULT_PREFIX_CACHE_BYTES
+    from agentlightning_embedded.engine import DEFAULT_PREFIX_CACHE_BYTES
     from agentlightning_grpo.quickstart import RECIPE, quiet_libraries
 
     quiet_libraries()
     model = args.model
     if model is None:
-        from agentlightning.model_server.default_model import ensure_default_model
+        from agentlightning_embedded.default_model import ensure_default_model
 
         model = str(ensure_default_model())
     tasks = RECIPE.train_problems(args.seed)[: args.tasks]

@@ -4,8 +4,9 @@ The workload (``_workload.py``) is the same for every system: 4 runner tasks in 
 each rollout is enqueued, dequeued, given 5 spans and marked succeeded; then the algorithm side
 waits for all rollouts and reads every rollout's spans back. The figure is rollouts per second.
 
-This project's stores (``memory://`` and ``sqlite:///<tmp>/bench.db``) run in this process; the
-peer's ``InMemoryLightningStore`` runs in a subprocess with the peer's own interpreter (its own
+This project's stores (``memory://``, ``sqlite:///<tmp>/bench.db`` and, with the
+``agentlightning-postgres`` plugin, ``postgresql://`` on the server in ``AGL_BENCH_POSTGRES_URI``,
+a fresh schema per run) run in this process; the peer's ``InMemoryLightningStore`` runs in a subprocess with the peer's own interpreter (its own
 virtual environment), via ``peer_store_bench.py``. ``nox -s bench`` creates that environment and
 runs this script; by hand::
 
@@ -33,10 +34,23 @@ RESULTS_DIR = BENCH_DIR / "results"
 
 # Ratio of this project's rollouts/s to the peer's that each store is expected to reach.
 TARGETS = {"memory": 10.0, "sqlite": 5.0}
+# Stores this benchmark can measure; postgres (no target: it is the store for several hosts, and the
+# peer has none) needs the plugin and a server in AGL_BENCH_POSTGRES_URI.
+SYSTEMS = ("memory", "sqlite", "postgres")
+POSTGRES_URI_ENV = "AGL_BENCH_POSTGRES_URI"
+
+
+def _store_uri(kind: str, tmp: str, index: int) -> str:
+    if kind == "memory":
+        return "memory://"
+    if kind == "sqlite":
+        return f"sqlite:///{Path(tmp) / f'bench-{index}.db'}"
+    base = os.environ[POSTGRES_URI_ENV]
+    return f"{base}{'&' if '?' in base else '?'}schema=agl_bench_{os.getpid()}_{index}"
 
 
 def run_ours(kind: str, workload: Workload, repeats: int, min_time: float) -> dict[str, Any]:
-    """Measure one of this project's backends (``memory`` or ``sqlite``) in this process."""
+    """Measure one of this project's backends (``memory``, ``sqlite`` or ``postgres``) in this process."""
     import agentlightning.types
     from agentlightning.store import open_store
 
@@ -46,8 +60,7 @@ def run_ours(kind: str, workload: Workload, repeats: int, min_time: float) -> di
 
         async def open_one(index: int) -> Any:
             trace_ids.clear()
-            uri = "memory://" if kind == "memory" else f"sqlite:///{Path(tmp) / f'bench-{index}.db'}"
-            store = open_store(uri)
+            store = open_store(_store_uri(kind, tmp, index))
             if inspect.isawaitable(store):
                 store = await store
             return store
@@ -61,7 +74,7 @@ def run_ours(kind: str, workload: Workload, repeats: int, min_time: float) -> di
 
         results = asyncio.run(repeat_workload(open_one, close_one, make_span, workload, repeats, min_time))
 
-    uri = "memory://" if kind == "memory" else "sqlite:///<tmp>/bench.db"
+    uri = {"memory": "memory://", "sqlite": "sqlite:///<tmp>/bench.db", "postgres": "postgresql://<server>"}[kind]
     summary = summarize(f"agentlightning (this project) {uri}", results)
     summary["kind"] = kind
     return summary
@@ -114,7 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spans", type=int, default=5, help="spans per rollout")
     parser.add_argument("--repeats", type=int, default=3, help="measurements per system; ratios use the median")
     parser.add_argument("--min-time", type=float, default=2.0, help="seconds of workload per measurement, at least")
-    parser.add_argument("--systems", default="memory,sqlite", help="this project's stores: memory,sqlite")
+    parser.add_argument(
+        "--systems",
+        default=None,
+        help="this project's stores: memory,sqlite[,postgres] (default: all, postgres when AGL_BENCH_POSTGRES_URI is set)",
+    )
     parser.add_argument("--peer-python", type=Path, default=DEFAULT_PEER_PYTHON, help="the peer venv's python")
     parser.add_argument("--skip-peer", action="store_true", help="measure this project only (no ratios)")
     parser.add_argument(
@@ -129,10 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     workload = Workload(rollouts=args.rollouts, runners=args.runners, spans_per_rollout=args.spans)
-    kinds = [k.strip() for k in args.systems.split(",") if k.strip()]
-    unknown = sorted(set(kinds) - set(TARGETS))
+    systems = args.systems or ("memory,sqlite,postgres" if os.environ.get(POSTGRES_URI_ENV) else "memory,sqlite")
+    kinds = [k.strip() for k in systems.split(",") if k.strip()]
+    unknown = sorted(set(kinds) - set(SYSTEMS))
     if unknown:
-        parser.error(f"unknown systems {unknown}; choose from {sorted(TARGETS)}")
+        parser.error(f"unknown systems {unknown}; choose from {', '.join(SYSTEMS)}")
+    if "postgres" in kinds and not os.environ.get(POSTGRES_URI_ENV):
+        parser.error(f"the postgres system needs a server: set {POSTGRES_URI_ENV}=postgresql://...")
 
     peer: dict[str, Any] | None = None
     if not args.skip_peer:

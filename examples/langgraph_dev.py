@@ -26,8 +26,8 @@ from rich.tree import Tree
 
 import agentlightning as agl
 from agentlightning.adapter.llm_calls import find_llm_calls
-from agentlightning.testing.fake_openai import FakeOpenAIServer, FakeReply
 from agentlightning.types import Span
+from agentlightning_testing.fake_openai import FakeOpenAIServer, FakeReply
 
 TASKS: List[Dict[str, Any]] = [
     {"question": "What is 17 * 3?", "expression": "17 * 3", "answer": 51},

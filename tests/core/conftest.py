@@ -3,13 +3,20 @@
 The store backends under test are listed ONCE, in ``STORE_BACKENDS``: every test that asks for the
 ``store`` (or ``store_factory``) fixture runs against each of them. A new backend (an HTTP client in
 front of a store server, PostgreSQL, ...) only adds an entry there.
+
+``AGL_TEST_POSTGRES_URI=postgresql://...`` adds ``postgres`` (the ``agentlightning-postgres`` plugin,
+imported only then): each store gets a schema of its own in that database. The ``plugins/postgres``
+nox session starts a server and runs these tests with ``-k postgres``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, Dict, List
+from urllib.parse import urlencode
 
 import pytest
 import pytest_asyncio
@@ -56,11 +63,23 @@ def _http(tmp_path: Path, index: int, options: Dict[str, Any]) -> LightningStore
     return ServedStore(InMemoryLightningStore(**options))
 
 
+def _postgres(tmp_path: Path, index: int, options: Dict[str, Any]) -> LightningStore:
+    # Built from its URI (options travel as URI options) without the plugin registry, which some
+    # tests switch off; the plugin's own tests check that open_store finds it.
+    from agentlightning_postgres.store import PostgresLightningStore
+
+    query = {"schema": f"agl_test_{secrets.token_hex(6)}", **{k: str(v).lower() for k, v in options.items()}}
+    base = os.environ["AGL_TEST_POSTGRES_URI"]
+    return PostgresLightningStore.from_uri(f"{base}{'&' if '?' in base else '?'}{urlencode(query)}")
+
+
 STORE_BACKENDS: Dict[str, Callable[[Path, int, Dict[str, Any]], LightningStore]] = {
     "memory": _memory,
     "sqlite": _sqlite,
     "http": _http,
 }
+if os.environ.get("AGL_TEST_POSTGRES_URI"):
+    STORE_BACKENDS["postgres"] = _postgres
 
 
 @pytest_asyncio.fixture(params=list(STORE_BACKENDS), ids=list(STORE_BACKENDS))
@@ -84,3 +103,25 @@ async def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Async
 async def store(store_factory: StoreFactory) -> LightningStore:
     """A fresh store of each backend, with default options."""
     return store_factory()
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Undo what a test's ``setup_logging`` call did to every logger (levels, handlers, disabled)."""
+    import logging
+
+    def loggers() -> List[logging.Logger]:
+        found = [lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+        return [logging.root, *found]
+
+    saved = {lg.name: (lg, lg.level, list(lg.handlers), lg.propagate, lg.disabled) for lg in loggers()}
+    yield
+    for logger in loggers():
+        if logger.name not in saved:
+            logger.handlers.clear()
+            logger.setLevel(logging.NOTSET)
+            continue
+        _, level, handlers, propagate, disabled = saved[logger.name]
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
+        logger.propagate, logger.disabled = propagate, disabled

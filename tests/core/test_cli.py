@@ -121,7 +121,7 @@ def test_plugins_json() -> None:
         "builtin": False,
     }
     assert found["sample"]["error"] is None
-    assert len(found["sample"]["hooks"]) == 8
+    assert len(found["sample"]["hooks"]) == 10
     assert found["agentlightning.builtin_plugins"]["builtin"] is True
     algorithms = {a["name"]: a for a in data["algorithm_entry_points"]}
     assert algorithms["sample-broken-algo"] == {

@@ -23,14 +23,14 @@ from agentlightning.litagent import rollout
 from agentlightning.plugins import LazyObject, get_plugin_manager
 from agentlightning.runner import LitAgentRunner
 from agentlightning.store.memory import InMemoryLightningStore
-from agentlightning.testing.conformance import (
+from agentlightning.tracer import OtelTracer
+from agentlightning_testing.conformance import (
     CONFORMANCE_TESTS,
     AdapterConformanceSuite,
     ConformanceSuiteError,
     ToolFailure,
     calculator,
 )
-from agentlightning.tracer import OtelTracer
 
 # -- test doubles --------------------------------------------------------------------------------
 

@@ -346,19 +346,22 @@ def test_builtin_registrations_are_lazy() -> None:
         """
         import sys
         from agentlightning import plugins
-        kinds = ("store_backends", "tracers", "span_exporters", "algorithms", "adapters", "instrumentors")
-        names = {kind: sorted(plugins.registered(kind)) for kind in kinds}
+        names = {kind: sorted(plugins.registered(kind)) for kind in plugins.REGISTRY_KINDS}
         loaded = [m for m in ("agentlightning.tracer.otel", "agentlightning.tracer.dummy",
                               "agentlightning.algorithm.baseline", "agentlightning.store.sqlite",
-                              "agentlightning.store.client", "httpx") if m in sys.modules]
+                              "agentlightning.store.client", "agentlightning.adapter.triplet",
+                              "agentlightning.cli.store", "httpx") if m in sys.modules]
         print(names["store_backends"], names["tracers"], names["span_exporters"], names["algorithms"], loaded)
+        print(names["adapters"], names["commands"], names["serving_backends"])
         """,
         AGL_DISABLE_PLUGIN_AUTOLOAD="1",
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == (
-        "['http', 'https', 'memory', 'sqlite'] ['dummy', 'otel'] ['console'] ['baseline'] []"
-    )
+    # `baseline` is registered once: as the core's `agentlightning.algorithms` entry point, not by a hook.
+    assert result.stdout.splitlines() == [
+        "['http', 'https', 'memory', 'sqlite'] ['dummy', 'otel'] ['console'] [] []",
+        "['messages', 'proxy-triplets', 'token-sequences', 'triplets'] ['dashboard', 'export', 'plugins', 'proxy', 'store'] []",
+    ]
 
 
 # -- one test per hook (test_hook_docs.py checks that each exists) ------------------------------
@@ -409,9 +412,11 @@ def test_hook_agl_register_algorithms() -> None:
     from agl_sample_plugin.hooks import SampleHookAlgorithm
 
     algorithms = registered("algorithms")
-    assert {"baseline", "sample-hook-algo"} <= set(algorithms)
+    assert "sample-hook-algo" in set(algorithms)
     assert "sample-algo" not in algorithms  # entry point algorithms are not registered through the hook
-    assert resolve_algorithm("sample-hook-algo") is SampleHookAlgorithm
+    assert "baseline" not in algorithms  # the core's own entry point
+    assert resolve("algorithms", "sample-hook-algo") is SampleHookAlgorithm
+    assert resolve_algorithm("baseline").__name__ == "Baseline"
 
 
 @pytest.mark.usefixtures("test_dists")
@@ -421,6 +426,20 @@ def test_hook_agl_register_adapters() -> None:
     adapters = registered("adapters")
     assert adapters["sample"] is SampleAdapter
     assert resolve("adapters", "sample")().adapt([1]) == [1]
+
+    # The built-in adapters, by the names the docs use.
+    import agentlightning as agl
+    from agentlightning.adapter import (
+        LlmProxyTraceToTriplet,
+        TracerTraceToTriplet,
+        TraceToMessages,
+        TraceToTokenSequences,
+    )
+
+    assert isinstance(agl.Trainer(adapter="messages", store="memory://").adapter, TraceToMessages)
+    built_in = {"triplets": TracerTraceToTriplet, "proxy-triplets": LlmProxyTraceToTriplet}
+    built_in.update({"token-sequences": TraceToTokenSequences, "messages": TraceToMessages})
+    assert {name: resolve("adapters", name) for name in built_in} == built_in
 
 
 @pytest.mark.usefixtures("test_dists")
@@ -437,6 +456,131 @@ def test_hook_agl_register_instrumentors() -> None:
         instrumentor.uninstrument()
     assert not INSTRUMENTOR.active
     assert INSTRUMENTOR.instrument_calls == before + 2
+
+
+@pytest.mark.usefixtures("test_dists")
+def test_hook_agl_register_serving_backends() -> None:
+    import httpx
+
+    from agentlightning.serving import ServingBackend, start_serving_backend
+
+    assert "sample" in registered("serving_backends")
+    backend = start_serving_backend("sample", "tiny", served_model_name="policy")
+    try:
+        assert isinstance(backend, ServingBackend)
+        models = httpx.get(f"{backend.base_url}/models", timeout=10).json()
+        assert [m["id"] for m in models["data"]] == ["policy"]
+        assert backend.weights_version == 0
+        assert backend.load_lora({"lora_A": 1}) == 1 and backend.load_weights("/ckpt") == 2
+        assert backend.request_extras() == {"return_token_ids": True}
+    finally:
+        backend.close()
+    with pytest.raises(UnknownComponentError, match="unknown serving backend 'nope'; known names: .*sample"):
+        start_serving_backend("nope", "tiny")
+
+
+def test_start_serving_backend_rejects_what_is_not_a_backend() -> None:
+    from agentlightning.serving import start_serving_backend
+
+    class NotABackend:
+        @hookimpl
+        def agl_register_serving_backends(self, register: Callable[[str, Any], None]) -> None:
+            register("broken-backend", lambda model, **options: object())
+
+    get_plugin_manager().register(NotABackend(), name="not-a-backend")
+    with pytest.raises(TypeError, match="'broken-backend' returned object, not a ServingBackend"):
+        start_serving_backend("broken-backend", "tiny")
+
+
+@pytest.mark.usefixtures("test_dists")
+def test_hook_agl_register_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    from agentlightning.cli import main
+
+    commands = registered("commands")
+    assert {"dashboard", "export", "plugins", "proxy", "store", "sample-hello"} <= set(commands)
+    assert main(["sample-hello", "--name", "hooks"]) == 0
+    assert capsys.readouterr().out == "hello hooks from agl-sample-plugin\n"
+
+
+def test_a_command_that_fails_to_add_itself_is_left_out(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from agentlightning.cli import main
+
+    monkeypatch.setenv(plugins.DISABLE_AUTOLOAD_ENV, "1")
+
+    class BrokenCommand:
+        @hookimpl
+        def agl_register_commands(self, register: Callable[[str, Any], None]) -> None:
+            def add_parser(subparsers: Any) -> None:
+                raise RuntimeError("cannot build my parser")
+
+            register("broken-command", add_parser)
+
+    get_plugin_manager().register(BrokenCommand(), name="broken-command")
+    with caplog.at_level(logging.WARNING, logger="agentlightning.cli"):
+        assert main(["store", "--help"]) == 0  # the other commands still work
+    assert "leaving out the command 'broken-command': RuntimeError: cannot build my parser" in caplog.text
+    capsys.readouterr()
+    assert main(["broken-command"]) == 2
+    error = capsys.readouterr().err
+    assert "unknown command 'broken-command'; installed commands: dashboard, export, plugins, proxy, store;" in error
+    assert "agl plugins lists them" in error
+
+
+# -- pluggy: wrappers and tracing see every call ------------------------------------------------
+
+
+def test_wrappers_and_tracing_see_registration_and_notification_calls() -> None:
+    seen: list[str] = []
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def agl_register_tracers(self, register: Callable[[str, Any], None]) -> Any:
+            register("from-wrapper", object)
+            seen.append("before")
+            result = yield
+            seen.append("after")
+            return result
+
+        @hookimpl(hookwrapper=True)
+        def agl_on_rollout_start(self) -> Any:
+            seen.append("old-style before")
+            yield
+            seen.append("old-style after")
+
+    class Raises:
+        @hookimpl
+        def agl_on_rollout_start(self) -> None:
+            raise RuntimeError("isolated")
+
+    pm = get_plugin_manager()
+    pm.register(Wrapper(), name="wrapper")
+    pm.register(Raises(), name="raises")
+    traced: list[str] = []
+    undo = pm.add_hookcall_monitoring(lambda name, impls, kwargs: traced.append(name), lambda *args: None)
+    try:
+        tracers = registered("tracers")
+        rollout, attempt = make_rollout_and_attempt()
+        notify("agl_on_rollout_start", rollout=rollout, attempt=attempt, worker_id=None)
+    finally:
+        undo()
+    assert "from-wrapper" in tracers and {"otel", "dummy"} <= set(tracers)
+    assert seen == ["before", "after", "old-style before", "old-style after"]  # the isolated failure did not stop it
+    assert traced == ["agl_register_tracers", "agl_on_rollout_start"]
+
+
+def test_a_wrapper_that_raises_is_recorded_and_the_call_survives() -> None:
+    class BadWrapper:
+        @hookimpl(wrapper=True)
+        def agl_register_adapters(self) -> Any:
+            yield
+            raise RuntimeError("wrapper exploded")
+
+    get_plugin_manager().register(BadWrapper(), name="bad-wrapper")
+    assert "messages" in registered("adapters")  # what the implementations registered is kept
+    info = by_name(list_plugins())["bad-wrapper"]
+    assert info.error == "agl_register_adapters raised RuntimeError: wrapper exploded"
 
 
 def make_rollout_and_attempt() -> tuple[Any, Any]:

@@ -38,10 +38,26 @@ _EXTRA = {
     "reward": "emitter",  # the deprecated decorator, not the deprecated agentlightning.reward module
     "setup_logging": "logging",
     "setup_module_logging": "logging",
+    "configure_logger": "logging",
+    "lightning_cli": "config",
     "PluginInfo": "plugins",
     "list_plugins": "plugins",
     "resolve_algorithm": "plugins",
     "LLMProxy": "proxy",
+}
+
+
+# The v0.1 client-server stack of 0.3 is not carried over; its names say what replaced them.
+_REMOVED = {
+    "AgentLightningClient": "use LightningStoreClient (a store over HTTP)",
+    "AgentLightningServer": "serve a store with LightningStoreServer or `agl store serve`",
+    "DevTaskLoader": "use Trainer.dev(agent, dataset)",
+    "LegacyAgentRunner": "use LitAgentRunner",
+    "Task": "rollouts replaced tasks: see Rollout / EnqueueRolloutRequest",
+    "TaskInput": "rollouts replaced tasks: a rollout's input is any JSON value",
+    "TaskIfAny": "use LightningStore.dequeue_rollout (None when the queue is empty)",
+    "RolloutLegacy": "use Rollout, and the store's spans of it",
+    "RolloutRawResultLegacy": "use RolloutRawResult",
 }
 
 
@@ -57,6 +73,8 @@ def __getattr__(name: str) -> Any:
         value: Any = _public_names()
     elif name in _EXTRA:
         value = getattr(importlib.import_module(f"agentlightning.{_EXTRA[name]}"), name)
+    elif name in _REMOVED:
+        raise AttributeError(f"agentlightning.{name} was part of the v0.1 API, which is gone: {_REMOVED[name]}")
     elif name.startswith("_") or importlib.util.find_spec(f"agentlightning.{name}") is not None:
         # a submodule (`from agentlightning import plugins`): the import system loads it itself
         raise AttributeError(f"module 'agentlightning' has no attribute {name!r}")
@@ -79,12 +97,13 @@ def __dir__() -> List[str]:
 if TYPE_CHECKING:  # static checkers and IDEs see the eager imports
     from .adapter import *  # noqa: F403
     from .algorithm import *  # noqa: F403
+    from .config import lightning_cli  # noqa: F401
     from .emitter import *  # noqa: F403
     from .env_var import *  # noqa: F403
     from .errors import *  # noqa: F403
     from .execution import *  # noqa: F403
     from .litagent import *  # noqa: F403
-    from .logging import setup_logging, setup_module_logging  # noqa: F401
+    from .logging import configure_logger, setup_logging, setup_module_logging  # noqa: F401
     from .plugins import PluginInfo, list_plugins, resolve_algorithm  # noqa: F401
     from .runner import *  # noqa: F403
     from .store import *  # noqa: F403

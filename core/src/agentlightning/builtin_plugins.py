@@ -2,7 +2,8 @@
 
 Every registration is a :class:`~agentlightning.plugins.LazyObject`, so importing this module (which
 :func:`agentlightning.plugins.get_plugin_manager` always does) imports none of the components; each
-is imported the first time it is used.
+is imported the first time it is used. The ``baseline`` algorithm is not registered here: it is the
+core's own ``agentlightning.algorithms`` entry point, like every other algorithm.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from agentlightning.hookspecs import StoreFactory, hookimpl
+from agentlightning.hookspecs import AddCommand, StoreFactory, hookimpl
 from agentlightning.plugins import LazyObject
 
 __all__ = [
-    "agl_register_algorithms",
+    "agl_register_adapters",
+    "agl_register_commands",
     "agl_register_span_exporters",
     "agl_register_store_backends",
     "agl_register_tracers",
@@ -43,5 +45,17 @@ def agl_register_span_exporters(register: Callable[[str, Callable[..., Any]], No
 
 
 @hookimpl
-def agl_register_algorithms(register: Callable[[str, Callable[..., Any]], None]) -> None:
-    register("baseline", LazyObject("agentlightning.algorithm.baseline:Baseline"))
+def agl_register_adapters(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    register("triplets", LazyObject("agentlightning.adapter.triplet:TracerTraceToTriplet"))
+    register("proxy-triplets", LazyObject("agentlightning.adapter.triplet:LlmProxyTraceToTriplet"))
+    register("token-sequences", LazyObject("agentlightning.adapter.triplet:TraceToTokenSequences"))
+    register("messages", LazyObject("agentlightning.adapter.triplet:TraceToMessages"))
+
+
+@hookimpl
+def agl_register_commands(register: Callable[[str, AddCommand], None]) -> None:
+    register("dashboard", LazyObject("agentlightning.cli.dashboard:add_parser"))
+    register("export", LazyObject("agentlightning.cli.export:add_parser"))
+    register("plugins", LazyObject("agentlightning.cli.plugins:add_parser"))
+    register("proxy", LazyObject("agentlightning.cli.proxy:add_parser"))
+    register("store", LazyObject("agentlightning.cli.store:add_parser"))

@@ -7,7 +7,8 @@ hooks below with the :data:`agentlightning.hookimpl` marker. Every hook name sta
 Two kinds of hooks:
 
 * **Registration hooks** receive a ``register`` callback and call it once per thing they provide.
-  Every implementation is called; their return value is ignored.
+  Every implementation is called (through pluggy, so wrappers and tracing see it); their return
+  value is ignored.
 * **Notification hooks** are called once per event (never per span or token). Their return
   value is ignored and an exception in one implementation is logged, never propagated.
 
@@ -22,6 +23,9 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import pluggy
 
 if TYPE_CHECKING:
+    import argparse
+
+    from agentlightning.serving import ServingBackendFactory
     from agentlightning.store.base import LightningStore
     from agentlightning.types import Attempt, Rollout
 
@@ -33,6 +37,7 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 StoreFactory = Callable[[str], "LightningStore"]
+AddCommand = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 
 @hookspec
@@ -86,6 +91,29 @@ def agl_register_instrumentors(register: Callable[[str, Any], None]) -> None:
     registered instrumentor whose framework is installed when they start (zero-code enablement,
     :func:`agentlightning.instrumentation.auto_instrument`), and ``uninstrument()`` when they stop.
     ``AGL_DISABLE_INSTRUMENTORS=name1,name2`` skips some.
+    """
+
+
+@hookspec
+def agl_register_serving_backends(register: Callable[[str, "ServingBackendFactory"], None]) -> None:
+    """Register serving backends by name: ``register("vllm", start_vllm)``.
+
+    ``factory(model, *, served_model_name=None, **options)`` starts a model server for ``model`` (a
+    folder or hub id), waits until it answers and returns a
+    :class:`~agentlightning.serving.ServingBackend`: its ``base_url`` for the proxy, ``load_weights``
+    / ``load_lora`` for new weights, ``request_extras()`` for the proxy's token-id fields, ``close()``.
+    Algorithms ask for one by name (``GRPO(serving="vllm")``).
+    """
+
+
+@hookspec
+def agl_register_commands(register: Callable[[str, AddCommand], None]) -> None:
+    """Register ``agl`` subcommands: ``register("serve-model", add_parser)``.
+
+    ``add_parser(subparsers)`` adds one sub-parser called ``name`` to the ``agl`` parser and sets
+    ``handler`` (``(argparse.Namespace) -> int``, the exit code) as its default; a handler raises
+    :class:`agentlightning.cli.CLIError` for an expected failure. Keep the module light: heavy imports
+    belong in the handler, so ``agl --help`` stays fast.
     """
 
 

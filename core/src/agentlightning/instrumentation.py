@@ -17,7 +17,7 @@ being run. The contract:
 * Users who do not go through a runner call the one-line explicit form the adapter documents (for
   example ``agentlightning_langchain.instrument()``).
 
-See ``docs/adapters.md`` for writing an adapter and ``agentlightning.testing.conformance`` for the
+See ``docs/adapters.md`` for writing an adapter and ``agentlightning_testing.conformance`` for the
 tests every adapter passes.
 """
 
@@ -26,13 +26,13 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import logging
-import os
 import re
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Set, Tuple
 
+from agentlightning.env_var import LightningEnvVar, resolve_list_env_var
 from agentlightning.errors import AgentLightningError
 
 __all__ = [
@@ -47,7 +47,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DISABLE_INSTRUMENTORS_ENV = "AGL_DISABLE_INSTRUMENTORS"
+DISABLE_INSTRUMENTORS_ENV = LightningEnvVar.AGL_DISABLE_INSTRUMENTORS.value
 """Comma-separated instrumentor names that runners must not instrument; ``all`` (or ``*``) disables every one."""
 
 _DISABLE_ALL = frozenset({"all", "*"})
@@ -230,7 +230,7 @@ class Instrumentor(ABC):
 
 def disabled_instrumentors() -> Set[str]:
     """Names listed in ``AGL_DISABLE_INSTRUMENTORS`` (``{"all"}`` when every instrumentor is disabled)."""
-    names = {name.strip() for name in os.environ.get(DISABLE_INSTRUMENTORS_ENV, "").split(",") if name.strip()}
+    names = set(resolve_list_env_var(LightningEnvVar.AGL_DISABLE_INSTRUMENTORS))
     return {"all"} if names & _DISABLE_ALL else names
 
 

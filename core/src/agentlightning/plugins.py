@@ -6,18 +6,26 @@ is set, every module listed under the ``agentlightning`` entry point group. Each
 loaded on its own: one that fails to import or to register is logged, recorded (see
 :func:`list_plugins` and ``agl plugins``) and skipped; the process carries on.
 
-Registration hooks are read through :func:`registered`, algorithms are found by name with
-:func:`resolve_algorithm` (entry point group ``agentlightning.algorithms`` first, importing only the
-entry point asked for), and notification hooks are fired with :func:`notify`, which isolates every
-implementation from the others.
+Every hook is called through pluggy (``pm.hook.<name>(...)``), so ``wrapper=True`` and
+``hookwrapper=True`` implementations and pluggy's tracing see every call. Failures stay isolated per
+plugin: when a plugin is registered, each of its plain implementations is wrapped so that an
+exception is logged, recorded against that plugin and turned into "no result", never reaching the
+other implementations or the caller.
+
+Registration hooks are read through :func:`registered`; :func:`resolve` is the one resolver for every
+component kind (algorithms also come from the ``agentlightning.algorithms`` entry point group,
+importing only the entry point asked for); notification hooks are fired with :func:`notify`.
 """
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import importlib
+import importlib.util
 import logging
-import os
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Literal, get_args
@@ -25,6 +33,7 @@ from typing import Any, Literal, get_args
 import pluggy
 
 from agentlightning import hookspecs
+from agentlightning.env_var import LightningEnvVar, resolve_bool_env_var
 from agentlightning.errors import AgentLightningError, ComponentResolutionError
 from agentlightning.hookspecs import PROJECT_NAME
 
@@ -33,13 +42,16 @@ __all__ = [
     "BUILTIN_PLUGIN_NAME",
     "DISABLE_AUTOLOAD_ENV",
     "ENTRY_POINT_GROUP",
+    "ComponentInfo",
     "LazyObject",
     "PluginInfo",
     "PluginLoadError",
+    "REGISTRY_KINDS",
     "RegistryKind",
     "UnknownComponentError",
     "algorithm_entry_points",
     "get_plugin_manager",
+    "list_components",
     "list_plugins",
     "notify",
     "registered",
@@ -56,14 +68,24 @@ ENTRY_POINT_GROUP = "agentlightning"
 ALGORITHM_ENTRY_POINT_GROUP = "agentlightning.algorithms"
 """Entry point group mapping an algorithm name to its class, imported only when that name is asked for."""
 
-DISABLE_AUTOLOAD_ENV = "AGL_DISABLE_PLUGIN_AUTOLOAD"
+DISABLE_AUTOLOAD_ENV = LightningEnvVar.AGL_DISABLE_PLUGIN_AUTOLOAD.value
 """Environment variable; ``1``/``true``/``yes``/``on`` stops entry points of :data:`ENTRY_POINT_GROUP` loading."""
 
 BUILTIN_PLUGIN_NAME = "agentlightning.builtin_plugins"
 
-RegistryKind = Literal["store_backends", "tracers", "span_exporters", "algorithms", "adapters", "instrumentors"]
+RegistryKind = Literal[
+    "store_backends",
+    "tracers",
+    "span_exporters",
+    "algorithms",
+    "adapters",
+    "instrumentors",
+    "serving_backends",
+    "commands",
+]
 
-_REGISTRY_KINDS: tuple[str, ...] = get_args(RegistryKind)
+REGISTRY_KINDS: tuple[str, ...] = get_args(RegistryKind)
+"""Every component kind, each read through the hook ``agl_register_<kind>``."""
 _SINGULAR = {
     "store_backends": "store backend",
     "tracers": "tracer",
@@ -71,22 +93,29 @@ _SINGULAR = {
     "algorithms": "algorithm",
     "adapters": "adapter",
     "instrumentors": "instrumentor",
+    "serving_backends": "serving backend",
+    "commands": "command",
 }
-_TRUE_VALUES = frozenset({"1", "true", "yes", "on"})
 
 
 # -- errors -------------------------------------------------------------------------------------
 
 
 class UnknownComponentError(AgentLightningError, LookupError):
-    """A component name (algorithm, tracer, store backend, ...) that no plugin provides."""
+    """A component name (algorithm, tracer, serving backend, ...) that no installed plugin provides.
 
-    def __init__(self, kind: str, name: str, known: list[str]) -> None:
+    ``hint`` says where the name may come from: the distribution whose entry point knows it (and why
+    it did not load), or how to find what is installed.
+    """
+
+    def __init__(self, kind: str, name: str, known: list[str], hint: str | None = None) -> None:
         self.kind = kind
         self.name = name
         self.known = sorted(known)
+        self.hint = hint
         what = _SINGULAR.get(kind, kind)
-        super().__init__(f"unknown {what} {name!r}; known names: {', '.join(self.known) or 'none'}")
+        message = f"unknown {what} {name!r}; known names: {', '.join(self.known) or 'none'}"
+        super().__init__(f"{message}. {hint}" if hint else message)
 
 
 class PluginLoadError(AgentLightningError, ImportError):
@@ -133,6 +162,28 @@ class PluginInfo:
         }
 
 
+@dataclass(frozen=True)
+class ComponentInfo:
+    """One registered component, as :func:`list_components` and ``agl plugins`` report it."""
+
+    kind: str
+    name: str
+    target: str
+    """What the name stands for: ``module:attr`` for lazy and entry point registrations, else a repr."""
+    distribution: str | None
+    """Distribution that provides it (``None`` for a plugin registered by hand)."""
+    source: str
+    """``"entry point"`` (``agentlightning.algorithms``) or the name of the plugin whose hook registered it."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "target": self.target,
+            "distribution": self.distribution,
+            "source": self.source,
+        }
+
+
 @dataclass
 class _PluginMeta:
     distribution: str | None
@@ -154,6 +205,11 @@ _manager: pluggy.PluginManager | None = None
 _building: pluggy.PluginManager | None = None
 _state = _State()
 
+# Set by registered()/notify() around one hook call: the plugins whose implementation raised in it.
+_failed_in_call: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar("agl_failed_in_call", default=None)
+# The plugin whose implementation is running, so register() knows who registers what.
+_current_plugin: contextvars.ContextVar[str | None] = contextvars.ContextVar("agl_current_plugin", default=None)
+
 
 # -- lazy references ----------------------------------------------------------------------------
 
@@ -163,8 +219,8 @@ class LazyObject:
 
     Built-in registrations use it so that registering a component never imports it. Calling a
     :class:`LazyObject` imports the target and calls it with the same arguments, so it can stand in
-    for a class or a factory. :meth:`load` returns the target itself; :func:`resolve` and
-    :func:`resolve_algorithm` unwrap lazy objects for you.
+    for a class or a factory. :meth:`load` returns the target itself; :func:`resolve` unwraps lazy
+    objects for you.
     """
 
     __slots__ = ("_has_loaded", "_loaded", "target")
@@ -203,15 +259,72 @@ def _unwrap(obj: Any) -> Any:
     return obj.load() if isinstance(obj, LazyObject) else obj
 
 
-# -- manager ------------------------------------------------------------------------------------
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in _TRUE_VALUES
+# -- isolating each implementation --------------------------------------------------------------
 
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+def _is_registration(hook_name: str) -> bool:
+    return hook_name.startswith("agl_register_")
+
+
+def _record_hook_error(plugin_name: str, hook_name: str, exc: BaseException) -> None:
+    if _is_registration(hook_name):
+        logger.warning("agentlightning plugin %r failed in %s: %s", plugin_name, hook_name, _describe(exc))
+        with _lock:
+            _state.hook_errors.setdefault(plugin_name, {})[hook_name] = _describe(exc)
+    else:
+        logger.warning("agentlightning plugin %r raised in %s (ignored): %s", plugin_name, hook_name, _describe(exc))
+    logger.debug("Traceback of %s in plugin %r", hook_name, plugin_name, exc_info=exc)
+    failed = _failed_in_call.get()
+    if failed is not None:
+        failed.add(plugin_name)
+
+
+def _isolated(function: Callable[..., Any], plugin_name: str, hook_name: str) -> Callable[..., Any]:
+    """``function`` as pluggy calls it, but an exception becomes a recorded failure and ``None``."""
+
+    @functools.wraps(function)
+    def call(*args: Any) -> Any:
+        token = _current_plugin.set(plugin_name)
+        try:
+            result = function(*args)
+        except Exception as exc:  # noqa: BLE001 -- a failing plugin is recorded and skipped
+            _record_hook_error(plugin_name, hook_name, exc)
+            return None
+        finally:
+            _current_plugin.reset(token)
+        if _is_registration(hook_name):
+            with _lock:
+                errors = _state.hook_errors.get(plugin_name)
+                if errors:
+                    errors.pop(hook_name, None)
+        return result
+
+    return call
+
+
+class _PluginManager(pluggy.PluginManager):
+    """pluggy's manager whose plain hook implementations are isolated from each other (see module doc)."""
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        plugin_name = super().register(plugin, name)
+        if plugin_name is None:
+            return None
+        for caller in self.get_hookcallers(plugin) or []:
+            for impl in caller.get_hookimpls():
+                # Wrappers surround every implementation (pluggy runs them as generators); they are
+                # left as written, so their exceptions reach the caller (see registered()).
+                if impl.plugin is plugin and not (impl.wrapper or impl.hookwrapper):
+                    # pluggy types HookImpl.function as Final, but its call loop reads the attribute on
+                    # every call: replacing it keeps pluggy's loop (wrappers, tracing) and adds isolation.
+                    setattr(impl, "function", _isolated(impl.function, plugin_name, caller.name))  # noqa: B010
+        return plugin_name
+
+
+# -- manager ------------------------------------------------------------------------------------
 
 
 def _entry_point_text(ep: EntryPoint) -> str:
@@ -271,7 +384,7 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
 
 def _build_manager() -> pluggy.PluginManager:
     global _building
-    pm = pluggy.PluginManager(PROJECT_NAME)
+    pm = _PluginManager(PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     _building = pm
     try:
@@ -279,7 +392,7 @@ def _build_manager() -> pluggy.PluginManager:
 
         pm.register(builtin_plugins, name=BUILTIN_PLUGIN_NAME)
         _state.meta[BUILTIN_PLUGIN_NAME] = _builtin_meta()
-        if _env_flag(DISABLE_AUTOLOAD_ENV):
+        if resolve_bool_env_var(LightningEnvVar.AGL_DISABLE_PLUGIN_AUTOLOAD, fallback=False):
             logger.debug("%s is set: plugin entry points are not loaded", DISABLE_AUTOLOAD_ENV)
         else:
             _load_entry_points(pm)
@@ -352,76 +465,99 @@ def list_plugins() -> list[PluginInfo]:
     return infos
 
 
-# -- calling hooks one implementation at a time -------------------------------------------------
+# -- calling hooks ------------------------------------------------------------------------------
 
 
-def _implementations(pm: pluggy.PluginManager, hook_name: str) -> list[Any]:
-    """The plain (non-wrapper) implementations of ``hook_name``, lowest priority first."""
+def _hook_caller(pm: pluggy.PluginManager, hook_name: str) -> Any:
     caller = getattr(pm.hook, hook_name, None)
     if caller is None or not caller.has_spec():
         raise ValueError(f"{hook_name!r} is not an agentlightning hook")
-    return [impl for impl in caller.get_hookimpls() if not (impl.hookwrapper or impl.wrapper)]
+    return caller
 
 
-def _call_impl(impl: Any, kwargs: dict[str, Any]) -> Any:
-    return impl.function(*[kwargs[name] for name in impl.argnames])
+class _Call:
+    """Context of one hook call: which plugins failed in it."""
+
+    def __enter__(self) -> set[str]:
+        self.failed: set[str] = set()
+        self._token = _failed_in_call.set(self.failed)
+        return self.failed
+
+    def __exit__(self, *exc_info: object) -> None:
+        _failed_in_call.reset(self._token)
 
 
-def _record_hook_error(plugin_name: str, hook_name: str, exc: BaseException) -> None:
-    logger.warning("agentlightning plugin %r failed in %s: %s", plugin_name, hook_name, _describe(exc))
-    logger.debug("Traceback of %s in plugin %r", hook_name, plugin_name, exc_info=exc)
-    with _lock:
-        _state.hook_errors.setdefault(plugin_name, {})[hook_name] = _describe(exc)
+def _wrapper_plugins(caller: Any) -> list[str]:
+    return [impl.plugin_name for impl in caller.get_hookimpls() if impl.wrapper or impl.hookwrapper]
+
+
+def _registrations(kind: str) -> Iterator[tuple[str, Any, str]]:
+    """``(name, object, plugin name)`` of every registration of ``kind``, the one that wins first."""
+    if kind not in REGISTRY_KINDS:
+        raise ValueError(f"unknown registry kind {kind!r}; expected one of {', '.join(REGISTRY_KINDS)}")
+    hook_name = f"agl_register_{kind}"
+    caller = _hook_caller(get_plugin_manager(), hook_name)
+    by_plugin: dict[str, dict[str, Any]] = {}  # in call order: highest priority first
+
+    def register(name: str, obj: Any) -> None:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"register() needs a non-empty string name, got {name!r}")
+        by_plugin.setdefault(_current_plugin.get() or "?", {})[name] = obj
+
+    with _Call() as failed:
+        try:
+            caller(register=register)
+        except Exception as exc:  # noqa: BLE001 -- only a wrapper can raise here: record it, keep the rest
+            for plugin_name in _wrapper_plugins(caller) or ["?"]:
+                _record_hook_error(plugin_name, hook_name, exc)
+    seen: set[str] = set()
+    for plugin_name, entries in by_plugin.items():
+        if plugin_name in failed:  # none of a failing implementation's registrations are kept
+            continue
+        for name, obj in entries.items():
+            if name not in seen:
+                seen.add(name)
+                yield name, obj, plugin_name
 
 
 def registered(kind: RegistryKind | str) -> dict[str, Any]:
-    """Run the registration hook of ``kind`` and return ``name -> registered object``.
+    """Call the registration hook of ``kind`` and return ``name -> registered object``.
 
-    Implementations run from lowest to highest priority: the built-in plugin first, then plugins in
-    load order (``@hookimpl(trylast=True)`` earlier, ``tryfirst=True`` later). A later registration
-    of a name replaces an earlier one, so plugins override built-ins. An implementation that raises
-    is logged and recorded (see :func:`list_plugins`), and none of its registrations are kept.
-    Objects are returned as registered; :class:`LazyObject` values are not imported.
+    Implementations are called through pluggy, highest priority first: plugins in reverse load order
+    (``@hookimpl(tryfirst=True)`` before the rest, ``trylast=True`` after), the built-in plugin last.
+    When two register the same name the higher priority one wins, so plugins override built-ins. An
+    implementation that raises is logged and recorded (see :func:`list_plugins`), and none of its
+    registrations are kept. Objects are returned as registered; :class:`LazyObject` values are not
+    imported.
     """
-    if kind not in _REGISTRY_KINDS:
-        raise ValueError(f"unknown registry kind {kind!r}; expected one of {', '.join(_REGISTRY_KINDS)}")
-    hook_name = f"agl_register_{kind}"
-    pm = get_plugin_manager()
-    result: dict[str, Any] = {}
-    for impl in _implementations(pm, hook_name):
-        collected: dict[str, Any] = {}
+    return {name: obj for name, obj, _ in _registrations(kind)}
 
-        def register(name: str, obj: Any, _collected: dict[str, Any] = collected) -> None:
-            if not isinstance(name, str) or not name:
-                raise TypeError(f"register() needs a non-empty string name, got {name!r}")
-            _collected[name] = obj
 
+def notify(hook_name: str, **kwargs: Any) -> None:
+    """Call the notification hook ``hook_name`` with ``kwargs`` through pluggy.
+
+    Each implementation is isolated (highest priority first): an exception in one is logged as a
+    warning, and neither stops the others nor reaches the caller. Passing arguments that do not
+    match the hook specification is a programming error and raises ``TypeError``; an unknown hook
+    name raises ``ValueError``.
+    """
+    caller = _hook_caller(get_plugin_manager(), hook_name)
+    expected = set(caller.spec.argnames)
+    if set(kwargs) != expected:
+        missing = sorted(expected - set(kwargs))
+        extra = sorted(set(kwargs) - expected)
+        raise TypeError(
+            f"{hook_name}() arguments do not match its specification: missing {missing}, unexpected {extra}"
+        )
+    with _Call():
         try:
-            _call_impl(impl, {"register": register})
-        except Exception as exc:  # noqa: BLE001 -- a failing plugin is recorded and skipped
-            _record_hook_error(impl.plugin_name, hook_name, exc)
-            continue
-        with _lock:
-            errors = _state.hook_errors.get(impl.plugin_name)
-            if errors:
-                errors.pop(hook_name, None)
-        result.update(collected)
-    return result
+            caller(**kwargs)
+        except Exception as exc:  # noqa: BLE001 -- a wrapper that raised: notifications never fail the caller
+            for plugin_name in _wrapper_plugins(caller) or ["?"]:
+                _record_hook_error(plugin_name, hook_name, exc)
 
 
-def resolve(kind: RegistryKind | str, name: str) -> Any:
-    """The object registered as ``name`` for ``kind``, with a :class:`LazyObject` imported.
-
-    Raises :class:`UnknownComponentError` listing the known names, or :class:`PluginLoadError`
-    when a lazily registered object cannot be imported.
-    """
-    entries = registered(kind)
-    if name not in entries:
-        raise UnknownComponentError(kind, name, list(entries))
-    return _unwrap(entries[name])
-
-
-# -- algorithms ---------------------------------------------------------------------------------
+# -- resolving names ----------------------------------------------------------------------------
 
 
 def algorithm_entry_points() -> list[EntryPoint]:
@@ -429,69 +565,91 @@ def algorithm_entry_points() -> list[EntryPoint]:
     return sorted(entry_points(group=ALGORITHM_ENTRY_POINT_GROUP), key=lambda ep: ep.name)
 
 
-def resolve_algorithm(name: str) -> type:
-    """Find the algorithm class called ``name``.
-
-    The ``agentlightning.algorithms`` entry point group is tried first and only the entry point
-    named ``name`` is imported, so other algorithms' dependencies (torch, verl, ...) never load.
-    Then the ``agl_register_algorithms`` hook is consulted. Entry points are used even when
-    ``AGL_DISABLE_PLUGIN_AUTOLOAD`` is set: naming an algorithm is an explicit request.
-
-    Raises :class:`UnknownComponentError` (a ``LookupError``) listing the known names, and
-    :class:`PluginLoadError` (an ``ImportError``) naming the entry point and the original exception
-    when it cannot be imported.
-    """
+def _load_algorithm_entry_point(name: str) -> tuple[Any, str] | None:
     matches = list(entry_points(group=ALGORITHM_ENTRY_POINT_GROUP, name=name))
-    if matches:
-        ep = matches[0]
-        if len(matches) > 1:
-            others = ", ".join(m.value for m in matches[1:])
-            logger.warning(
-                "Several %r entry points are named %r; using %s, ignoring %s", ep.group, name, ep.value, others
-            )
-        try:
-            obj: Any = ep.load()
-        except Exception as exc:
-            raise PluginLoadError(_entry_point_text(ep), exc) from exc
-        source = _entry_point_text(ep)
-    else:
-        entries = registered("algorithms")
+    if not matches:
+        return None
+    ep = matches[0]
+    if len(matches) > 1:
+        others = ", ".join(m.value for m in matches[1:])
+        logger.warning("Several %r entry points are named %r; using %s, ignoring %s", ep.group, name, ep.value, others)
+    try:
+        return ep.load(), _entry_point_text(ep)
+    except Exception as exc:
+        distribution, _ = _dist_of(ep)
+        where = f"{_entry_point_text(ep)} of distribution {distribution}" if distribution else _entry_point_text(ep)
+        raise PluginLoadError(where, exc) from exc
+
+
+def _not_installed_hint(kind: str, name: str) -> str:
+    """Where ``name`` may come from: plugins that failed to load, or a 0.3 path that names its distribution."""
+    if kind == "algorithms" and name.isidentifier():
+        # A 0.3 module path of an algorithm that now ships as a plugin declares its distribution.
+        compat = f"agentlightning.algorithm.{name}"
+        if importlib.util.find_spec(compat) is not None:
+            distribution = getattr(importlib.import_module(compat), "DISTRIBUTION", None)
+            if distribution:
+                return f"The {name!r} algorithm comes with the {distribution} plugin: pip install {distribution}"
+    with _lock:
+        failures = [f for f in _state.load_failures if f.distribution]
+    if failures:
+        failed = "; ".join(f"{f.distribution} ({f.error})" for f in failures)
+        return f"These plugins failed to load and may provide it: {failed}"
+    return "Plugins add names when their distribution is installed; `agl plugins` lists what is installed"
+
+
+def resolve(kind: RegistryKind | str, name: str) -> Any:
+    """The component registered as ``name`` for ``kind`` (a :class:`LazyObject` is imported).
+
+    This is the one resolver for every kind. Algorithms are looked up in the
+    ``agentlightning.algorithms`` entry point group first, importing only the entry point named
+    ``name`` (so other algorithms' torch/verl never load, and even with
+    ``AGL_DISABLE_PLUGIN_AUTOLOAD`` set: naming an algorithm is an explicit request), then through
+    ``agl_register_algorithms``, and must be classes.
+
+    Raises :class:`UnknownComponentError` (a ``LookupError``) listing the known names and saying
+    which distribution may provide the name, :class:`PluginLoadError` (an ``ImportError``) naming
+    the entry point, its distribution and the original exception when it cannot be imported, and
+    :class:`~agentlightning.errors.ComponentResolutionError` for an algorithm that is not a class.
+    """
+    found = _load_algorithm_entry_point(name) if kind == "algorithms" else None
+    if found is None:
+        entries = registered(kind)
         if name not in entries:
-            known = {ep.name for ep in algorithm_entry_points()} | set(entries)
-            raise UnknownComponentError("algorithms", name, list(known))
-        obj = _unwrap(entries[name])
-        source = f"algorithm {name!r} registered through agl_register_algorithms"
-    if not isinstance(obj, type):
+            known = set(entries)
+            if kind == "algorithms":
+                known |= {ep.name for ep in algorithm_entry_points()}
+            raise UnknownComponentError(kind, name, list(known), _not_installed_hint(kind, name))
+        found = _unwrap(entries[name]), f"{_SINGULAR[kind]} {name!r} registered through agl_register_{kind}"
+    obj, source = found
+    if kind == "algorithms" and not isinstance(obj, type):
         raise ComponentResolutionError(f"{source} is {obj!r}, not a class")
     return obj
 
 
-# -- notifications ------------------------------------------------------------------------------
+def resolve_algorithm(name: str) -> type:
+    """``resolve("algorithms", name)``: the algorithm class called ``name``."""
+    algorithm: type = resolve("algorithms", name)
+    return algorithm
 
 
-def notify(hook_name: str, **kwargs: Any) -> None:
-    """Call every implementation of the notification hook ``hook_name`` with ``kwargs``.
+def _target_of(obj: Any) -> str:
+    if isinstance(obj, LazyObject):
+        return obj.target
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    return f"{module}:{qualname}" if module and qualname else repr(obj)
 
-    Each implementation is called on its own (highest priority first, like pluggy): an exception in
-    one is logged as a warning, and neither stops the others nor reaches the caller. Passing
-    arguments that do not match the hook specification is a programming error and raises
-    ``TypeError``; an unknown hook name raises ``ValueError``.
-    """
-    pm = get_plugin_manager()
-    implementations = _implementations(pm, hook_name)
-    caller = getattr(pm.hook, hook_name)
-    expected = set(caller.spec.argnames) if caller.spec is not None else set()
-    if set(kwargs) != expected:
-        missing = sorted(expected - set(kwargs))
-        extra = sorted(set(kwargs) - expected)
-        raise TypeError(
-            f"{hook_name}() arguments do not match its specification: missing {missing}, unexpected {extra}"
-        )
-    for impl in reversed(implementations):
-        try:
-            _call_impl(impl, kwargs)
-        except Exception as exc:
-            logger.warning(
-                "agentlightning plugin %r raised in %s (ignored): %s", impl.plugin_name, hook_name, _describe(exc)
-            )
-            logger.debug("Traceback of %s in plugin %r", hook_name, impl.plugin_name, exc_info=True)
+
+def list_components(kind: RegistryKind | str) -> list[ComponentInfo]:
+    """Every component of ``kind`` with the distribution that provides it, sorted by name; imports nothing."""
+    registrations = list(_registrations(kind))  # loads the plugins first, so their records exist
+    with _lock:
+        meta = dict(_state.meta)
+    components: dict[str, ComponentInfo] = {}
+    if kind == "algorithms":
+        for ep in algorithm_entry_points():
+            components.setdefault(ep.name, ComponentInfo(kind, ep.name, ep.value, _dist_of(ep)[0], "entry point"))
+    for name, obj, plugin_name in registrations:
+        distribution = meta[plugin_name].distribution if plugin_name in meta else None
+        components.setdefault(name, ComponentInfo(kind, name, _target_of(obj), distribution, plugin_name))
+    return [components[name] for name in sorted(components)]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from enum import Enum
+from typing import Any, Dict
+
 from pydantic import BaseModel
 
 AGL_ANNOTATION = "agentlightning.annotation"
@@ -13,14 +16,36 @@ AGL_REWARD = "agentlightning.reward"
 AGL_VIRTUAL = "agentlightning.virtual"
 
 
-class LightningResourceAttributes:
+class AttributeKey(str, Enum):
+    """A str-Enum of keys: members are the strings themselves (``==``, hashing, ``+``, f-strings and
+    JSON give the key), and ``.value`` gives it too, as 0.3 code expects."""
+
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+    def __format__(self, format_spec: str) -> str:
+        return str.__format__(self, format_spec)
+
+    __hash__ = str.__hash__
+
+
+class LightningResourceAttributes(AttributeKey):
     ROLLOUT_ID = "agentlightning.rollout_id"
     ATTEMPT_ID = "agentlightning.attempt_id"
     SPAN_SEQUENCE_ID = "agentlightning.span_sequence_id"
     TRACER_NAME = "agentlightning.tracer.name"
 
 
-class LightningSpanAttributes:
+def rollout_resource_attributes(rollout_id: str, attempt_id: str, sequence_id: int) -> Dict[str, Any]:
+    """Resource attributes naming a span's rollout, attempt and sequence id (as 0.3's spans carried)."""
+    return {
+        LightningResourceAttributes.ROLLOUT_ID.value: rollout_id,
+        LightningResourceAttributes.ATTEMPT_ID.value: attempt_id,
+        LightningResourceAttributes.SPAN_SEQUENCE_ID.value: sequence_id,
+    }
+
+
+class LightningSpanAttributes(AttributeKey):
     REWARD = "agentlightning.reward"
     LINK = "agentlightning.link"
     TAG = "agentlightning.tag"
@@ -33,12 +58,12 @@ class LightningSpanAttributes:
     OPERATION_OUTPUT = "agentlightning.operation.output"
 
 
-class RewardAttributes:
+class RewardAttributes(AttributeKey):
     NAME = "name"
     VALUE = "value"
 
 
-class LinkAttributes:
+class LinkAttributes(AttributeKey):
     KEY_MATCH = "key_match"
     VALUE_MATCH = "value_match"
 

@@ -24,9 +24,9 @@ from agentlightning.litagent import rollout
 from agentlightning.proxy import AGENT_NAME_HEADER, LLMProxy, ProxyBackend
 from agentlightning.runner import LitAgentRunner
 from agentlightning.store import InMemoryLightningStore
-from agentlightning.testing.fake_openai import FakeOpenAIServer, FakeReply
 from agentlightning.tracer import OtelTracer
 from agentlightning.types import LLM, Span
+from agentlightning_testing.fake_openai import FakeOpenAIServer, FakeReply
 
 IDS = {"return_token_ids": True, "logprobs": True}
 END = "<|im_end|>"

@@ -15,7 +15,7 @@ import openai
 
 from agentlightning.semconv import LLMCallAttributes
 from agentlightning.store import SqliteLightningStore
-from agentlightning.testing.fake_openai import FakeOpenAIServer, FakeReply
+from agentlightning_testing.fake_openai import FakeOpenAIServer, FakeReply
 
 
 def _agl_proxy(*args: str) -> subprocess.Popen[str]:

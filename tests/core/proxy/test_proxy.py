@@ -14,8 +14,8 @@ import pytest
 from agentlightning.proxy import AGENT_NAME_HEADER, LLMProxy, ProxyBackend
 from agentlightning.semconv import TOKEN_IDS_FROM_ENGINE, TOKEN_IDS_RETOKENIZED, GenAIAttributes, LLMCallAttributes
 from agentlightning.store import InMemoryLightningStore, SqliteLightningStore
-from agentlightning.testing.fake_openai import FakeOpenAIServer, FakeReply
 from agentlightning.types import AttemptedRollout, Span
+from agentlightning_testing.fake_openai import FakeOpenAIServer, FakeReply
 
 IDS = {"return_token_ids": True, "logprobs": True}
 
@@ -301,6 +301,22 @@ async def test_spans_the_store_refused_are_written_later(fake: FakeOpenAIServer)
         assert proxy.stats.spans_pending == 0
     ids = [s.attributes[GenAIAttributes.RESPONSE_ID] for s in await _llm_spans(store, rollout)]
     assert ids == [first.id, second.id]
+
+
+async def test_a_pending_span_of_an_ended_attempt_is_dropped_alone(fake: FakeOpenAIServer) -> None:
+    """A span kept through a store outage whose attempt ended meanwhile must not block the others."""
+    store = _FlakyStore(failures=1)
+    ended, live = await _attempt(store), await _attempt(store)
+    async with LLMProxy(store, [ProxyBackend(fake.base_url, request_extras=IDS)]) as proxy:
+        await _client(proxy, ended).chat.completions.create(model="fake-model", messages=MESSAGES)  # type: ignore[arg-type]
+        assert proxy.stats.spans_pending == 1
+        await store.update_attempt(ended.rollout_id, ended.attempt.attempt_id, status="succeeded")
+        kept = await _client(proxy, live).chat.completions.create(model="fake-model", messages=MESSAGES)  # type: ignore[arg-type]
+        assert proxy.stats.spans_pending == 0
+        again = await _client(proxy, live).chat.completions.create(model="fake-model", messages=MESSAGES)  # type: ignore[arg-type]
+    assert await _llm_spans(store, ended) == []
+    ids = [s.attributes[GenAIAttributes.RESPONSE_ID] for s in await _llm_spans(store, live)]
+    assert ids == [kept.id, again.id]
 
 
 async def test_spans_pending_at_stop_are_flushed(fake: FakeOpenAIServer) -> None:

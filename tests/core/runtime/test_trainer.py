@@ -13,7 +13,7 @@ import agentlightning as agl
 from agentlightning.adapter import TraceAdapter
 from agentlightning.algorithm import Algorithm, Baseline, algo
 from agentlightning.emitter import find_final_reward
-from agentlightning.errors import ComponentResolutionError
+from agentlightning.errors import ComponentResolutionError, UnknownStoreURIError
 from agentlightning.execution import ProcessesExecutionStrategy, SharedMemoryExecutionStrategy
 from agentlightning.litagent import LitAgent, rollout
 from agentlightning.runner import LitAgentRunner
@@ -107,6 +107,63 @@ def test_without_run_dir_a_fresh_one_is_made_under_agl_runs(tmp_path: Path, monk
         run(trainer.store.close())  # type: ignore[union-attr]
 
 
+def test_the_store_is_built_with_the_trainer_and_usable_at_once(tmp_path: Path) -> None:
+    # 0.3 code reads `trainer.store` right after construction, e.g. to enqueue work or add resources.
+    trainer = Trainer(store=f"sqlite:///{tmp_path / 'early.db'}")
+    assert isinstance(trainer.store, SqliteLightningStore)
+    early = run(trainer.store.enqueue_rollout(input=0.5, mode="train"))
+    trainer.dev(reward_agent, [0.25])
+    rollouts = {r.rollout_id: r for r in run(trainer.store.query_rollouts())}
+    assert rollouts[early.rollout_id].status == "succeeded" and len(rollouts) == 2
+    trainer.close()
+    assert trainer.store is None and (tmp_path / "early.db").exists()
+
+
+def test_the_default_store_is_opened_on_first_use(tmp_path: Path) -> None:
+    trainer = Trainer(run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # constructing a Trainer leaves no files behind
+    store = trainer.store
+    assert isinstance(store, SqliteLightningStore) and (tmp_path / "run" / "store.db").exists()
+    assert trainer.store is store
+    trainer.close()
+
+
+class _OwnStore(InMemoryLightningStore):
+    closed = 0
+
+    async def close(self) -> None:
+        type(self).closed += 1
+        await super().close()
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        _OwnStore,
+        lambda: _OwnStore(),
+        f"{__name__}:_OwnStore",
+        {"type": f"{__name__}._OwnStore", "thread_safe": True},
+    ],
+    ids=["class", "factory", "import-string", "dict"],
+)
+def test_store_given_as_a_component_spec_is_built_and_closed_by_the_trainer(spec: Any) -> None:
+    _OwnStore.closed = 0
+    with Trainer(store=spec) as trainer:
+        assert isinstance(trainer.store, _OwnStore)
+        trainer.dev(reward_agent, [0.5])
+        assert run(rollouts_and_rewards(trainer.store)) == [(0.5, "train", "succeeded", 0.5)]
+    assert _OwnStore.closed == 1 and trainer.store is None
+
+
+def test_a_bad_store_spec_is_refused_when_the_trainer_is_built() -> None:
+    with pytest.raises(ComponentResolutionError, match="store"):
+        Trainer(store=42)
+    with pytest.raises(ComponentResolutionError, match="LightningStore"):
+        Trainer(store="agentlightning.tracer:OtelTracer")
+    with pytest.raises(UnknownStoreURIError, match="nosuchscheme"):
+        Trainer(store="nosuchscheme://x")
+
+
 def test_store_given_as_a_uri() -> None:
     trainer = Trainer(store="memory://")
     trainer.dev(reward_agent, [0.5])
@@ -129,14 +186,6 @@ async def test_dev_called_inside_a_running_loop(memory_store: LightningStore) ->
     trainer = Trainer(store=memory_store)
     trainer.dev(reward_agent, [1.0])  # blocks this loop, runs its own in a helper thread
     assert [status for _, _, status, _ in await rollouts_and_rewards(memory_store)] == ["succeeded"]
-
-
-def test_bad_store_spec() -> None:
-    with pytest.raises(ComponentResolutionError, match="store"):
-        Trainer(store=42)  # type: ignore[arg-type]
-    trainer = Trainer(store="nosuchscheme://x")
-    with pytest.raises(ValueError, match="nosuchscheme"):
-        trainer.dev(reward_agent, [1.0])
 
 
 # -- algorithms ------------------------------------------------------------------------------------------
@@ -242,7 +291,8 @@ def test_dev_requires_a_fast_algorithm() -> None:
     trainer = Trainer(algorithm=EnqueueAndWait(), store="memory://")
     with pytest.raises(TypeError, match="FastAlgorithm"):
         trainer.dev(reward_agent, [1.0])
-    assert trainer.store is None  # nothing was started
+    assert trainer.store is not None
+    assert len(run(trainer.store.query_rollouts())) == 0  # nothing was started
 
 
 def test_fit_rejects_the_v01_server_url() -> None:

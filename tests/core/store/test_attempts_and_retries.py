@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from store_helpers import add_spans
+from store_helpers import add_spans, make_span, snapshot
 
 from agentlightning.errors import InvalidTransitionError
 from agentlightning.store.base import LightningStore
@@ -273,3 +273,28 @@ async def test_attempts_of_different_rollouts_are_independent(store: LightningSt
     await store.start_attempt(a.rollout_id)
     assert [x.sequence_id for x in await store.query_attempts(a.rollout_id)] == [1, 2]
     assert [x.sequence_id for x in await store.query_attempts(b.rollout_id)] == [1]
+
+
+@pytest.mark.parametrize("ended", ["succeeded", "failed"])
+async def test_an_attempt_its_runner_ended_takes_no_more_spans(store: LightningStore, ended: str) -> None:
+    config = RolloutConfig(max_attempts=2, retry_condition=["failed"])
+    started = await store.start_rollout(input=1, config=config)
+    rollout_id, attempt_id = started.rollout_id, started.attempt.attempt_id
+    kept = await add_spans(store, rollout_id, attempt_id, 1)
+    await store.update_attempt(rollout_id, attempt_id, status=ended)
+    # the sequence id is the rollout's counter (shared with its next attempt), so it is still issued
+    late = make_span(rollout_id, attempt_id, await store.get_next_span_sequence_id(rollout_id, attempt_id))
+    before = await snapshot(store)
+    with pytest.raises(InvalidTransitionError) as info:
+        await store.add_many_spans([late])
+    assert attempt_id in str(info.value) and rollout_id in str(info.value) and ended in str(info.value)
+    assert info.value.current == ended
+    after = await snapshot(store)
+    assert after == before  # nothing stored, the attempt not revived
+    assert [s.span_id for s in await store.query_spans(rollout_id)] == [s.span_id for s in kept]
+    # a batch is all or nothing: a good span beside the late one is not stored either
+    other = await store.start_rollout(input=2)
+    good = make_span(other.rollout_id, other.attempt.attempt_id, 1)
+    with pytest.raises(InvalidTransitionError):
+        await store.add_many_spans([good, late])
+    assert (await store.query_spans(other.rollout_id)).total == 0

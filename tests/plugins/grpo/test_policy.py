@@ -167,20 +167,46 @@ def test_missing_sampling_logprobs_are_counted_and_trained_at_ratio_one() -> Non
     assert metrics.ratio_mean == pytest.approx(1.0) and metrics.clip_fraction == 0.0
 
 
+def _accumulated_gradients(policy: TrainablePolicy) -> Dict[str, torch.Tensor]:
+    """Record every trainable parameter's gradient as the optimizer sees it, just before each step."""
+    seen: Dict[str, torch.Tensor] = {}
+    names = {id(param): name for name, param in policy.model.named_parameters()}
+
+    def record(optimizer: torch.optim.Optimizer, *_: object) -> None:
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                grad = param.grad if param.grad is not None else torch.zeros_like(param)
+                seen[names[id(param)]] = grad.detach().clone()
+
+    policy.optimizer.register_step_pre_hook(record)
+    return seen
+
+
 def test_micro_batching_gives_the_same_update_as_one_batch(sequence_factory: Callable[..., TokenSequence]) -> None:
+    # What micro-batching must keep equal is what the optimizer is given: the loss and the accumulated
+    # gradient. Weights after the step are not compared: Adam's first step moves a weight by about
+    # +-lr whatever its gradient's size, so a gradient near zero flips sign with float summation order.
     sequences = [
         sequence_factory(f"r{i}", prompt_length=4, segments=[3 + i, 2, 4], seed=i, logprob=-6.0) for i in range(4)
     ]
     advantages = {"r0": 1.0, "r1": -0.5, "r2": 0.25, "r3": -0.75}
     whole = _policy(micro_batch_tokens=4096, max_grad_norm=None)
     split = _policy(micro_batch_tokens=16, max_grad_norm=None)
+    whole_gradients, split_gradients = _accumulated_gradients(whole), _accumulated_gradients(split)
     whole_metrics = whole.update(sequences, advantages)
     split_metrics = split.update(sequences, advantages)
     assert whole_metrics.micro_batches == 1 and split_metrics.micro_batches == 4
-    assert split_metrics.loss == pytest.approx(whole_metrics.loss, rel=1e-5)
+    assert whole_metrics.loss_tokens == split_metrics.loss_tokens > 0
+    assert split_metrics.loss == pytest.approx(whole_metrics.loss, rel=1e-5, abs=1e-7)
+    assert split_metrics.pg_loss == pytest.approx(whole_metrics.pg_loss, rel=1e-5, abs=1e-7)
     assert split_metrics.grad_norm == pytest.approx(whole_metrics.grad_norm, rel=1e-4)
-    for (name, a), (_, b) in zip(whole.model.named_parameters(), split.model.named_parameters(), strict=True):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=name)
+    assert whole_gradients.keys() == split_gradients.keys() and whole_gradients
+    # The step had something to move: LoRA's B matrices (zero at the start) get a nonzero gradient.
+    assert any("lora_B" in name and bool(grad.abs().max() > 0) for name, grad in whole_gradients.items())
+    scale = max(float(grad.abs().max()) for grad in whole_gradients.values())
+    for name, grad in whole_gradients.items():
+        # Relative to the largest gradient entry: summation order changes the last bits, never more.
+        torch.testing.assert_close(split_gradients[name], grad, atol=1e-5 * scale, rtol=1e-4, msg=name)
 
 
 def test_logit_selection_modes_agree(sequence_factory: Callable[..., TokenSequence]) -> None:

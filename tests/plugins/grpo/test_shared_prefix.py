@@ -9,7 +9,7 @@ import torch
 from grpo_test_support import VOCAB_SIZE, make_tiny_model
 
 from agentlightning_grpo.batch import MicroBatch
-from agentlightning_grpo.serving import share_base_weights
+from agentlightning_embedded.backend import share_base_weights
 from agentlightning_grpo.update import MIN_SHARED_PREFIX, shared_prefix_length, token_logprobs
 
 
@@ -74,8 +74,8 @@ def test_a_lora_policy_shares_its_frozen_base_weights_with_a_serving_model() -> 
 
     policy = TrainablePolicy(make_tiny_model(seed=1), GRPOConfig(lora_r=4))
     serving = make_tiny_model(seed=2)
-    assert share_base_weights(serving, policy)
     base = policy.frozen_base_weights()
+    assert share_base_weights(serving, base)
     for name, param in serving.named_parameters():
         assert param.data_ptr() == base[name].data_ptr()
     # Tied weights stay tied, and a model of another shape is left alone.
@@ -92,4 +92,4 @@ def test_a_lora_policy_shares_its_frozen_base_weights_with_a_serving_model() -> 
             vocab_size=VOCAB_SIZE,
         )
     )
-    assert not share_base_weights(other, policy)
+    assert not share_base_weights(other, base)

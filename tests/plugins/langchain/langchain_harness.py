@@ -13,7 +13,7 @@ from langchain_openai.chat_models.base import BaseChatOpenAI
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
 
-from agentlightning.testing.conformance import TOOL_DESCRIPTION, TOOL_NAME, AgentRun, calculator
+from agentlightning_testing.conformance import TOOL_DESCRIPTION, TOOL_NAME, AgentRun, calculator
 
 
 @tool(TOOL_NAME, description=TOOL_DESCRIPTION)

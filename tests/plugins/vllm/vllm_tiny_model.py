@@ -1,4 +1,4 @@
-"""A LoRA adapter for the tiny test model (``agentlightning.testing.tiny_model``), built locally.
+"""A LoRA adapter for the tiny test model (``agentlightning_testing.tiny_model``), built locally.
 
 Needs torch, transformers and peft, so only the opt-in vLLM tests import it.
 """

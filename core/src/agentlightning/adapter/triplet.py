@@ -42,7 +42,10 @@ class TracerTraceToTriplet(TraceToTripletBase):
         require_token_ids: bool = True,
         repair_hierarchy: bool = True,  # accepted for 0.3 compatibility; order comes from sequence ids
         exclude_llm_call_in_reward: bool = True,  # accepted for 0.3 compatibility
+        _skip_empty_token_spans: Optional[bool] = None,  # 0.3 spelling of require_token_ids
     ) -> None:
+        if _skip_empty_token_spans is not None:
+            require_token_ids = _skip_empty_token_spans
         self.llm_call_match = llm_call_match
         self.agent_match = agent_match
         self.reward_match = reward_match

@@ -10,6 +10,7 @@ from agentlightning.types import Dataset, NamedResources
 
 if TYPE_CHECKING:
     from agentlightning.adapter import Adapter
+    from agentlightning.proxy import LLMProxy
     from agentlightning.store.base import LightningStore
     from agentlightning.trainer import Trainer
 
@@ -20,12 +21,13 @@ class Algorithm:
     """Subclass and implement :meth:`run` (sync or ``async``).
 
     The Trainer hands the algorithm its store, adapter, initial resources and (optionally) an LLM
-    proxy before calling ``run(train_dataset, val_dataset)``.
+    proxy before calling ``run(train_dataset, val_dataset)``. An algorithm uses the adapter and proxy
+    it was given (:meth:`get_adapter`, :meth:`get_llm_proxy`) and documents its default when none was.
     """
 
     def __init__(self) -> None:
         self._trainer_ref: Optional[weakref.ref["Trainer"]] = None
-        self._llm_proxy_ref: Optional[weakref.ref[Any]] = None
+        self._llm_proxy_ref: Optional[weakref.ref["LLMProxy"]] = None
         self._adapter_ref: Optional[weakref.ref["Adapter[Any, Any]"]] = None
         self._store: Optional["LightningStore"] = None
         self._initial_resources: Optional[NamedResources] = None
@@ -42,10 +44,10 @@ class Algorithm:
             raise ValueError("this algorithm is not attached to a Trainer")
         return trainer
 
-    def set_llm_proxy(self, llm_proxy: Any) -> None:
+    def set_llm_proxy(self, llm_proxy: Optional["LLMProxy"]) -> None:
         self._llm_proxy_ref = weakref.ref(llm_proxy) if llm_proxy is not None else None
 
-    def get_llm_proxy(self) -> Any:
+    def get_llm_proxy(self) -> Optional["LLMProxy"]:
         return self._llm_proxy_ref() if self._llm_proxy_ref is not None else None
 
     def set_adapter(self, adapter: "Adapter[Any, Any]") -> None:

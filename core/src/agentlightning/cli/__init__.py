@@ -1,9 +1,10 @@
 """The ``agl`` command line.
 
-Each command group lives in its own module exposing ``add_parser(subparsers)``, which adds an
-``argparse`` sub-parser and sets ``handler`` (``(argparse.Namespace) -> int``) as its default.
-Adding ``agl store serve`` means adding one sub-parser in :mod:`agentlightning.cli.store`; a new
-group means one module and one line in :data:`COMMAND_MODULES`.
+Commands come from plugins through ``agl_register_commands``: each registers
+``add_parser(subparsers)``, which adds an ``argparse`` sub-parser and sets ``handler``
+(``(argparse.Namespace) -> int``) as its default. The core's own (``plugins``, ``proxy``, ``store``)
+are registered by the built-in plugin the same way; ``agl quickstart`` and ``agl serve-model`` come
+from the plugins that own them. A command whose ``add_parser`` raises is left out with a warning.
 
 A handler signals an expected failure (bad input, unknown URI, missing file) by raising
 :class:`CLIError`: ``main`` prints it as one line on stderr and returns its exit code, without a
@@ -13,24 +14,15 @@ traceback unless ``--debug`` is given.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Protocol
 
-__all__ = ["COMMAND_MODULES", "CLIError", "build_parser", "main"]
+__all__ = ["CLIError", "build_parser", "main"]
 
 PROG = "agl"
 
-COMMAND_MODULES: tuple[str, ...] = (
-    "agentlightning.cli.plugins",
-    "agentlightning.cli.proxy",
-    "agentlightning.cli.quickstart",
-    "agentlightning.cli.serve_model",
-    "agentlightning.cli.store",
-)
-"""Modules that each add one top-level command group."""
+logger = logging.getLogger(__name__)
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -41,10 +33,6 @@ class CLIError(Exception):
     def __init__(self, message: str, exit_code: int = 2) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-
-
-class _CommandModule(Protocol):
-    def add_parser(self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None: ...
 
 
 def _version_text() -> str:
@@ -62,7 +50,9 @@ def _print_help(parser: argparse.ArgumentParser) -> Handler:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The full ``agl`` parser, with every command group added."""
+    """The full ``agl`` parser, with every registered command added (in name order)."""
+    from agentlightning.plugins import registered
+
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Agent Lightning: train any AI agent from its traces.",
@@ -75,10 +65,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.set_defaults(handler=_print_help(parser))
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for module_name in COMMAND_MODULES:
-        module: _CommandModule = importlib.import_module(module_name)
-        module.add_parser(subparsers)
+    commands = registered("commands")
+    for name in sorted(commands):
+        try:
+            commands[name](subparsers)  # a LazyObject imports its module first
+        except Exception as exc:  # noqa: BLE001 -- one broken command must not break `agl`
+            logger.warning("agl: leaving out the command %r: %s: %s", name, type(exc).__name__, exc)
+            continue
+        if name not in subparsers.choices:
+            logger.warning("agl: the command registered as %r added no sub-parser of that name", name)
     return parser
+
+
+def _unknown_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
+    """A clear message when the first word names no installed command (argparse would only list choices)."""
+    from agentlightning.plugins import list_plugins
+
+    first = next((word for word in argv if not word.startswith("-")), None)
+    subparsers = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    if first is None or subparsers is None or first in subparsers.choices:
+        return None
+    installed = ", ".join(sorted(subparsers.choices))
+    failed = [f"{p.distribution or p.name} ({p.error})" for p in list_plugins() if p.error]
+    hint = (
+        f"; these plugins failed to load and may provide it: {'; '.join(failed)}"
+        if failed
+        else "; plugins add commands when their distribution is installed (agl plugins lists them)"
+    )
+    return f"unknown command {first!r}; installed commands: {installed}{hint}"
 
 
 def _one_line(text: str) -> str:
@@ -88,6 +102,11 @@ def _one_line(text: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``agl`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    unknown = _unknown_command(parser, argv)
+    if unknown is not None:
+        print(f"{PROG}: error: {unknown}", file=sys.stderr)
+        return 2
     try:
         # A command that runs another program's options (`agl quickstart --steps 8`) sets
         # `forward_extra_args`; for every other command unknown options stay usage errors.

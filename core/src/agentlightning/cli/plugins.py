@@ -15,8 +15,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="List installed plugins, the hooks they implement and any load errors.",
         description=(
             "List the plugins loaded from the 'agentlightning' entry point group (and the built-in one), "
-            "the hooks each implements and why any failed to load, then the algorithms published under "
-            "the 'agentlightning.algorithms' entry point group (listed, not imported)."
+            "the hooks each implements and why any failed to load, then what they provide (algorithms, "
+            "serving backends, commands, adapters, ...) with the distribution of each; algorithms of the "
+            "'agentlightning.algorithms' entry point group are listed, not imported."
         ),
     )
     parser.add_argument("--json", action="store_true", help="Print machine-readable JSON instead of tables.")
@@ -27,8 +28,7 @@ def collect() -> dict[str, Any]:
     """Load plugins, run every registration hook once (so their failures show), and describe the result."""
     from agentlightning import plugins
 
-    for kind in ("store_backends", "tracers", "span_exporters", "algorithms", "adapters", "instrumentors"):
-        plugins.registered(kind)
+    components = {kind: [info.to_dict() for info in plugins.list_components(kind)] for kind in plugins.REGISTRY_KINDS}
     algorithms: list[dict[str, Any]] = []
     for ep in plugins.algorithm_entry_points():
         dist = getattr(ep, "dist", None)
@@ -40,7 +40,11 @@ def collect() -> dict[str, Any]:
                 "version": dist.version if dist is not None else None,
             }
         )
-    return {"plugins": [info.to_dict() for info in plugins.list_plugins()], "algorithm_entry_points": algorithms}
+    return {
+        "plugins": [info.to_dict() for info in plugins.list_plugins()],
+        "components": components,
+        "algorithm_entry_points": algorithms,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,14 +71,23 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(name, info["distribution"] or "-", info["version"] or "-", "\n".join(info["hooks"]) or "-", error)
     console.print(table)
 
-    algo_table = Table(
-        title="Algorithms (entry point group 'agentlightning.algorithms', not imported)", box=box.SIMPLE_HEAD
-    )
-    algo_table.add_column("Name", overflow="fold")
-    algo_table.add_column("Target", overflow="fold")
-    algo_table.add_column("Distribution", overflow="fold")
-    algo_table.add_column("Version", overflow="fold")
-    for algo in data["algorithm_entry_points"]:
-        algo_table.add_row(algo["name"], algo["target"], algo["distribution"] or "-", algo["version"] or "-")
-    console.print(algo_table)
+    for kind, title in TABLES:
+        kind_table = Table(title=title, box=box.SIMPLE_HEAD)
+        for column in ("Name", "Target", "Distribution", "Registered by"):
+            kind_table.add_column(column, overflow="fold")
+        for item in data["components"][kind]:
+            kind_table.add_row(item["name"], item["target"], item["distribution"] or "-", item["source"])
+        console.print(kind_table)
     return 0
+
+
+TABLES = (
+    ("algorithms", "Algorithms (entry point group 'agentlightning.algorithms' listed, not imported)"),
+    ("serving_backends", "Serving backends"),
+    ("commands", "Commands (agl ...)"),
+    ("adapters", "Adapters"),
+    ("store_backends", "Store backends (URI schemes)"),
+    ("tracers", "Tracers"),
+    ("span_exporters", "Span exporters"),
+    ("instrumentors", "Instrumentors"),
+)

@@ -14,6 +14,7 @@ __all__ = ["DEFAULT_PROXY_PORT", "add_parser", "parse_backend", "run_proxy"]
 
 DEFAULT_PROXY_PORT = 4750
 TOKEN_ID_EXTRAS: Dict[str, Any] = {"return_token_ids": True, "logprobs": True}
+RESPONSES_TOKEN_ID_EXTRAS: Dict[str, Any] = {"enable_response_messages": True}
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -73,6 +74,7 @@ def parse_backend(spec: str, *, token_ids: bool, tokenizer: Optional[str], api_k
             url,
             models=[model] if model else None,
             request_extras=TOKEN_ID_EXTRAS if token_ids else {},
+            responses_request_extras=RESPONSES_TOKEN_ID_EXTRAS if token_ids else {},
             tokenizer=tokenizer,
             api_key=api_key,
         )

@@ -2,6 +2,7 @@
 
 * ``agl store stats URI``: print a store's statistics (read-only).
 * ``agl store serve --store URI``: serve a store over HTTP (REST API + OTLP trace ingest).
+* ``agl store [--port N --host H --cors-origin O ...]``: the 0.3 form, serving an in-memory store.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ import argparse
 import asyncio
 import inspect
 import json
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from agentlightning.cli import CLIError
 
-__all__ = ["add_parser", "read_only_uri", "read_statistics", "run_serve", "run_stats"]
+__all__ = ["add_parser", "open_read_only", "read_only_uri", "read_statistics", "run_serve", "run_stats"]
 
 URI_HELP = "Store URI, for example sqlite:///path/to/store.db or memory://."
 
@@ -27,11 +29,36 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Commands that open a LightningStore from its URI.",
     )
 
-    def show_help(_args: argparse.Namespace) -> int:
-        parser.print_help()
-        return 2
+    from agentlightning.server.serve import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WAIT_SECONDS, DEFAULT_PORT
 
-    parser.set_defaults(handler=show_help)
+    # The 0.3 form: `agl store` with any of these options serves an in-memory store (bare `agl store`
+    # prints this help instead of starting a server nobody asked for).
+    legacy = parser.add_argument_group("serving an in-memory store (the 0.3 form: agl store --port N)")
+    legacy.add_argument("--host", default=DEFAULT_HOST, help=f"Address to listen on (default: {DEFAULT_HOST}).")
+    legacy.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"Port to listen on (default: {DEFAULT_PORT}).")
+    legacy.add_argument(
+        "--cors-origin", action="append", default=None, metavar="ORIGIN", help="Allow browser requests from ORIGIN."
+    )
+    legacy.add_argument(
+        "--log-level",
+        type=str.lower,
+        default="warning",
+        choices=LOG_LEVELS,
+        help="Server log level (default: warning).",
+    )
+    legacy.add_argument("--backend", choices=["memory", "mongo"], default="memory", help="Only memory is available.")
+    legacy.add_argument("--mongo-uri", default=None, help="Not available (there is no MongoDB backend).")
+    legacy.add_argument("--n-workers", type=int, default=1, help="Accepted for 0.3 compatibility; one process serves.")
+    legacy.add_argument("--tracker", nargs="*", default=None, help="Accepted for 0.3 compatibility; no effect.")
+    legacy_defaults = {action.dest: action.default for action in legacy._group_actions}
+
+    def serve_or_help(args: argparse.Namespace) -> int:
+        if all(getattr(args, dest) == default for dest, default in legacy_defaults.items()):
+            parser.print_help()
+            return 2
+        return run_legacy_serve(args)
+
+    parser.set_defaults(handler=serve_or_help)
     store_commands = parser.add_subparsers(title="store commands", metavar="STORE_COMMAND")
 
     stats = store_commands.add_parser(
@@ -42,8 +69,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     stats.add_argument("uri", metavar="URI", help=URI_HELP)
     stats.add_argument("--json", action="store_true", help="Print the statistics as JSON instead of a table.")
     stats.set_defaults(handler=run_stats)
-
-    from agentlightning.server.serve import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WAIT_SECONDS, DEFAULT_PORT
 
     serve = store_commands.add_parser(
         "serve",
@@ -100,15 +125,46 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     serve.add_argument(
         "--log-level",
+        type=str.lower,
         default="warning",
-        choices=["critical", "error", "warning", "info", "debug"],
+        choices=LOG_LEVELS,
         help="Server log level (default: warning).",
     )
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        default=None,
+        metavar="ORIGIN",
+        help="Let browser apps served from ORIGIN (e.g. http://localhost:5173) call the API; repeat for several.",
+    )
     serve.add_argument("--access-log", action="store_true", help="Log every request (one line each).")
+    serve.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="A run folder whose metrics.jsonl the dashboard (served at /) plots.",
+    )
     serve.set_defaults(handler=run_serve)
 
 
 DEFAULT_SERVE_STORE = "sqlite:///agl_store.db"
+LOG_LEVELS = ["critical", "error", "warning", "info", "debug"]
+
+
+def run_legacy_serve(args: argparse.Namespace) -> int:
+    """``agl store --port N ...`` (0.3): serve a new in-memory store."""
+    if args.backend == "mongo" or args.mongo_uri:
+        raise CLIError(
+            "there is no MongoDB backend; for a durable store run: agl store serve --store sqlite:///path/to/store.db"
+        )
+    if args.n_workers != 1 or args.tracker:
+        print("agl store: --n-workers and --tracker have no effect here; one process serves", flush=True)
+    from agentlightning.server.serve import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WAIT_SECONDS
+
+    serve_args = argparse.Namespace(**vars(args))
+    serve_args.store, serve_args.token, serve_args.access_log = "memory://", None, False
+    serve_args.max_body_bytes, serve_args.max_wait_seconds = DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WAIT_SECONDS
+    return run_serve(serve_args)
 
 
 def read_only_uri(uri: str) -> str:
@@ -125,20 +181,25 @@ def read_only_uri(uri: str) -> str:
     return f"{base}{separator}mode=ro{hash_mark}{fragment}"
 
 
-async def read_statistics(uri: str) -> dict[str, Any]:
-    """Open the store at ``uri``, read its statistics and close it."""
+async def open_read_only(uri: str) -> Any:
+    """The store at ``uri`` opened for reading (:func:`read_only_uri`); a bad URI or path is a :class:`CLIError`."""
     from agentlightning.errors import UnknownStoreURIError
     from agentlightning.store import open_store
 
     try:
         opened: Any = open_store(read_only_uri(uri))
-        store = await opened if inspect.isawaitable(opened) else opened
+        return await opened if inspect.isawaitable(opened) else opened
     except UnknownStoreURIError as exc:
         raise CLIError(str(exc)) from exc
     except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
         raise CLIError(f"cannot open store {uri!r}: {exc}") from exc
     except ValueError as exc:  # a malformed URI for a known scheme
         raise CLIError(f"cannot open store {uri!r}: {exc}") from exc
+
+
+async def read_statistics(uri: str) -> dict[str, Any]:
+    """Open the store at ``uri``, read its statistics and close it."""
+    store = await open_read_only(uri)
     try:
         return dict(await store.statistics())
     finally:
@@ -162,13 +223,21 @@ def run_stats(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"Statistics of {args.uri}")
+    table = Table(title=f"Statistics of {_without_password(args.uri)}")
     table.add_column("Statistic", no_wrap=True)
     table.add_column("Value", overflow="fold")
     for key, value in stats.items():
         table.add_row(key, _format(value))
     Console().print(table)
     return 0
+
+
+def _without_password(uri: str) -> str:
+    """The URI as printed: a password in it (postgresql://user:secret@host/db) becomes ***."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
 
 
 def _banner(server: Any, uri: str) -> str:
@@ -180,10 +249,11 @@ def _banner(server: Any, uri: str) -> str:
     )
     lines = [
         "Agent Lightning store server",
-        f"  store:      {uri}",
+        f"  store:      {_without_password(uri)}",
         f"  listening:  {url}  ({token_note})",
         f"  REST API:   {url}/v1/agl   (OpenAPI: {url}/openapi.json, docs: {url}/docs)",
         f"  OTLP/HTTP:  {url}/v1/traces",
+        f"  dashboard:  {url}/",
         "Point runners at it:",
         f'  Trainer(store="{url}", ...)   or   agentlightning.store.open_store("{url}")',
     ]
@@ -216,6 +286,9 @@ def run_serve(args: argparse.Namespace) -> int:
         raise CLIError(f"--max-body-bytes must be positive, got {args.max_body_bytes}")
     if not args.max_wait_seconds > 0:
         raise CLIError(f"--max-wait-seconds must be positive, got {args.max_wait_seconds}")
+    run_dir = getattr(args, "run_dir", None)  # the 0.3 form `agl store --port N` has no --run-dir
+    if run_dir is not None and not run_dir.is_dir():
+        raise CLIError(f"--run-dir {str(run_dir)!r} is not a folder")
     try:
         check_bind_address(args.host, token)  # before opening anything
         import_server_dependencies()
@@ -229,6 +302,7 @@ def run_serve(args: argparse.Namespace) -> int:
         raise CLIError(f"cannot open store {uri!r}: {exc}") from exc
     server = StoreServer(
         store,
+        cors_allow_origins=getattr(args, "cors_origin", None) or [],
         host=args.host,
         port=args.port,
         token=token,
@@ -237,6 +311,7 @@ def run_serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=args.access_log,
         close_store=True,
+        run_dir=run_dir,
     )
 
     def ready(running: Any) -> None:

@@ -14,16 +14,16 @@ __all__ = ["emit_exception"]
 
 
 def emit_exception(
-    exception: BaseException, attributes: Optional[Attributes] = None, propagate: bool = True
+    exc: BaseException, attributes: Optional[Attributes] = None, propagate: bool = True
 ) -> SpanCoreFields:
-    """Record ``exception`` as an ``agentlightning.exception`` span with status ERROR.
+    """Record ``exc`` as an ``agentlightning.exception`` span with status ERROR.
 
     Attributes follow the OpenTelemetry conventions: ``exception.type``, ``exception.message``,
     ``exception.stacktrace`` and ``exception.escaped``.
     """
-    if not isinstance(exception, BaseException):
-        raise TypeError(f"emit_exception expects an exception, got {type(exception).__name__}")
-    merged: Attributes = {**(attributes or {}), **exception_attributes(exception)}
-    status = TraceStatus(status_code="ERROR", description=str(exception) or type(exception).__name__)
+    if not isinstance(exc, BaseException):
+        raise TypeError(f"emit_exception expects an exception, got {type(exc).__name__}")
+    merged: Attributes = {**(attributes or {}), **exception_attributes(exc)}
+    status = TraceStatus(status_code="ERROR", description=str(exc) or type(exc).__name__)
     tracer = resolve_tracer(propagate, "emit_exception()")
     return tracer.create_span(AGL_EXCEPTION, attributes=merged, status=status)

@@ -1,6 +1,7 @@
 """Execution strategies: where the algorithm and the runners run."""
 
 from .base import AlgorithmBundle, ExecutionStrategy, RunnerBundle
+from .client_server import ClientServerExecutionStrategy, ExecutionEvent, MultiprocessingEvent, ThreadingEvent
 from .processes import ProcessesExecutionStrategy
 from .shared_memory import SharedMemoryExecutionStrategy
 
@@ -10,4 +11,8 @@ __all__ = [
     "RunnerBundle",
     "SharedMemoryExecutionStrategy",
     "ProcessesExecutionStrategy",
+    "ClientServerExecutionStrategy",
+    "ExecutionEvent",
+    "ThreadingEvent",
+    "MultiprocessingEvent",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import Any, Optional
+from typing import Optional
 
 from agentlightning.store.base import LightningStore
 from agentlightning.utils.aio import run_sync
@@ -25,7 +25,19 @@ class SharedMemoryExecutionStrategy(ExecutionStrategy):
     and the error propagates. Ctrl-C cancels everything; unfinished attempts are marked failed.
     """
 
-    def __init__(self, n_runners: int = 1, **_ignored: Any) -> None:
+    def __init__(
+        self,
+        n_runners: int = 1,
+        main_thread: str = "runner",
+        join_timeout: float = 15.0,
+        graceful_delay: float = 5.0,
+        poll_interval: float = 0.05,
+        managed_store: Optional[bool] = None,
+    ) -> None:
+        # The 0.3 options after n_runners are accepted and have no effect: every bundle is a task
+        # of one event loop (0.3 ran each in a thread of its own, sharing one runner object).
+        if main_thread not in ("runner", "algorithm"):
+            raise ValueError(f"main_thread must be 'runner' or 'algorithm', got {main_thread!r}")
         if n_runners < 1:
             raise ValueError(f"n_runners must be >= 1, got {n_runners!r}")
         self.n_runners = n_runners

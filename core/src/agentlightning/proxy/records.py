@@ -5,6 +5,12 @@ Engines that can report token ids (vLLM with ``return_token_ids``, ``agl serve-m
 ``token_ids`` on each choice; streamed responses spread the same fields over their chunks.
 :class:`StreamAccumulator` folds chunks back into the shape of a non-streamed response, so the
 rest of the proxy sees one shape.
+
+The Responses API (``/v1/responses``) answers with a ``Response`` object (``output`` items instead of
+``choices``); vLLM reports its token ids with ``"enable_response_messages": true`` as
+``input_messages`` / ``output_messages`` entries holding ``tokens``. Its streams are typed events whose
+last one (``response.completed``) holds the whole response, which :class:`ResponsesStreamAccumulator`
+keeps.
 """
 
 from __future__ import annotations
@@ -15,14 +21,21 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from agentlightning.semconv import TOKEN_IDS_FROM_ENGINE, GenAIAttributes, LLMCallAttributes
-from agentlightning.types import Span, TraceStatus
+from agentlightning.semconv import (
+    TOKEN_IDS_FROM_ENGINE,
+    GenAIAttributes,
+    LLMCallAttributes,
+    rollout_resource_attributes,
+)
+from agentlightning.types import OtelResource, Span, TraceStatus
 
 __all__ = [
     "CallRecord",
+    "ResponsesStreamAccumulator",
     "StreamAccumulator",
     "engine_token_ids",
     "response_logprobs",
+    "responses_finish_reasons",
     "build_span",
     "parse_traceparent",
 ]
@@ -54,6 +67,8 @@ class CallRecord:
     # The bodies as they crossed the wire, stored as is (no second JSON encoding per call).
     request_text: Optional[str] = None
     response_text: Optional[str] = None
+    # A Responses API call (``/v1/responses``) rather than chat or text completions.
+    responses_api: bool = False
 
 
 def _as_int_list(value: Any) -> Optional[List[int]]:
@@ -62,10 +77,25 @@ def _as_int_list(value: Any) -> Optional[List[int]]:
     return None
 
 
+def _message_tokens(entries: Any) -> Optional[List[int]]:
+    """The ``tokens`` of vLLM's Responses API ``input_messages`` / ``output_messages``, concatenated."""
+    if not isinstance(entries, list) or not entries:
+        return None
+    ids: List[int] = []
+    for entry in entries:
+        tokens = _as_int_list(entry.get("tokens")) if isinstance(entry, dict) else None
+        if tokens is None:
+            return None
+        ids.extend(tokens)
+    return ids
+
+
 def engine_token_ids(response: Optional[Dict[str, Any]]) -> tuple[Optional[List[int]], Optional[List[int]]]:
     """``(prompt_ids, first_choice_ids)`` as the engine reported them, ``None`` where absent."""
     if not response:
         return None, None
+    if "output_messages" in response or "input_messages" in response:  # the Responses API
+        return _message_tokens(response.get("input_messages")), _message_tokens(response.get("output_messages"))
     prompt = _as_int_list(response.get("prompt_token_ids"))
     choices = response.get("choices")
     completion: Optional[List[int]] = None
@@ -81,6 +111,8 @@ def response_logprobs(response: Optional[Dict[str, Any]]) -> Optional[List[float
     """Per-token logprobs of the first choice (chat ``logprobs.content`` or completions ``token_logprobs``)."""
     if not response:
         return None
+    if isinstance(response.get("output"), list):
+        return _responses_logprobs(response["output"])
     choices = response.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         return None
@@ -98,8 +130,25 @@ def response_logprobs(response: Optional[Dict[str, Any]]) -> Optional[List[float
     return [float(v) for v in values]
 
 
+def _responses_logprobs(output: List[Any]) -> Optional[List[float]]:
+    """Logprobs of the output text of a Responses API ``output`` (present with ``include: [message.output_text.logprobs]``)."""
+    values: List[Any] = []
+    for item in output:
+        if not isinstance(item, dict) or item.get("type") != "message":
+            continue
+        for part in item.get("content") or []:
+            if isinstance(part, dict) and isinstance(part.get("logprobs"), list):
+                values.extend(entry.get("logprob") for entry in part["logprobs"] if isinstance(entry, dict))
+    if not values or not all(isinstance(v, (int, float)) for v in values):
+        return None
+    return [float(v) for v in values]
+
+
 class StreamAccumulator:
     """Rebuilds a non-streamed response from the ``data:`` payloads of a streamed one."""
+
+    # Chat streams end with ``data: [DONE]``, which the proxy holds back itself.
+    finished = False
 
     def __init__(self, operation: str) -> None:
         self.operation = operation
@@ -107,8 +156,11 @@ class StreamAccumulator:
         self.prompt_token_ids: Optional[List[int]] = None
         self.usage: Optional[Dict[str, Any]] = None
         self.choices: Dict[int, Dict[str, Any]] = {}
+        self.error: Optional[str] = None
 
     def add(self, chunk: Dict[str, Any]) -> None:
+        if "error" in chunk and not chunk.get("choices"):
+            self.error = json.dumps(chunk["error"])[:4000]
         for key in ("id", "model", "created", "system_fingerprint"):
             if key in chunk and key not in self.meta:
                 self.meta[key] = chunk[key]
@@ -197,6 +249,48 @@ class StreamAccumulator:
         return body
 
 
+class ResponsesStreamAccumulator:
+    """Keeps the whole response of a streamed Responses API call (its last event holds it).
+
+    A stream cut short gives what had arrived: the response as created, with the output items done so far.
+    """
+
+    _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+    def __init__(self) -> None:
+        self.started: Optional[Dict[str, Any]] = None
+        self.final: Optional[Dict[str, Any]] = None
+        self.items: Dict[int, Dict[str, Any]] = {}
+        self.error: Optional[str] = None
+
+    @property
+    def finished(self) -> bool:
+        """The terminal event has arrived (the proxy holds it back until the call's span is stored)."""
+        return self.final is not None
+
+    def add(self, event: Dict[str, Any]) -> None:
+        kind = event.get("type")
+        response = event.get("response")
+        if kind in self._TERMINAL and isinstance(response, dict):
+            self.final = response
+            if kind == "response.failed":
+                self.error = json.dumps(response.get("error") or {"message": "the response failed"})[:4000]
+        elif kind in ("response.created", "response.in_progress") and isinstance(response, dict):
+            self.started = response
+        elif kind == "response.output_item.done" and isinstance(event.get("item"), dict):
+            index = event.get("output_index")
+            self.items[index if isinstance(index, int) else len(self.items)] = event["item"]
+        elif kind == "error":
+            self.error = json.dumps({key: event.get(key) for key in ("code", "message", "param")})[:4000]
+
+    def response(self) -> Dict[str, Any]:
+        if self.final is not None:
+            return self.final
+        body: Dict[str, Any] = {"object": "response", **(self.started or {})}
+        body["output"] = [self.items[index] for index in sorted(self.items)]
+        return body
+
+
 def parse_traceparent(value: Optional[str]) -> tuple[Optional[str], Optional[str]]:
     """``(trace_id, parent_span_id)`` from a W3C ``traceparent`` header, or ``(None, None)``."""
     if not value:
@@ -228,10 +322,34 @@ def _request_attributes(request: Dict[str, Any]) -> Dict[str, Any]:
         value = request.get(key)
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             attributes[attr] = value
-    max_tokens = request.get("max_completion_tokens", request.get("max_tokens"))
+    max_tokens = request.get("max_completion_tokens", request.get("max_tokens", request.get("max_output_tokens")))
     if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
         attributes[GenAIAttributes.REQUEST_MAX_TOKENS] = max_tokens
     return attributes
+
+
+def _finish_reasons(response: Dict[str, Any]) -> List[str]:
+    return [
+        str(c.get("finish_reason"))
+        for c in response.get("choices") or []
+        if isinstance(c, dict) and c.get("finish_reason")
+    ]
+
+
+def responses_finish_reasons(response: Dict[str, Any]) -> List[str]:
+    """Chat-style finish reasons for a Responses API response (it has a status instead)."""
+    status = response.get("status")
+    if status == "incomplete":
+        details = response.get("incomplete_details")
+        reason = details.get("reason") if isinstance(details, dict) else None
+        return [str(reason or "incomplete")]
+    if status == "failed":
+        return ["error"]
+    if status != "completed":
+        return []
+    output = response.get("output") or []
+    calls = any(isinstance(item, dict) and item.get("type") == "function_call" for item in output)
+    return ["tool_calls" if calls else "stop"]
 
 
 def build_span(record: CallRecord) -> Span:
@@ -258,19 +376,18 @@ def build_span(record: CallRecord) -> Span:
             attributes[GenAIAttributes.RESPONSE_ID] = response["id"]
         if isinstance(response.get("model"), str):
             attributes[GenAIAttributes.RESPONSE_MODEL] = response["model"]
-        reasons = [
-            str(c.get("finish_reason"))
-            for c in response.get("choices") or []
-            if isinstance(c, dict) and c.get("finish_reason")
-        ]
+        reasons = responses_finish_reasons(response) if record.responses_api else _finish_reasons(response)
         if reasons:
             attributes[GenAIAttributes.RESPONSE_FINISH_REASONS] = reasons
         usage = response.get("usage")
         if isinstance(usage, dict):
-            if isinstance(usage.get("prompt_tokens"), int):
-                attributes[GenAIAttributes.USAGE_INPUT_TOKENS] = usage["prompt_tokens"]
-            if isinstance(usage.get("completion_tokens"), int):
-                attributes[GenAIAttributes.USAGE_OUTPUT_TOKENS] = usage["completion_tokens"]
+            # Chat and text completions count prompt/completion tokens; the Responses API input/output tokens.
+            input_tokens = usage.get("prompt_tokens", usage.get("input_tokens"))
+            output_tokens = usage.get("completion_tokens", usage.get("output_tokens"))
+            if isinstance(input_tokens, int):
+                attributes[GenAIAttributes.USAGE_INPUT_TOKENS] = input_tokens
+            if isinstance(output_tokens, int):
+                attributes[GenAIAttributes.USAGE_OUTPUT_TOKENS] = output_tokens
         prompt_ids, response_ids = engine_token_ids(response)
         if prompt_ids is not None and response_ids is not None:
             attributes[LLMCallAttributes.PROMPT_TOKEN_IDS] = prompt_ids
@@ -300,4 +417,7 @@ def build_span(record: CallRecord) -> Span:
         attributes=attributes,
         start_time=record.start_time,
         end_time=record.end_time,
+        resource=OtelResource(
+            attributes=rollout_resource_attributes(record.rollout_id, record.attempt_id, record.sequence_id)
+        ),
     )

@@ -1,7 +1,8 @@
 """The LLM proxy: an OpenAI-compatible front that records every call as a span with exact token ids.
 
 Agents point their OpenAI client at ``/rollout/{rollout_id}/attempt/{attempt_id}/v1`` (see
-:meth:`LLMProxy.base_url_for`, or publish :meth:`LLMProxy.as_resource`). Each call is forwarded to
+:meth:`LLMProxy.base_url_for`, or publish :meth:`LLMProxy.as_resource`). Chat completions, text
+completions and the Responses API (``/responses``) are relayed and recorded. Each call is forwarded to
 a backend chosen by model name; streamed responses are passed through chunk by chunk as they
 arrive. The span's sequence id is reserved before the call is forwarded and the span is stored
 before the response completes, so anything the agent records after seeing the answer (a reward)
@@ -17,16 +18,17 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Dict, List, Mapping, Optional, Sequence, Union
 
 import aiohttp
 from aiohttp import web
 
-from agentlightning.errors import AgentLightningError, NotFoundError
+from agentlightning.errors import AgentLightningError, InvalidTransitionError, NotFoundError
 from agentlightning.proxy.records import (
     CHAT,
     TEXT_COMPLETION,
     CallRecord,
+    ResponsesStreamAccumulator,
     StreamAccumulator,
     build_span,
     engine_token_ids,
@@ -34,7 +36,10 @@ from agentlightning.proxy.records import (
 )
 from agentlightning.proxy.tokens import Retokenizer, first_difference
 from agentlightning.semconv import TOKEN_IDS_RETOKENIZED, LLMCallAttributes
-from agentlightning.types import ProxyLLM, Span
+from agentlightning.types import LLM, ProxyLLM, Span
+
+if TYPE_CHECKING:
+    from agentlightning.store.base import LightningStore
 
 __all__ = ["AGENT_NAME_HEADER", "LLMProxy", "ProxyBackend", "ProxyStats"]
 
@@ -52,18 +57,23 @@ class ProxyBackend:
     """An OpenAI-compatible server the proxy forwards to.
 
     ``models`` lists the model names it serves (``None``: any). ``request_extras`` are added to
-    every request body where the client did not set them, e.g. ``{"return_token_ids": True}`` for
-    vLLM. ``tokenizer`` (a Hugging Face name/path, or a tokenizer object) lets the proxy compute
-    token ids when the backend returns none, and check for drift when it does.
+    every chat / text completion request body where the client did not set them, e.g.
+    ``{"return_token_ids": True}`` for vLLM; ``responses_request_extras`` likewise to every Responses
+    API request (``{"enable_response_messages": True}`` makes vLLM return its token ids there).
+    ``tokenizer`` (a Hugging Face name/path, or a tokenizer object) lets the proxy compute token ids
+    when the backend returns none (chat and text completions), and check for drift when it does.
     """
 
     base_url: str
     models: Optional[Sequence[str]] = None
     api_key: Optional[str] = None
     request_extras: Mapping[str, Any] = field(default_factory=dict)
+    responses_request_extras: Mapping[str, Any] = field(default_factory=dict)
     tokenizer: Any = None
     name: Optional[str] = None
     timeout_seconds: float = 600.0
+    upstream_model: Optional[str] = None
+    """The model name sent to the backend, when it differs from the one clients ask for."""
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
@@ -76,7 +86,8 @@ class ProxyBackend:
     def vllm(cls, base_url: str, **kwargs: Any) -> "ProxyBackend":
         """A vLLM server: ask it for token ids and logprobs on every call."""
         extras = {"return_token_ids": True, "logprobs": True, **dict(kwargs.pop("request_extras", {}))}
-        return cls(base_url, request_extras=extras, **kwargs)
+        responses_extras = {"enable_response_messages": True, **dict(kwargs.pop("responses_request_extras", {}))}
+        return cls(base_url, request_extras=extras, responses_request_extras=responses_extras, **kwargs)
 
     def serves(self, model: Optional[str]) -> bool:
         return self.models is None or model in self.models
@@ -102,6 +113,27 @@ class ProxyStats:
         return dict(self.__dict__)
 
 
+async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """The lines of a response body, each with its line end, however long.
+
+    aiohttp's own line iterator refuses lines over 128 KiB; a Responses API stream's last event holds
+    the whole response on one line.
+    """
+    buffer = bytearray()
+    async for piece in content.iter_any():
+        start = len(buffer)
+        buffer.extend(piece)
+        end = buffer.find(b"\n", start)
+        begin = 0
+        while end >= 0:
+            yield bytes(buffer[begin : end + 1])
+            begin = end + 1
+            end = buffer.find(b"\n", begin)
+        del buffer[:begin]
+    if buffer:
+        yield bytes(buffer)
+
+
 class _ProxyError(Exception):
     def __init__(self, status: int, message: str, error_type: str, param: Optional[str] = None) -> None:
         super().__init__(message)
@@ -124,26 +156,42 @@ class LLMProxy:
 
     def __init__(
         self,
-        store: Any,
-        backends: Sequence[ProxyBackend],
+        store: Union["LightningStore", str, None] = None,
+        backends: Optional[Sequence[ProxyBackend]] = None,
         *,
-        host: str = "127.0.0.1",
-        port: int = 0,
+        host: Optional[str] = "127.0.0.1",
+        port: Optional[int] = 0,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        model_list: Optional[Sequence[Mapping[str, Any]]] = None,
+        callbacks: Optional[Sequence[str]] = None,
+        litellm_config: Optional[Mapping[str, Any]] = None,
+        num_retries: int = 0,
+        num_workers: int = 1,
+        launch_mode: str = "thread",
+        launcher_args: Any = None,
+        middlewares: Optional[Sequence[str]] = None,
     ) -> None:
+        # model_list/callbacks are 0.3's LiteLLM-style configuration (see agentlightning.llm_proxy);
+        # the other LiteLLM and launcher options of 0.3 are accepted and have no effect.
         if isinstance(store, str):
             from agentlightning.store import open_store
 
             store = open_store(store)
-        self.store = store
-        self.host = host
-        self.port = port
+        self.store: LightningStore = store  # type: ignore[assignment]  # 0.3 allows set_store() later
+        self.host = host or "127.0.0.1"
+        self.port = port or 0
         self.max_body_bytes = max_body_bytes
+        self.callbacks = list(callbacks) if callbacks is not None else None
         self.stats = ProxyStats()
         self._backends: List[ProxyBackend] = []
         self._retokenizers: Dict[int, Retokenizer] = {}
         self._round_robin = itertools.count()
-        self.update_backends(backends)
+        if model_list is not None:
+            self.update_model_list(model_list)
+        elif backends is not None:
+            self.update_backends(backends)
+        else:
+            raise ValueError("the proxy needs backends (or a 0.3 model_list)")
         self._runner: Optional[web.AppRunner] = None
         self._session: Optional[aiohttp.ClientSession] = None
         self._pending: List[Span] = []
@@ -158,9 +206,36 @@ class LLMProxy:
         self._backends = list(backends)
         self._retokenizers = {id(b): Retokenizer(b.tokenizer) for b in self._backends if b.tokenizer is not None}
 
+    def update_model_list(self, model_list: Sequence[Mapping[str, Any]]) -> None:
+        """0.3: replace the backends by LiteLLM-style model entries (effective at once, no restart needed)."""
+        from agentlightning.llm_proxy import backends_from_model_list
+
+        self.update_backends(backends_from_model_list(model_list, self.callbacks))
+
     @property
     def backends(self) -> List[ProxyBackend]:
         return list(self._backends)
+
+    def get_store(self) -> Any:
+        return self.store
+
+    def set_store(self, store: Any) -> None:
+        self.store = store
+
+    def is_running(self) -> bool:
+        return self.running
+
+    async def restart(self, _port: Optional[int] = None) -> "LLMProxy":
+        """Stop and start again (on the same port unless ``_port`` is given)."""
+        await self.stop()
+        if _port is not None:
+            self.port = _port
+        return await self.start()
+
+    @property
+    def running(self) -> bool:
+        """Whether it listens (``start()`` or ``start_in_thread()`` was called, ``stop`` not yet)."""
+        return self._runner is not None
 
     @property
     def url(self) -> str:
@@ -172,18 +247,45 @@ class LLMProxy:
         """The OpenAI ``base_url`` an agent uses for one attempt."""
         return f"{self.url}/rollout/{rollout_id}/attempt/{attempt_id}/v1"
 
-    def as_resource(self, model: str, sampling_parameters: Optional[Dict[str, Any]] = None) -> ProxyLLM:
-        """A :class:`ProxyLLM` resource; runners turn it into each attempt's route."""
-        return ProxyLLM(endpoint=f"{self.url}/v1", model=model, sampling_parameters=dict(sampling_parameters or {}))
+    def as_resource(
+        self,
+        rollout_id: Optional[str] = None,
+        attempt_id: Optional[str] = None,
+        model: Optional[str] = None,
+        sampling_parameters: Optional[Dict[str, Any]] = None,
+    ) -> LLM:
+        """A :class:`ProxyLLM` resource that runners turn into each attempt's route; with both
+        ``rollout_id`` and ``attempt_id``, the concrete :class:`LLM` of that attempt.
+
+        ``model`` may be left out when the backends serve one model name. The arguments come in
+        0.3's order; the short form ``as_resource("my-model", {"temperature": 0.7})`` works too.
+        """
+        if model is None and rollout_id is not None and (attempt_id is None or not isinstance(attempt_id, str)):
+            model, rollout_id = rollout_id, None
+            if attempt_id is not None:
+                sampling_parameters, attempt_id = attempt_id, None
+        if (rollout_id is None) != (attempt_id is None):
+            raise ValueError("give both rollout_id and attempt_id, or neither")
+        if model is None:
+            names = {name for backend in self._backends for name in (backend.models or [])}
+            if len(names) != 1 or any(backend.models is None for backend in self._backends):
+                raise ValueError(f"the proxy serves {sorted(names) or 'any model'}; say which with model=")
+            model = names.pop()
+        parameters = dict(sampling_parameters or {})
+        if rollout_id is not None and attempt_id is not None:
+            return LLM(endpoint=self.base_url_for(rollout_id, attempt_id), model=model, sampling_parameters=parameters)
+        return ProxyLLM(endpoint=f"{self.url}/v1", model=model, sampling_parameters=parameters)
 
     def _build_app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body_bytes)
         prefix = "/rollout/{rollout_id}/attempt/{attempt_id}/v1"
         app.router.add_post(prefix + "/chat/completions", self._chat)
         app.router.add_post(prefix + "/completions", self._completions)
+        app.router.add_post(prefix + "/responses", self._responses)
         app.router.add_get(prefix + "/models", self._models)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completions)
+        app.router.add_post("/v1/responses", self._responses)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
         app.router.add_get("/v1/agl/proxy/stats", self._stats)
@@ -319,6 +421,10 @@ class LLMProxy:
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         return await self._call(request, TEXT_COMPLETION, "completions")
 
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        # The Responses API is a chat with another wire format (GenAI semantic conventions name it `chat`).
+        return await self._call(request, CHAT, "responses")
+
     async def _call(self, request: web.Request, operation: str, path: str) -> web.StreamResponse:
         try:
             body, raw = await self._read_body(request)
@@ -339,8 +445,12 @@ class LLMProxy:
             trace_id=trace_id,
             parent_span_id=parent_id,
             request_text=raw.decode("utf-8", "replace"),
+            responses_api=path == "responses",
         )
-        outgoing = {**{k: v for k, v in backend.request_extras.items() if k not in body}, **body}
+        extras = backend.responses_request_extras if record.responses_api else backend.request_extras
+        outgoing = {**{k: v for k, v in extras.items() if k not in body}, **body}
+        if backend.upstream_model:
+            outgoing["model"] = backend.upstream_model
         headers = {"Content-Type": "application/json"}
         auth = f"Bearer {backend.api_key}" if backend.api_key else request.headers.get("Authorization")
         if auth:
@@ -398,25 +508,34 @@ class LLMProxy:
             status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
         await response.prepare(request)
-        accumulator = StreamAccumulator(record.operation)
-        done_line: Optional[bytes] = None
+        accumulator: Union[StreamAccumulator, ResponsesStreamAccumulator] = (
+            ResponsesStreamAccumulator() if record.responses_api else StreamAccumulator(record.operation)
+        )
+        # The stream's end (chat's `data: [DONE]`, the Responses API's terminal event) is sent only
+        # after the span is stored.
+        held: List[bytes] = []
         try:
-            async for line in upstream.content:
+            async for line in _lines(upstream.content):
+                if held:
+                    held.append(line)
+                    continue
                 stripped = line.strip()
                 if stripped.startswith(b"data:"):
                     data = stripped[5:].strip()
                     if data == b"[DONE]":
-                        done_line = line
-                        continue  # sent after the span is stored
+                        held.append(line)
+                        continue
                     try:
                         chunk = json.loads(data)
                     except ValueError:
                         chunk = None
                     if isinstance(chunk, dict):
-                        if "error" in chunk and not chunk.get("choices"):
-                            record.error = json.dumps(chunk["error"])[:4000]
                         accumulator.add(chunk)
+                        if accumulator.finished:
+                            held.append(line)
+                            continue
                 await response.write(line)
+            record.error = accumulator.error
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             record.error = f"backend {record.backend} failed mid-stream: {type(exc).__name__}: {exc}"
         except (ConnectionResetError, asyncio.CancelledError):
@@ -426,8 +545,8 @@ class LLMProxy:
             raise
         record.response = accumulator.response()
         await self._finish(record, backend)
-        if done_line is not None:
-            await response.write(done_line)
+        for line in held:
+            await response.write(line)
         await response.write_eof()
         return response
 
@@ -470,7 +589,8 @@ class LLMProxy:
             return
         engine_prompt, engine_response = engine_token_ids(record.response)
         has_engine_ids = engine_prompt is not None and engine_response is not None
-        retokenizer = self._retokenizers.get(id(backend))
+        # Re-tokenizing renders chat messages; Responses API items are not rendered (yet).
+        retokenizer = None if record.responses_api else self._retokenizers.get(id(backend))
         if has_engine_ids:
             self.stats.engine_token_ids += 1
         if retokenizer is None:
@@ -522,8 +642,17 @@ class LLMProxy:
         batch, self._pending = self._pending, []
         try:
             await self.store.add_many_spans(batch)
-        except NotFoundError as exc:
-            logger.error("dropping %d proxy span(s) for an unknown rollout: %s", len(batch), exc)
+        except (NotFoundError, InvalidTransitionError) as exc:
+            if len(batch) == 1:
+                logger.error("dropping a proxy span the store refuses: %s", exc)
+            else:  # one refused span must not take the others of the batch with it
+                for span in batch:
+                    try:
+                        await self.store.add_many_spans([span])
+                    except (NotFoundError, InvalidTransitionError) as refused:
+                        logger.error("dropping a proxy span the store refuses: %s", refused)
+                    except Exception:
+                        self._pending.append(span)
         except Exception as exc:
             logger.warning("the store did not accept %d proxy span(s), will retry: %s", len(batch), exc)
             self._pending = batch + self._pending

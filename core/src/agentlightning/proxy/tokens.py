@@ -31,7 +31,7 @@ def load_tokenizer(name_or_path: str) -> Any:
                 from transformers import AutoTokenizer  # type: ignore[import-not-found,unused-ignore]
             except ImportError as exc:
                 raise ImportError(
-                    f"re-tokenizing with {name_or_path!r} needs transformers: pip install 'agentlightning[model]'"
+                    f"re-tokenizing with {name_or_path!r} needs transformers: pip install transformers"
                 ) from exc
             _TOKENIZERS[name_or_path] = AutoTokenizer.from_pretrained(name_or_path)
         return _TOKENIZERS[name_or_path]

@@ -36,7 +36,7 @@ from agentlightning.types import (
     SpanCoreFields,
 )
 
-from .base import ExecutionEvent, Runner
+from .base import ExecutionEvent, Runner, T
 
 __all__ = ["LitAgentRunner", "RolloutCancelled"]
 
@@ -88,7 +88,7 @@ def _default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-class LitAgentRunner(Runner[Any]):
+class LitAgentRunner(Runner[T]):
     """Runs up to ``concurrency`` rollouts at once in this process.
 
     Async agents run as tasks on the runner's loop, sync agents in worker threads (a cancelled
@@ -107,7 +107,11 @@ class LitAgentRunner(Runner[Any]):
         concurrency: int = 1,
         graceful_timeout: float = 10.0,
         worker_id: Optional[str] = None,
+        heartbeat_launch_mode: str = "thread",
+        heartbeat_include_gpu: bool = False,
     ) -> None:
+        # heartbeat_launch_mode / heartbeat_include_gpu are 0.3 options with no effect: heartbeats are
+        # tasks of the runner's own event loop, and carry no GPU statistics.
         super().__init__()
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")

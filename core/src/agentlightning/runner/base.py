@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Generic, Iterator, Optional, Protocol, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Iterator, Optional, Protocol, Sequence
+
+from typing_extensions import TypeVar
 
 from agentlightning.types import Hook, NamedResources, ParallelWorkerBase, Rollout, RolloutMode
 
@@ -14,7 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Runner", "ExecutionEvent"]
 
-T = TypeVar("T")
+T = TypeVar("T", default=Any)  # `LitAgentRunner[MyTask](...)` as in 0.3; unannotated: Any
 
 
 class ExecutionEvent(Protocol):

@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from agentlightning.errors import NotFoundError
+from agentlightning.errors import InvalidTransitionError, NotFoundError
 from agentlightning.semconv import LightningResourceAttributes
 from agentlightning.types import Span
 
@@ -29,6 +29,7 @@ __all__ = [
     "decode_json",
     "ingest",
     "encode_response",
+    "encode_failure",
     "encode_status",
 ]
 
@@ -58,10 +59,26 @@ class IngestResult:
     accepted: int = 0
     rejected: int = 0
     messages: List[str] = field(default_factory=list)
+    statuses: List[int] = field(default_factory=list)
+    """The HTTP status of each rejection: 400 untagged or invalid, 404 unknown ids, 409 an ended attempt."""
 
     @property
     def error_message(self) -> str:
         return "; ".join(self.messages)
+
+    @property
+    def failure_status(self) -> Optional[int]:
+        """The 4xx for a request none of whose spans was stored, else None (OTLP: 200, with partial_success
+        when some were rejected). One kind of rejection keeps its own status; a mix is 400."""
+        if self.accepted or not self.rejected:
+            return None
+        kinds = set(self.statuses)
+        return kinds.pop() if len(kinds) == 1 else 400
+
+    def reject(self, count: int, status: int, message: str) -> None:
+        self.rejected += count
+        self.statuses.append(status)
+        self.messages.append(message)
 
 
 # -- shared -------------------------------------------------------------------------------------
@@ -429,9 +446,10 @@ async def ingest(store: Any, decoded: Sequence[DecodedSpan]) -> IngestResult:
             continue
         groups.setdefault((span.rollout_id, span.attempt_id), []).append(span)
     if untagged:
-        result.rejected += untagged
-        result.messages.append(
-            f"{untagged} span(s) without {AGL_ROLLOUT_ID} and {AGL_ATTEMPT_ID} attributes (on the span or its resource)"
+        result.reject(
+            untagged,
+            400,
+            f"{untagged} span(s) without {AGL_ROLLOUT_ID} and {AGL_ATTEMPT_ID} attributes (on the span or its resource)",
         )
     for (rollout_id, attempt_id), items in groups.items():
         try:
@@ -449,8 +467,10 @@ async def ingest(store: Any, decoded: Sequence[DecodedSpan]) -> IngestResult:
             await store.add_many_spans(spans)
             result.accepted += len(items)
         except (NotFoundError, ValueError, TypeError) as exc:
-            result.rejected += len(items)
-            result.messages.append(f"{len(items)} span(s) of rollout {rollout_id!r} attempt {attempt_id!r}: {exc}")
+            status = 404 if isinstance(exc, NotFoundError) else 409 if isinstance(exc, InvalidTransitionError) else 400
+            result.reject(
+                len(items), status, f"{len(items)} span(s) of rollout {rollout_id!r} attempt {attempt_id!r}: {exc}"
+            )
     return result
 
 
@@ -473,6 +493,16 @@ def encode_status(code: int, message: str, protobuf: bool) -> bytes:
         return json.dumps({"code": code, "message": message}).encode()
     text = message.encode("utf-8")
     return b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text
+
+
+# google.rpc.Code of each HTTP status a rejected export gets
+_RPC_CODES = {400: 3, 404: 5, 409: 9}  # INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION
+
+
+def encode_failure(result: IngestResult, protobuf: bool) -> Tuple[int, bytes]:
+    """HTTP status and ``google.rpc.Status`` body for an export none of whose spans was stored."""
+    status = result.failure_status or 400
+    return status, encode_status(_RPC_CODES.get(status, 3), result.error_message, protobuf)
 
 
 def encode_response(result: IngestResult, protobuf: bool) -> bytes:

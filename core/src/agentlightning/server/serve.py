@@ -8,15 +8,19 @@ import ipaddress
 import logging
 import socket
 import threading
-from typing import TYPE_CHECKING, Any, Callable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence
 
 from agentlightning.errors import AgentLightningError, InsecureBindError
 from agentlightning.utils.aio import run_sync
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import uvicorn
 
     from agentlightning.store.base import LightningStore
+
+    from .app import StoreApp
 
 __all__ = [
     "DEFAULT_HOST",
@@ -113,7 +117,8 @@ class StoreServer:
     """Serves ``store`` over HTTP on ``host:port`` (port 0 picks a free one).
 
     ``token``: every request then needs ``Authorization: Bearer <token>``; a non-loopback ``host``
-    requires one. The store is not closed by :meth:`stop` unless ``close_store=True``.
+    requires one. ``run_dir``: a run folder whose ``metrics.jsonl`` the dashboard plots. The store is
+    not closed by :meth:`stop` unless ``close_store=True``.
 
     >>> with StoreServer(InMemoryLightningStore(), port=0) as server:
     ...     client = HttpLightningStore(server.url)
@@ -131,6 +136,8 @@ class StoreServer:
         log_level: str = "warning",
         access_log: bool = False,
         close_store: bool = False,
+        cors_allow_origins: Sequence[str] = (),
+        run_dir: Optional["Path"] = None,
     ) -> None:
         if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
             raise ValueError(f"port must be an int in 0..65535, got {port!r}")
@@ -149,6 +156,9 @@ class StoreServer:
         self.log_level = log_level
         self.access_log = access_log
         self.close_store = close_store
+        self.cors_allow_origins = list(cors_allow_origins)
+        self.run_dir = run_dir
+        self.app: Optional["StoreApp"] = None
         self._socket: Optional[socket.socket] = None
         self._server: Optional["uvicorn.Server"] = None
         self._thread: Optional[threading.Thread] = None
@@ -171,9 +181,18 @@ class StoreServer:
 
         from .app import create_app
 
-        app = create_app(
-            self.store, token=self.token, max_body_bytes=self.max_body_bytes, max_wait_seconds=self.max_wait_seconds
+        self.app = create_app(
+            self.store,
+            token=self.token,
+            max_body_bytes=self.max_body_bytes,
+            max_wait_seconds=self.max_wait_seconds,
+            run_dir=self.run_dir,
         )
+        app: Any = self.app
+        if self.cors_allow_origins:
+            from starlette.middleware.cors import CORSMiddleware
+
+            app = CORSMiddleware(app, allow_origins=self.cors_allow_origins, allow_methods=["*"], allow_headers=["*"])
         self._socket = _bind(self.host, self.port)
         self.port = int(self._socket.getsockname()[1])
         config = uvicorn.Config(

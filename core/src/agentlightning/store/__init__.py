@@ -27,6 +27,10 @@ from .base import (
 from .engine import StoreEngine, rollout_status_from_attempt
 from .memory import InMemoryLightningStore
 from .sqlite import SqliteLightningStore, StoreLockedError
+from .wrappers import LightningStoreServer, LightningStoreThreaded
+
+CollectionBasedLightningStore = StoreEngine
+"""0.3 name of the base class that holds the store logic; here every backend derives from StoreEngine."""
 
 if TYPE_CHECKING:
     from .client import HttpLightningStore, LightningStoreClient
@@ -38,6 +42,9 @@ __all__ = [
     "LightningStoreCapabilities",
     "LightningStoreStatistics",
     "InMemoryLightningStore",
+    "CollectionBasedLightningStore",
+    "LightningStoreServer",
+    "LightningStoreThreaded",
     "SqliteLightningStore",
     "StoreEngine",
     "StoreLockedError",

@@ -15,7 +15,9 @@ Status machine (shared by every backend):
 * Terminal rollout statuses (``succeeded``, ``failed``, ``cancelled``) stay terminal: attempt
   updates no longer change them. Only an explicit retry (``start_attempt`` or
   ``update_rollout(status="queuing"|"requeuing")``) reopens a rollout.
-* Attempt statuses ``succeeded``, ``failed`` and ``timeout`` are final for that attempt.
+* Attempt statuses ``succeeded``, ``failed`` and ``timeout`` are final for that attempt. Spans for
+  an attempt its runner ended (``succeeded``, ``failed``) are refused (``InvalidTransitionError``);
+  a ``timeout`` attempt still stores late spans, without being revived.
 * The watchdog marks the latest attempt ``timeout`` after ``timeout_seconds`` from its start and
   ``unresponsive`` after ``unresponsive_seconds`` without a heartbeat.
 

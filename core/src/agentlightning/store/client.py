@@ -656,5 +656,27 @@ def _query_params(params: Dict[str, Any]) -> Dict[str, Any]:
     return {key: str(value) for key, value in params.items()}
 
 
-LightningStoreClient = HttpLightningStore
+class LightningStoreClient(HttpLightningStore):
+    """0.3 name of :class:`HttpLightningStore`, whose first argument was called ``server_address``."""
+
+    def __init__(
+        self,
+        server_address: str,
+        *,
+        retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+        health_retry_delays: Any = None,
+        request_timeout: float = 30.0,
+        connection_timeout: Optional[float] = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(
+            server_address,
+            retry_delays=retry_delays,
+            health_retry_delays=health_retry_delays,
+            request_timeout=request_timeout,
+            connection_timeout=connection_timeout,
+            **options,
+        )
+
+
 """The 0.3 name of the HTTP store client."""

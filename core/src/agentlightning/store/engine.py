@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Type, TypeVar, Union
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequence, Set, Tuple, TypeVar, Union
 
 from pydantic import BaseModel
 
@@ -49,6 +49,7 @@ from agentlightning.types import (
     Span,
     Worker,
 )
+from agentlightning.types.tracer import construct_valid
 
 from .base import UNSET, FilterLogic, LightningStore, LightningStoreStatistics, SortOrder
 from .query import check_filter_logic, check_page, check_sort, check_statuses, match_filters, paginate
@@ -59,6 +60,7 @@ SpanInsertResult = Union[List[bool], "concurrent.futures.Future[List[bool]]"]
 
 FINAL_ATTEMPT_STATUSES = frozenset({"succeeded", "failed", "timeout"})
 ENDED_ATTEMPT_STATUSES = frozenset({"succeeded", "failed", "timeout", "unresponsive"})
+RUNNER_ENDED_ATTEMPT_STATUSES = frozenset({"succeeded", "failed"})  # set by the runner itself, never by the watchdog
 ROLLOUT_SORT_FIELDS = ("rollout_id", "start_time", "end_time", "status", "mode", "resources_id")
 ATTEMPT_SORT_FIELDS = ("sequence_id", "attempt_id", "start_time", "end_time", "status", "last_heartbeat_time")
 SPAN_SORT_FIELDS = ("sequence_id", "start_time", "end_time", "name", "span_id", "trace_id", "attempt_id")
@@ -87,14 +89,7 @@ def rollout_status_from_attempt(attempt: Attempt, config: RolloutConfig) -> str:
 M = TypeVar("M", bound=BaseModel)
 
 
-def _construct(cls: Type[M], fields: Dict[str, Any]) -> M:
-    """Build a model from already-valid fields without validation (hot path; ~10x model_construct)."""
-    model = cls.__new__(cls)
-    object.__setattr__(model, "__dict__", fields)
-    object.__setattr__(model, "__pydantic_fields_set__", set(fields))
-    object.__setattr__(model, "__pydantic_extra__", None)
-    object.__setattr__(model, "__pydantic_private__", None)
-    return model
+_construct = construct_valid
 
 
 # Container fields a caller may mutate in place (``rollout.metadata["k"] = v``,
@@ -252,6 +247,24 @@ class StoreEngine(LightningStore):
             if attempt.attempt_id == attempt_id:
                 return attempt
         raise AttemptNotFoundError(attempt_id, f"not an attempt of rollout {rollout_id!r}")
+
+    def _get_attempt_for_spans(self, rollout_id: str, attempt_id: str) -> Attempt:
+        """The attempt, unless its runner already ended it (``succeeded`` or ``failed``).
+
+        A span after the runner's own end is a runner bug; it is refused so that a trace that
+        algorithms may have read already does not change. A ``timeout`` attempt keeps taking
+        spans (its runner may not know yet; the spans show what the slow agent did) without
+        being revived; an ``unresponsive`` one is revived by them."""
+        attempt = self._get_attempt(rollout_id, attempt_id)
+        if attempt.status in RUNNER_ENDED_ATTEMPT_STATUSES:
+            raise InvalidTransitionError(
+                attempt.attempt_id,
+                attempt.status,
+                "running",
+                f"attempt {attempt.attempt_id!r} of rollout {rollout_id!r} already ended and takes no more spans "
+                "(send spans before the final status; a retry runs as a new attempt)",
+            )
+        return attempt
 
     def _view(self, rollout: Rollout) -> Union[Rollout, AttemptedRollout]:
         """A copy for callers; carries the latest attempt when there is one."""
@@ -608,7 +621,10 @@ class StoreEngine(LightningStore):
         offset: int = 0,
         status: Optional[Sequence[str]] = None,
         rollout_ids: Optional[Sequence[str]] = None,
+        where: Optional[Callable[[Rollout], bool]] = None,
     ) -> PaginatedResult[Union[Rollout, AttemptedRollout]]:
+        """As :meth:`LightningStore.query_rollouts`; ``where`` (in-process backends only) also keeps only the
+        rollouts it accepts, ANDed with the rest, before any copy is made (the dashboard's filters)."""
         statuses = status_in if status_in is not None else status
         ids = rollout_id_in if rollout_id_in is not None else rollout_ids
         check_statuses(statuses, ROLLOUT_STATUSES, "rollout status")
@@ -625,6 +641,9 @@ class StoreEngine(LightningStore):
             needle = rollout_id_contains
             predicates.append(lambda r: needle in r.rollout_id)
         match = match_filters(predicates, filter_logic)
+        if where is not None:
+            matched, extra = match, where
+            match = lambda r: matched(r) and extra(r)  # noqa: E731
         with self._lock:
             self._scan(time.time())
             if ids is not None and filter_logic == "and":
@@ -812,7 +831,7 @@ class StoreEngine(LightningStore):
         for span in spans:
             if not isinstance(span, Span):
                 raise InvalidSpanError(f"expected an agentlightning Span, got {type(span).__name__}: {span!r:.200}")
-            self._get_attempt(span.rollout_id, span.attempt_id)
+            self._get_attempt_for_spans(span.rollout_id, span.attempt_id)
 
     async def add_span(self, span: Span) -> Optional[Span]:
         added = await self.add_many_spans([span])

@@ -43,9 +43,20 @@ class InMemoryLightningStore(StoreEngine):
 
     backend_name = "memory"
 
-    def __init__(self, *, watchdog: bool = True, scan_debounce_seconds: float = 1.0, **_deprecated: Any) -> None:
-        # 0.3 options (thread_safe, eviction thresholds, tracker) are accepted and ignored:
-        # this store is always thread-safe and keeps every span.
+    def __init__(
+        self,
+        *,
+        watchdog: bool = True,
+        scan_debounce_seconds: float = 1.0,
+        thread_safe: bool = True,
+        eviction_memory_threshold: Any = None,
+        safe_memory_threshold: Any = None,
+        span_size_estimator: Any = None,
+        tracker: Any = None,
+    ) -> None:
+        # The 0.3 options are accepted and have no effect: this store is always thread-safe, and it
+        # keeps every span (0.3 evicted whole rollouts' spans under memory pressure, which made
+        # later queries of those rollouts fail).
         super().__init__(watchdog=watchdog, scan_debounce_seconds=scan_debounce_seconds)
         self._spans: Dict[str, Dict[Tuple[str, str], Span]] = {}
         self._span_count = 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .agentops import AgentOpsTracer
 from .base import Tracer, clear_active_tracer, get_active_tracer, set_active_tracer
 from .dummy import DummyTracer
-from .otel import OtelTracer
+from .otel import OtelTracer, span_tracer
 
 __all__ = [
     "Tracer",
@@ -15,4 +15,5 @@ __all__ = [
     "get_active_tracer",
     "set_active_tracer",
     "clear_active_tracer",
+    "span_tracer",
 ]

@@ -54,11 +54,13 @@ def build_component(
     optional_defaults: Optional[Mapping[str, Any]] = None,
     registry: Optional[Callable[[str], Optional[Callable[..., Any]]]] = None,
     dict_default_cls: Optional[Callable[..., Any]] = None,
+    dict_requires_type: bool = False,
 ) -> Optional[T]:
     """Turn ``spec`` into an instance of ``expected_type``.
 
     ``registry(name)`` maps a short name (``"baseline"``) to a class or factory, or returns None.
-    ``optional_defaults`` are passed to a constructor only if it accepts them.
+    ``optional_defaults`` are passed to a constructor only if it accepts them. A dict without
+    ``type`` builds ``dict_default_cls`` from its items, unless ``dict_requires_type``.
     """
     optional = dict(optional_defaults or {})
     if spec is None:
@@ -75,7 +77,7 @@ def build_component(
         kwargs = dict(spec)
         type_spec = kwargs.pop("type", None)
         if type_spec is None:
-            if dict_default_cls is None:
+            if dict_default_cls is None or dict_requires_type:
                 raise ComponentResolutionError(f"{spec_name} dict needs a 'type' key naming the class, got {spec!r}")
             factory = dict_default_cls
         else:

@@ -5,16 +5,22 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import re
 import secrets
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from agentlightning.adapter import Adapter
-from agentlightning.algorithm import Algorithm, Baseline, FastAlgorithm, algorithm_class
+from agentlightning.adapter import Adapter, TracerTraceToTriplet
+from agentlightning.algorithm import Algorithm, Baseline, FastAlgorithm
 from agentlightning.errors import ComponentResolutionError
-from agentlightning.execution import ExecutionStrategy, ProcessesExecutionStrategy, SharedMemoryExecutionStrategy
+from agentlightning.execution import (
+    ClientServerExecutionStrategy,
+    ExecutionStrategy,
+    ProcessesExecutionStrategy,
+    SharedMemoryExecutionStrategy,
+)
 from agentlightning.litagent import LitAgent
 from agentlightning.plugins import UnknownComponentError, resolve
 from agentlightning.runner import LitAgentRunner, Runner
@@ -26,15 +32,20 @@ from agentlightning.utils.aio import run_sync
 
 from .build import build_component
 
+if TYPE_CHECKING:
+    from agentlightning.proxy import LLMProxy
+
 __all__ = ["Trainer"]
 
 logger = logging.getLogger(__name__)
+
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 STRATEGIES: Dict[str, Callable[..., ExecutionStrategy]] = {
     "shm": SharedMemoryExecutionStrategy,
     "in-process": SharedMemoryExecutionStrategy,
     "processes": ProcessesExecutionStrategy,
-    "cs": ProcessesExecutionStrategy,
+    "cs": ClientServerExecutionStrategy,
     "client-server": ProcessesExecutionStrategy,
 }
 
@@ -42,7 +53,7 @@ STRATEGIES: Dict[str, Callable[..., ExecutionStrategy]] = {
 def _registry(kind: str) -> Callable[[str], Optional[Callable[..., Any]]]:
     def lookup(name: str) -> Optional[Callable[..., Any]]:
         try:
-            found: Callable[..., Any] = algorithm_class(name) if kind == "algorithms" else resolve(kind, name)
+            found: Callable[..., Any] = resolve(kind, name)
             return found
         except UnknownComponentError:
             if "." in name or ":" in name:
@@ -65,8 +76,11 @@ class Trainer:
 
     Components are given as instances, classes, zero-argument factories, import strings
     (``"my_pkg.algos:MyAlgo"``), registered names (``algorithm="baseline"``) or dicts with a
-    ``type`` key plus constructor arguments. ``store`` is a :class:`LightningStore` or a URI;
-    by default a SQLite file ``store.db`` in ``run_dir`` (``./agl_runs/<timestamp>-<id>``).
+    ``type`` key plus constructor arguments. ``store`` is any of those or a URI (``"sqlite:///x.db"``,
+    ``"memory://"``, ``"http://host:port"``), built when the Trainer is; by default a SQLite file
+    ``store.db`` in ``run_dir`` (``./agl_runs/<timestamp>-<id>``), created when first used.
+    A store the Trainer built is closed by :meth:`close` (or ``with Trainer(...)``); one passed in
+    as an object belongs to the caller.
     """
 
     def __init__(
@@ -78,11 +92,11 @@ class Trainer:
         initial_resources: Optional[NamedResources] = None,
         tracer: Any = None,
         adapter: Any = None,
-        store: Union[LightningStore, str, None] = None,
+        store: Any = None,
         runner: Any = None,
         strategy: Any = None,
         algorithm: Any = None,
-        llm_proxy: Any = None,
+        llm_proxy: Optional[LLMProxy] = None,
         hooks: Optional[Sequence[Hook]] = None,
         run_dir: Union[str, Path, None] = None,
         port: Optional[int] = None,
@@ -111,14 +125,16 @@ class Trainer:
         self.max_rollouts = max_rollouts
         self.initial_resources = initial_resources
         self.hooks: List[Hook] = list(hooks or [])
+        if isinstance(llm_proxy, dict):  # 0.3: a dict of LLMProxy options; the proxy gets the run's store
+            from agentlightning.proxy import LLMProxy
+
+            llm_proxy = LLMProxy(**llm_proxy)
         self.llm_proxy = llm_proxy
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.resume = False
         self._store_spec = store
-        self.store: Optional[LightningStore] = store if isinstance(store, LightningStore) else None
+        self._store: Optional[LightningStore] = None
         self._owns_store = False
-        if store is not None and not isinstance(store, (LightningStore, str)):
-            raise ComponentResolutionError(f"store must be a LightningStore or a URI string, got {store!r}")
 
         self.tracer: Tracer = build_component(  # type: ignore[assignment]
             tracer,
@@ -128,7 +144,12 @@ class Trainer:
             registry=_registry("tracers"),
         )
         self.adapter: Optional[Adapter[Any, Any]] = build_component(
-            adapter, Adapter, "adapter", allow_none=True, registry=_registry("adapters")
+            adapter,
+            Adapter,
+            "adapter",
+            allow_none=True,
+            registry=_registry("adapters"),
+            dict_default_cls=TracerTraceToTriplet,  # 0.3: adapter={"agent_match": ...} configures the default
         )
         self.algorithm: Optional[Algorithm] = build_component(
             algorithm, Algorithm, "algorithm", allow_none=True, registry=_registry("algorithms")
@@ -149,6 +170,8 @@ class Trainer:
             default_factory=lambda: LitAgentRunner(tracer=self.tracer, max_rollouts=self.max_rollouts),
             optional_defaults={"tracer": self.tracer, "max_rollouts": self.max_rollouts},
         )  # type: ignore[assignment]
+        if store is not None:  # built now (last: a bad spec above leaves nothing open), usable at once as in 0.3
+            self._store, self._owns_store = self._build_store(store)
 
     # -- entry points ------------------------------------------------------------------------------
     def fit(
@@ -188,28 +211,54 @@ class Trainer:
         self._run(agent, algorithm, train_dataset, val_dataset)
 
     # -- wiring ------------------------------------------------------------------------------------
-    def _open_store(self) -> LightningStore:
-        """The store given, or the one named by URI (opened once and kept open for inspection)."""
-        if self.store is not None:
-            return self.store
-        spec = self._store_spec
+    @property
+    def store(self) -> Optional[LightningStore]:
+        """The store; the default SQLite file is opened on first use. None once :meth:`close` closed it."""
+        if self._store is None and self._store_spec is None and not self._closed:
+            self._store, self._owns_store = self._build_store(None)
+        return self._store
+
+    @store.setter
+    def store(self, store: Optional[LightningStore]) -> None:
+        self._store, self._owns_store = store, False
+
+    _closed = False
+
+    def _build_store(self, spec: Any) -> Tuple[LightningStore, bool]:
+        """The store ``spec`` names, and whether this Trainer built it (and so closes it)."""
+        if isinstance(spec, LightningStore):
+            return spec, False
         if spec is None:
             if self.run_dir is None:
                 stamp = time.strftime("%Y%m%d-%H%M%S")
                 self.run_dir = Path("agl_runs") / f"{stamp}-{secrets.token_hex(3)}"
             self.run_dir.mkdir(parents=True, exist_ok=True)
             spec = f"sqlite:///{(self.run_dir / 'store.db').resolve()}"
-        store = open_store(str(spec))
-        self._owns_store = True
+        if isinstance(spec, str) and _URI.match(spec):
+            store = open_store(spec)
+        else:
+            built = build_component(spec, LightningStore, "store")  # type: ignore[type-abstract]
+            assert built is not None  # build_component refuses None unless allow_none
+            store = built
         logger.info("store: %s", spec)
+        return store, True
+
+    def _open_store(self) -> LightningStore:
+        """The store of this run: the one built or given, or a new one after :meth:`close`."""
+        store = self.store
+        if store is None:
+            self._closed = False
+            self._store, self._owns_store = self._build_store(self._store_spec)
+            store = self._store
         return store
 
     def close(self) -> None:
         """Close the store this Trainer opened from a URI (flushing it and releasing its file).
 
         A store passed in as an object is left open: it belongs to the caller."""
-        if self.store is not None and self._owns_store:
-            store, self.store, self._owns_store = self.store, None, False
+        if self._store is not None and self._owns_store:
+            store, self._store, self._owns_store = self._store, None, False
+            self._closed = True
             run_sync(store.close())
 
     def __enter__(self) -> "Trainer":
@@ -228,7 +277,6 @@ class Trainer:
         if not isinstance(agent, LitAgent):
             raise TypeError(f"the agent must be a LitAgent (decorate a function with @agl.rollout), got {agent!r}")
         store = self._open_store()
-        self.store = store
         agent.set_trainer(self)
         runners: Dict[int, Runner[Any]] = {}
         finished_runners: List[int] = []
@@ -252,6 +300,8 @@ class Trainer:
             if self.initial_resources is not None:
                 algorithm.set_initial_resources(self.initial_resources)
             if self.llm_proxy is not None:
+                if getattr(self.llm_proxy, "store", False) is None:
+                    self.llm_proxy.set_store(store)
                 algorithm.set_llm_proxy(self.llm_proxy)
             if algorithm.is_async():
                 await algorithm.run(train_dataset=train_dataset, val_dataset=val_dataset)  # type: ignore[misc]

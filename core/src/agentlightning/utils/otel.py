@@ -1,4 +1,4 @@
-"""Helpers for OpenTelemetry attributes: flattening, sanitizing, tags and links.
+"""Helpers for OpenTelemetry: attributes (flattening, sanitizing, tags, links) and the global provider.
 
 OpenTelemetry attribute values must be ``str``, ``bool``, ``int``, ``float`` or a homogeneous
 sequence of those. Agents send far more than that (``None``, nested dicts, objects, huge payloads),
@@ -12,13 +12,17 @@ import dataclasses
 import json
 import logging
 import math
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, TypeVar, Union
 
 from opentelemetry.sdk.trace import ReadableSpan
 from pydantic import BaseModel
 
 from agentlightning.semconv import LightningSpanAttributes, LinkAttributes, LinkPydanticModel
 from agentlightning.types.tracer import AttributeValue, Span, SpanCoreFields
+
+if TYPE_CHECKING:
+    from opentelemetry import trace as trace_api
+    from opentelemetry.sdk.trace import TracerProvider
 
 __all__ = [
     "flatten_attributes",
@@ -33,6 +37,10 @@ __all__ = [
     "extract_links_from_attributes",
     "query_linked_spans",
     "to_jsonable",
+    "full_qualified_name",
+    "format_exception_attributes",
+    "get_tracer_provider",
+    "get_tracer",
 ]
 
 logger = logging.getLogger(__name__)
@@ -331,3 +339,49 @@ def query_linked_spans(
     if not models:
         return []
     return [span for span in spans if all(_link_matches(span, link) for link in models)]
+
+
+def full_qualified_name(obj: type) -> str:
+    """``module.QualName`` of a class; builtins by their bare name (``int``)."""
+    if obj.__module__ == "builtins":
+        return obj.__qualname__
+    return f"{obj.__module__}.{obj.__qualname__}"
+
+
+def format_exception_attributes(exception: BaseException) -> Dict[str, Any]:
+    """The OpenTelemetry ``exception.*`` attributes of ``exception`` (type, message, stacktrace, escaped)."""
+    from agentlightning.tracer.dummy import exception_attributes
+
+    return dict(exception_attributes(exception))
+
+
+def get_tracer_provider(inspect: bool = True) -> "TracerProvider":
+    """The global OpenTelemetry SDK ``TracerProvider`` (with Agent Lightning's span processor attached).
+
+    A provider the application set itself is kept, never replaced; one is created when there is
+    none. ``inspect=True`` logs its span processors, to see where spans go.
+    """
+    from agentlightning.tracer.otel import install_span_processor
+
+    provider, _ = install_span_processor()
+    if inspect:
+        active = getattr(provider, "_active_span_processor", None)
+        processors = getattr(active, "_span_processors", ())
+        logger.info(
+            "tracer provider %s; span processors: %s",
+            full_qualified_name(type(provider)),
+            ", ".join(full_qualified_name(type(p)) for p in processors) or "none",
+        )
+    return provider
+
+
+def get_tracer(use_active_span_processor: bool = True) -> "trace_api.Tracer":
+    """An OpenTelemetry tracer whose spans reach the store inside a ``trace_context``.
+
+    ``use_active_span_processor=False`` gives the global API tracer as is (whatever provider is set).
+    """
+    from opentelemetry import trace as otel_trace
+
+    if not use_active_span_processor:
+        return otel_trace.get_tracer("agentlightning")
+    return get_tracer_provider(inspect=False).get_tracer("agentlightning")

@@ -9,15 +9,22 @@ Building blocks (the algorithm loop drives them):
   merged weights for the serving backend and saves/loads checkpoints;
 - :class:`GRPOConfig`: every setting, validated.
 
-Importing this package imports torch; ``agentlightning`` itself never does.
+The names are imported on first use, so the plugin module (``agl quickstart``) loads without torch;
+using any of them imports torch. ``agentlightning`` itself never does.
 """
 
-from .advantages import FailedRolloutWarning, GroupAdvantages, RolloutReward, compute_group_advantages
-from .algorithm import GRPO
-from .batch import MicroBatch, PreparedBatch, build_micro_batches
-from .config import GRPOConfig
-from .policy import TrainablePolicy, UpdateMetrics, checkpoint_dir, latest_checkpoint, resolve_device
-from .update import PolicyLossTerms, clipped_policy_loss, detect_logit_selection, token_logprobs
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .advantages import FailedRolloutWarning, GroupAdvantages, RolloutReward, compute_group_advantages
+    from .algorithm import GRPO
+    from .batch import MicroBatch, PreparedBatch, build_micro_batches
+    from .config import GRPOConfig
+    from .policy import TrainablePolicy, UpdateMetrics, checkpoint_dir, latest_checkpoint, resolve_device
+    from .update import PolicyLossTerms, clipped_policy_loss, detect_logit_selection, token_logprobs
 
 __all__ = [
     "GRPO",
@@ -39,3 +46,31 @@ __all__ = [
     "detect_logit_selection",
     "token_logprobs",
 ]
+
+_HOMES = {
+    "GRPO": "algorithm",
+    "GRPOConfig": "config",
+    "RolloutReward": "advantages",
+    "GroupAdvantages": "advantages",
+    "FailedRolloutWarning": "advantages",
+    "compute_group_advantages": "advantages",
+    "MicroBatch": "batch",
+    "PreparedBatch": "batch",
+    "build_micro_batches": "batch",
+    "TrainablePolicy": "policy",
+    "UpdateMetrics": "policy",
+    "checkpoint_dir": "policy",
+    "latest_checkpoint": "policy",
+    "resolve_device": "policy",
+    "PolicyLossTerms": "update",
+    "clipped_policy_loss": "update",
+    "detect_logit_selection": "update",
+    "token_logprobs": "update",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)

@@ -5,12 +5,17 @@ One step:
 1. pick ``tasks_per_step`` tasks (a seeded draw per step, so a resumed run draws the same ones);
 2. enqueue each ``group_size`` times with the current policy published as a
    :class:`~agentlightning.ProxyLLM`: agents call the LLM proxy, which records every call with the
-   serving engine's token ids and logprobs, and forwards it to the embedded model server;
-3. wait for the rollouts, turn each into token sequences (:class:`TraceToTokenSequences`: tool
-   results and other context masked out) with the rollout's final reward;
+   serving engine's token ids and logprobs, and forwards it to the serving backend (``serving=``,
+   a name registered through ``agl_register_serving_backends``: ``"embedded"`` by default, ``"vllm"``);
+3. wait for the rollouts, turn each into token sequences with the rollout's final reward (the
+   Trainer's adapter when it has one, else :class:`TraceToTokenSequences`: tool results and other
+   context masked out);
 4. group-relative advantages (a failed rollout leaves its group with a warning);
 5. one clipped policy-gradient update (:class:`TrainablePolicy`, LoRA through PEFT by default);
-6. push the new adapter (or merged weights) to the server, checkpoint, log metrics, redraw the curve.
+6. push the new adapter (or merged weights) to the serving backend, checkpoint, log metrics, redraw the curve.
+
+The proxy is the Trainer's ``llm_proxy`` when it has one (the policy's backend is added to its
+backends, and it is started if it is not running), else one started for the run.
 
 Every ``val_every`` steps (and at the start and the end) the held-out tasks are played once each with
 greedy decoding; accuracy is the share of rewards at or above ``success_reward``.
@@ -24,24 +29,28 @@ import random
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from agentlightning.adapter import TokenSequence, TraceToTokenSequences
+from agentlightning.adapter import Adapter, TokenSequence, TraceToTokenSequences
 from agentlightning.algorithm.base import Algorithm
 from agentlightning.emitter.reward import find_final_reward
-from agentlightning.types import Dataset, EnqueueRolloutRequest, RolloutConfig
+from agentlightning.proxy import LLMProxy, ProxyBackend
+from agentlightning.serving import ServingBackend, start_serving_backend
+from agentlightning.store.base import LightningStore
+from agentlightning.types import Dataset, EnqueueRolloutRequest, Rollout, RolloutConfig, Span
 
 from .advantages import RolloutReward, compute_group_advantages
 from .config import GRPOConfig
 from .policy import TrainablePolicy, checkpoint_dir, latest_checkpoint
 from .run_log import MetricsLog, plot_curves
-from .serving import EmbeddedPolicyServer
 
 __all__ = ["GRPO"]
 
 logger = logging.getLogger(__name__)
 
 KEEP_CHECKPOINTS = 2
+POLICY_BACKEND_NAME = "grpo-policy"
+"""The name of the proxy backend GRPO adds for the policy it serves."""
 
 
 class GRPO(Algorithm):
@@ -49,7 +58,11 @@ class GRPO(Algorithm):
 
     Args:
         model: a local Hugging Face model folder or hub id; ``None`` is the embedded default model
-            (Qwen2.5-Coder-0.5B-Instruct from the ``agentlightning[default-model]`` packages).
+            (Qwen2.5-Coder-0.5B-Instruct from the ``agentlightning-embedded[default-model]`` packages).
+        serving: the serving backend that serves the policy, by registered name: ``"embedded"`` (the
+            default, agentlightning-embedded: transformers in this process) or ``"vllm"``
+            (agentlightning-vllm); ``agl plugins`` lists those installed.
+        serving_options: keyword arguments of that backend's factory (e.g. ``{"dtype": "bfloat16"}``).
         config: :class:`GRPOConfig` (or its fields as a dict): group size, learning rate, LoRA, ...
         n_steps: training steps of the run.
         tasks_per_step: distinct tasks per step; each is played ``config.group_size`` times.
@@ -60,7 +73,7 @@ class GRPO(Algorithm):
         run_dir: where checkpoints, metrics and the curve go (default: the Trainer's run folder).
         resume: continue the run in ``run_dir`` from its last checkpoint (also ``Trainer.fit(resume=True)``).
         rollout_timeout: seconds a step waits for its rollouts; unfinished ones count as failed.
-        max_batch_size: rows the embedded server decodes together.
+        max_batch_size: rows the embedded backend decodes together (a ``serving_options`` entry for it).
         progress: show a live progress display (rich).
     """
 
@@ -81,6 +94,8 @@ class GRPO(Algorithm):
         max_batch_size: int = 16,
         model_name: str = "policy",
         progress: bool = True,
+        serving: str = "embedded",
+        serving_options: Optional[Mapping[str, Any]] = None,
     ) -> None:
         super().__init__()
         if n_steps < 0:
@@ -103,7 +118,14 @@ class GRPO(Algorithm):
         self.max_batch_size = max_batch_size
         self.model_name = model_name
         self.progress = progress
+        self.serving = serving
+        self.serving_options = dict(serving_options or {})
+        if serving == "embedded":
+            self.serving_options.setdefault("max_batch_size", max_batch_size)
         self.log: Optional[MetricsLog] = None
+        self._model_path_cache: Optional[str] = None
+        self._server: Optional[ServingBackend] = None
+        self._tokenizer: Any = None
 
     # ------------------------------------------------------------------------------------- set-up
     def _resolve_run_dir(self) -> Path:
@@ -127,9 +149,11 @@ class GRPO(Algorithm):
     def _model_path(self) -> str:
         if self.model is not None:
             return self.model
-        from agentlightning.model_server.default_model import ensure_default_model
+        if self._model_path_cache is None:
+            from agentlightning_embedded.default_model import ensure_default_model
 
-        return str(ensure_default_model())
+            self._model_path_cache = str(ensure_default_model())
+        return self._model_path_cache
 
     # -------------------------------------------------------------------------------------- run
     async def run(
@@ -137,8 +161,6 @@ class GRPO(Algorithm):
     ) -> None:
         if not train_dataset:
             raise ValueError("GRPO needs a non-empty train_dataset")
-        from agentlightning.proxy import LLMProxy, ProxyBackend
-
         store = self.get_store()
         run_dir = self._resolve_run_dir()
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -158,20 +180,23 @@ class GRPO(Algorithm):
             log.truncate_after(start_step)
             logger.info("resuming %s at step %d", run_dir, start_step + 1)
 
+        options = dict(self.serving_options)
+        if self.serving == "embedded" and policy.is_lora:
+            # The embedded server of a LoRA policy runs in the trainer's dtype so that it can read the
+            # policy's frozen base weights instead of holding a second copy (see below).
+            options.setdefault("dtype", self.config.dtype)
         server = await asyncio.to_thread(
-            EmbeddedPolicyServer.start,
-            model_path,
-            model_name=self.model_name,
-            max_batch_size=self.max_batch_size,
-            # A LoRA policy's server runs in the trainer's dtype and reads its frozen base weights: one copy.
-            dtype=self.config.dtype if policy.is_lora else "auto",
-            share_with=policy,
+            start_serving_backend, self.serving, model_path, served_model_name=self.model_name, **options
         )
-        proxy = LLMProxy(store, [ProxyBackend(server.base_url, models=[self.model_name])]).start_in_thread()
+        self._server = server
+        share = getattr(server, "share_base_weights", None)  # an optional backend method (embedded)
+        if policy.is_lora and callable(share):
+            share(policy.frozen_base_weights())
+        proxy, owns_proxy = self._proxy(store, server)
         display = _Display(self.n_steps, start_step, enabled=self.progress)
         try:
             if start_step > 0:
-                await asyncio.to_thread(server.push, policy)
+                await asyncio.to_thread(self._push, server, policy, proxy, run_dir)
             validated = {int(r["step"]) for r in log.of_kind("validation")}
             for step in range(start_step, self.n_steps):
                 if (
@@ -187,23 +212,71 @@ class GRPO(Algorithm):
             plot_curves(log, run_dir / "curve.png")
         finally:
             display.close()
-            proxy.stop_thread()
+            if owns_proxy:
+                proxy.stop_thread()
+            else:
+                proxy.update_backends([b for b in proxy.backends if b.name != POLICY_BACKEND_NAME] or [_route(server)])
             await asyncio.to_thread(server.close)
+            self._server = None
+
+    # --------------------------------------------------------------------------- proxy and serving
+    def _proxy(self, store: LightningStore, server: ServingBackend) -> Tuple[LLMProxy, bool]:
+        """The Trainer's proxy routed to ``server`` (started if needed), or a new one; and whether it is ours."""
+        proxy = self.get_llm_proxy()
+        if proxy is None:
+            return LLMProxy(store, [_route(server)]).start_in_thread(), True
+        proxy.update_backends([*(b for b in proxy.backends if b.name != POLICY_BACKEND_NAME), _route(server)])
+        if proxy.running:
+            return proxy, False
+        return proxy.start_in_thread(), True
+
+    def _push(self, server: ServingBackend, policy: TrainablePolicy, proxy: LLMProxy, run_dir: Path) -> int:
+        """Serve ``policy``'s current weights: tensors in memory when the backend takes them, else a folder."""
+        if policy.is_lora:
+            if server.accepts_state_dicts:
+                model: Any = policy.model
+                version = server.load_lora(policy.adapter_state_dict(), model.peft_config["default"])
+            else:
+                version = server.load_lora(policy.export_adapter(run_dir / "serving" / "lora"))
+        elif server.accepts_state_dicts:
+            version = server.load_weights(policy.merged_state_dict())
+        else:
+            if self._tokenizer is None:
+                from transformers import AutoTokenizer
+
+                self._tokenizer = AutoTokenizer.from_pretrained(self._model_path())
+            version = server.load_weights(policy.export_full_model(run_dir / "serving" / "full", self._tokenizer))
+        # A backend may serve new weights under another name (vLLM's LoRA adapters): route it.
+        if all(server.model_name not in (b.models or ()) for b in proxy.backends if b.name == POLICY_BACKEND_NAME):
+            proxy.update_backends([*(b for b in proxy.backends if b.name != POLICY_BACKEND_NAME), _route(server)])
+        return version
+
+    def _adapter(self) -> Adapter[Sequence[Span], List[TokenSequence]]:
+        """The Trainer's adapter when it has one, else :class:`TraceToTokenSequences`."""
+        try:
+            adapter: Adapter[Sequence[Span], List[TokenSequence]] = self.get_adapter()
+        except ValueError:
+            adapter = TraceToTokenSequences()
+        return adapter
 
     # ------------------------------------------------------------------------------- rollouts
     async def _play(
         self,
-        store: Any,
-        proxy: Any,
+        store: LightningStore,
+        proxy: LLMProxy,
         tasks: List[Any],
         *,
         mode: str,
         repeats: int,
         sampling: Mapping[str, Any],
         step: int,
-    ) -> List[Tuple[str, str, Any]]:
+    ) -> List[Tuple[str, str, Optional[Rollout]]]:
         """Enqueue every task ``repeats`` times and wait; returns ``(rollout_id, group_id, rollout)``."""
-        resources = await store.add_resources({"main_llm": proxy.as_resource(self.model_name, dict(sampling))})
+        # The name the backend serves the newest weights under (vLLM names its LoRA adapter).
+        model = self._server.model_name if self._server is not None else self.model_name
+        resources = await store.add_resources(
+            {"main_llm": proxy.as_resource(model=model, sampling_parameters=dict(sampling))}
+        )
         config = RolloutConfig(timeout_seconds=self.rollout_timeout)
         requests: List[EnqueueRolloutRequest] = []
         groups: List[str] = []
@@ -235,13 +308,24 @@ class GRPO(Algorithm):
                     pass
         return [(rid, group, finished.get(rid)) for rid, group in zip(ids, groups, strict=True)]
 
-    async def _outcome(self, store: Any, rollout_id: str, rollout: Any) -> Tuple[Optional[float], List[TokenSequence]]:
+    async def _outcome(
+        self, store: LightningStore, rollout_id: str, rollout: Optional[Rollout]
+    ) -> Tuple[Optional[float], List[TokenSequence]]:
         if rollout is None or rollout.status != "succeeded":
             return None, []
-        spans = await store.query_spans(rollout_id, "latest")
-        return find_final_reward(spans), TraceToTokenSequences().adapt(spans)
+        spans = list(await store.query_spans(rollout_id, "latest"))
+        adapter = self._adapter()
+        sequences = adapter.adapt(spans)
+        if not isinstance(sequences, list) or not all(isinstance(s, TokenSequence) for s in sequences):
+            raise TypeError(
+                f"GRPO trains on token sequences, but the adapter {type(adapter).__name__} returned "
+                f"{type(sequences).__name__}; use TraceToTokenSequences (adapter='token-sequences') or no adapter"
+            )
+        return find_final_reward(spans), sequences
 
-    async def _validate(self, store: Any, proxy: Any, val_dataset: Dataset[Any], step: int) -> Dict[str, Any]:
+    async def _validate(
+        self, store: LightningStore, proxy: LLMProxy, val_dataset: Dataset[Any], step: int
+    ) -> Dict[str, Any]:
         started = time.perf_counter()
         played = await self._play(
             store,
@@ -271,9 +355,9 @@ class GRPO(Algorithm):
 
     async def _train_step(
         self,
-        store: Any,
-        proxy: Any,
-        server: EmbeddedPolicyServer,
+        store: LightningStore,
+        proxy: LLMProxy,
+        server: ServingBackend,
         policy: TrainablePolicy,
         train_dataset: Dataset[Any],
         step: int,
@@ -301,7 +385,7 @@ class GRPO(Algorithm):
         trained = [s for s in sequences if s.rollout_id in advantages.advantages]
         metrics = await asyncio.to_thread(policy.update, trained, advantages.advantages)
         if not metrics.skipped:
-            await asyncio.to_thread(server.push, policy)
+            await asyncio.to_thread(self._push, server, policy, proxy, run_dir)
         await asyncio.to_thread(self._checkpoint, policy, run_dir, step)
         rewards = [o.reward for o in outcomes if o.reward is not None]
         record: Dict[str, Any] = {
@@ -365,3 +449,10 @@ class _Display:
     def close(self) -> None:
         if self._progress is not None:
             self._progress.stop()
+
+
+def _route(server: ServingBackend) -> ProxyBackend:
+    """The proxy backend for the policy's server: its current model name and token-id request fields."""
+    return ProxyBackend(
+        server.base_url, models=[server.model_name], request_extras=server.request_extras(), name=POLICY_BACKEND_NAME
+    )

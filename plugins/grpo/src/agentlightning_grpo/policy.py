@@ -431,7 +431,7 @@ class TrainablePolicy:
         """LoRA only: the frozen base model's tensors (not copies) under the plain model's parameter names.
 
         Training never writes them, so a serving engine on the same device and dtype may use them in
-        place of its own copy (:class:`~agentlightning_grpo.serving.EmbeddedPolicyServer` does).
+        place of its own copy (the embedded serving backend's ``share_base_weights`` does).
         """
         self._require_lora("frozen_base_weights")
         return {

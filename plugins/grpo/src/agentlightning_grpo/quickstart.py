@@ -273,6 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-dir", default=None, help="Run folder (default: agl_runs/quickstart-<time>).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="Continue the run in --run-dir.")
+    parser.add_argument(
+        "--serving",
+        default="embedded",
+        help="Serving backend of the policy, by registered name: embedded (default) or vllm (agentlightning-vllm).",
+    )
     return parser
 
 
@@ -295,6 +300,7 @@ def train_calculator(
     val_every: int = 0,
     resume: bool = False,
     progress: bool = True,
+    serving: str = "embedded",
 ) -> CalculatorRun:
     """The quickstart's recipe: held-out accuracy, ``recipe.steps`` GRPO steps, held-out accuracy again.
 
@@ -318,6 +324,7 @@ def train_calculator(
         val_every=val_every,
         sampling=recipe.sampling(),
         progress=progress,
+        serving=serving,
     )
     train, val = split_problems(recipe.train_size, recipe.val_size, seed=seed)
     runner = agl.LitAgentRunner(agl.OtelTracer(), concurrency=max(recipe.tasks_per_step * recipe.group_size, len(val)))
@@ -339,7 +346,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     run_dir = Path(args.run_dir or f"agl_runs/quickstart-{time.strftime('%Y%m%d-%H%M%S')}")
     model = args.model
     if model is None:
-        from agentlightning.model_server.default_model import ensure_default_model
+        from agentlightning_embedded.default_model import ensure_default_model
 
         console.print("[bold]Preparing the default model[/] (Qwen2.5-Coder-0.5B-Instruct; converted once, then cached)")
         model = str(ensure_default_model())
@@ -353,7 +360,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         max_tokens=args.max_tokens,
         dtype=args.dtype,
     )
-    run = train_calculator(model=model, run_dir=run_dir, recipe=recipe, seed=args.seed, resume=args.resume)
+    run = train_calculator(
+        model=model, run_dir=run_dir, recipe=recipe, seed=args.seed, resume=args.resume, serving=args.serving
+    )
     before, after = run.before, run.after
     delta = (after["accuracy"] - before["accuracy"]) * 100
     console.print()

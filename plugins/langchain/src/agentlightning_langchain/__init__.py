@@ -58,7 +58,7 @@ def configure(*, node_spans: bool = False) -> None:
     ``node_spans=True`` adds a span per LangGraph node (``invoke_agent <node>``), for a trace that
     shows the graph's steps as a tree. Off by default: LLM and tool spans carry their node as
     ``gen_ai.agent.name`` and ``agentlightning.step.*`` anyway, and node spans double the tracing
-    overhead per LLM call (see ``bench/langchain_overhead.py``).
+    overhead per LLM call (see ``bench/adapter_overhead.py``).
     """
     handler().node_spans = node_spans
 

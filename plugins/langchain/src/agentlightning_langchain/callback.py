@@ -35,6 +35,7 @@ from opentelemetry import trace as trace_api
 from opentelemetry.trace import Status, StatusCode
 
 from agentlightning.semconv import FrameworkAttributes, GenAIAttributes, GenAIOperationNames, LLMCallAttributes
+from agentlightning.tracer import span_tracer
 from agentlightning.utils.otel import to_jsonable
 
 __all__ = ["FRAMEWORK_NAME", "LightningCallbackHandler"]
@@ -158,7 +159,7 @@ class LightningCallbackHandler(BaseCallbackHandler):
         # Off by default: a span per LangGraph node costs as much as the LLM span itself, and LLM and
         # tool spans name their node anyway (as agent and step).
         self.node_spans = node_spans
-        self._tracer = trace_api.get_tracer(TRACER_NAME)
+        self._tracer = span_tracer(TRACER_NAME)
         # Single dict operations (get/set/pop) are atomic in CPython, so callbacks from LangGraph's
         # worker threads need no lock here.
         self._runs: Dict[UUID, _Run] = {}

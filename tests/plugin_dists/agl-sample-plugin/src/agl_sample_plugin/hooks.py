@@ -64,6 +64,52 @@ class SampleInstrumentor:
 INSTRUMENTOR = SampleInstrumentor()
 
 
+class SampleServingBackend:
+    """A serving backend over the fake OpenAI server of agentlightning-testing; counts weight updates."""
+
+    accepts_state_dicts = True
+
+    def __init__(self, model: str, served_model_name: str | None = None) -> None:
+        from agentlightning_testing.fake_openai import FakeOpenAIServer
+
+        self.model = model
+        self.model_name = served_model_name or model
+        self.weights_version = 0
+        self.loaded: list[Any] = []
+        self._server = FakeOpenAIServer(models=[self.model_name]).start()
+
+    @property
+    def base_url(self) -> str:
+        return str(self._server.base_url)
+
+    def load_weights(self, source: Any) -> int:
+        self.loaded.append(("weights", source))
+        self.weights_version += 1
+        return self.weights_version
+
+    def load_lora(self, source: Any, config: Any = None) -> int:
+        self.loaded.append(("lora", source))
+        self.weights_version += 1
+        return self.weights_version
+
+    def request_extras(self) -> dict[str, Any]:
+        return {"return_token_ids": True}
+
+    def close(self) -> None:
+        self._server.stop()
+
+
+def add_hello_command(subparsers: Any) -> None:
+    parser = subparsers.add_parser("sample-hello", help="Say hello (the sample plugin's command).")
+    parser.add_argument("--name", default="world", help="Who to greet.")
+
+    def run(args: Any) -> int:
+        print(f"hello {args.name} from agl-sample-plugin")
+        return 0
+
+    parser.set_defaults(handler=run)
+
+
 @hookimpl
 def agl_register_store_backends(register: Callable[[str, Callable[[str], Any]], None]) -> None:
     register("sample", open_sample_store)
@@ -92,6 +138,16 @@ def agl_register_adapters(register: Callable[[str, Callable[..., Any]], None]) -
 @hookimpl
 def agl_register_instrumentors(register: Callable[[str, Any], None]) -> None:
     register("sample", INSTRUMENTOR)
+
+
+@hookimpl
+def agl_register_serving_backends(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    register("sample", SampleServingBackend)
+
+
+@hookimpl
+def agl_register_commands(register: Callable[[str, Callable[[Any], None]], None]) -> None:
+    register("sample-hello", add_hello_command)
 
 
 @hookimpl

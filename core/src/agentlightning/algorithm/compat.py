@@ -1,0 +1,50 @@
+"""0.3 module paths of algorithms that now ship as plugins, resolved through entry points.
+
+``agentlightning/algorithm/apo.py`` and ``verl.py`` keep the 0.3 import paths
+(``from agentlightning.algorithm.apo import APO``): their module ``__getattr__`` resolves the
+registry name through the ``agentlightning.algorithms`` entry points, and each declares the
+``DISTRIBUTION`` that provides it, so a missing plugin is named in the error.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from agentlightning.plugins import UnknownComponentError, resolve
+
+__all__ = ["AlgorithmNotInstalledError", "LazyAlgorithm", "load_plugin_algorithm"]
+
+
+class AlgorithmNotInstalledError(UnknownComponentError):
+    """An algorithm with a 0.3 path whose plugin is not installed; the message says what to install."""
+
+    def __init__(self, name: str, distribution: str, known: list[str]) -> None:
+        hint = f"The {name!r} algorithm comes with the {distribution} plugin: pip install {distribution}"
+        super().__init__("algorithms", name, known, hint)
+        self.distribution = distribution
+
+
+def load_plugin_algorithm(name: str, distribution: str) -> type:
+    """The class registered as algorithm ``name``, or :class:`AlgorithmNotInstalledError`."""
+    try:
+        algorithm: type = resolve("algorithms", name)
+    except AlgorithmNotInstalledError:
+        raise
+    except UnknownComponentError as exc:
+        raise AlgorithmNotInstalledError(name, distribution, exc.known) from None
+    return algorithm
+
+
+class LazyAlgorithm:
+    """A 0.3 top-level shortcut (``agl.APO(...)``): calling it imports ``module.attr`` and builds it."""
+
+    def __init__(self, module: str, attr: str) -> None:
+        self.module = module
+        self.attr = attr
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(self.module), self.attr)(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<lazy algorithm {self.module}.{self.attr}>"

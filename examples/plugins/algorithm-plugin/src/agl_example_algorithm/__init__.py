@@ -1,0 +1,1 @@
+"""An example Agent Lightning algorithm plugin: ``Trainer(algorithm="prompt-search")``."""

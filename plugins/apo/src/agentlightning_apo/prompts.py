@@ -1,0 +1,168 @@
+"""The optimizer's instructions (critique and edit templates) and the checks on what it answers.
+
+Both instructions are plain ``str.format`` templates a user can replace (``APO(critique_template=...,
+edit_template=...)``); they are checked for the fields they must use when the algorithm is built.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+__all__ = [
+    "CRITIQUE_FIELDS",
+    "DEFAULT_CRITIQUE_TEMPLATE",
+    "DEFAULT_EDIT_TEMPLATE",
+    "EDIT_FIELDS",
+    "EditRejected",
+    "Experiment",
+    "check_instruction_template",
+    "check_edited_prompt",
+    "placeholders",
+    "render_experiments",
+    "render_prompts",
+]
+
+DEFAULT_CRITIQUE_TEMPLATE = """You improve the prompts of an AI agent. The agent uses these prompt templates \
+(placeholders in curly braces are filled in for each task):
+
+{prompts}
+
+Below are runs of the agent with these prompts: the conversation of each run and the reward it got \
+(1.0 is a perfect answer, 0.0 a wrong one).
+
+{experiments}
+
+Study the runs that got a low reward. Say what the agent did wrong and why the prompts led it there. \
+Then list at most 4 concrete changes to the template(s) {targets} that would make the agent get a high \
+reward. Be specific: name the rule or step the prompt should add or change. Do not rewrite the whole prompt."""
+
+DEFAULT_EDIT_TEMPLATE = """Here is the prompt template "{name}" of an AI agent:
+
+<prompt>
+{prompt}
+</prompt>
+
+A reviewer suggested these changes:
+
+{critique}
+
+Rewrite the template to apply the changes. Keep every placeholder exactly as written ({placeholders}) \
+and keep it short. Answer with the new template only, between <prompt> and </prompt>."""
+
+CRITIQUE_FIELDS = ("prompts", "experiments", "targets")
+EDIT_FIELDS = ("name", "prompt", "critique", "placeholders")
+
+_REFUSALS = ("i'm sorry", "i am sorry", "i cannot", "i can't", "as an ai")
+_PROMPT_TAGS = re.compile(r"<prompt>\s*(.*?)\s*(?:</prompt>|$)", re.DOTALL | re.IGNORECASE)
+_FENCE = re.compile(r"^```[\w-]*\s*\n(.*?)\n?```\s*$", re.DOTALL)
+
+
+class EditRejected(ValueError):
+    """An optimizer reply that cannot become a prompt; ``reason`` says why (logged and kept with the run)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Experiment:
+    """One training rollout shown to the optimizer: the task, the agent's messages and the reward."""
+
+    task: Any
+    messages: List[Dict[str, Any]]
+    reward: Optional[float]
+
+
+def placeholders(template: str) -> List[str]:
+    """The field names of an f-string template, in order of first use; ``ValueError`` if it does not parse."""
+    names: List[str] = []
+    for _, field, _, _ in string.Formatter().parse(template):
+        if field is not None and field not in names:
+            names.append(field)
+    return names
+
+
+def check_instruction_template(template: str, required: Sequence[str], what: str) -> None:
+    """Raise ``ValueError`` naming what is wrong with a user's critique/edit instruction template."""
+    try:
+        fields = placeholders(template)
+    except ValueError as exc:
+        raise ValueError(f"the {what} template is not a valid str.format template: {exc}") from None
+    missing = [name for name in required if name not in fields]
+    unknown = [name for name in fields if name not in required]
+    if missing:
+        raise ValueError(f"the {what} template must use the fields {missing} (it may use {list(required)})")
+    if unknown:
+        raise ValueError(f"the {what} template uses unknown fields {unknown}; known: {list(required)}")
+
+
+def render_prompts(prompts: Mapping[str, str]) -> str:
+    return "\n\n".join(f'Template "{name}":\n<prompt>\n{text}\n</prompt>' for name, text in prompts.items())
+
+
+def _message_text(message: Mapping[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, list):
+        content = "".join(str(part.get("text", "")) for part in content if isinstance(part, Mapping))
+    text = str(content) if content else ""
+    calls = message.get("tool_calls") or []
+    for call in calls:
+        function = call.get("function", {}) if isinstance(call, Mapping) else {}
+        text += f"\n[calls tool {function.get('name')}({function.get('arguments')})]"
+    return text.strip()
+
+
+def render_experiments(experiments: Sequence[Experiment], *, max_chars_per_run: int = 1500) -> str:
+    """The runs as the critique sees them: the last LLM call's conversation of each, and its reward."""
+    blocks: List[str] = []
+    for index, experiment in enumerate(experiments, 1):
+        reward = "failed (no reward)" if experiment.reward is None else f"{experiment.reward:.2f}"
+        lines = [f"### Run {index}: reward {reward}", f"Task: {json.dumps(experiment.task, default=str)[:300]}"]
+        for message in experiment.messages:
+            lines.append(f"{message.get('role', '?')}: {_message_text(message)}")
+        text = "\n".join(lines)
+        if len(text) > max_chars_per_run:
+            text = text[: max_chars_per_run // 2] + "\n[...]\n" + text[-max_chars_per_run // 2 :]
+        blocks.append(text)
+    return "\n\n".join(blocks) if blocks else "(no runs finished)"
+
+
+def check_edited_prompt(reply: str, original: str, *, max_chars: int) -> str:
+    """The new template in an optimizer ``reply``, or :class:`EditRejected` with the reason.
+
+    Rejected: an empty reply, one that is not a prompt (a refusal, no words, braces that do not
+    parse as an f-string template, the original unchanged), one over ``max_chars``, and one that
+    drops or adds placeholders (the agent fills exactly the original's).
+    """
+    text = reply.strip()
+    tagged = _PROMPT_TAGS.search(text)
+    if tagged:
+        text = tagged.group(1).strip()
+    fenced = _FENCE.match(text)
+    if fenced:
+        text = fenced.group(1).strip()
+    if not text:
+        raise EditRejected("empty reply")
+    if text.lower().startswith(_REFUSALS) or not re.search(r"[A-Za-z]{2,}", text):
+        raise EditRejected(f"not a prompt: {text[:80]!r}")
+    if len(text) > max_chars:
+        raise EditRejected(f"over-long: {len(text)} characters > {max_chars}")
+    try:
+        fields = placeholders(text)
+    except ValueError as exc:
+        raise EditRejected(f"not a prompt: its braces do not parse as a template ({exc})") from None
+    wanted = placeholders(original)
+    dropped = [name for name in wanted if name not in fields]
+    if dropped:
+        raise EditRejected(f"drops placeholders {['{' + n + '}' for n in dropped]}")
+    added = [name for name in fields if name not in wanted]
+    if added:
+        raise EditRejected(f"adds placeholders {['{' + n + '}' for n in added]} the agent does not fill")
+    if text == original.strip():
+        raise EditRejected("not an edit: the prompt is unchanged")
+    return text

@@ -1,0 +1,20 @@
+"""The plugin module (entry point ``agentlightning``): the ``agl export-dataset`` command.
+
+The SFT algorithm itself is the ``sft`` entry point of ``agentlightning.algorithms``, imported only
+when asked for; this module imports neither torch nor the algorithm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from agentlightning import hookimpl
+from agentlightning.hookspecs import AddCommand
+from agentlightning.plugins import LazyObject
+
+__all__ = ["agl_register_commands"]
+
+
+@hookimpl
+def agl_register_commands(register: Callable[[str, AddCommand], None]) -> None:
+    register("export-dataset", LazyObject("agentlightning_sft.cli:add_parser"))

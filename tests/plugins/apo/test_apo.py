@@ -1,0 +1,400 @@
+"""APO end to end with a scripted optimizer LLM: a real Trainer, runners, LLM proxy and SQLite store.
+
+The agent (apo_test_support.TwoPromptAgent) calls a fake OpenAI server through the proxy and is
+rewarded by the words its prompts contain, so every scripted edit has a known score.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List
+
+import pytest
+from apo_test_support import SEED_SYSTEM, SEED_USER, TRAIN, VAL, TwoPromptAgent, initial_resources
+
+import agentlightning as agl
+from agentlightning.cli import main as agl_main
+from agentlightning.store import open_store
+from agentlightning_apo import APO, METADATA_KEY, OptimizerEndpointError, check_edited_prompt
+from agentlightning_apo.prompts import EditRejected
+from agentlightning_testing.fake_openai import FakeOpenAIServer, FakeReply
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture
+def agent_llm() -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer(default_text="Here is my answer.") as server:
+        yield server
+
+
+@pytest.fixture
+def optimizer_llm() -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer(models=["optimizer"]) as server:
+        yield server
+
+
+def _apo(optimizer: FakeOpenAIServer, **overrides: Any) -> APO:
+    settings: Dict[str, Any] = {
+        "optimizer": {"base_url": optimizer.base_url, "model": "optimizer"},
+        "beam_width": 2,
+        "branch_factor": 1,
+        "rounds": 2,
+        "gradient_batch_size": 2,
+        "optimizer_concurrency": 1,  # the scripted replies are consumed in a known order
+        "progress": False,
+    }
+    settings.update(overrides)
+    return APO(**settings)
+
+
+def _fit(algorithm: APO, agent_llm: FakeOpenAIServer, tmp_path: Path, train: Any = TRAIN) -> str:
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    runner = agl.LitAgentRunner(agl.OtelTracer(), concurrency=8)
+    with agl.Trainer(
+        algorithm=algorithm,
+        runner=runner,
+        store=uri,
+        run_dir=tmp_path,
+        initial_resources=initial_resources(agent_llm.base_url),
+    ) as trainer:
+        trainer.fit(TwoPromptAgent(), train, val_dataset=VAL)
+    return uri
+
+
+def _store_view(uri: str) -> Dict[str, Any]:
+    async def read() -> Dict[str, Any]:
+        store = open_store(uri)
+        try:
+            rollouts = list(await store.query_rollouts())
+            latest = await store.get_latest_resources()
+            journal = [r for r in rollouts if ((r.metadata or {}).get(METADATA_KEY) or {}).get("journal")]
+            records: List[Any] = []
+            for rollout in journal:
+                records += [
+                    (s.name, json.loads(s.attributes["agentlightning.apo.record"]))
+                    for s in await store.query_spans(rollout.rollout_id)
+                ]
+            return {"rollouts": rollouts, "latest": latest, "journal": journal, "records": records}
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def _evaluation_rollouts(view: Dict[str, Any]) -> List[Any]:
+    return [r for r in view["rollouts"] if ((r.metadata or {}).get(METADATA_KEY) or {}).get("prompt_key")]
+
+
+CAREFUL = "You are a careful assistant."
+CAREFUL_UNITS = "You are a careful assistant. Always give the units."
+USER_UNITS = "Question: {question}\nState the units."
+
+
+def _script_two_rounds(optimizer: FakeOpenAIServer) -> None:
+    optimizer.enqueue(
+        # round 1, parent seed: the system edit is good, the user edit drops {question}
+        FakeReply.text("The agent is not careful."),
+        FakeReply.text(f"<prompt>{CAREFUL}</prompt>"),
+        FakeReply.text("<prompt>Answer now.</prompt>"),
+        # round 2, parent r1-p0-b0 (0.5): units in the system prompt; an empty user edit
+        FakeReply.text("The agent forgets units."),
+        FakeReply.text(f"```\n{CAREFUL_UNITS}\n```"),
+        FakeReply.text(""),
+        # round 2, parent seed (0.0): a refusal for the system prompt, units in the user prompt
+        FakeReply.text("Mention units."),
+        FakeReply.text("I'm sorry, I cannot rewrite prompts."),
+        FakeReply.text(f"<prompt>{USER_UNITS}</prompt>"),
+    )
+
+
+def test_beam_search_over_two_templates_publishes_and_exports_the_best(
+    agent_llm: FakeOpenAIServer, optimizer_llm: FakeOpenAIServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _script_two_rounds(optimizer_llm)
+    algorithm = _apo(optimizer_llm)
+    uri = _fit(algorithm, agent_llm, tmp_path)
+
+    assert optimizer_llm.pending == 0 and len(optimizer_llm.requests) == 9
+    by_id = {c.id: c for c in algorithm.candidates}
+    assert [c.id for c in algorithm.candidates] == ["seed", "r1-p0-b0", "r2-p0-b0", "r2-p1-b0"]
+    assert [by_id[i].score for i in ("seed", "r1-p0-b0", "r2-p0-b0", "r2-p1-b0")] == [0.0, 0.5, 1.0, 0.5]
+    assert [r["beam"] for r in algorithm.round_records] == [["seed"], ["r1-p0-b0", "seed"], ["r2-p0-b0", "r1-p0-b0"]]
+    assert by_id["r2-p1-b0"].parent == "seed" and by_id["r2-p0-b0"].parent == "r1-p0-b0"
+    assert by_id["r2-p1-b0"].outcome == "dropped"  # ties with r1-p0-b0 (0.5): the older one stays
+    # Bad replies are discarded with their reasons; the branch keeps the parent's version.
+    assert "drops placeholders" in by_id["r1-p0-b0"].rejected["user_prompt"]
+    assert by_id["r1-p0-b0"].prompts == {"system_prompt": CAREFUL, "user_prompt": SEED_USER}
+    assert by_id["r2-p0-b0"].rejected == {"user_prompt": "empty reply"}
+    assert by_id["r2-p1-b0"].rejected["system_prompt"].startswith("not a prompt")
+    assert algorithm.get_best_prompts() == {"system_prompt": CAREFUL_UNITS, "user_prompt": SEED_USER}
+
+    # The critique saw the agent's messages (through the proxy and TraceToMessages) and rewards.
+    critique_request = optimizer_llm.requests[0]["messages"][0]["content"]
+    assert SEED_SYSTEM in critique_request and "Question: train" in critique_request
+    assert "Here is my answer." in critique_request and "reward 0.00" in critique_request
+    edit_request = optimizer_llm.requests[1]["messages"][0]["content"]
+    assert "The agent is not careful." in edit_request and '"system_prompt"' in edit_request
+
+    view = _store_view(uri)
+    latest = view["latest"]
+    assert latest.resources_id == algorithm.best_resources_id
+    assert latest.resources["system_prompt"].template == CAREFUL_UNITS
+    assert latest.resources["user_prompt"].template == SEED_USER
+    assert latest.resources["main_llm"].endpoint == agent_llm.base_url  # the user's LLM, not the run's proxy
+    evaluations = _evaluation_rollouts(view)
+    assert len(evaluations) == algorithm.budget.rollouts
+    assert all(r.status == "succeeded" for r in evaluations)
+    names = [name for name, _ in view["records"]]
+    assert names.count("agentlightning.apo.optimizer_call") == 9
+    assert names.count("agentlightning.apo.round") == 3 and "agentlightning.apo.result" in names
+
+    folder = tmp_path / "apo"
+    best = json.loads((folder / "best_prompts.json").read_text())
+    assert best["prompts"]["system_prompt"] == CAREFUL_UNITS and best["best_score"] == 1.0
+    assert "r2-p0-b0" in (folder / "rounds.md").read_text()
+    assert len((folder / "candidates.jsonl").read_text().splitlines()) == 4
+    assert (folder / "scores.png").stat().st_size > 0
+
+    capsys.readouterr()
+    assert agl_main(["export", "--store", uri, "--what", "prompts"]) == 0
+    printed = capsys.readouterr().out
+    assert CAREFUL_UNITS in printed and SEED_USER in printed
+    out = tmp_path / "prompts.json"
+    assert agl_main(["export", "--store", uri, "--what", "prompts", "--output", str(out)]) == 0
+    assert json.loads(out.read_text())["prompts"] == {"system_prompt": CAREFUL_UNITS, "user_prompt": SEED_USER}
+
+
+def test_in_turn_edits_one_template_per_round(
+    agent_llm: FakeOpenAIServer, optimizer_llm: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    optimizer_llm.enqueue(
+        FakeReply.text("Be careful."),
+        FakeReply.text(CAREFUL),
+        FakeReply.text("Give units."),
+        FakeReply.text(USER_UNITS),
+    )
+    algorithm = _apo(optimizer_llm, mode="in_turn", beam_width=1)
+    _fit(algorithm, agent_llm, tmp_path)
+    assert len(optimizer_llm.requests) == 4
+    edited = {c.id: c.edited for c in algorithm.candidates}
+    assert edited == {"seed": [], "r1-p0-b0": ["system_prompt"], "r2-p0-b0": ["user_prompt"]}
+    assert '"user_prompt"' in optimizer_llm.requests[3]["messages"][0]["content"]
+    assert algorithm.get_best_prompts() == {"system_prompt": CAREFUL, "user_prompt": USER_UNITS}
+    assert algorithm.best is not None and algorithm.best.score == 1.0
+
+
+def test_cached_rollouts_are_not_played_twice(
+    agent_llm: FakeOpenAIServer, optimizer_llm: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    optimizer_llm.enqueue(
+        FakeReply.text("Be careful."),
+        FakeReply.text(CAREFUL),
+        FakeReply.text("Answer:"),  # drops {question}
+        FakeReply.text("Be careful, really."),
+        FakeReply.text(CAREFUL),  # the same prompt set as branch 0
+        FakeReply.text(SEED_USER),  # unchanged
+    )
+    algorithm = _apo(optimizer_llm, beam_width=1, branch_factor=2, rounds=1)
+    uri = _fit(algorithm, agent_llm, tmp_path, train=TRAIN[:2])
+    # Both branches of the seed draw the same 2 training tasks: played once, read twice.
+    evaluations = _evaluation_rollouts(_store_view(uri))
+    train = [r for r in evaluations if r.mode == "train"]
+    assert len(train) == 2 and algorithm.cache_hits >= 2
+    by_id = {c.id: c for c in algorithm.candidates}
+    assert by_id["r1-p0-b1"].outcome == "duplicate of an earlier prompt set"
+    assert by_id["r1-p0-b1"].rejected == {"user_prompt": "not an edit: the prompt is unchanged"}
+    assert len([r for r in evaluations if r.mode == "val"]) == 2 * len(VAL)  # seed and one candidate
+    assert algorithm.budget.rollouts == len(evaluations) == 2 + 2 * len(VAL)
+
+
+def test_the_rollout_budget_stops_the_run_cleanly(
+    agent_llm: FakeOpenAIServer, optimizer_llm: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    _script_two_rounds(optimizer_llm)
+    # seed validation (3) + round 1 training (2) fit; round 1's validation (3 more) does not.
+    algorithm = _apo(optimizer_llm, max_rollouts=len(VAL) + 2)
+    uri = _fit(algorithm, agent_llm, tmp_path)
+    assert algorithm.stop_reason is not None and "rollout budget" in algorithm.stop_reason
+    view = _store_view(uri)
+    assert len(_evaluation_rollouts(view)) == len(VAL) + 2
+    assert algorithm.get_best_prompts() == {"system_prompt": SEED_SYSTEM, "user_prompt": SEED_USER}
+    assert view["latest"].resources["system_prompt"].template == SEED_SYSTEM
+    assert {c.id: c.outcome for c in algorithm.candidates}["r1-p0-b0"].startswith("not scored")
+
+
+@pytest.mark.parametrize(
+    ("limits", "calls", "reason"),
+    [({"max_optimizer_calls": 2}, 2, "optimizer call budget"), ({"max_tokens": 1}, 1, "optimizer token budget")],
+)
+def test_optimizer_budgets_stop_the_run_cleanly(
+    agent_llm: FakeOpenAIServer,
+    optimizer_llm: FakeOpenAIServer,
+    tmp_path: Path,
+    limits: Dict[str, int],
+    calls: int,
+    reason: str,
+) -> None:
+    _script_two_rounds(optimizer_llm)
+    algorithm = _apo(optimizer_llm, **limits)
+    _fit(algorithm, agent_llm, tmp_path)
+    assert len(optimizer_llm.requests) == calls
+    assert algorithm.stop_reason is not None and reason in algorithm.stop_reason
+    assert algorithm.best is not None and algorithm.best.id == "seed"
+    assert (tmp_path / "apo" / "best_prompts.json").exists()
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_an_unreachable_optimizer_stops_the_run_naming_it(agent_llm: FakeOpenAIServer, tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    algorithm = APO(optimizer={"base_url": url, "model": "optimizer"}, gradient_batch_size=2, progress=False)
+    with pytest.raises(OptimizerEndpointError, match="127.0.0.1") as raised:
+        _fit(algorithm, agent_llm, tmp_path)
+    assert url in str(raised.value) and "unreachable" in str(raised.value)
+    view = _store_view(f"sqlite:///{tmp_path / 'store.db'}")
+    # What was done before the failure is in the store: the seed's validation and the training rollouts.
+    assert len(_evaluation_rollouts(view)) == len(VAL) + 2 * 2
+    assert "agentlightning.apo.stopped" in [name for name, _ in view["records"]]
+
+
+def test_an_optimizer_that_does_not_answer_in_time_stops_the_run(
+    agent_llm: FakeOpenAIServer, optimizer_llm: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    optimizer_llm.enqueue(FakeReply.text("late", delay=3), FakeReply.text("late", delay=3))
+    algorithm = _apo(optimizer_llm, optimizer_timeout=0.5)
+    with pytest.raises(OptimizerEndpointError, match="did not answer within 0.5 s"):
+        _fit(algorithm, agent_llm, tmp_path)
+    assert optimizer_llm.base_url in str(algorithm.stop_reason)
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="critique template must use the fields"):
+        APO(critique_template="Improve {prompts}.")
+    with pytest.raises(ValueError, match="unknown fields"):
+        APO(edit_template="{name} {prompt} {critique} {placeholders} {extra}")
+    with pytest.raises(ValueError, match="beam_width"):
+        APO(beam_width=0)
+    with pytest.raises(ValueError, match="http"):
+        APO(optimizer={"base_url": "localhost:1", "model": "m"})
+
+
+def test_apo_is_found_by_name_and_by_its_0_3_path() -> None:
+    from agentlightning.algorithm.apo import APO as Legacy
+
+    assert Legacy is APO
+    assert isinstance(agl.Trainer(algorithm="apo").algorithm, APO)
+    assert isinstance(agl.APO(progress=False), APO)
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        ("   ", "empty reply"),
+        ("I'm sorry, I can't.", "not a prompt"),
+        ("Question {question", "not a prompt"),
+        ("Tell me: {topic}", "drops placeholders"),
+        ("Q: {question} {answer}", "adds placeholders"),
+        ("Q: {question} " + "x" * 100, "over-long"),
+        ("Q: {question}", "not an edit"),
+    ],
+)
+def test_bad_edits_are_rejected_with_a_reason(reply: str, reason: str) -> None:
+    with pytest.raises(EditRejected, match=reason):
+        check_edited_prompt(reply, "Q: {question}", max_chars=60)
+    assert check_edited_prompt("<prompt>\nQ: {question}\nBe brief.\n</prompt>", "Q: {question}", max_chars=60) == (
+        "Q: {question}\nBe brief."
+    )
+
+
+# -- resume after a kill ------------------------------------------------------------------------------
+
+RESUMABLE_RUN = """
+import sys
+sys.path.insert(0, {here!r})
+import agentlightning as agl
+from agentlightning_apo import APO
+from apo_test_support import TRAIN, VAL, TwoPromptAgent, initial_resources
+
+algorithm = APO(
+    optimizer={{"base_url": {optimizer!r}, "model": "optimizer"}}, beam_width=2, branch_factor=1, rounds=2,
+    gradient_batch_size=2, optimizer_concurrency=1, progress=False,
+)
+runner = agl.LitAgentRunner(agl.OtelTracer(), concurrency=8)
+trainer = agl.Trainer(algorithm=algorithm, runner=runner, store={uri!r}, run_dir={run_dir!r},
+                      initial_resources=initial_resources({agent!r}))
+trainer.fit(TwoPromptAgent(), TRAIN, val_dataset=VAL, resume={resume})
+trainer.close()
+print("BEST", algorithm.best.id, algorithm.best.score, "HITS", algorithm.cache_hits)
+"""
+
+
+def _launch(uri: str, tmp_path: Path, agent: FakeOpenAIServer, optimizer: FakeOpenAIServer, resume: bool) -> Any:
+    script = RESUMABLE_RUN.format(
+        here=str(HERE),
+        optimizer=optimizer.base_url,
+        uri=uri,
+        run_dir=str(tmp_path),
+        agent=agent.base_url,
+        resume=resume,
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def test_a_run_killed_midway_resumes_from_the_store(optimizer_llm: FakeOpenAIServer, tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    # A slow agent LLM keeps round 1's validation in flight after its optimizer calls: the kill lands there.
+    with FakeOpenAIServer(default_text="Here is my answer.", default_delay=1.5) as agent:
+        _script_two_rounds(optimizer_llm)
+        process = _launch(uri, tmp_path, agent, optimizer_llm, resume=False)
+        deadline = time.monotonic() + 90
+        try:
+            while time.monotonic() < deadline and process.poll() is None and len(optimizer_llm.requests) < 3:
+                time.sleep(0.05)
+            time.sleep(0.5)  # the third reply is journaled right after it arrives
+            assert process.poll() is None, process.communicate()[1].decode()[-3000:]
+            process.send_signal(signal.SIGKILL)
+        finally:
+            process.wait(timeout=30)
+        before = _store_view(uri)
+        calls_before = [r for name, r in before["records"] if name == "agentlightning.apo.optimizer_call"]
+        assert len(calls_before) == 3 and "agentlightning.apo.result" not in [n for n, _ in before["records"]]
+        played_before = {r.rollout_id for r in _evaluation_rollouts(before) if r.status == "succeeded"}
+
+        resumed = _launch(uri, tmp_path, agent, optimizer_llm, resume=True)
+        out, err = resumed.communicate(timeout=100)
+        assert resumed.returncode == 0, err.decode()[-3000:]
+    # The same result as an uninterrupted run, with the 6 remaining optimizer calls and no repeated rollout.
+    assert "BEST r2-p0-b0 1.0" in out.decode()
+    assert len(optimizer_llm.requests) == 9 and optimizer_llm.pending == 0
+    after = _store_view(uri)
+    assert len(after["journal"]) == 1
+    names = [name for name, _ in after["records"]]
+    assert names.count("agentlightning.apo.optimizer_call") == 9 and names.count("agentlightning.apo.round") == 3
+    evaluations = _evaluation_rollouts(after)
+    keys = [
+        (r.metadata[METADATA_KEY]["prompt_key"], r.metadata[METADATA_KEY]["task_key"], r.metadata[METADATA_KEY]["mode"])
+        for r in evaluations
+        if r.status == "succeeded"
+    ]
+    assert len(keys) == len(set(keys))  # no (prompt set, task) was played twice to success
+    assert played_before <= {r.rollout_id for r in evaluations}
+    assert after["latest"].resources["system_prompt"].template == CAREFUL_UNITS
