@@ -8,8 +8,8 @@ import pytest
 import torch
 from grpo_test_support import VOCAB_SIZE, make_tiny_model
 
-from agentlightning_grpo.batch import MicroBatch
 from agentlightning_embedded.backend import share_base_weights
+from agentlightning_grpo.batch import MicroBatch
 from agentlightning_grpo.update import MIN_SHARED_PREFIX, shared_prefix_length, token_logprobs
 
 
