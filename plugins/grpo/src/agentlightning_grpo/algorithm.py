@@ -41,6 +41,7 @@ from agentlightning.types import Dataset, EnqueueRolloutRequest, Rollout, Rollou
 
 from .advantages import RolloutReward, compute_group_advantages
 from .config import GRPOConfig
+from .memory import release_freed_memory
 from .policy import TrainablePolicy, checkpoint_dir, latest_checkpoint
 from .run_log import MetricsLog, plot_curves
 
@@ -351,6 +352,7 @@ class GRPO(Algorithm):
         }
         assert self.log is not None
         self.log.append(record)
+        release_freed_memory()
         return record
 
     async def _train_step(
@@ -384,6 +386,7 @@ class GRPO(Algorithm):
         )
         trained = [s for s in sequences if s.rollout_id in advantages.advantages]
         metrics = await asyncio.to_thread(policy.update, trained, advantages.advantages)
+        release_freed_memory()  # the update's activations, before decoding needs memory again
         if not metrics.skipped:
             await asyncio.to_thread(self._push, server, policy, proxy, run_dir)
         await asyncio.to_thread(self._checkpoint, policy, run_dir, step)
@@ -402,6 +405,7 @@ class GRPO(Algorithm):
         }
         assert self.log is not None
         self.log.append(record)
+        release_freed_memory()
         return record
 
     def _checkpoint(self, policy: TrainablePolicy, run_dir: Path, step: int) -> None:

@@ -16,14 +16,15 @@ import math
 import operator
 import random
 import re
-import sys
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import agentlightning as agl
+
+from .memory import limit_heap_growth
 
 __all__ = [
     "CALCULATOR_TOOL",
@@ -163,14 +164,17 @@ _SUM_TEMPLATES = [
 PROBLEM_KINDS = ("sum", "product_2x1", "product_3x2")
 
 
-def make_problems(n: int, *, seed: int) -> List[Dict[str, Any]]:
+def make_problems(n: int, *, seed: int, kinds: Sequence[str] = PROBLEM_KINDS) -> List[Dict[str, Any]]:
     """``n`` word problems cycling through three kinds, by how often the base model solves them at
     temperature 1 (about 50%, 30% and 15%): 2-digit sums, 2-digit by 1-digit products and 3-digit by
-    2-digit products. Each problem carries its ``kind`` for per-kind figures."""
+    2-digit products (``kinds`` picks which). Each problem carries its ``kind`` for per-kind figures."""
+    unknown = sorted(set(kinds) - set(PROBLEM_KINDS))
+    if unknown or not kinds:
+        raise ValueError(f"problem kinds must be among {PROBLEM_KINDS}, got {list(kinds)}")
     draw = random.Random(seed)
     problems = []
     for index in range(n):
-        kind = PROBLEM_KINDS[index % len(PROBLEM_KINDS)]
+        kind = kinds[index % len(kinds)]
         if kind == "sum":
             a, b = draw.randint(10, 99), draw.randint(10, 99)
             question, answer = draw.choice(_SUM_TEMPLATES).format(a=a, b=b), a + b
@@ -184,10 +188,13 @@ def make_problems(n: int, *, seed: int) -> List[Dict[str, Any]]:
     return problems
 
 
-def split_problems(train_size: int, val_size: int, *, seed: int) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
-    """Training and held-out problems of one seed. No held-out problem shares its answer with any
-    training problem, so nothing learned from a training answer can score on the held-out set."""
-    train = make_problems(train_size, seed=seed + 1)
+def split_problems(
+    train_size: int, val_size: int, *, seed: int, train_kinds: Sequence[str] = PROBLEM_KINDS
+) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+    """Training and held-out problems of one seed (held-out problems of every kind). No held-out problem
+    shares its answer with any training problem, so nothing learned from a training answer can score
+    on the held-out set."""
+    train = make_problems(train_size, seed=seed + 1, kinds=train_kinds)
     seen = {p["answer"] for p in train}
     val = [p for p in make_problems(val_size * 4, seed=seed + 2) if p["answer"] not in seen]
     if len(val) < val_size:
@@ -214,12 +221,13 @@ class Recipe:
     max_tokens: int = 64
     train_size: int = 200
     dtype: str = "bfloat16"
+    train_kinds: Tuple[str, ...] = PROBLEM_KINDS
 
     def sampling(self) -> Dict[str, Any]:
         return {"temperature": self.temperature, "max_tokens": self.max_tokens}
 
     def train_problems(self, seed: int) -> List[Dict[str, Any]]:
-        return split_problems(self.train_size, self.val_size, seed=seed)[0]
+        return split_problems(self.train_size, self.val_size, seed=seed, train_kinds=self.train_kinds)[0]
 
 
 RECIPE = Recipe()
@@ -238,26 +246,6 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
-def return_freed_memory() -> None:
-    """Make glibc hand large freed blocks back to the system (Linux only; a no-op elsewhere).
-
-    Its mmap threshold adapts upwards as big blocks are freed, after which tensors of up to 32 MB come
-    from the heap and stay there once freed: over a run that alternates decoding and updates, several
-    GB of a process's RSS become free-but-held memory. A fixed threshold (which also turns the
-    adaptation off) keeps every tensor over 4 MiB in its own mapping, unmapped when it is freed.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    m_mmap_threshold = -3
-    libc.mallopt(m_mmap_threshold, 4 << 20)
-
-
 def build_parser() -> argparse.ArgumentParser:
     r = RECIPE
     parser = argparse.ArgumentParser(description="Train a calculator agent with GRPO on the embedded default model.")
@@ -270,6 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--temperature", type=float, default=r.temperature, help="Sampling temperature of training.")
     parser.add_argument("--max-tokens", type=int, default=r.max_tokens, help="Completion limit per model call.")
     parser.add_argument("--dtype", default=r.dtype, choices=["float32", "bfloat16"], help="Weights' dtype.")
+    parser.add_argument(
+        "--train-kinds",
+        nargs="+",
+        default=list(r.train_kinds),
+        choices=PROBLEM_KINDS,
+        help="Problem kinds to train on (held-out problems are of every kind).",
+    )
     parser.add_argument("--run-dir", default=None, help="Run folder (default: agl_runs/quickstart-<time>).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="Continue the run in --run-dir.")
@@ -325,8 +320,10 @@ def train_calculator(
         sampling=recipe.sampling(),
         progress=progress,
         serving=serving,
+        # One step's rollouts decode together.
+        max_batch_size=recipe.tasks_per_step * recipe.group_size,
     )
-    train, val = split_problems(recipe.train_size, recipe.val_size, seed=seed)
+    train, val = split_problems(recipe.train_size, recipe.val_size, seed=seed, train_kinds=recipe.train_kinds)
     runner = agl.LitAgentRunner(agl.OtelTracer(), concurrency=max(recipe.tasks_per_step * recipe.group_size, len(val)))
     trainer = agl.Trainer(algorithm=algorithm, runner=runner, run_dir=run_dir)
     started = time.perf_counter()
@@ -340,7 +337,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from rich.console import Console
 
-    return_freed_memory()
+    limit_heap_growth()
     quiet_libraries()
     console = Console()
     run_dir = Path(args.run_dir or f"agl_runs/quickstart-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -359,6 +356,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         temperature=args.temperature,
         max_tokens=args.max_tokens,
         dtype=args.dtype,
+        train_kinds=tuple(args.train_kinds),
     )
     run = train_calculator(
         model=model, run_dir=run_dir, recipe=recipe, seed=args.seed, resume=args.resume, serving=args.serving
