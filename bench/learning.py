@@ -23,7 +23,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 TARGET_POINTS = 15.0
 TARGET_MINUTES = 10.0
@@ -39,14 +39,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--parallel", action="store_true", help="Run the seeds at the same time (their minutes then overlap)."
     )
+    parser.add_argument(
+        "--autogroup-nice",
+        type=int,
+        default=None,
+        help="Linux: run each seed in its own session at this autogroup nice (-20..19), e.g. -15 to rank the "
+        "runs above other sessions' work on a shared machine (root to go below 0).",
+    )
     return parser
 
 
-def start_seed(seed: int, run_dir: Path, extra: List[str]) -> Dict[str, Any]:
-    """Start one ``agl quickstart`` run in a child process."""
+def start_seed(seed: int, run_dir: Path, extra: List[str], autogroup_nice: Optional[int] = None) -> Dict[str, Any]:
+    """Start one ``agl quickstart`` run in a child process (in its own session, so its own autogroup)."""
     command = [sys.executable, "-m", "agentlightning.cli", "quickstart", "--seed", str(seed), "--run-dir", str(run_dir)]
     started = {"seed": seed, "run_dir": run_dir, "load": os.getloadavg()[0], "time": time.perf_counter()}
-    started["process"] = subprocess.Popen([*command, *extra])
+    process = subprocess.Popen([*command, *extra], start_new_session=autogroup_nice is not None)
+    if autogroup_nice is not None:
+        # With the kernel's autogroups, `nice` only ranks processes within one session; this ranks the
+        # run's session against the other sessions sharing the machine.
+        Path(f"/proc/{process.pid}/autogroup").write_text(str(autogroup_nice))
+    started["process"] = process
     return started
 
 
@@ -78,6 +90,9 @@ def finish_seed(started: Dict[str, Any]) -> Dict[str, Any]:
         "steps": after["step"],
         "train_reward_by_step": [r["reward_mean"] for r in train],
         "minutes": minutes,
+        "cpu_minutes": (usage.ru_utime + usage.ru_stime) / 60,
+        "validation_seconds": [r["seconds"] for r in validations],
+        "rollout_seconds": [r["rollout_seconds"] for r in train],
         # Linux reports ru_maxrss in KiB.
         "peak_rss_gb": usage.ru_maxrss * 1024 / 1e9,
         "train_rollouts_per_min": train_rollouts / train_seconds * 60 if train_seconds else None,
@@ -91,7 +106,7 @@ def _report(result: Dict[str, Any]) -> None:
     print(
         f"seed {result['seed']}: {result['before']:.1%} -> {result['after']:.1%} ({result['points']:+.1f} points, "
         f"+{result['gained']}/-{result['lost']} problems, p = {result['p_value']:.3f}), "
-        f"{result['minutes']:.1f} min, peak RSS {result['peak_rss_gb']:.1f} GB",
+        f"{result['minutes']:.1f} min ({result['cpu_minutes']:.1f} CPU min), peak RSS {result['peak_rss_gb']:.1f} GB",
         flush=True,
     )
 
@@ -109,13 +124,13 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     results: List[Dict[str, Any]] = []
     if args.parallel:
-        runs = [start_seed(seed, out / f"seed-{seed}", extra) for seed in args.seeds]
+        runs = [start_seed(seed, out / f"seed-{seed}", extra, args.autogroup_nice) for seed in args.seeds]
         for run in runs:
             results.append(finish_seed(run))
             _report(results[-1])
     else:
         for seed in args.seeds:
-            results.append(finish_seed(start_seed(seed, out / f"seed-{seed}", extra)))
+            results.append(finish_seed(start_seed(seed, out / f"seed-{seed}", extra, args.autogroup_nice)))
             _report(results[-1])
 
     gains = [r["points"] for r in results]
@@ -124,14 +139,16 @@ def main() -> int:
     pooled_p = sign_test_p_value(gained, lost)
     print()
     print(
-        "| seed | problems | before | after | points | newly solved / failed | p (sign test) | minutes | peak RSS GB | train rollouts/min | load avg |"
+        "| seed | problems | before | after | points | newly solved / failed | p (sign test) | minutes | CPU minutes "
+        "| peak RSS GB | train rollouts/min | load avg |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in results:
         rate = r["train_rollouts_per_min"]
         print(
             f"| {r['seed']} | {r['problems']} | {r['before']:.1%} | {r['after']:.1%} | {r['points']:+.1f} | "
-            f"{r['gained']} / {r['lost']} | {r['p_value']:.3f} | {r['minutes']:.1f} | {r['peak_rss_gb']:.1f} | "
+            f"{r['gained']} / {r['lost']} | {r['p_value']:.3f} | {r['minutes']:.1f} | {r['cpu_minutes']:.1f} | "
+            f"{r['peak_rss_gb']:.1f} | "
             f"{'-' if rate is None else f'{rate:.1f}'} | {r['load_average'][0]:.1f} -> {r['load_average'][1]:.1f} |"
         )
     checks = {
@@ -153,6 +170,7 @@ def main() -> int:
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
         "recipe": {**RECIPE.__dict__, "extra_arguments": extra},
         "parallel": args.parallel,
+        "autogroup_nice": args.autogroup_nice,
         "results": results,
         "median_points": median,
         "range_points": list(spread),

@@ -120,7 +120,7 @@ class UpdateMetrics:
     truncated_sequences: int
     dropped_sequences: int
     step_time_s: float
-    # Real tokens (prompt, model and context tokens; not padding) per second of step time.
+    # Real tokens (prompt, model and context tokens; not padding) the model ran, per second of step time.
     tokens_per_s: float
     # True when there was no model token to train on: the weights and the step counter are unchanged.
     skipped: bool = False
@@ -344,7 +344,7 @@ class TrainablePolicy:
             truncated_sequences=len(prepared.truncated),
             dropped_sequences=len(prepared.dropped),
             step_time_s=elapsed,
-            tokens_per_s=prepared.tokens / elapsed if elapsed > 0 else 0.0,
+            tokens_per_s=(trained or prepared).tokens / elapsed if elapsed > 0 else 0.0,
             skipped=skipped,
             dropped_rollouts=list(prepared.dropped),
         )
