@@ -23,8 +23,8 @@ from typing import Any, Dict, List
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="Model folder (default: the embedded default model).")
-    parser.add_argument("--tasks", type=int, default=4)
-    parser.add_argument("--group-size", type=int, default=4)
+    parser.add_argument("--tasks", type=int, default=None, help="Problems (default: the recipe's tasks per step).")
+    parser.add_argument("--group-size", type=int, default=None, help="Rollouts per problem (default: the recipe's).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="Write the result here (default: bench/results/...).")
     return parser
@@ -85,9 +85,10 @@ def main(argv: Any = None) -> int:
         from agentlightning_embedded.default_model import ensure_default_model
 
         model = str(ensure_default_model())
-    tasks = RECIPE.train_problems(args.seed)[: args.tasks]
+    tasks = RECIPE.train_problems(args.seed)[: args.tasks or RECIPE.tasks_per_step]
+    group_size = args.group_size or RECIPE.group_size
     sizes = (0, DEFAULT_PREFIX_CACHE_BYTES)
-    results = [measure(model, tasks, args.group_size, size) for size in sizes]
+    results = [measure(model, tasks, group_size, size) for size in sizes]
     print("| prefix cache | rollouts | seconds | rollouts/min | prompt tokens | prefilled | load avg |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in results:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import ctypes
 import sys
+import threading
+from contextlib import contextmanager
 from functools import lru_cache
-from typing import Optional
+from typing import Iterator, Optional
 
-__all__ = ["limit_heap_growth", "release_freed_memory"]
+__all__ = ["limit_heap_growth", "release_freed_memory", "releasing_freed_memory"]
 
 _M_ARENA_MAX = -8
 _M_MMAP_THRESHOLD = -3
@@ -44,3 +46,28 @@ def release_freed_memory() -> None:
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+@contextmanager
+def releasing_freed_memory(every_s: float = 2.0) -> Iterator[None]:
+    """Call :func:`release_freed_memory` every ``every_s`` seconds from a daemon thread while the block runs.
+
+    Decoding frees and reallocates the KV cache's growing tensors at every step, among the prefix cache's
+    long-lived entries; without a periodic trim the freed pages stay in the process until the phase ends.
+    """
+    if _libc() is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def trim() -> None:
+        while not stop.wait(every_s):
+            release_freed_memory()
+
+    thread = threading.Thread(target=trim, name="agl-malloc-trim", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
