@@ -44,3 +44,24 @@ def test_paired_changes_and_the_exact_sign_test() -> None:
     assert sign_test_p_value(0, 0) == 1.0
     with pytest.raises(ValueError, match="differ in length"):
         paired_changes([1.0], [1.0, 0.0])
+
+
+def test_training_can_keep_to_some_kinds_while_held_out_problems_keep_every_kind() -> None:
+    train, val = split_problems(200, 30, seed=3, train_kinds=("product_2x1", "product_3x2"))
+    assert {p["kind"] for p in train} == {"product_2x1", "product_3x2"}
+    assert {p["kind"] for p in val} == set(PROBLEM_KINDS)
+    assert not {p["answer"] for p in val} & {p["answer"] for p in train}
+    with pytest.raises(ValueError, match=r"problem kinds must be among .*'division'"):
+        make_problems(3, seed=0, kinds=("sum", "division"))
+    with pytest.raises(ValueError, match="problem kinds must be among"):
+        make_problems(3, seed=0, kinds=())
+
+
+def test_the_quickstart_cli_takes_the_recipe_options() -> None:
+    from agentlightning_grpo.quickstart import RECIPE, build_parser
+
+    args = build_parser().parse_args(["--train-kinds", "sum", "--serving", "vllm", "--dtype", "float32"])
+    assert args.train_kinds == ["sum"] and args.serving == "vllm" and args.dtype == "float32"
+    assert args.group_size == RECIPE.group_size and args.tasks_per_step == RECIPE.tasks_per_step
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--train-kinds", "division"])
