@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import os
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,6 +40,33 @@ async def _play(server_url: str, tasks: List[Dict[str, Any]], group_size: int) -
     return list(await asyncio.gather(*plays))
 
 
+class _PeakRSS:
+    """The highest resident set size of this process while it is entered (Linux; sampled every 0.2 s)."""
+
+    def __init__(self) -> None:
+        self.peak_gb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        status = Path("/proc/self/status")
+        while True:
+            if status.exists():
+                for line in status.read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        self.peak_gb = max(self.peak_gb, int(line.split()[1]) * 1024 / 1e9)
+            if self._stop.wait(0.2):
+                return
+
+    def __enter__(self) -> "_PeakRSS":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def measure(model: str, tasks: List[Dict[str, Any]], group_size: int, prefix_cache_bytes: int) -> Dict[str, Any]:
     from agentlightning_embedded.server import ModelServer
     from agentlightning_grpo.quickstart import RECIPE
@@ -54,7 +82,8 @@ def measure(model: str, tasks: List[Dict[str, Any]], group_size: int, prefix_cac
     try:
         load = os.getloadavg()[0]
         started = time.perf_counter()
-        rewards = asyncio.run(_play(server.base_url, tasks, group_size))
+        with _PeakRSS() as rss:
+            rewards = asyncio.run(_play(server.base_url, tasks, group_size))
         seconds = time.perf_counter() - started
         stats = dict(server.engine.stats)
     finally:
@@ -65,6 +94,7 @@ def measure(model: str, tasks: List[Dict[str, Any]], group_size: int, prefix_cac
         "seconds": seconds,
         "rollouts_per_min": len(rewards) / seconds * 60,
         "mean_reward": sum(rewards) / len(rewards),
+        "peak_rss_gb": rss.peak_gb,
         "load_average_before": load,
         "load_average_after": os.getloadavg()[0],
         "engine": {
@@ -77,8 +107,10 @@ def measure(model: str, tasks: List[Dict[str, Any]], group_size: int, prefix_cac
 def main(argv: Any = None) -> int:
     args = build_parser().parse_args(argv)
     from agentlightning_embedded.engine import DEFAULT_PREFIX_CACHE_BYTES
+    from agentlightning_grpo.memory import limit_heap_growth
     from agentlightning_grpo.quickstart import RECIPE, quiet_libraries
 
+    limit_heap_growth()  # as agl quickstart does
     quiet_libraries()
     model = args.model
     if model is None:
@@ -89,13 +121,13 @@ def main(argv: Any = None) -> int:
     group_size = args.group_size or RECIPE.group_size
     sizes = (0, DEFAULT_PREFIX_CACHE_BYTES)
     results = [measure(model, tasks, group_size, size) for size in sizes]
-    print("| prefix cache | rollouts | seconds | rollouts/min | prompt tokens | prefilled | load avg |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    print("| prefix cache | rollouts | seconds | rollouts/min | prompt tokens | prefilled | peak RSS GB | load avg |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in results:
         engine = r["engine"]
         print(
             f"| {'on' if r['prefix_cache_bytes'] else 'off'} | {r['rollouts']} | {r['seconds']:.0f} | "
-            f"{r['rollouts_per_min']:.1f} | {engine['prompt_tokens']} | {engine['prefilled_tokens']} | "
+            f"{r['rollouts_per_min']:.1f} | {engine['prompt_tokens']} | {engine['prefilled_tokens']} | {r['peak_rss_gb']:.1f} | "
             f"{r['load_average_before']:.1f} -> {r['load_average_after']:.1f} |"
         )
     ratio = results[1]["rollouts_per_min"] / results[0]["rollouts_per_min"]
