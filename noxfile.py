@@ -207,7 +207,7 @@ PLUGINS: list[Plugin] = [
     # Fast tests only (a stand-in plays vLLM); the real server is the opt-in `vllm` session below.
     Plugin("vllm"),
     # GRPO's update on a tiny Qwen2 built from a config (torch, transformers, peft; no downloads).
-    Plugin("grpo", needs=["embedded", "testing"], needs_torch=True),
+    Plugin("grpo", needs=["embedded", "testing", "vllm"], needs_torch=True),
     # The postgresql:// store backend against a real PostgreSQL server; the core's store suite runs
     # over it too (tests/core, so the core's test requirements and its server extra come along).
     Plugin(
@@ -549,10 +549,18 @@ def example_werewolf(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, venv_backend="virtualenv")
 def bench_learning(session: nox.Session) -> None:
-    """Learning benchmark: the quickstart's recipe run longer over several seeds (hours on a 2-core CPU)."""
+    """Learning benchmark: `agl quickstart` with its defaults over 3 seeds (about 30 minutes on a 2-core CPU)."""
     _install_torch(session)
     session.install("./core", "./plugins/embedded[default-model]", "./plugins/grpo")
     session.run("python", "bench/learning.py", *session.posargs)
+
+
+@nox.session(python=PYTHON, venv_backend="virtualenv")
+def bench_rollouts(session: nox.Session) -> None:
+    """Rollout throughput of the embedded server on the quickstart's agent, prefix cache off and on."""
+    _install_torch(session)
+    session.install("./core", "./plugins/embedded[default-model]", "./plugins/grpo")
+    session.run("python", "bench/rollout_throughput.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -310,3 +310,49 @@ def test_a_rollout_with_several_sequences_trains_and_scores_each(
     assert [value is None for value in scored[1]] == [bit == 0 for bit in second.loss_mask]
     metrics = policy.update([first, second], {"shared": 1.0})
     assert metrics.sequences == 2 and metrics.loss_tokens == 5 + 3 + 3
+
+
+def test_zero_advantage_sequences_skip_the_model_but_keep_the_gradient(
+    sequence_factory: Callable[..., TokenSequence],
+) -> None:
+    from agentlightning_grpo.update import clipped_policy_loss, token_logprobs
+
+    sequences = [
+        sequence_factory(f"r{i}", prompt_length=4, segments=[3 + i, 2, 4], seed=i, logprob=-6.0) for i in range(4)
+    ]
+    advantages = {"r0": 1.0, "r1": 0.0, "r2": -0.5, "r3": 0.0}
+    skipping, reference = _policy(max_grad_norm=None), _policy(max_grad_norm=None)
+    gradients = _accumulated_gradients(skipping)
+    metrics = skipping.update(sequences, advantages)
+    # Two of the four sequences ran (one micro-batch), but N counts every model token of the step.
+    assert metrics.sequences == 4 and metrics.micro_batches == 1
+
+    # The reference: every sequence through the model, the loss divided by the same N.
+    prepared = reference.prepare(sequences, advantages)
+    assert metrics.loss_tokens == prepared.loss_tokens
+    reference.model.train()
+    for micro_batch in prepared.micro_batches:
+        logprobs, _ = token_logprobs(reference.model, micro_batch, selection=reference.logit_selection)
+        terms = clipped_policy_loss(logprobs, micro_batch, clip_eps_low=0.2, clip_eps_high=0.2)
+        (terms.loss_sum / prepared.loss_tokens).backward()
+    expected = {name: param.grad for name, param in reference.model.named_parameters() if param.requires_grad}
+    assert expected.keys() == gradients.keys()
+    scale = max(float(grad.abs().max()) for grad in expected.values() if grad is not None)
+    assert scale > 0
+    for name, grad in expected.items():
+        assert grad is not None
+        torch.testing.assert_close(gradients[name], grad, atol=1e-5 * scale, rtol=1e-4, msg=name)
+
+
+def test_a_step_of_only_zero_advantages_still_takes_the_optimizer_step(
+    sequence_factory: Callable[..., TokenSequence],
+) -> None:
+    sequences = [sequence_factory(f"r{i}", prompt_length=4, segments=[3, 2], seed=i) for i in range(2)]
+    policy = _policy()
+    policy.update(sequences, {"r0": 1.0, "r1": -1.0})
+    before = _snapshot(policy)
+    metrics = policy.update(sequences, {"r0": 0.0, "r1": 0.0})
+    # No forward ran, yet Adam's momentum from the first step moves the adapter, as a zero gradient would.
+    assert metrics.micro_batches == 0 and not metrics.skipped and policy.step == 2
+    moved = [name for name, value in _snapshot(policy).items() if not torch.equal(value, before[name])]
+    assert moved and all("lora_" in name for name in moved)

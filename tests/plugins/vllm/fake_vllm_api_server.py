@@ -8,7 +8,8 @@ check that stopping the server ends the whole process group.
 
 ``$FAKE_VLLM_MODE``: ``ok`` (default), ``crash`` (print an error and exit 3), ``hang`` (never listen),
 ``ignore_term`` (ignore SIGTERM), ``port_taken_once`` (the first launch fails like a port clash).
-``$FAKE_VLLM_RELOAD=fail`` makes ``/collective_rpc`` answer 500.
+``$FAKE_VLLM_RELOAD=fail`` makes ``/collective_rpc`` answer 500. Chat completions alternate between two
+fixed replies, with token ids and logprobs, enough for GRPO to train on.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def main() -> None:
 
     served = args.served_model_name or args.model
     adapters: Set[str] = set()
+    replies = [0]
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *log_args: Any) -> None:
@@ -97,6 +99,32 @@ def main() -> None:
                 self._answer(200, {"object": "list", "data": data})
             else:
                 self._answer(404, {"error": "not found"})
+
+        def _chat(self, body: Dict[str, Any]) -> None:
+            """A reply that alternates between two fixed texts, with token ids and logprobs as vLLM reports
+            them when asked (``return_token_ids``, ``logprobs``); small ids fit any tokenizer."""
+            if body.get("model") not in {served, *adapters}:
+                self._answer(404, {"error": f"model {body.get('model')!r} is not served"})
+                return
+            replies[0] += 1
+            text, ids = ("aeiou", [5, 6, 7]) if replies[0] % 2 else ("xyz", [8, 9, 10])
+            choice: Dict[str, Any] = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop",
+                "logprobs": {"content": [{"token": str(i), "logprob": -1.0} for i in ids]},
+            }
+            payload: Dict[str, Any] = {
+                "id": f"chatcmpl-{replies[0]}",
+                "object": "chat.completion",
+                "model": body["model"],
+            }
+            if body.get("return_token_ids"):
+                choice["token_ids"] = ids
+                payload["prompt_token_ids"] = [1, 2, 3, 4]
+            payload["choices"] = [choice]
+            payload["usage"] = {"prompt_tokens": 4, "completion_tokens": len(ids), "total_tokens": 4 + len(ids)}
+            self._answer(200, payload)
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
@@ -120,6 +148,8 @@ def main() -> None:
                     self._answer(500, {"error": "reload failed"})
                     return
                 self._answer(200, {"results": [None]})
+            elif route == "/v1/chat/completions":
+                self._chat(body)
             elif route == "/reset_prefix_cache":
                 self._answer(200, {"success": True})
             else:

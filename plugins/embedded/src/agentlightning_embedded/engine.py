@@ -9,6 +9,14 @@ request that arrives while a batch is running joins it at the next step (continu
 prefilled on its own and its cache is left-padded to line up with the batch's. Finished rows leave at
 once, and padding no row needs any more is trimmed.
 
+Prefix cache: agents send the same long system and tool prompt with every request, and each turn of a
+conversation extends the previous one. The KV of every prefilled prompt and of every finished choice
+(prompt plus generated tokens) is kept in a :class:`PrefixCache` bounded in bytes (least recently used
+entries go first); a new prompt reuses the longest prefix it shares with any entry and only its
+remaining tokens are prefilled. Requests starting together (or joining a running batch together) are
+prefilled in one forward pass, each row with its own reused prefix. The cache is emptied whenever the
+weights change, so reused keys and values always come from the weights that generate.
+
 Weight swaps (:meth:`GenerationEngine.load_weights`, :meth:`~GenerationEngine.load_lora`, ...) run on the
 same thread when no row is in flight: once a swap is queued, no new request joins the running batch, the
 batch finishes, the swap applies, and then the waiting requests start. A sequence is therefore always
@@ -24,10 +32,12 @@ This module imports torch; :mod:`agentlightning` itself never imports it.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,10 +50,12 @@ from agentlightning_embedded.protocol import SamplingParams
 from agentlightning_embedded.text import IncrementalDetokenizer, StopStringMatcher
 
 __all__ = [
+    "DEFAULT_PREFIX_CACHE_BYTES",
     "EngineClosedError",
     "GenerationEngine",
     "GenerationHandle",
     "GenerationResult",
+    "PrefixCache",
     "PromptTooLongError",
     "SamplingParams",
     "TokenStep",
@@ -54,6 +66,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# 512 MiB hold about 20k tokens of Qwen2.5-0.5B's float32 KV (24 layers x 2 KV heads x 64 dims).
+DEFAULT_PREFIX_CACHE_BYTES = 512 * 2**20
 
 DTYPES: Dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -136,6 +151,7 @@ class _Row:
         self.params = handle.params
         self.max_tokens = max_tokens
         self.generated = 0
+        self.token_ids: List[int] = []
         self.finished = False
         self.detokenizer = IncrementalDetokenizer(decode)
         self.stops = StopStringMatcher(self.params.stop)
@@ -182,10 +198,7 @@ class _Batch:
 
     def can_merge(self) -> bool:
         """Rows can join only a plain dynamic cache (full attention layers holding ``keys``/``values``)."""
-        from transformers.cache_utils import DynamicLayer
-
-        layers: List[Any] = list(getattr(self.cache, "layers", None) or [])
-        return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+        return _plain_dynamic(self.cache)
 
     def merge(self, other: _Batch) -> None:
         """Append ``other``'s rows, left-padding the shorter of the two caches so both line up."""
@@ -207,6 +220,104 @@ def _left_pad(tensor: torch.Tensor, length: int) -> torch.Tensor:
     shape = list(tensor.shape)
     shape[dim] = missing
     return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+
+LayerKV = Tuple[torch.Tensor, torch.Tensor]
+
+
+class _PrefixEntry:
+    def __init__(self, ids: torch.Tensor, layers: List[LayerKV]) -> None:
+        self.ids = ids
+        self.layers = layers  # per layer (keys, values), each [kv_heads, tokens, head_dim]
+        self.nbytes = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
+
+
+class PrefixCache:
+    """Keys and values of recently seen token sequences, bounded in bytes and entries (LRU eviction).
+
+    Causal attention makes the KV of the first ``m`` tokens depend on those tokens only, so any entry
+    that shares its first ``m`` ids with a new prompt supplies the KV of that prompt's first ``m`` tokens.
+    """
+
+    def __init__(self, max_bytes: int, *, max_entries: int = 256, min_tokens: int = 8) -> None:
+        if max_bytes < 0 or max_entries < 1:
+            raise ValueError(f"max_bytes must be >= 0 and max_entries >= 1, got {max_bytes} and {max_entries}")
+        self.max_bytes = max_bytes
+        self.max_entries = max_entries
+        self.min_tokens = min_tokens
+        self.nbytes = 0
+        self._entries: OrderedDict[int, _PrefixEntry] = OrderedDict()
+        self._next_key = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.nbytes = 0
+
+    def lookup(self, ids: Sequence[int]) -> Tuple[int, Optional[List[LayerKV]]]:
+        """The longest reusable prefix of ``ids`` (leaving at least one token to prefill) and its KV."""
+        limit = len(ids) - 1
+        if limit < self.min_tokens or not self._entries:
+            return 0, None
+        query = torch.tensor(ids[:limit], dtype=torch.long)
+        best_length, best_key = 0, -1
+        for key, entry in self._entries.items():
+            length = min(limit, len(entry.ids))
+            if length <= best_length:
+                continue
+            differ = torch.nonzero(entry.ids[:length] != query[:length])
+            common = int(differ[0, 0]) if len(differ) else length
+            if common > best_length:
+                best_length, best_key = common, key
+        if best_length < self.min_tokens:
+            return 0, None
+        entry = self._entries[best_key]
+        self._entries.move_to_end(best_key)
+        return best_length, [(k[:, :best_length], v[:, :best_length]) for k, v in entry.layers]
+
+    def store(self, ids: Sequence[int], layers: List[LayerKV]) -> None:
+        """Keep ``layers`` (KV of ``ids``); entries that are a prefix of ``ids`` are dropped as redundant."""
+        if len(ids) < self.min_tokens:
+            return
+        entry = _PrefixEntry(torch.tensor(list(ids), dtype=torch.long), layers)
+        if entry.nbytes > self.max_bytes:
+            return
+        for key in [
+            key
+            for key, old in self._entries.items()
+            if len(old.ids) <= len(entry.ids) and bool(torch.equal(old.ids, entry.ids[: len(old.ids)]))
+        ]:
+            self.nbytes -= self._entries.pop(key).nbytes
+        self._entries[self._next_key] = entry
+        self._next_key += 1
+        self.nbytes += entry.nbytes
+        while self._entries and (self.nbytes > self.max_bytes or len(self._entries) > self.max_entries):
+            self.nbytes -= self._entries.popitem(last=False)[1].nbytes
+
+
+def _row_kv(cache: Any, row: int, columns: torch.Tensor) -> List[LayerKV]:
+    """Copies of one batch row's keys and values at ``columns`` (a boolean mask over the sequence)."""
+    return [(layer.keys[row][:, columns].clone(), layer.values[row][:, columns].clone()) for layer in cache.layers]
+
+
+def _common_prefix_length(prompts: List[List[int]]) -> int:
+    """How many leading ids all ``prompts`` share."""
+    shortest = min(len(p) for p in prompts)
+    for index in range(shortest):
+        token = prompts[0][index]
+        if any(p[index] != token for p in prompts):
+            return index
+    return shortest
+
+
+def _plain_dynamic(cache: Any) -> bool:
+    """Rows can be merged and reused only from a plain dynamic cache (full attention layers with ``keys``/``values``)."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers: List[Any] = list(getattr(cache, "layers", None) or [])
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
 
 def resolve_dtype(name: str, device: str = "cpu") -> torch.dtype:
@@ -249,6 +360,8 @@ class GenerationEngine:
         context_length: prompt plus completion limit; default: the model's ``max_position_embeddings``.
         batch_window_s: when idle, how long the worker waits for more requests before starting a batch.
         default_max_tokens: completion limit for requests that set none (default: the rest of the context).
+        prefix_cache_bytes: bound of the prefix cache (keys and values of earlier prompts and choices); 0
+            turns it off.
     """
 
     def __init__(
@@ -261,6 +374,7 @@ class GenerationEngine:
         context_length: Optional[int] = None,
         batch_window_s: float = 0.005,
         default_max_tokens: Optional[int] = None,
+        prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
@@ -274,11 +388,14 @@ class GenerationEngine:
         self.context_length = int(context_length or model_context)
         self.batch_window_s = batch_window_s
         self.default_max_tokens = default_max_tokens
+        self.prefix_cache: Optional[PrefixCache] = PrefixCache(prefix_cache_bytes) if prefix_cache_bytes > 0 else None
         self.device = next(model.parameters()).device
         self.vocab_size = int(model.config.vocab_size)
         # Ids past the tokenizer's vocabulary (padding rows of the embedding) are never sampled.
         self.sampleable_ids = min(self.vocab_size, len(tokenizer))
         self.eos_token_ids = self._eos_ids()
+        # transformers 5.23 renamed the forward's `past_key_values` to `cache` (the old name warns on every call).
+        self._cache_argument = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         pad = tokenizer.pad_token_id
         self.pad_token_id = int(pad if pad is not None else sorted(self.eos_token_ids)[0])
 
@@ -295,6 +412,9 @@ class GenerationEngine:
             "generated_tokens": 0,
             "max_batch_rows": 0,
             "joined_running_batch": 0,
+            "prefilled_tokens": 0,
+            "prefix_cache_hits": 0,
+            "prefix_cache_tokens": 0,
             "decode_seconds": 0.0,
         }
         self._cond = threading.Condition()
@@ -470,6 +590,8 @@ class GenerationEngine:
         return self.request_unload_lora().result(timeout)
 
     def _bump_version(self) -> int:
+        if self.prefix_cache is not None:
+            self.prefix_cache.clear()  # its keys and values came from the old weights
         self.weights_version += 1
         return self.weights_version
 
@@ -669,29 +791,24 @@ class GenerationEngine:
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
+            **{self._cache_argument: cache},
         )
         last: torch.Tensor = output.logits[:, -1, :]
         return last.float()
 
     def _prefill(self, handles: List[GenerationHandle]) -> Tuple[_Batch, torch.Tensor]:
-        """Run the prompts (left-padded) once per request; return one row per choice and its next-token logits."""
-        from transformers import DynamicCache
-
+        """Prefill the prompts in one forward pass; return one row per choice and its next-token logits."""
         device = self.device
-        longest = max(len(h.prompt_ids) for h in handles)
-        input_ids = torch.full((len(handles), longest), self.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(handles), longest), dtype=torch.long)
-        for index, handle in enumerate(handles):
-            length = len(handle.prompt_ids)
-            input_ids[index, longest - length :] = torch.tensor(handle.prompt_ids, dtype=torch.long)
-            attention[index, longest - length :] = 1
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        cache: Any = DynamicCache()
-        logits = self._forward(input_ids.to(device), attention.to(device), positions.to(device), cache)
-
+        prompts = [h.prompt_ids for h in handles]
+        if self.prefix_cache is not None and len(prompts) > 1:
+            # Requests starting together usually share a long system prompt: prefill it once, not per row.
+            shared = _common_prefix_length(prompts)
+            reusable = self.prefix_cache.lookup(prompts[0])[0]
+            if shared >= self.prefix_cache.min_tokens and reusable < min(shared, len(prompts[0]) - 1):
+                self._forward_prompts([prompts[0][:shared]])
+        cache, attention, logits = self._forward_prompts(prompts)
         rows: List[_Row] = []
         row_sources: List[int] = []
         for index, handle in enumerate(handles):
@@ -705,9 +822,69 @@ class GenerationEngine:
             source = torch.tensor(row_sources, dtype=torch.long, device=device)
             cache.reorder_cache(source)
             logits = logits.index_select(0, source)
-            attention = attention.index_select(0, source.cpu())
+            attention = attention.index_select(0, source)
         next_position = torch.tensor([len(row.handle.prompt_ids) for row in rows], dtype=torch.long)
-        return _Batch(rows, cache, attention.to(device), next_position), logits
+        return _Batch(rows, cache, attention, next_position), logits
+
+    def _forward_prompts(self, prompts: List[List[int]]) -> Tuple[Any, torch.Tensor, torch.Tensor]:
+        """One forward pass over ``prompts``, each reusing the longest prefix the prefix cache holds for it.
+
+        The rest of each prompt is left-padded to the longest rest: a row's columns are
+        ``[padding][reused prefix][padding][rest of the prompt]``; the attention mask hides the padding and
+        positions count real tokens only. Returns the cache, the mask and the last position's logits, and
+        stores every prompt's KV in the prefix cache.
+        """
+        from transformers import DynamicCache
+
+        device = self.device
+        matches = [self.prefix_cache.lookup(p) if self.prefix_cache is not None else (0, None) for p in prompts]
+        past = max(length for length, _ in matches)
+        rest = max(len(p) - length for p, (length, _) in zip(prompts, matches, strict=True))
+        input_ids = torch.full((len(prompts), rest), self.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(prompts), past + rest), dtype=torch.long)
+        positions = torch.zeros((len(prompts), rest), dtype=torch.long)
+        for index, (prompt, (reused, _)) in enumerate(zip(prompts, matches, strict=True)):
+            new = prompt[reused:]
+            input_ids[index, rest - len(new) :] = torch.tensor(new, dtype=torch.long)
+            positions[index, rest - len(new) :] = torch.arange(reused, len(prompt))
+            attention[index, past - reused : past] = 1
+            attention[index, past + rest - len(new) :] = 1
+        cache: Any = DynamicCache(ddp_cache_data=self._past_kv(matches, past)) if past else DynamicCache()
+        self.stats["prefilled_tokens"] += sum(len(p) - length for p, (length, _) in zip(prompts, matches, strict=True))
+        self.stats["prefix_cache_hits"] += sum(1 for length, _ in matches if length)
+        self.stats["prefix_cache_tokens"] += sum(length for length, _ in matches)
+        attention = attention.to(device)
+        logits = self._forward(input_ids.to(device), attention, positions.to(device), cache)
+        if self.prefix_cache is not None and _plain_dynamic(cache):
+            for index, prompt in enumerate(prompts):
+                self.prefix_cache.store(prompt, _row_kv(cache, index, attention[index] > 0))
+        return cache, attention, logits
+
+    def _past_kv(self, matches: List[Tuple[int, Optional[List[LayerKV]]]], past: int) -> List[LayerKV]:
+        """The reused prefixes as one left-padded ``[rows, kv_heads, past, head_dim]`` pair per layer."""
+        template = next(layers for _, layers in matches if layers is not None)
+        stacked: List[LayerKV] = []
+        for layer, (keys, values) in enumerate(template):
+            shape = (len(matches), keys.shape[0], past, keys.shape[2])
+            all_keys = keys.new_zeros(shape, device=self.device)
+            all_values = values.new_zeros(shape, device=self.device)
+            for row, (length, layers) in enumerate(matches):
+                if layers is not None:
+                    all_keys[row, :, past - length :] = layers[layer][0]
+                    all_values[row, :, past - length :] = layers[layer][1]
+            stacked.append((all_keys, all_values))
+        return stacked
+
+    def _remember(self, batch: _Batch, finished: List[int]) -> None:
+        """Keep the KV of finished choices (prompt and generated tokens) for the turns that extend them."""
+        if self.prefix_cache is None or not batch.can_merge():
+            return
+        for index in finished:
+            row = batch.rows[index]
+            ids = row.handle.prompt_ids + row.token_ids[:-1]  # the last token was sampled, never fed
+            columns = batch.attention[index] > 0
+            if int(columns.sum()) == len(ids):
+                self.prefix_cache.store(ids, _row_kv(batch.cache, index, columns))
 
     def _decode(self, handles: List[GenerationHandle], in_flight: List[GenerationHandle]) -> None:
         """Decode until every row is done, letting queued requests join between two steps."""
@@ -727,6 +904,7 @@ class GenerationEngine:
                 if not handle.cancelled:
                     handle.on_steps(steps)
             alive = [i for i, row in enumerate(rows) if not row.finished and not row.handle.cancelled]
+            self._remember(batch, [i for i, row in enumerate(rows) if row.finished and not row.handle.cancelled])
             if not alive:
                 return
             batch.keep(alive)
@@ -789,6 +967,7 @@ class GenerationEngine:
     def _advance(self, row: _Row, token: int, logprob: float, top: Tuple[Tuple[int, float], ...]) -> TokenStep:
         """Account for one new token of ``row`` and work out its text and whether the choice ends."""
         row.generated += 1
+        row.token_ids.append(token)
         finish: Optional[str] = None
         text = ""
         stops_here = token in row.params.stop_token_ids or (not row.params.ignore_eos and token in self.eos_token_ids)

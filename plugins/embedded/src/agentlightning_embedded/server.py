@@ -39,6 +39,7 @@ from aiohttp import web
 
 from agentlightning_embedded import DEFAULT_HOST, DEFAULT_PORT
 from agentlightning_embedded.engine import (
+    DEFAULT_PREFIX_CACHE_BYTES,
     EngineClosedError,
     GenerationEngine,
     GenerationHandle,
@@ -250,6 +251,7 @@ class ModelServer:
         port: int = DEFAULT_PORT,
         served_model_name: Optional[str] = None,
         lenient_tool_calls: bool = True,
+        prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
     ) -> ModelServer:
         """Load ``model`` (a folder or a Hugging Face id) into a new engine and wrap it."""
         engine = GenerationEngine.from_pretrained(
@@ -260,6 +262,7 @@ class ModelServer:
             max_batch_size=max_batch_size,
             context_length=context_length,
             default_max_tokens=default_max_tokens,
+            prefix_cache_bytes=prefix_cache_bytes,
         )
         return cls(
             engine, host=host, port=port, served_model_name=served_model_name, lenient_tool_calls=lenient_tool_calls

@@ -41,6 +41,7 @@ from agentlightning.types import Dataset, EnqueueRolloutRequest, Rollout, Rollou
 
 from .advantages import RolloutReward, compute_group_advantages
 from .config import GRPOConfig
+from .memory import release_freed_memory
 from .policy import TrainablePolicy, checkpoint_dir, latest_checkpoint
 from .run_log import MetricsLog, plot_curves
 
@@ -180,10 +181,18 @@ class GRPO(Algorithm):
             log.truncate_after(start_step)
             logger.info("resuming %s at step %d", run_dir, start_step + 1)
 
+        options = dict(self.serving_options)
+        if self.serving == "embedded" and policy.is_lora:
+            # The embedded server of a LoRA policy runs in the trainer's dtype so that it can read the
+            # policy's frozen base weights instead of holding a second copy (see below).
+            options.setdefault("dtype", self.config.dtype)
         server = await asyncio.to_thread(
-            start_serving_backend, self.serving, model_path, served_model_name=self.model_name, **self.serving_options
+            start_serving_backend, self.serving, model_path, served_model_name=self.model_name, **options
         )
         self._server = server
+        share = getattr(server, "share_base_weights", None)  # an optional backend method (embedded)
+        if policy.is_lora and callable(share):
+            share(policy.frozen_base_weights())
         proxy, owns_proxy = self._proxy(store, server)
         display = _Display(self.n_steps, start_step, enabled=self.progress)
         try:
@@ -338,9 +347,12 @@ class GRPO(Algorithm):
             "failed": sum(r is None for r in rewards),
             "n": len(scored),
             "seconds": time.perf_counter() - started,
+            # In the dataset's order, so that two validations can be compared problem by problem.
+            "rewards": scored,
         }
         assert self.log is not None
         self.log.append(record)
+        release_freed_memory()
         return record
 
     async def _train_step(
@@ -374,6 +386,7 @@ class GRPO(Algorithm):
         )
         trained = [s for s in sequences if s.rollout_id in advantages.advantages]
         metrics = await asyncio.to_thread(policy.update, trained, advantages.advantages)
+        release_freed_memory()  # the update's activations, before decoding needs memory again
         if not metrics.skipped:
             await asyncio.to_thread(self._push, server, policy, proxy, run_dir)
         await asyncio.to_thread(self._checkpoint, policy, run_dir, step)
@@ -392,6 +405,7 @@ class GRPO(Algorithm):
         }
         assert self.log is not None
         self.log.append(record)
+        release_freed_memory()
         return record
 
     def _checkpoint(self, policy: TrainablePolicy, run_dir: Path, step: int) -> None:

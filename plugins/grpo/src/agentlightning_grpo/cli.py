@@ -23,8 +23,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "Measures a calculator agent's held-out accuracy on the embedded default model "
             "(Qwen2.5-Coder-0.5B-Instruct), trains it with GRPO for a few steps on this machine, measures again, "
             "and prints both. Other options go to the run: --steps N, --tasks-per-step N, --group-size N, "
-            "--val-size N, --learning-rate X, --max-tokens N, --run-dir DIR, --resume, --model PATH, --seed N, "
-            "--serving NAME (embedded or vllm) "
+            "--val-size N, --learning-rate X, --temperature X, --max-tokens N, --dtype D, --run-dir DIR, --resume, "
+            "--model PATH, --seed N, --serving NAME (embedded or vllm) "
             "(details: agl quickstart --options)."
         ),
     )

@@ -120,7 +120,7 @@ class UpdateMetrics:
     truncated_sequences: int
     dropped_sequences: int
     step_time_s: float
-    # Real tokens (prompt, model and context tokens; not padding) per second of step time.
+    # Real tokens (prompt, model and context tokens; not padding) the model ran, per second of step time.
     tokens_per_s: float
     # True when there was no model token to train on: the weights and the step counter are unchanged.
     skipped: bool = False
@@ -234,10 +234,16 @@ class TrainablePolicy:
             )
             return self._metrics(prepared, {}, grad_norm=0.0, started=started, skipped=True)
 
+        trained = prepared
+        if self.config.beta == 0:
+            # Without a KL term a sequence whose advantage is 0 adds nothing to the gradient (its clipped
+            # terms are 0), only tokens to the count N that divides it: skip its forward and backward.
+            trained = self.prepare(sequences, {key: value for key, value in advantages.items() if value != 0.0})
+
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         sums: Dict[str, torch.Tensor] = {}
-        for micro_batch in prepared.micro_batches:
+        for micro_batch in trained.micro_batches:
             batch = micro_batch.to(self.device)
             ref_logprobs = self._reference_logprobs(batch) if self.config.beta > 0 else None
             logprobs, entropy = token_logprobs(
@@ -271,6 +277,9 @@ class TrainablePolicy:
                 sums[key] = sums[key] + value.float() if key in sums else value.float()
 
         params = [param for _, param in self._trainable]
+        for param in params:
+            if param.grad is None:  # nothing informative ran: Adam still takes its (momentum) step
+                param.grad = torch.zeros_like(param)
         if self.config.max_grad_norm is not None:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
         else:
@@ -281,7 +290,7 @@ class TrainablePolicy:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         values = {key: float(value.item()) for key, value in sums.items()}
-        return self._metrics(prepared, values, grad_norm=float(grad_norm.item()), started=started)
+        return self._metrics(prepared, values, grad_norm=float(grad_norm.item()), started=started, trained=trained)
 
     def _reference_logprobs(self, batch: MicroBatch) -> torch.Tensor:
         with torch.no_grad():
@@ -306,23 +315,27 @@ class TrainablePolicy:
         grad_norm: float,
         started: float,
         skipped: bool = False,
+        trained: Optional[PreparedBatch] = None,
     ) -> UpdateMetrics:
         elapsed = time.perf_counter() - started
         loss_tokens = prepared.loss_tokens
         per_token = 1.0 / loss_tokens if loss_tokens else 0.0
+        # Ratio, clipping and entropy are means over the tokens that went through the model.
+        ran = (trained or prepared).loss_tokens
+        per_run_token = 1.0 / ran if ran else 0.0
         known = sums.get("known", 0.0)
         return UpdateMetrics(
             step=self.step,
             loss=sums.get("loss", 0.0) * per_token,
             pg_loss=sums.get("pg_loss", 0.0) * per_token,
             kl=sums.get("kl", 0.0) * per_token,
-            clip_fraction=sums.get("clipped", 0.0) * per_token,
-            ratio_mean=sums.get("ratio", 0.0) * per_token,
-            entropy=sums.get("entropy", 0.0) * per_token,
+            clip_fraction=sums.get("clipped", 0.0) * per_run_token,
+            ratio_mean=sums.get("ratio", 0.0) * per_run_token,
+            entropy=sums.get("entropy", 0.0) * per_run_token,
             grad_norm=grad_norm,
             learning_rate=float(self.optimizer.param_groups[0]["lr"]),
             sequences=prepared.sequences,
-            micro_batches=len(prepared.micro_batches),
+            micro_batches=len((trained or prepared).micro_batches),
             loss_tokens=loss_tokens,
             tokens=prepared.tokens,
             padded_tokens=prepared.padded_tokens,
@@ -331,7 +344,7 @@ class TrainablePolicy:
             truncated_sequences=len(prepared.truncated),
             dropped_sequences=len(prepared.dropped),
             step_time_s=elapsed,
-            tokens_per_s=prepared.tokens / elapsed if elapsed > 0 else 0.0,
+            tokens_per_s=(trained or prepared).tokens / elapsed if elapsed > 0 else 0.0,
             skipped=skipped,
             dropped_rollouts=list(prepared.dropped),
         )
@@ -426,6 +439,19 @@ class TrainablePolicy:
         if tokenizer is not None:
             tokenizer.save_pretrained(str(target))
         return target
+
+    def frozen_base_weights(self) -> Dict[str, torch.Tensor]:
+        """LoRA only: the frozen base model's tensors (not copies) under the plain model's parameter names.
+
+        Training never writes them, so a serving engine on the same device and dtype may use them in
+        place of its own copy (the embedded serving backend's ``share_base_weights`` does).
+        """
+        self._require_lora("frozen_base_weights")
+        return {
+            name.replace(".base_layer.", "."): param.data
+            for name, param in self._base_model().named_parameters()
+            if ".lora_" not in name
+        }
 
     def _base_model(self) -> Any:
         model: Any = self.model

@@ -26,7 +26,14 @@ import torch
 
 from .batch import MicroBatch
 
-__all__ = ["LogitSelection", "PolicyLossTerms", "detect_logit_selection", "token_logprobs", "clipped_policy_loss"]
+__all__ = [
+    "LogitSelection",
+    "PolicyLossTerms",
+    "clipped_policy_loss",
+    "detect_logit_selection",
+    "shared_prefix_length",
+    "token_logprobs",
+]
 
 # How the forward pass is told which positions need logits (see `detect_logit_selection`).
 LogitSelection = Literal["mask", "positions", "all"]
@@ -68,12 +75,18 @@ def token_logprobs(
     selection: LogitSelection = "mask",
     temperature: float = 1.0,
     with_entropy: bool = False,
+    share_prefix: bool = True,
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Logprobs of each next token under ``model``, ``[B, T - 1]`` like ``batch.loss_mask``.
 
     Only masked-in columns are computed (0 elsewhere). The vocabulary-sized logits exist for those
     tokens only, in float32, and for one micro-batch at a time. With ``with_entropy`` also returns the
     per-token entropy of the predicted distribution (no gradient; a collapse indicator).
+
+    With ``share_prefix`` (and ``selection == "mask"``), a prefix that every row shares before its
+    first model token (an agent's system and tool prompt) is run once for the micro-batch rather
+    than once per row; its keys and values are broadcast to the rows and the gradient flows back
+    through them, so the result equals the per-row computation up to float rounding.
     """
     input_ids, attention_mask = batch.input_ids, batch.attention_mask
     mask = batch.loss_mask > 0
@@ -81,7 +94,13 @@ def token_logprobs(
     if selection == "mask":
         keep = torch.zeros_like(input_ids, dtype=torch.bool)
         keep[:, :-1] = mask
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep, use_cache=False).logits
+        shared = shared_prefix_length(batch) if share_prefix else 0
+        if shared:
+            logits = _forward_with_shared_prefix(model, input_ids, attention_mask, keep, shared)
+        else:
+            logits = model(
+                input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep, use_cache=False
+            ).logits
         selected_targets = targets[mask]
     elif selection == "positions":
         positions = mask.any(dim=0).nonzero().squeeze(1)
@@ -105,12 +124,80 @@ def token_logprobs(
     entropy: Optional[torch.Tensor] = None
     if with_entropy:
         with torch.no_grad():
-            probs = torch.softmax(logits.detach(), dim=-1)
-            per_token = log_normalizer.detach() - (probs * logits.detach()).sum(dim=-1)
+            # In chunks of rows: each temporary is rows x vocabulary floats (152k for Qwen2.5).
+            detached, normalizer = logits.detach(), log_normalizer.detach()
+            per_token = (
+                torch.cat(
+                    [
+                        normalizer[start : start + _ENTROPY_CHUNK] - (torch.softmax(chunk, dim=-1) * chunk).sum(dim=-1)
+                        for start, chunk in zip(
+                            range(0, len(detached), _ENTROPY_CHUNK), detached.split(_ENTROPY_CHUNK), strict=True
+                        )
+                    ]
+                )
+                if len(detached)
+                else normalizer
+            )
             entropy = torch.zeros(mask.shape, dtype=per_token.dtype, device=per_token.device).masked_scatter(
                 mask, per_token
             )
     return logprobs, entropy
+
+
+# Rows of logits per entropy computation (the entropy is a metric; this bounds its temporaries).
+_ENTROPY_CHUNK = 128
+
+# Below this many shared tokens a separate prefix pass is not worth its overhead.
+MIN_SHARED_PREFIX = 32
+
+
+def shared_prefix_length(batch: MicroBatch) -> int:
+    """Leading columns that all rows hold identically, up to the first column whose logits the loss needs;
+    0 when that is under ``MIN_SHARED_PREFIX`` or the micro-batch has one row."""
+    input_ids, attention_mask = batch.input_ids, batch.attention_mask
+    if input_ids.shape[0] < 2:
+        return 0
+    same = (input_ids == input_ids[:1]).all(dim=0) & (attention_mask > 0).all(dim=0)
+    differing = torch.nonzero(~same)
+    length = int(differing[0, 0]) if len(differing) else input_ids.shape[1]
+    needed = torch.nonzero((batch.loss_mask > 0).any(dim=0))
+    if len(needed):
+        length = min(length, int(needed[0, 0]))
+    return length if length >= MIN_SHARED_PREFIX else 0
+
+
+def _cache_argument(model: torch.nn.Module) -> str:
+    """transformers 5.23 renamed the forward's ``past_key_values`` to ``cache``."""
+    import inspect
+
+    base: Any = model
+    if hasattr(base, "get_base_model"):
+        base = base.get_base_model()
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def _forward_with_shared_prefix(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: torch.Tensor, shared: int
+) -> torch.Tensor:
+    """Logits at ``keep`` of every row, the first ``shared`` columns (the same in every row) run once."""
+    from transformers import DynamicCache
+
+    rows, width = input_ids.shape
+    cache: Any = DynamicCache()
+    model(input_ids=input_ids[:1, :shared], use_cache=True, logits_to_keep=1, **{_cache_argument(model): cache})
+    for layer in cache.layers:
+        layer.keys = layer.keys.expand(rows, -1, -1, -1)
+        layer.values = layer.values.expand(rows, -1, -1, -1)
+    positions = torch.arange(shared, width, device=input_ids.device).expand(rows, -1)
+    logits: torch.Tensor = model(
+        input_ids=input_ids[:, shared:],
+        attention_mask=attention_mask,
+        position_ids=positions,
+        logits_to_keep=keep[:, shared:],
+        use_cache=True,
+        **{_cache_argument(model): cache},
+    ).logits
+    return logits
 
 
 @dataclass
