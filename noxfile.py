@@ -182,8 +182,9 @@ PLUGINS: list[Plugin] = [
     ),
     # Fast tests only (a stand-in plays vLLM); the real server is the opt-in `vllm` session below.
     Plugin("vllm"),
-    # GRPO's update on a tiny Qwen2 built from a config (torch, transformers, peft; no downloads).
-    Plugin("grpo", needs=["embedded", "testing"], needs_torch=True),
+    # GRPO's update on a tiny Qwen2 built from a config (torch, transformers, peft; no downloads); APO too,
+    # for prompt-then-weights (agl.Chain(APO, GRPO)) on one store.
+    Plugin("grpo", needs=["embedded", "testing", "apo"], needs_torch=True),
     # The postgresql:// store backend against a real PostgreSQL server; the core's store suite runs
     # over it too (tests/core, so the core's test requirements and its server extra come along).
     Plugin(
