@@ -21,10 +21,10 @@ import warnings
 from typing import Any, Dict, List, Optional
 
 from openai import AsyncOpenAI
+from room_tasks import best_room, fits, make_tasks, parse_answer, reward
 
 import agentlightning as agl
 from agentlightning.types import NamedResources, ProxyLLM, Rollout
-from room_tasks import best_room, fits, make_tasks, parse_answer, reward
 
 __all__ = ["RoomSelector", "best_room", "fits", "make_tasks", "parse_answer", "reward"]
 
