@@ -194,7 +194,11 @@ def run_system(system: str, seed: int, args: argparse.Namespace) -> Dict[str, An
     started = time.perf_counter()
     with open(log_path, "wb") as log:
         try:
-            completed = subprocess.run(command, stdout=subprocess.PIPE, stderr=log, env=env, timeout=args.timeout)
+            # The peer's AgentOps writes agentops.log into its working folder: the run's folder.
+            cwd = args.out_dir if system == "peer" else None
+            completed = subprocess.run(
+                command, stdout=subprocess.PIPE, stderr=log, env=env, timeout=args.timeout, cwd=cwd
+            )
         except subprocess.TimeoutExpired:
             return {"system": system, "seed": seed, "error": f"timed out after {args.timeout} s"}
     out = completed.stdout.decode(errors="replace")
@@ -270,7 +274,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         print("RESULT " + json.dumps(run_ours(args), default=str), flush=True)
         return
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    args.out_dir = args.out_dir or str(HERE / "results" / f"apo-{stamp}")
+    args.out_dir = str(Path(args.out_dir or HERE / "results" / f"apo-{stamp}").resolve())
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)
     for system, option in (("peer", "peer_python"), ("gepa", "gepa_python")):
         if system in args.systems and not getattr(args, option):
@@ -292,7 +296,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     finally:
         if server is not None:
             server.terminate()
-            server.wait(timeout=60)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # busy decoding: it does not stop at once
+                server.kill()
+                server.wait()
     print("\n" + table(results))
     if args.json is not None:
         path = Path(args.json or HERE / "results" / f"apo_bench-{stamp}.json")
