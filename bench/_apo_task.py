@@ -24,7 +24,8 @@ SEED_PROMPTS: Dict[str, str] = {
     "system_prompt": "You are a helpful assistant.",
     "request_prompt": "{request}",
 }
-AGENT_MAX_TOKENS = 48
+# Enough for "Room: R3" and a few words; a long explanation is cut off before its answer (scored 0).
+AGENT_MAX_TOKENS = 24
 
 
 def datasets(seed: int, n_train: int, n_val: int, rooms: int) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -259,6 +260,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--optimizer-max-tokens", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=8, help="rollouts in flight at once")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of the embedded server")
+    parser.add_argument(
+        "--parallel", action="store_true", help="run every system and seed at once against the one endpoint"
+    )
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds one system's run may take")
     parser.add_argument("--peer-python", default=None, help="the interpreter of the agentlightning==0.3.0 venv")
     parser.add_argument("--gepa-python", default=None, help="the interpreter of GEPA's venv")
@@ -287,12 +291,18 @@ def main(argv: Optional[List[str]] = None) -> None:
         f"endpoint {args.url} model {args.model}; budget {args.max_rollouts} rollouts; seeds {args.seeds}", flush=True
     )
     results: List[Dict[str, Any]] = []
+    runs = [(system, seed) for seed in args.seeds for system in args.systems]
     try:
-        for seed in args.seeds:
-            for system in args.systems:
-                result = run_system(system, seed, args)
-                result["key"] = system
-                results.append(result)
+        if args.parallel:
+            # Every system at once against the one server (it decodes their requests in shared batches):
+            # scores, rollouts and calls are unchanged; minutes then measure the shared run, not one system.
+            with ThreadPoolExecutor(len(runs)) as pool:
+                done = list(pool.map(lambda run: run_system(*run, args), runs))
+        else:
+            done = [run_system(system, seed, args) for system, seed in runs]
+        for (system, _), result in zip(runs, done, strict=True):
+            result["key"] = system
+            results.append(result)
     finally:
         if server is not None:
             server.terminate()
