@@ -202,6 +202,8 @@ def run_system(system: str, seed: int, args: argparse.Namespace) -> Dict[str, An
             )
         except subprocess.TimeoutExpired:
             return {"system": system, "seed": seed, "error": f"timed out after {args.timeout} s"}
+        except OSError as exc:  # the interpreter is missing, say
+            return {"system": system, "seed": seed, "error": f"could not start {command[0]}: {exc}"}
     out = completed.stdout.decode(errors="replace")
     log_path.with_suffix(".out").write_text(out)
     lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
@@ -283,6 +285,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     for system, option in (("peer", "peer_python"), ("gepa", "gepa_python")):
         if system in args.systems and not getattr(args, option):
             parser.error(f"--{option.replace('_', '-')} is needed to run {system}")
+        if getattr(args, option):  # the peer runs in another working folder
+            setattr(args, option, os.path.abspath(getattr(args, option)))
     server = None
     if args.url is None:
         print("starting agl serve-model (the embedded default model) ...", flush=True)
