@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -93,9 +94,13 @@ def main() -> None:
         beam_rounds=args.rounds,
     )
     store = agl.InMemoryLightningStore(thread_safe=True)
+    with socket.socket() as sock:  # its store server's port (4747 by default): a free one, so runs can overlap
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     trainer = agl.Trainer(
         algorithm=algorithm,
         n_runners=args.n_runners,
+        port=port,
         store=store,
         adapter=TraceToMessages(),
         initial_resources={
