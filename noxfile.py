@@ -13,7 +13,8 @@ against TRL's SFTTrainer),
 ``nox -s bench_node_runner`` (time per rollout of the Node.js example runner against the Python runner),
 ``nox -s bench_ray`` (rollouts/s through runner processes and through Ray actors),
 ``nox -s bench_dashboard`` (the dashboard's API calls on a store of 100,000 rollouts),
-``nox -s bench_learning`` (held-out accuracy before/after GRPO over seeds), ``nox -s example_sft`` (the
+``nox -s bench_learning`` (held-out accuracy before/after GRPO over seeds), ``nox -s bench_apo`` (APO against
+the 0.3 APO and GEPA at equal rollout budget), ``nox -s example_sft`` (the
 calculator agent trained with SFT), ``nox -s example_werewolf`` (real werewolf games on the embedded model), ``nox -s quickstart`` (the
 README's main command: GRPO on the embedded default model), ``nox -s demo`` (a ``Trainer.dev`` dry run
 without a model), ``nox -s plugins/<name>`` (one plugin's tests), ``nox -s vllm``
@@ -206,8 +207,9 @@ PLUGINS: list[Plugin] = [
     ),
     # Fast tests only (a stand-in plays vLLM); the real server is the opt-in `vllm` session below.
     Plugin("vllm"),
-    # GRPO's update on a tiny Qwen2 built from a config (torch, transformers, peft; no downloads).
-    Plugin("grpo", needs=["embedded", "testing", "vllm"], needs_torch=True),
+    # GRPO's update on a tiny Qwen2 built from a config (torch, transformers, peft; no downloads); the vLLM
+    # stand-in for serving="vllm"; APO for prompt-then-weights (agl.Chain(APO, GRPO)) on one store.
+    Plugin("grpo", needs=["embedded", "testing", "vllm", "apo"], needs_torch=True),
     # The postgresql:// store backend against a real PostgreSQL server; the core's store suite runs
     # over it too (tests/core, so the core's test requirements and its server extra come along).
     Plugin(
@@ -346,24 +348,27 @@ def typecheck(session: nox.Session) -> None:
         session.run("mypy", src)
 
 
-def _ensure_peer_venv(session: nox.Session) -> Path:
-    """Create (once) the peer's own virtual environment and return its interpreter."""
-    python = PEER_VENV / "bin" / "python"
-    marker = PEER_VENV / ".agl-bench-requirements"
-    wanted = "\n".join(PEER_REQUIREMENTS)
+def _ensure_peer_venv(
+    session: nox.Session, venv: Path = PEER_VENV, requirements: list[str] = PEER_REQUIREMENTS
+) -> Path:
+    """Create (once) the peer's own virtual environment (or another one: ``venv``, ``requirements``) and
+    return its interpreter."""
+    python = venv / "bin" / "python"
+    marker = venv / ".agl-bench-requirements"
+    wanted = "\n".join(requirements)
     if python.exists() and marker.exists() and marker.read_text() == wanted:
         return python
-    session.log(f"creating the peer's environment in {PEER_VENV}")
-    if PEER_VENV.exists():
-        shutil.rmtree(PEER_VENV)
+    session.log(f"creating the environment {venv}")
+    if venv.exists():
+        shutil.rmtree(venv)
     uv = shutil.which("uv")
     if uv is not None:
-        session.run(uv, "venv", "--quiet", "--python", PYTHON, str(PEER_VENV), external=True)
-        session.run(uv, "pip", "install", "--quiet", "--python", str(python), *PEER_REQUIREMENTS, external=True)
+        session.run(uv, "venv", "--quiet", "--python", PYTHON, str(venv), external=True)
+        session.run(uv, "pip", "install", "--quiet", "--python", str(python), *requirements, external=True)
     else:
         base = shutil.which(f"python{PYTHON}") or sys.executable
-        session.run(base, "-m", "venv", str(PEER_VENV), external=True)
-        session.run(str(python), "-m", "pip", "install", "--quiet", *PEER_REQUIREMENTS, external=True)
+        session.run(base, "-m", "venv", str(venv), external=True)
+        session.run(str(python), "-m", "pip", "install", "--quiet", *requirements, external=True)
     marker.write_text(wanted)
     return python
 
@@ -530,6 +535,31 @@ def example_apo(session: nox.Session) -> None:
     _install_torch(session)
     session.install("./core", "./plugins/embedded[default-model]", "./plugins/apo")
     session.run("python", "examples/apo/room_selector.py", *session.posargs)
+
+
+# The APO benchmark's peers, each in a venv of its own: the 0.3 APO needs its `apo` extra (poml) beside the
+# peer's pins; GEPA's dependencies would clash with neither, but a venv of its own keeps them apart.
+PEER_APO_VENV = ROOT / ".nox" / "_peer-agentlightning-0.3.0-apo"
+PEER_APO_REQUIREMENTS = ["agentlightning[apo]==0.3.0", *PEER_REQUIREMENTS[1:]]
+GEPA_VENV = ROOT / ".nox" / "_gepa"
+GEPA_REQUIREMENTS = ["gepa==0.1.4", "openai>=1.60"]
+
+
+@nox.session(python=PYTHON, venv_backend="virtualenv")
+def bench_apo(session: nox.Session) -> None:
+    """APO benchmark: ours vs the APO of agentlightning==0.3.0 vs GEPA on examples/apo's task, same model and budget.
+
+    Not part of `nox` (the embedded model on the CPU: about an hour per seed). Arguments after `--` go to
+    bench/apo_bench.py (e.g. `-- --url URL --model NAME --seeds 0 1 2`).
+    """
+    _install_torch(session)
+    session.install("./core", "./plugins/embedded[default-model]", "./plugins/apo")
+    peer_python = _ensure_peer_venv(session, PEER_APO_VENV, PEER_APO_REQUIREMENTS)
+    gepa_python = _ensure_peer_venv(session, GEPA_VENV, GEPA_REQUIREMENTS)
+    args = session.posargs or ["--json"]
+    session.run(
+        "python", "bench/apo_bench.py", "--peer-python", str(peer_python), "--gepa-python", str(gepa_python), *args
+    )
 
 
 @nox.session(python=PYTHON, venv_backend="virtualenv")

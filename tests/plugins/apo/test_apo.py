@@ -221,15 +221,31 @@ def test_the_rollout_budget_stops_the_run_cleanly(
     agent_llm: FakeOpenAIServer, optimizer_llm: FakeOpenAIServer, tmp_path: Path
 ) -> None:
     _script_two_rounds(optimizer_llm)
-    # seed validation (3) + round 1 training (2) fit; round 1's validation (3 more) does not.
+    # Seed validation (3) fits; round 1's one branch needs training (2) and its candidate's validation (3):
+    # it does not fit, so the run stops before playing or paying the optimizer for it.
     algorithm = _apo(optimizer_llm, max_rollouts=len(VAL) + 2)
     uri = _fit(algorithm, agent_llm, tmp_path)
     assert algorithm.stop_reason is not None and "rollout budget" in algorithm.stop_reason
     view = _store_view(uri)
-    assert len(_evaluation_rollouts(view)) == len(VAL) + 2
+    assert len(_evaluation_rollouts(view)) == len(VAL)
+    assert optimizer_llm.requests == []
     assert algorithm.get_best_prompts() == {"system_prompt": SEED_SYSTEM, "user_prompt": SEED_USER}
     assert view["latest"].resources["system_prompt"].template == SEED_SYSTEM
-    assert {c.id: c.outcome for c in algorithm.candidates}["r1-p0-b0"].startswith("not scored")
+    assert [c.id for c in algorithm.candidates] == ["seed"]
+
+
+def test_the_rollout_budget_trims_a_round_to_the_branches_it_can_score(
+    agent_llm: FakeOpenAIServer, optimizer_llm: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    _script_two_rounds(optimizer_llm)
+    # Seed validation (3), then of round 1's two branches only one fits: training (2) + validation (3).
+    algorithm = _apo(optimizer_llm, branch_factor=2, max_rollouts=len(VAL) + 2 + len(VAL))
+    uri = _fit(algorithm, agent_llm, tmp_path)
+    assert len(_evaluation_rollouts(_store_view(uri))) == algorithm.budget.rollouts == 2 * len(VAL) + 2
+    assert [c.id for c in algorithm.candidates] == ["seed", "r1-p0-b0"]
+    assert algorithm.candidates[1].score is not None
+    assert len(optimizer_llm.requests) == 3  # one critique, an edit per template
+    assert algorithm.stop_reason is not None and "rollout budget" in algorithm.stop_reason
 
 
 @pytest.mark.parametrize(

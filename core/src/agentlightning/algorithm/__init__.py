@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .base import Algorithm, FastAlgorithm
 from .baseline import Baseline
+from .chain import Chain
 from .compat import AlgorithmNotInstalledError, LazyAlgorithm
 from .decorator import FunctionalAlgorithm, algo
 
@@ -17,6 +18,7 @@ __all__ = [
     "FastAlgorithm",
     "FunctionalAlgorithm",
     "Baseline",
+    "Chain",
     "algo",
     "APO",
     "VERL",

@@ -658,6 +658,7 @@ class APO(Algorithm):
                         count = min(self.gradient_batch_size, len(train_dataset))
                         batch = [train_dataset[i] for i in draw.sample(range(len(train_dataset)), count)]
                         branches.append((parent, f"r{round_index}-p{p_index}-b{b_index}", batch))
+                branches = self._affordable(branches, len(val_tasks), round_index)
                 outcomes = await self._play(
                     store, initial, [(parent.prompts, task) for parent, _, batch in branches for task in batch], "train"
                 )
@@ -692,6 +693,31 @@ class APO(Algorithm):
         finally:
             scored = [c for c in self.candidates if c.score is not None]
             self.best = max(scored, key=lambda c: c.score or 0.0) if scored else seed
+
+    def _affordable(
+        self, branches: List[Tuple[Candidate, str, List[Any]]], val_count: int, round_index: int
+    ) -> List[Tuple[Candidate, str, List[Any]]]:
+        """The branches whose training batch and candidate scoring still fit the rollout budget (at worst,
+        uncached), so no rollout or optimizer call is paid for a candidate that could not be scored."""
+        limit = self.budget.max_rollouts
+        if limit is None or not branches:
+            return branches
+        remaining = limit - self.budget.rollouts
+        kept: List[Tuple[Candidate, str, List[Any]]] = []
+        for branch in branches:
+            cost = len(branch[2]) + val_count
+            if cost > remaining:
+                break
+            kept.append(branch)
+            remaining -= cost
+        if not kept:
+            raise BudgetExhausted(
+                f"rollout budget: {self.budget.rollouts} used, a branch needs {len(branches[0][2]) + val_count} "
+                f"(its training batch and the candidate's validation), limit {limit}"
+            )
+        if len(kept) < len(branches):
+            self._log(f"round {round_index}: the rollout budget affords {len(kept)} of {len(branches)} branches")
+        return kept
 
     async def _propose_all(
         self,

@@ -275,8 +275,11 @@ class GRPO(Algorithm):
         """Enqueue every task ``repeats`` times and wait; returns ``(rollout_id, group_id, rollout)``."""
         # The name the backend serves the newest weights under (vLLM names its LoRA adapter).
         model = self._server.model_name if self._server is not None else self.model_name
+        # The policy replaces the LLM; every other initial resource (a prompt APO optimized before this
+        # stage, say) is carried into each version the agent gets.
+        carried = {name: r for name, r in (self.get_initial_resources() or {}).items() if name != "main_llm"}
         resources = await store.add_resources(
-            {"main_llm": proxy.as_resource(model=model, sampling_parameters=dict(sampling))}
+            {**carried, "main_llm": proxy.as_resource(model=model, sampling_parameters=dict(sampling))}
         )
         config = RolloutConfig(timeout_seconds=self.rollout_timeout)
         requests: List[EnqueueRolloutRequest] = []

@@ -1,0 +1,337 @@
+"""APO benchmark: ours vs the APO of ``agentlightning==0.3.0`` vs GEPA, same task, model and rollout budget.
+
+One model endpoint serves the agent and the optimizer of every system: the embedded default model
+(``agl serve-model``, started here, ``--max-tokens`` capping the replies of the optimizers that set
+no limit) or any OpenAI-compatible endpoint given with ``--url``. The task is examples/apo's meeting
+room selection (bench/_apo_task.py: the listing in the request, the exact reward), the same seeded
+training and validation requests for every system, greedy agent decoding. Each system runs in a
+process of its own (the peer and GEPA in their own venvs) and reports its best validation score (the
+mean reward on the whole validation set of its best prompts), the rollouts and optimizer calls it
+used and its minutes. Budget: ``--max-rollouts`` for ours (a hard limit) and GEPA
+(``max_metric_calls``); the peer has no budget option, so its beam is sized to about the same count
+(``peer_rollouts()``) and what it used is counted in its store.
+
+    python bench/apo_bench.py --peer-python P --gepa-python G            # embedded model, 1 seed
+    python bench/apo_bench.py --url http://host/v1 --model NAME --seeds 0 1 2 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+SYSTEMS = ("ours", "peer", "gepa")
+
+
+# ----------------------------------------------------------------------------------------- ours
+def run_ours(args: argparse.Namespace) -> Dict[str, Any]:
+    """Our APO through a real Trainer (runners, LLM proxy, SQLite store), both templates jointly."""
+    from _apo_task import AGENT_MAX_TOKENS, SEED_PROMPTS, datasets, messages_for, score_reply
+    from openai import AsyncOpenAI
+
+    import agentlightning as agl
+    from agentlightning.types import NamedResources, ProxyLLM, Rollout
+
+    class BenchRoomAgent(agl.LitAgent[Dict[str, Any]]):
+        async def rollout_async(self, task: Dict[str, Any], resources: NamedResources, rollout: Rollout) -> float:
+            llm = resources["main_llm"]
+            if isinstance(llm, ProxyLLM):
+                llm = llm.with_attempted_rollout(rollout)  # type: ignore[arg-type]
+            assert isinstance(llm, agl.LLM)
+            prompts = {name: resources[name].template for name in SEED_PROMPTS}  # type: ignore[union-attr]
+            client = AsyncOpenAI(base_url=llm.endpoint, api_key="unused", max_retries=0)
+            try:
+                reply = await client.chat.completions.create(
+                    model=llm.model,
+                    messages=messages_for(prompts, task),  # type: ignore[arg-type]
+                    **llm.sampling_parameters,  # type: ignore[arg-type]
+                )
+            finally:
+                await client.close()
+            return score_reply(task, reply.choices[0].message.content)
+
+    train, val = datasets(args.seed, args.train, args.val, args.rooms)
+    resources: NamedResources = {
+        name: agl.PromptTemplate(template=text, engine="f-string") for name, text in SEED_PROMPTS.items()
+    }
+    resources["main_llm"] = agl.LLM(endpoint=args.url, model=args.model)
+    run_dir = Path(args.run_dir or f"agl_runs/apo-bench-ours-{args.seed}-{int(time.time())}")
+    trainer = agl.Trainer(
+        algorithm={
+            "type": "apo",
+            "optimizer": {"base_url": args.url, "model": args.model},
+            "beam_width": 2,
+            "branch_factor": 2,
+            "rounds": 4,  # the rollout budget ends the run first
+            "gradient_batch_size": args.gradient_batch_size,
+            "max_rollouts": args.max_rollouts,
+            "seed": args.seed,
+            "sampling": {"temperature": 0.0, "max_tokens": AGENT_MAX_TOKENS},
+            "optimizer_max_tokens": args.optimizer_max_tokens,
+            "optimizer_timeout": 1800.0,
+        },
+        runner=agl.LitAgentRunner(agl.OtelTracer(), concurrency=args.concurrency),
+        store=f"sqlite:///{run_dir / 'store.db'}",
+        run_dir=run_dir,
+        initial_resources=resources,
+    )
+    started = time.perf_counter()
+    with trainer:
+        trainer.fit(BenchRoomAgent(), train, val_dataset=val)
+    apo: Any = trainer.algorithm
+    return {
+        "system": "ours (agentlightning-apo)",
+        "seed": args.seed,
+        "best_val": apo.best.score,
+        "seed_val": apo.candidates[0].score,
+        "best_prompts": apo.get_best_prompts(),
+        "rollouts": apo.budget.rollouts,
+        "optimizer_calls": apo.budget.optimizer_calls,
+        "minutes": (time.perf_counter() - started) / 60,
+        "candidates": sum(c.score is not None for c in apo.candidates),
+        "critiques": [c.critique for c in apo.candidates if c.critique],
+    }
+
+
+# ----------------------------------------------------------------------------------------- driver
+def peer_rollouts(val: int, beam_width: int, branch_factor: int, rounds: int, gradient_batch_size: int) -> int:
+    """Rollouts of the 0.3 APO: seed on the validation set; per round, the parents' training batches,
+    beam + candidates scored on the validation set, the leader scored again on the whole validation set."""
+    total, beam = val, 1
+    for _ in range(rounds):
+        candidates = beam_width * branch_factor
+        total += candidates * gradient_batch_size + (beam + candidates) * val + val
+        beam = min(beam_width, beam + candidates)
+    return total
+
+
+def peer_shape(budget: int, val: int, gradient_batch_size: int) -> Dict[str, int]:
+    """The largest 0.3 beam (rounds, then branches) whose rollouts stay within ``budget`` (at least one round)."""
+    best = {"beam_width": 1, "branch_factor": 1, "rounds": 1}
+    for rounds in range(1, 6):
+        for beam_width in (1, 2):
+            for branch_factor in range(1, 5):
+                used = peer_rollouts(val, beam_width, branch_factor, rounds, gradient_batch_size)
+                shape = {"beam_width": beam_width, "branch_factor": branch_factor, "rounds": rounds}
+                if used <= budget and used > peer_rollouts(val, **best, gradient_batch_size=gradient_batch_size):
+                    best = shape
+    return best
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_embedded_server(args: argparse.Namespace) -> subprocess.Popen[bytes]:
+    port = free_port()
+    command = [
+        str(Path(sys.executable).parent / "agl"),
+        "serve-model",
+        "--port",
+        str(port),
+        "--served-model-name",
+        args.model,
+        "--max-tokens",
+        str(args.optimizer_max_tokens),
+        "--max-batch-size",
+        "16",
+    ]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    log_path = Path(args.out_dir) / "serve-model.log"
+    with open(log_path, "wb") as log:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    args.url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"agl serve-model exited with {process.returncode}; see {log_path}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                return process
+        except OSError:
+            time.sleep(2)
+    process.terminate()
+    raise SystemExit("agl serve-model did not answer /health within 10 minutes")
+
+
+def run_system(system: str, seed: int, args: argparse.Namespace) -> Dict[str, Any]:
+    common = ["--url", args.url, "--model", args.model, "--seed", str(seed)]
+    common += ["--train", str(args.train), "--val", str(args.val), "--rooms", str(args.rooms)]
+    if system == "ours":
+        command = [sys.executable, str(HERE / "apo_bench.py"), "--worker", *common]
+        command += ["--max-rollouts", str(args.max_rollouts), "--gradient-batch-size", str(args.gradient_batch_size)]
+        command += ["--optimizer-max-tokens", str(args.optimizer_max_tokens), "--concurrency", str(args.concurrency)]
+        command += ["--run-dir", str(Path(args.out_dir) / f"ours-seed{seed}")]
+    elif system == "peer":
+        shape = peer_shape(args.max_rollouts, args.val, args.gradient_batch_size)
+        command = [args.peer_python, str(HERE / "peer_apo_bench.py"), *common]
+        command += [f"--{k.replace('_', '-')}={v}" for k, v in shape.items()]
+        command += ["--gradient-batch-size", str(args.gradient_batch_size)]
+    else:
+        command = [args.gepa_python, str(HERE / "gepa_apo_bench.py"), *common]
+        command += ["--max-rollouts", str(args.max_rollouts), "--optimizer-max-tokens", str(args.optimizer_max_tokens)]
+        command += ["--concurrency", str(args.concurrency), "--run-dir", str(Path(args.out_dir) / f"gepa-seed{seed}")]
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "CREWAI_DISABLE_TELEMETRY": "true"}
+    log_path = Path(args.out_dir) / f"{system}-seed{seed}.log"
+    print(f"--- {system}, seed {seed} (log: {log_path})", flush=True)
+    started = time.perf_counter()
+    with open(log_path, "wb") as log:
+        try:
+            # The peer's AgentOps writes agentops.log into its working folder: the run's folder.
+            cwd = args.out_dir if system == "peer" else None
+            completed = subprocess.run(
+                command, stdout=subprocess.PIPE, stderr=log, env=env, timeout=args.timeout, cwd=cwd
+            )
+        except subprocess.TimeoutExpired:
+            return {"system": system, "seed": seed, "error": f"timed out after {args.timeout} s"}
+        except OSError as exc:  # the interpreter is missing, say
+            return {"system": system, "seed": seed, "error": f"could not start {command[0]}: {exc}"}
+    out = completed.stdout.decode(errors="replace")
+    log_path.with_suffix(".out").write_text(out)
+    lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
+    if completed.returncode != 0 or not lines:
+        return {"system": system, "seed": seed, "error": f"exit {completed.returncode}; see {log_path}"}
+    result: Dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
+    result["wall_minutes"] = (time.perf_counter() - started) / 60
+    print(
+        f"    best val {result['best_val']:.3f}, {result['rollouts']} rollouts, {result['optimizer_calls']} optimizer "
+        f"calls, {result['minutes']:.1f} min",
+        flush=True,
+    )
+    return result
+
+
+def table(results: List[Dict[str, Any]]) -> str:
+    rows = [
+        "| system | seeds | best val (mean) | per seed | seed prompt val | rollouts (mean) | optimizer calls (mean) | minutes (mean) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for system in SYSTEMS:
+        done = [r for r in results if r.get("key") == system and "error" not in r]
+        failed = [r for r in results if r.get("key") == system and "error" in r]
+        if not done:
+            if failed:
+                rows.append(f"| {system} | 0 | - | {failed[0]['error']} | - | - | - | - |")
+            continue
+        seed_vals = [r["seed_val"] for r in done if r.get("seed_val") is not None]
+        cells = [
+            done[0]["system"],
+            str(len(done)),
+            f"{statistics.mean(r['best_val'] for r in done):.3f}",
+            ", ".join(f"{r['best_val']:.3f}" for r in done),
+            f"{statistics.mean(seed_vals):.3f}" if seed_vals else "-",
+            f"{statistics.mean(r['rollouts'] for r in done):.1f}",
+            f"{statistics.mean(r['optimizer_calls'] for r in done):.1f}",
+            f"{statistics.mean(r['minutes'] for r in done):.1f}",
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--url", default=None, help="an OpenAI API root serving --model (default: start agl serve-model)"
+    )
+    parser.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
+    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--max-rollouts", type=int, default=44, help="the rollout budget of every system")
+    parser.add_argument("--train", type=int, default=8)
+    parser.add_argument("--val", type=int, default=8)
+    parser.add_argument("--rooms", type=int, default=4, help="rooms in each request's listing")
+    parser.add_argument("--gradient-batch-size", type=int, default=2)
+    parser.add_argument("--optimizer-max-tokens", type=int, default=400)
+    parser.add_argument("--concurrency", type=int, default=8, help="rollouts in flight at once")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads of the embedded server")
+    parser.add_argument(
+        "--parallel", action="store_true", help="run every system and seed at once against the one endpoint"
+    )
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds one system's run may take")
+    parser.add_argument("--peer-python", default=None, help="the interpreter of the agentlightning==0.3.0 venv")
+    parser.add_argument("--gepa-python", default=None, help="the interpreter of GEPA's venv")
+    parser.add_argument("--out-dir", default=None, help="logs and run folders (default: bench/results/apo-<time>)")
+    parser.add_argument("--json", nargs="?", const="", default=None, metavar="PATH")
+    # One system's run (used by the driver itself for ours).
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--run-dir", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        print("RESULT " + json.dumps(run_ours(args), default=str), flush=True)
+        return
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    args.out_dir = str(Path(args.out_dir or HERE / "results" / f"apo-{stamp}").resolve())
+    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    for system, option in (("peer", "peer_python"), ("gepa", "gepa_python")):
+        if system in args.systems and not getattr(args, option):
+            parser.error(f"--{option.replace('_', '-')} is needed to run {system}")
+        if getattr(args, option):  # the peer runs in another working folder
+            setattr(args, option, os.path.abspath(getattr(args, option)))
+    server = None
+    if args.url is None:
+        print("starting agl serve-model (the embedded default model) ...", flush=True)
+        server = start_embedded_server(args)
+    print(
+        f"endpoint {args.url} model {args.model}; budget {args.max_rollouts} rollouts; seeds {args.seeds}", flush=True
+    )
+    results: List[Dict[str, Any]] = []
+    runs = [(system, seed) for seed in args.seeds for system in args.systems]
+    try:
+        if args.parallel:
+            # Every system at once against the one server (it decodes their requests in shared batches):
+            # scores, rollouts and calls are unchanged; minutes then measure the shared run, not one system.
+            with ThreadPoolExecutor(len(runs)) as pool:
+                done = list(pool.map(lambda run: run_system(*run, args), runs))
+        else:
+            done = [run_system(system, seed, args) for system, seed in runs]
+        for (system, _), result in zip(runs, done, strict=True):
+            result["key"] = system
+            results.append(result)
+    finally:
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # busy decoding: it does not stop at once
+                server.kill()
+                server.wait()
+    print("\n" + table(results))
+    if args.json is not None:
+        path = Path(args.json or HERE / "results" / f"apo_bench-{stamp}.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        document = {
+            "benchmark": "apo",
+            "time": stamp,
+            "endpoint": args.url if server is None else "agl serve-model (embedded default model)",
+            "model": args.model,
+            "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "seed", "run_dir", "json")},
+            "peer_shape": peer_shape(args.max_rollouts, args.val, args.gradient_batch_size),
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+            "results": results,
+        }
+        path.write_text(json.dumps(document, indent=2, default=str))
+        print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()
