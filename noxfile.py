@@ -216,7 +216,7 @@ PLUGINS: list[Plugin] = [
         "postgres", needs=["testing"], test_deps=CORE_TEST_DEPS, core_extras=["server"], run_tests=_run_postgres_tests
     ),
     # SFT (rejection sampling, TRL SFTTrainer + PEFT) end to end on the tiny Qwen2, and dataset export.
-    Plugin("sft", needs=["embedded", "testing"], test_deps=["openai>=1.60"], needs_torch=True),
+    Plugin("sft", needs=["embedded", "testing", "grpo"], test_deps=["openai>=1.60"], needs_torch=True),
     # APO against two fake OpenAI servers (the agent's model and a scripted optimizer); no torch.
     Plugin("apo", needs=["testing"]),
     # Trainer(strategy="ray"): runners as Ray actors on real local clusters (ray.init with 2 CPUs, and
@@ -496,9 +496,20 @@ def bench_grpo(session: nox.Session) -> None:
 def bench_sft(session: nox.Session) -> None:
     """SFT round throughput: agentlightning_sft's training round against TRL's SFTTrainer on the same records."""
     _install_torch(session)
-    session.install("./core", "./plugins/embedded", TESTING_KIT, "./plugins/sft")
+    session.install("./core", "./plugins/embedded", TESTING_KIT, "./plugins/grpo", "./plugins/sft")
     args = session.posargs or ["--json"]
     session.run("python", "bench/sft_bench.py", *args)
+
+
+@nox.session(python=PYTHON, venv_backend="virtualenv")
+def bench_sft_learning(session: nox.Session) -> None:
+    """SFT vs GRPO held-out gain per CPU-minute on the calculator task, seeds 0 1 2 (tens of minutes a run).
+
+    Arguments after `--` go to bench/sft_bench.py --learning (e.g. `-- --seeds 0 --out DIR -- --iterations 3`).
+    """
+    _install_torch(session)
+    session.install("./core", "./plugins/embedded[default-model]", "./plugins/grpo", "./plugins/sft")
+    session.run("python", "bench/sft_bench.py", "--learning", *session.posargs)
 
 
 @nox.session(python=PYTHON, venv_backend="virtualenv")

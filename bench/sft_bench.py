@@ -20,6 +20,17 @@ figures only within one run. Target: ours / TRL >= 0.95 (we add nothing but data
 
     nox -s bench_sft                    # installs torch (pip), core and plugins/sft; --json
     python bench/sft_bench.py --records 64 --repeats 5
+
+**Learning per CPU-minute** (``--learning``): SFT against GRPO on the calculator task at the embedded
+default model's edge (``examples/sft_calculator.py``: the same problems, prompt, sampling, LoRA, learning
+rate and training rollouts for both), one child process per seed and algorithm. From each it takes the
+held-out accuracy before and after (greedy, the same problems), the problems newly solved and newly
+failed (exact sign test per run and pooled), and the process's CPU minutes (``getrusage``: every thread,
+serving included), with and without the validations; the figure is held-out points gained per CPU-minute
+of training. A child's summary already in ``--out`` is reused, so a killed run continues.
+
+    nox -s bench_sft_learning           # seeds 0 1 2, the example's defaults
+    python bench/sft_bench.py --learning --seeds 0 --out /tmp/learning -- --iterations 3
 """
 
 from __future__ import annotations
@@ -30,6 +41,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -37,6 +50,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "sft_calculator.py"
+ALGORITHMS = ("sft", "grpo")
 TARGET_RATIO = 0.95
 
 TOOLS = [
@@ -66,6 +81,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (same for both sides)")
     parser.add_argument("--json", nargs="?", const="", default=None, metavar="PATH", help="write results as JSON")
     parser.add_argument("--check", action="store_true", help=f"exit 1 when ours/TRL < {TARGET_RATIO}")
+    learning = parser.add_argument_group("learning per CPU-minute (--learning)")
+    learning.add_argument("--learning", action="store_true", help="SFT vs GRPO held-out gain per CPU-minute")
+    learning.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    learning.add_argument("--out", default=None, help="folder of the runs and summaries (default: under results/)")
+    learning.add_argument("--collect", action="store_true", help="only summarize the runs already in --out")
+    learning.add_argument("--run-timeout", type=float, default=3600.0, help="seconds one child run may take")
+    learning.add_argument(
+        "example_args", nargs="*", help="after --: arguments for every examples/sft_calculator.py run"
+    )
     return parser.parse_args(argv)
 
 
@@ -101,8 +125,85 @@ def make_records(count: int) -> List[Dict[str, Any]]:
     return records
 
 
+def learning(args: argparse.Namespace) -> int:
+    """Run the example for every seed and algorithm (or reuse its summary), then print and save the comparison."""
+    sys.path.insert(0, str(EXAMPLE.parent))
+    from sft_calculator import sign_test_p_value
+
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = Path(args.out) if args.out else RESULTS_DIR / f"sft_learning-{stamp}"
+    out.mkdir(parents=True, exist_ok=True)
+    runs: List[Dict[str, Any]] = []
+    load_before = os.getloadavg()
+    for seed in args.seeds:
+        for algorithm in ALGORITHMS:
+            summary_path = out / f"{algorithm}-seed{seed}.json"
+            if not summary_path.exists() and not args.collect:
+                command = [sys.executable, str(EXAMPLE), "--algorithm", algorithm, "--seed", str(seed), "--quiet"]
+                command += ["--run-dir", str(out / f"{algorithm}-seed{seed}"), "--summary", str(summary_path)]
+                print(f"running {algorithm} seed {seed} ...", flush=True)
+                with (out / f"{algorithm}-seed{seed}.log").open("w") as log:
+                    try:
+                        subprocess.run(
+                            command + args.example_args, stdout=log, stderr=subprocess.STDOUT, timeout=args.run_timeout
+                        )
+                    except subprocess.TimeoutExpired:
+                        print(f"  {algorithm} seed {seed} ran past {args.run_timeout:.0f} s; left out")
+            if not summary_path.exists():
+                print(f"  {algorithm} seed {seed}: no summary (see {out / f'{algorithm}-seed{seed}.log'})")
+                continue
+            runs.append(json.loads(summary_path.read_text()))
+    load_after = os.getloadavg()
+    print()
+    print("Held-out accuracy gain per CPU-minute, SFT vs GRPO (examples/sft_calculator.py, greedy held-out)")
+    print(
+        "| algorithm | seed | held-out | before | after | points | solved / failed | p | CPU min (training) | "
+        "points per training CPU-min | wall min | peak RSS GB |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for run in runs:
+        run["points_per_training_cpu_minute"] = run["gain_points"] / run["training_cpu_minutes"]
+        print(
+            f"| {run['algorithm']} | {run['seed']} | {run['held_out']} | {run['before']:.1%} | {run['after']:.1%} | "
+            f"{run['gain_points']:+.1f} | {run['newly_solved']} / {run['newly_failed']} | {run['p_value']:.4f} | "
+            f"{run['cpu_minutes']:.1f} ({run['training_cpu_minutes']:.1f}) | "
+            f"{run['points_per_training_cpu_minute']:+.2f} | {run['wall_minutes']:.1f} | {run['peak_rss_gb']:.1f} |"
+        )
+    pooled: Dict[str, Dict[str, Any]] = {}
+    for algorithm in ALGORITHMS:
+        mine = [r for r in runs if r["algorithm"] == algorithm]
+        if not mine:
+            continue
+        solved, failed = sum(r["newly_solved"] for r in mine), sum(r["newly_failed"] for r in mine)
+        pooled[algorithm] = {
+            "runs": len(mine),
+            "median_gain_points": statistics.median(r["gain_points"] for r in mine),
+            "newly_solved": solved,
+            "newly_failed": failed,
+            "pooled_p_value": sign_test_p_value(solved, failed),
+            "training_cpu_minutes": sum(r["training_cpu_minutes"] for r in mine),
+            "points_per_training_cpu_minute": statistics.median(r["points_per_training_cpu_minute"] for r in mine),
+        }
+        row = pooled[algorithm]
+        print(
+            f"{algorithm}: {row['runs']} seed(s), median gain {row['median_gain_points']:+.1f} points, pooled "
+            f"{solved} newly solved / {failed} newly failed (sign test p = {row['pooled_p_value']:.2g}), "
+            f"median {row['points_per_training_cpu_minute']:+.2f} points per training CPU-minute"
+        )
+    if len(pooled) == len(ALGORITHMS) and pooled["grpo"]["points_per_training_cpu_minute"]:
+        ratio = pooled["sft"]["points_per_training_cpu_minute"] / pooled["grpo"]["points_per_training_cpu_minute"]
+        print(f"SFT / GRPO, points per training CPU-minute (medians): {ratio:.2f}x")
+    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; runs and summaries in {out}")
+    document = {"benchmark": "sft_learning", "time": stamp, "runs": runs, "pooled": pooled}
+    document["load_average"] = {"before": load_before, "after": load_after}
+    (out / "learning.json").write_text(json.dumps(document, indent=2, default=float) + "\n")
+    return 0 if runs else 1
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    if args.learning:
+        return learning(args)
     import torch
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model

@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 import agentlightning as agl
 from agentlightning.semconv import LLMCallAttributes
 from agentlightning.store import InMemoryLightningStore
+from agentlightning_grpo.run_log import latest_checkpoint
 from agentlightning_sft import SFT, FinishedRollout
-from agentlightning_sft.learner import latest_checkpoint
 
 AGENT_SOURCE = '''
 import agentlightning as agl
@@ -115,7 +115,7 @@ async def test_a_round_trains_on_the_kept_rollouts_and_the_served_answers_change
     assert all(r["messages"][-1]["role"] == "assistant" and r["metadata"]["reward"] == 1.0 for r in records)
 
     # The adapter moved (LoRA B starts at zero), and the running server answers the same greedy prompts differently.
-    checkpoint = latest_checkpoint(run_dir / "checkpoints")
+    checkpoint = latest_checkpoint(run_dir / "checkpoints", "round")
     assert checkpoint is not None and checkpoint.name == "round-000001"
     lora_b = [t for name, t in load_file(str(checkpoint / "adapter_model.safetensors")).items() if "lora_B" in name]
     assert lora_b and any(bool(t.abs().sum() > 0) for t in lora_b)
@@ -138,7 +138,7 @@ async def test_full_fine_tuning_swaps_all_weights_into_the_server(
     assert algorithm.log is not None
     (round_record,) = algorithm.log.of_kind("round")
     assert not round_record["skipped"] and round_record["weights_version"] == 1
-    checkpoint = latest_checkpoint(run_dir / "checkpoints")
+    checkpoint = latest_checkpoint(run_dir / "checkpoints", "round")
     assert checkpoint is not None and (checkpoint / "model.safetensors").is_file()
     before, after = await _val_outputs(store, 0), await _val_outputs(store, 1)
     assert any(before[q] != after[q] for q in before)

@@ -55,6 +55,8 @@ from agentlightning.adapter.sequence import TokenSequence
 
 from .batch import MicroBatch, PreparedBatch, build_micro_batches
 from .config import GRPOConfig
+from .run_log import STATE_FILE as _STATE_FILE
+from .run_log import checkpoint_dir, latest_checkpoint
 from .update import LogitSelection, clipped_policy_loss, detect_logit_selection, token_logprobs
 
 __all__ = ["TrainablePolicy", "UpdateMetrics", "resolve_device", "checkpoint_dir", "latest_checkpoint"]
@@ -63,7 +65,6 @@ _DTYPES: Dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.b
 _CHECKPOINT_FORMAT = 1
 _TRAINABLE_FILE = "trainable.safetensors"
 _OPTIMIZER_FILE = "optimizer.pt"
-_STATE_FILE = "state.json"
 # Config fields that decide the shapes of the saved tensors: a checkpoint only loads when they match.
 _SHAPE_FIELDS = ("finetuning", "lora_r", "lora_target_modules")
 
@@ -73,25 +74,6 @@ def resolve_device(device: Optional[str] = None) -> torch.device:
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def checkpoint_dir(root: Union[str, Path], step: int) -> Path:
-    """Where the checkpoint of ``step`` lives under ``root`` (``root/step-000012``)."""
-    return Path(root) / f"step-{step:06d}"
-
-
-def latest_checkpoint(root: Union[str, Path]) -> Optional[Path]:
-    """The complete checkpoint with the highest step under ``root``, or None."""
-    root = Path(root)
-    if not root.is_dir():
-        return None
-    candidates = []
-    for child in root.iterdir():
-        if child.is_dir() and child.name.startswith("step-") and (child / _STATE_FILE).is_file():
-            suffix = child.name[len("step-") :]
-            if suffix.isdigit():
-                candidates.append((int(suffix), child))
-    return max(candidates)[1] if candidates else None
 
 
 @dataclass

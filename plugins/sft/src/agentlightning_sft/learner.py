@@ -22,34 +22,17 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import torch
 
+from agentlightning_grpo.run_log import STATE_FILE as _STATE_FILE
+
 from .config import SFTConfig
 from .records import to_trl_example
 
-__all__ = ["RoundTraining", "SFTLearner", "checkpoint_dir", "latest_checkpoint"]
+__all__ = ["RoundTraining", "SFTLearner"]
 
 _DTYPES: Dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_STATE_FILE = "state.json"
 _CHECKPOINT_FORMAT = 1
 # Config fields that decide the shapes of the saved weights: a checkpoint only loads when they match.
 _SHAPE_FIELDS = ("finetuning", "lora_r", "lora_target_modules")
-
-
-def checkpoint_dir(root: Union[str, Path], round_index: int) -> Path:
-    """Where the checkpoint after ``round_index`` lives under ``root`` (``root/round-000003``)."""
-    return Path(root) / f"round-{round_index:06d}"
-
-
-def latest_checkpoint(root: Union[str, Path]) -> Optional[Path]:
-    """The complete checkpoint of the highest round under ``root``, or None."""
-    root = Path(root)
-    if not root.is_dir():
-        return None
-    found = []
-    for child in root.iterdir():
-        suffix = child.name[len("round-") :]
-        if child.name.startswith("round-") and suffix.isdigit() and (child / _STATE_FILE).is_file():
-            found.append((int(suffix), child))
-    return max(found)[1] if found else None
 
 
 @dataclass
