@@ -184,7 +184,10 @@ def _forward_with_shared_prefix(
 
     rows, width = input_ids.shape
     cache: Any = DynamicCache()
-    model(input_ids=input_ids[:1, :shared], use_cache=True, logits_to_keep=1, **{_cache_argument(model): cache})
+    # Only the cache is wanted. An index, not `logits_to_keep=1`: without autograd, torch's CPU linear copies
+    # the bfloat16 vocabulary weight for the strided slice `hidden[:, -1:]`.
+    last = torch.tensor([shared - 1], device=input_ids.device)
+    model(input_ids=input_ids[:1, :shared], use_cache=True, logits_to_keep=last, **{_cache_argument(model): cache})
     for layer in cache.layers:
         layer.keys = layer.keys.expand(rows, -1, -1, -1)
         layer.values = layer.values.expand(rows, -1, -1, -1)
