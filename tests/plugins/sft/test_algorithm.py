@@ -18,22 +18,33 @@ from safetensors.torch import load_file
 
 import agentlightning as agl
 from agentlightning.semconv import LLMCallAttributes
+from agentlightning.serving import ServingBackend, start_serving_backend
 from agentlightning.store import InMemoryLightningStore
+from agentlightning_grpo import loop
 from agentlightning_grpo.run_log import latest_checkpoint
 from agentlightning_sft import SFT, FinishedRollout
 
 AGENT_SOURCE = '''
 import agentlightning as agl
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, BadRequestError
 
 
 @agl.rollout
 async def echo_agent(task, llm) -> float:
-    """One chat call; the reward is the task's own ("keep" tasks score 1), so the filter's choice is known."""
+    """One chat call; the reward is the task's own ("keep" tasks score 1), so the filter's choice is known.
+
+    A task with ``refused`` also makes calls the server refuses (``max_tokens=0``): the proxy records them
+    without an answer, so they make no record ("only": the refused call is the rollout's only call).
+    """
     client = AsyncOpenAI(base_url=llm.endpoint, api_key="x", max_retries=0)
-    await client.chat.completions.create(
-        model=llm.model, messages=[{"role": "user", "content": task["q"]}], **llm.sampling_parameters
-    )
+    messages = [{"role": "user", "content": task["q"]}]
+    if task.get("refused") != "only":
+        await client.chat.completions.create(model=llm.model, messages=messages, **llm.sampling_parameters)
+    if task.get("refused"):
+        try:
+            await client.chat.completions.create(model=llm.model, messages=messages, max_tokens=0)
+        except BadRequestError:
+            pass
     return float(task.get("reward", 0.0))
 '''
 
@@ -72,10 +83,10 @@ def _sft(tiny_model: Path, **overrides: Any) -> SFT:
     return SFT(**settings)
 
 
-def _fit(algorithm: SFT, agent: Any, store: Any, run_dir: Path, val: Any = VAL) -> None:
+def _fit(algorithm: SFT, agent: Any, store: Any, run_dir: Path, val: Any = VAL, train: Any = TRAIN) -> None:
     runner = agl.LitAgentRunner(agl.OtelTracer(), concurrency=8)
     trainer = agl.Trainer(algorithm=algorithm, runner=runner, store=store, run_dir=run_dir)
-    trainer.fit(agent, TRAIN, val_dataset=val)
+    trainer.fit(agent, train, val_dataset=val)
 
 
 async def _val_outputs(store: Any, round_index: int) -> Dict[str, List[int]]:
@@ -95,8 +106,15 @@ def _data(run_dir: Path, round_index: int) -> List[Dict[str, Any]]:
 
 
 async def test_a_round_trains_on_the_kept_rollouts_and_the_served_answers_change(
-    tiny_model: Path, echo_agent: Any, tmp_path: Path
+    tiny_model: Path, echo_agent: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    started: List[ServingBackend] = []
+
+    def start_and_record(*args: Any, **kwargs: Any) -> ServingBackend:
+        started.append(start_serving_backend(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(loop, "start_serving_backend", start_and_record)
     store = InMemoryLightningStore()
     algorithm = _sft(tiny_model)
     run_dir = tmp_path / "run"
@@ -122,6 +140,8 @@ async def test_a_round_trains_on_the_kept_rollouts_and_the_served_answers_change
     before, after = await _val_outputs(store, 0), await _val_outputs(store, 1)
     assert set(before) == set(after) == {"alpha", "beta", "gamma"}
     assert any(before[q] != after[q] for q in before)
+    # No restart: one server answered both validations, and the new weights went into it.
+    assert len(started) == 1 and started[0].weights_version == 1
     assert [r["round"] for r in algorithm.log.of_kind("validation")] == [0, 1]
     assert (run_dir / "curve.png").stat().st_size > 1000
 
@@ -158,6 +178,44 @@ async def test_a_round_where_nothing_passes_says_so_and_trains_nothing(
     assert round_record["skip_reason"] == "no rollout passed the filter (0 of 8 kept)"
     assert not (run_dir / "data").exists()  # no empty dataset written
     assert await _val_outputs(store, 0) == await _val_outputs(store, 1)  # the served model did not change
+
+
+async def test_calls_that_make_no_record_are_left_out_and_counted_in_the_round(
+    tiny_model: Path, echo_agent: Any, tmp_path: Path
+) -> None:
+    store = InMemoryLightningStore()
+    algorithm = _sft(tiny_model)
+    run_dir = tmp_path / "run"
+    train = [{"q": "hello", "reward": 1.0, "refused": True}, {"q": "world"}]
+    await asyncio.to_thread(_fit, algorithm, echo_agent, store, run_dir, None, train)
+
+    assert algorithm.log is not None
+    (round_record,) = algorithm.log.of_kind("round")
+    # Both "hello" rollouts are kept; each made one answered call (a record) and one refused call (none).
+    assert round_record["kept"] == 2 and round_record["records"] == 2
+    assert round_record["excluded"] == {"no_response": 2}
+    assert not round_record["skipped"] and round_record["weights_version"] == 1
+    records = _data(run_dir, 1)
+    assert [r["messages"][-1]["role"] for r in records] == ["assistant", "assistant"]
+
+
+async def test_a_round_whose_kept_rollouts_make_no_record_trains_nothing(
+    tiny_model: Path, echo_agent: Any, tmp_path: Path
+) -> None:
+    store = InMemoryLightningStore()
+    algorithm = _sft(tiny_model)
+    run_dir = tmp_path / "run"
+    train = [{"q": "hello", "reward": 1.0, "refused": "only"}]
+    await asyncio.to_thread(_fit, algorithm, echo_agent, store, run_dir, None, train)
+
+    assert algorithm.log is not None
+    (round_record,) = algorithm.log.of_kind("round")
+    assert round_record["skipped"] and round_record["kept"] == 2 and round_record["records"] == 0
+    assert round_record["excluded"] == {"no_response": 2} and "weights_version" not in round_record
+    assert round_record["skip_reason"] == (
+        "no record could be built from the 2 kept rollouts (excluded: {'no_response': 2})"
+    )
+    assert not (run_dir / "data").exists()
 
 
 async def test_a_user_filter_and_token_records(tiny_model: Path, echo_agent: Any, tmp_path: Path) -> None:
