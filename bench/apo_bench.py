@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -373,9 +373,9 @@ def main(argv: Optional[List[str]] = None) -> None:
             # Every system at once against the one server (it decodes their requests in shared batches):
             # scores, rollouts and calls are unchanged; minutes then measure the shared run, not one system.
             with ThreadPoolExecutor(len(runs)) as pool:
-                done = list(pool.map(lambda run: run_system(*run, args), runs))
-            for (system, _), result in zip(runs, done, strict=True):
-                record(system, result)
+                futures = {pool.submit(run_system, system, seed, args): system for system, seed in runs}
+                for future in as_completed(futures):
+                    record(futures[future], future.result())
         else:
             for system, seed in runs:
                 record(system, run_system(system, seed, args))
