@@ -260,7 +260,7 @@ def table(results: List[Dict[str, Any]], before: Dict[int, float]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for system in SYSTEMS:
-        runs = [r for r in results if r.get("key") == system]
+        runs = sorted((r for r in results if r.get("key") == system), key=lambda r: r["seed"])
         done = [r for r in runs if "error" not in r]
         for r in runs:
             start = f"{before[r['seed']]:.3f}" if r["seed"] in before else "-"
