@@ -20,8 +20,11 @@ from room_tasks import make_tasks, parse_answer, reward  # noqa: E402
 
 __all__ = ["SEED_PROMPTS", "AGENT_MAX_TOKENS", "datasets", "messages_for", "score_reply"]
 
+# A weak start: the answer's form but none of the rules. With it the 0.5B model answers R1 to every request
+# (0.17-0.42 on the three seeds' validation sets); "You are a helpful assistant." scores 0 (it explains
+# instead of answering within AGENT_MAX_TOKENS), which leaves an optimizer nothing to compare.
 SEED_PROMPTS: Dict[str, str] = {
-    "system_prompt": "You are a helpful assistant.",
+    "system_prompt": "You book meeting rooms. Reply with the room id only.",
     "request_prompt": "{request}",
 }
 # Enough for "Room: R3" and a few words; a long explanation is cut off before its answer (scored 0).

@@ -7,9 +7,11 @@ room selection (bench/_apo_task.py: the listing in the request, the exact reward
 training and validation requests for every system, greedy agent decoding. Each system runs in a
 process of its own (the peer and GEPA in their own venvs) and reports its best validation score (the
 mean reward on the whole validation set of its best prompts), the rollouts and optimizer calls it
-used and its minutes. Budget: ``--max-rollouts`` for ours (a hard limit) and GEPA
-(``max_metric_calls``); the peer has no budget option, so its beam is sized to about the same count
-(``peer_rollouts()``) and what it used is counted in its store.
+used, their tokens and its minutes. Budget: ``--max-rollouts`` and ``--max-optimizer-calls`` for
+ours (hard limits) and GEPA (``max_metric_calls`` and a stop callback on its reflection calls); the
+peer has no budget option, so its beam is sized to the largest shape within both (``peer_shape()``) and
+what it used is counted in its store and on its HTTP client. The seed prompts' validation score
+("before") is measured once per seed against the same endpoint, outside every system's budget.
 
     python bench/apo_bench.py --peer-python P --gepa-python G            # embedded model, 1 seed
     python bench/apo_bench.py --url http://host/v1 --model NAME --seeds 0 1 2 --json
@@ -27,7 +29,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -40,7 +42,7 @@ SYSTEMS = ("ours", "peer", "gepa")
 
 # ----------------------------------------------------------------------------------------- ours
 def run_ours(args: argparse.Namespace) -> Dict[str, Any]:
-    """Our APO through a real Trainer (runners, LLM proxy, SQLite store), both templates jointly."""
+    """Our APO through a real Trainer (runners, LLM proxy, SQLite store), both templates in turn."""
     from _apo_task import AGENT_MAX_TOKENS, SEED_PROMPTS, datasets, messages_for, score_reply
     from openai import AsyncOpenAI
 
@@ -75,11 +77,15 @@ def run_ours(args: argparse.Namespace) -> Dict[str, Any]:
         algorithm={
             "type": "apo",
             "optimizer": {"base_url": args.url, "model": args.model},
+            # One template a round (system_prompt first): a critique and one edit per candidate, as the
+            # peer's; "joint" would spend three calls on each candidate of this small call budget.
+            "mode": "in_turn",
             "beam_width": 2,
-            "branch_factor": 2,
-            "rounds": 4,  # the rollout budget ends the run first
+            "branch_factor": 3,
+            "rounds": 4,  # the budgets end the run first
             "gradient_batch_size": args.gradient_batch_size,
             "max_rollouts": args.max_rollouts,
+            "max_optimizer_calls": args.max_optimizer_calls,
             "seed": args.seed,
             "sampling": {"temperature": 0.0, "max_tokens": AGENT_MAX_TOKENS},
             "optimizer_max_tokens": args.optimizer_max_tokens,
@@ -102,6 +108,7 @@ def run_ours(args: argparse.Namespace) -> Dict[str, Any]:
         "best_prompts": apo.get_best_prompts(),
         "rollouts": apo.budget.rollouts,
         "optimizer_calls": apo.budget.optimizer_calls,
+        "optimizer_tokens": apo.budget.tokens,
         "minutes": (time.perf_counter() - started) / 60,
         "candidates": sum(c.score is not None for c in apo.candidates),
         "critiques": [c.critique for c in apo.candidates if c.critique],
@@ -120,14 +127,18 @@ def peer_rollouts(val: int, beam_width: int, branch_factor: int, rounds: int, gr
     return total
 
 
-def peer_shape(budget: int, val: int, gradient_batch_size: int) -> Dict[str, int]:
-    """The largest 0.3 beam (rounds, then branches) whose rollouts stay within ``budget`` (at least one round)."""
+def peer_shape(budget: int, val: int, gradient_batch_size: int, max_calls: Optional[int] = None) -> Dict[str, int]:
+    """The largest 0.3 beam (rounds, then branches) whose rollouts stay within ``budget`` and whose optimizer
+    calls (a critique and an edit per candidate) within ``max_calls`` (at least one round of one candidate)."""
     best = {"beam_width": 1, "branch_factor": 1, "rounds": 1}
     for rounds in range(1, 6):
         for beam_width in (1, 2):
             for branch_factor in range(1, 5):
                 used = peer_rollouts(val, beam_width, branch_factor, rounds, gradient_batch_size)
+                calls = 2 * beam_width * branch_factor * rounds
                 shape = {"beam_width": beam_width, "branch_factor": branch_factor, "rounds": rounds}
+                if max_calls is not None and calls > max_calls:
+                    continue
                 if used <= budget and used > peer_rollouts(val, **best, gradient_batch_size=gradient_batch_size):
                     best = shape
     return best
@@ -178,16 +189,18 @@ def run_system(system: str, seed: int, args: argparse.Namespace) -> Dict[str, An
     if system == "ours":
         command = [sys.executable, str(HERE / "apo_bench.py"), "--worker", *common]
         command += ["--max-rollouts", str(args.max_rollouts), "--gradient-batch-size", str(args.gradient_batch_size)]
+        command += ["--max-optimizer-calls", str(args.max_optimizer_calls)]
         command += ["--optimizer-max-tokens", str(args.optimizer_max_tokens), "--concurrency", str(args.concurrency)]
         command += ["--run-dir", str(Path(args.out_dir) / f"ours-seed{seed}")]
     elif system == "peer":
-        shape = peer_shape(args.max_rollouts, args.val, args.gradient_batch_size)
+        shape = peer_shape(args.max_rollouts, args.val, args.gradient_batch_size, args.max_optimizer_calls)
         command = [args.peer_python, str(HERE / "peer_apo_bench.py"), *common]
         command += [f"--{k.replace('_', '-')}={v}" for k, v in shape.items()]
         command += ["--gradient-batch-size", str(args.gradient_batch_size)]
     else:
         command = [args.gepa_python, str(HERE / "gepa_apo_bench.py"), *common]
         command += ["--max-rollouts", str(args.max_rollouts), "--optimizer-max-tokens", str(args.optimizer_max_tokens)]
+        command += ["--max-optimizer-calls", str(args.max_optimizer_calls)]
         command += ["--concurrency", str(args.concurrency), "--run-dir", str(Path(args.out_dir) / f"gepa-seed{seed}")]
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "CREWAI_DISABLE_TELEMETRY": "true"}
     log_path = Path(args.out_dir) / f"{system}-seed{seed}.log"
@@ -213,36 +226,64 @@ def run_system(system: str, seed: int, args: argparse.Namespace) -> Dict[str, An
     result["wall_minutes"] = (time.perf_counter() - started) / 60
     print(
         f"    best val {result['best_val']:.3f}, {result['rollouts']} rollouts, {result['optimizer_calls']} optimizer "
-        f"calls, {result['minutes']:.1f} min",
+        f"calls, {result['optimizer_tokens']} tokens, {result['minutes']:.1f} min",
         flush=True,
     )
     return result
 
 
-def table(results: List[Dict[str, Any]]) -> str:
+def seed_prompt_score(seed: int, args: argparse.Namespace) -> float:
+    """The seed prompts' mean reward on a seed's validation set: every system's starting point."""
+    from _apo_task import AGENT_MAX_TOKENS, SEED_PROMPTS, datasets, messages_for, score_reply
+    from openai import OpenAI
+
+    _, val = datasets(seed, args.train, args.val, args.rooms)
+    client = OpenAI(base_url=args.url, api_key="unused", max_retries=1, timeout=args.timeout)
+
+    def play(task: Dict[str, Any]) -> float:
+        reply = client.chat.completions.create(
+            model=args.model,
+            messages=messages_for(SEED_PROMPTS, task),  # type: ignore[arg-type]
+            temperature=0.0,
+            max_tokens=AGENT_MAX_TOKENS,
+        )
+        return score_reply(task, reply.choices[0].message.content)
+
+    with ThreadPoolExecutor(args.concurrency) as pool:
+        return statistics.mean(pool.map(play, val))
+
+
+def table(results: List[Dict[str, Any]], before: Dict[int, float]) -> str:
+    """One row per system and seed, then each system's medians."""
     rows = [
-        "| system | seeds | best val (mean) | per seed | seed prompt val | rollouts (mean) | optimizer calls (mean) | minutes (mean) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| system | seed | best val (before → after) | rollouts | optimizer calls | optimizer tokens | minutes |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for system in SYSTEMS:
-        done = [r for r in results if r.get("key") == system and "error" not in r]
-        failed = [r for r in results if r.get("key") == system and "error" in r]
-        if not done:
-            if failed:
-                rows.append(f"| {system} | 0 | - | {failed[0]['error']} | - | - | - | - |")
-            continue
-        seed_vals = [r["seed_val"] for r in done if r.get("seed_val") is not None]
-        cells = [
-            done[0]["system"],
-            str(len(done)),
-            f"{statistics.mean(r['best_val'] for r in done):.3f}",
-            ", ".join(f"{r['best_val']:.3f}" for r in done),
-            f"{statistics.mean(seed_vals):.3f}" if seed_vals else "-",
-            f"{statistics.mean(r['rollouts'] for r in done):.1f}",
-            f"{statistics.mean(r['optimizer_calls'] for r in done):.1f}",
-            f"{statistics.mean(r['minutes'] for r in done):.1f}",
-        ]
-        rows.append("| " + " | ".join(cells) + " |")
+        runs = sorted((r for r in results if r.get("key") == system), key=lambda r: r["seed"])
+        done = [r for r in runs if "error" not in r]
+        for r in runs:
+            start = f"{before[r['seed']]:.3f}" if r["seed"] in before else "-"
+            if "error" in r:
+                rows.append(f"| {system} | {r['seed']} | {start} → ({r['error']}) | - | - | - | - |")
+                continue
+            cells = [r["system"], str(r["seed"]), f"{start} → {r['best_val']:.3f}", str(r["rollouts"])]
+            cells += [str(r["optimizer_calls"]), str(r.get("optimizer_tokens", "-")), f"{r['minutes']:.1f}"]
+            rows.append("| " + " | ".join(cells) + " |")
+        if len(done) > 1:
+            starts = [before[r["seed"]] for r in done if r["seed"] in before]
+            median_start = f"{statistics.median(starts):.3f}" if starts else "-"
+            tokens = [r["optimizer_tokens"] for r in done if "optimizer_tokens" in r]
+            cells = [
+                f"**{system}, median of {len(done)}**",
+                "",
+                f"{median_start} → {statistics.median(r['best_val'] for r in done):.3f}",
+                f"{statistics.median(r['rollouts'] for r in done):g}",
+                f"{statistics.median(r['optimizer_calls'] for r in done):g}",
+                f"{statistics.median(tokens):g}" if tokens else "-",
+                f"{statistics.median(r['minutes'] for r in done):.1f}",
+            ]
+            rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
@@ -254,12 +295,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--max-rollouts", type=int, default=44, help="the rollout budget of every system")
+    parser.add_argument("--max-rollouts", type=int, default=54, help="the rollout budget of every system")
+    parser.add_argument("--max-optimizer-calls", type=int, default=6, help="the optimizer call budget of every system")
     parser.add_argument("--train", type=int, default=8)
     parser.add_argument("--val", type=int, default=8)
     parser.add_argument("--rooms", type=int, default=4, help="rooms in each request's listing")
     parser.add_argument("--gradient-batch-size", type=int, default=2)
-    parser.add_argument("--optimizer-max-tokens", type=int, default=400)
+    parser.add_argument(
+        "--optimizer-max-tokens", type=int, default=250, help="the longest critique or edit (the 0.5B rambles)"
+    )
     parser.add_argument("--concurrency", type=int, default=8, help="rollouts in flight at once")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of the embedded server")
     parser.add_argument(
@@ -292,21 +336,49 @@ def main(argv: Optional[List[str]] = None) -> None:
         print("starting agl serve-model (the embedded default model) ...", flush=True)
         server = start_embedded_server(args)
     print(
-        f"endpoint {args.url} model {args.model}; budget {args.max_rollouts} rollouts; seeds {args.seeds}", flush=True
+        f"endpoint {args.url} model {args.model}; budget {args.max_rollouts} rollouts, {args.max_optimizer_calls} "
+        f"optimizer calls; seeds {args.seeds}",
+        flush=True,
     )
     results: List[Dict[str, Any]] = []
+    before: Dict[int, float] = {}
     runs = [(system, seed) for seed in args.seeds for system in args.systems]
+    json_path = Path(args.json or HERE / "results" / f"apo_bench-{stamp}.json") if args.json is not None else None
+
+    def record(system: str, result: Dict[str, Any]) -> None:
+        result["key"] = system
+        results.append(result)
+        if json_path is None:
+            return
+        # Written after every run, so a long benchmark stopped half way keeps what it measured.
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        document = {
+            "benchmark": "apo",
+            "time": stamp,
+            "endpoint": args.url if server is None else "agl serve-model (embedded default model)",
+            "model": args.model,
+            "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "seed", "run_dir", "json")},
+            "peer_shape": peer_shape(args.max_rollouts, args.val, args.gradient_batch_size, args.max_optimizer_calls),
+            "seed_prompt_val": before,
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+            "results": results,
+        }
+        json_path.write_text(json.dumps(document, indent=2, default=str))
+
     try:
+        for seed in args.seeds:
+            before[seed] = seed_prompt_score(seed, args)
+            print(f"seed {seed}: the seed prompts score {before[seed]:.3f} on the validation set", flush=True)
         if args.parallel:
             # Every system at once against the one server (it decodes their requests in shared batches):
             # scores, rollouts and calls are unchanged; minutes then measure the shared run, not one system.
             with ThreadPoolExecutor(len(runs)) as pool:
-                done = list(pool.map(lambda run: run_system(*run, args), runs))
+                futures = {pool.submit(run_system, system, seed, args): system for system, seed in runs}
+                for future in as_completed(futures):
+                    record(futures[future], future.result())
         else:
-            done = [run_system(system, seed, args) for system, seed in runs]
-        for (system, _), result in zip(runs, done, strict=True):
-            result["key"] = system
-            results.append(result)
+            for system, seed in runs:
+                record(system, run_system(system, seed, args))
     finally:
         if server is not None:
             server.terminate()
@@ -315,22 +387,9 @@ def main(argv: Optional[List[str]] = None) -> None:
             except subprocess.TimeoutExpired:  # busy decoding: it does not stop at once
                 server.kill()
                 server.wait()
-    print("\n" + table(results))
-    if args.json is not None:
-        path = Path(args.json or HERE / "results" / f"apo_bench-{stamp}.json")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        document = {
-            "benchmark": "apo",
-            "time": stamp,
-            "endpoint": args.url if server is None else "agl serve-model (embedded default model)",
-            "model": args.model,
-            "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "seed", "run_dir", "json")},
-            "peer_shape": peer_shape(args.max_rollouts, args.val, args.gradient_batch_size),
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-            "results": results,
-        }
-        path.write_text(json.dumps(document, indent=2, default=str))
-        print(f"results: {path}")
+    print("\n" + table(results, before))
+    if json_path is not None:
+        print(f"results: {json_path}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 GEPA evolves both templates (``system_prompt``, ``request_prompt``) with the same agent, endpoint
 and reflection model as the others; ``max_metric_calls`` is the rollout budget (one metric call is one
-task played). The reflective dataset shows the reflection model what our critique sees: the agent's
+task played) and a stop callback ends the run before a reflection call over ``--max-optimizer-calls``. The
+reflective dataset shows the reflection model what our critique sees: the agent's
 conversation and its reward. A candidate whose templates do not format (a lost ``{request}``, stray
 braces) scores 0. Prints one JSON line: the result.
 """
@@ -90,13 +91,14 @@ def main() -> None:
     parser.add_argument("--rooms", type=int, required=True)
     parser.add_argument("--max-rollouts", type=int, required=True)
     parser.add_argument("--minibatch", type=int, default=2)
-    parser.add_argument("--optimizer-max-tokens", type=int, default=400)
+    parser.add_argument("--optimizer-max-tokens", type=int, default=250)
+    parser.add_argument("--max-optimizer-calls", type=int, default=None)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--run-dir", default=None)
     args = parser.parse_args()
     train, val = datasets(args.seed, args.train, args.val, args.rooms)
     client = OpenAI(base_url=args.url, api_key="unused", max_retries=1, timeout=1800)
-    calls = {"n": 0}
+    calls = {"n": 0, "tokens": 0}
 
     def reflection_lm(prompt: str) -> str:
         calls["n"] += 1
@@ -106,7 +108,11 @@ def main() -> None:
             temperature=1.0,
             max_tokens=args.optimizer_max_tokens,
         )
+        calls["tokens"] += reply.usage.total_tokens if reply.usage else 0
         return reply.choices[0].message.content or ""
+
+    def calls_spent(_state: Any) -> bool:  # checked before each iteration, which makes one reflection call
+        return args.max_optimizer_calls is not None and calls["n"] >= args.max_optimizer_calls
 
     adapter = RoomAdapter(client, args.model, args.concurrency)
     started = time.perf_counter()
@@ -122,6 +128,7 @@ def main() -> None:
         run_dir=args.run_dir,
         seed=args.seed,
         display_progress_bar=False,
+        stop_callbacks=[calls_spent],
     )
     minutes = (time.perf_counter() - started) / 60
     best = result.best_candidate
@@ -133,6 +140,7 @@ def main() -> None:
         "best_prompts": best if isinstance(best, dict) else {"system_prompt": best},
         "rollouts": adapter.rollouts,
         "optimizer_calls": calls["n"],
+        "optimizer_tokens": calls["tokens"],
         "minutes": minutes,
         "candidates": len(result.val_aggregate_scores),
     }

@@ -3,7 +3,7 @@
 The peer optimizes one template (the first ``PromptTemplate`` of its initial resources): it gets
 ``system_prompt``; ``request_prompt`` stays the seed. It has no rollout budget, so apo_bench.py sizes
 its beam (``--beam-width``, ``--branch-factor``, ``--rounds``) to the others' budget and the rollouts it
-used are counted in its store. Optimizer calls are counted on its OpenAI client's HTTP requests.
+used are counted in its store. Optimizer calls and their tokens are counted on its OpenAI client's HTTP traffic.
 Prints one JSON line: the result.
 """
 
@@ -72,16 +72,21 @@ def main() -> None:
     ENDPOINT.update(url=args.url, model=args.model)
     train, val = datasets(args.seed, args.train, args.val, args.rooms)
 
-    calls = {"n": 0}
+    calls = {"n": 0, "tokens": 0}
 
     async def count(request: httpx.Request) -> None:
         if request.url.path.endswith("/chat/completions"):
             calls["n"] += 1
 
+    async def count_tokens(response: httpx.Response) -> None:
+        if response.request.url.path.endswith("/chat/completions") and response.status_code == 200:
+            await response.aread()
+            calls["tokens"] += int((response.json().get("usage") or {}).get("total_tokens") or 0)
+
     client = AsyncOpenAI(
         base_url=args.url,
         api_key="unused",
-        http_client=httpx.AsyncClient(event_hooks={"request": [count]}, timeout=1800),
+        http_client=httpx.AsyncClient(event_hooks={"request": [count], "response": [count_tokens]}, timeout=1800),
     )
     algorithm = APO(
         client,
@@ -118,6 +123,7 @@ def main() -> None:
         "best_prompts": {"system_prompt": algorithm.get_best_prompt().template, "request_prompt": "{request}"},
         "rollouts": len(rollouts),
         "optimizer_calls": calls["n"],
+        "optimizer_tokens": calls["tokens"],
         "minutes": minutes,
     }
     print("RESULT " + json.dumps(result), flush=True)
