@@ -124,7 +124,9 @@ def summarize(reports: List[Any], results: Dict[str, GameResult], elapsed: float
     played = [results[r.rollout.input["game"]] for r in finished]
     n = max(1, len(finished))
     by_side = {
-        side: [r.final_reward or 0.0 for r in finished if side_of(results[r.rollout.input["game"]].roles[TRAINEE]) == side]
+        side: [
+            r.final_reward or 0.0 for r in finished if side_of(results[r.rollout.input["game"]].roles[TRAINEE]) == side
+        ]
         for side in ("village", "werewolf")
     }
     trainee_calls = sum(result.calls[TRAINEE] for result in played)
@@ -140,7 +142,10 @@ def summarize(reports: List[Any], results: Dict[str, GameResult], elapsed: float
         "trainee_calls_per_game": trainee_calls / n,
         "trainee_triplets": sum(len(r.adapted or []) for r in finished),
         "other_calls_left_out": all_calls - trainee_calls,
-        "default_moves": [sum(sum(result.invalid_moves.values()) for result in played), sum(sum(result.moves.values()) for result in played)],
+        "default_moves": [
+            sum(sum(result.invalid_moves.values()) for result in played),
+            sum(sum(result.moves.values()) for result in played),
+        ],
         "mean_game_seconds": sum(result.seconds for result in played) / n,
         "wall_seconds_per_game": elapsed / max(1, len(reports)),
         "wall_seconds": elapsed,
@@ -166,6 +171,7 @@ def print_summary(console: Console, s: Dict[str, Any]) -> None:
         f"{s['other_calls_left_out']} calls of the other players left out"
     )
     console.print(f"{s['wall_seconds']:.1f} s wall, {s['cpu_seconds'] / 60:.1f} CPU-minutes")
+
 
 if __name__ == "__main__":
     main()
