@@ -1,7 +1,7 @@
 """Play werewolf games with ``Trainer.dev``: one trainable player (``Player1``) against four fixed ones.
 
     python examples/werewolf/werewolf.py                     # 8 games on the fake server, scripted moves
-    python examples/werewolf/werewolf.py --model embedded    # 3 real games on the embedded default model
+    python examples/werewolf/werewolf.py --model embedded    # 6 real games on the embedded default model
 
 The game and its rules are in ``game.py``. The players are plain AgentScope agents; the runner turns the
 AgentScope adapter on, which names every span after its player, so the trainee's calls are the training
@@ -39,12 +39,12 @@ from agentlightning.adapter.triplet import TracerTraceToTriplet  # noqa: E402
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=["fake", "embedded"], default="fake")
-    parser.add_argument("--games", type=int, default=None, help="default: 8 on the fake server, 3 on the model")
+    parser.add_argument("--games", type=int, default=None, help="default: 8 on the fake server, 6 on the model")
     parser.add_argument("--concurrency", type=int, default=4, help="games played at once")
     parser.add_argument("--max-tokens", type=int, default=20, help="per answer (the embedded model)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    games = args.games or (8 if args.model == "fake" else 3)
+    games = args.games or (8 if args.model == "fake" else 6)
     console = Console()
 
     with ExitStack() as stack:
