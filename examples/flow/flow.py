@@ -1,12 +1,18 @@
 """A planner / executor / verifier flow on AgentScope where only the planner learns (Flow-GRPO style).
 
-    python examples/flow/flow.py            # Trainer.dev over 6 problems on the fake server (scripted agents)
+    python examples/flow/flow.py                    # Trainer.dev over 6 problems on the fake server (scripted agents)
+    python examples/flow/flow.py --model embedded   # 4 problems on the embedded default model (CPU)
 
 A problem is an arithmetic expression such as ``(17*3)+(120/8)``. Each turn the **planner** names the
 next step (one small expression over numbers it already has) or ends with ``FINAL <number>``; the
 **executor** computes the step with its calculator tool; the **verifier** checks the step and says ``OK``
 or ``WRONG``. The flow stops at the planner's answer or after :data:`MAX_TURNS` turns. One reward for the
 whole flow: 1.0 when the final answer is right, else 0.0.
+
+Nothing a model says stalls the flow: the step's result is the last number of the executor's answer (a
+step whose answer has no number gives no result and is not verified), the executor gets at most
+:data:`EXECUTOR_ITERATIONS` reasoning-acting rounds per step, and a flow without ``FINAL <number>`` after
+:data:`MAX_TURNS` turns earns 0.
 
 All three are ordinary AgentScope agents. The AgentScope adapter names every span after its agent, so the
 trace adapter ``TracerTraceToTriplet(agent_match="^Planner$", reward_match="final")`` turns a flow into the
@@ -24,10 +30,13 @@ import json
 import operator
 import re
 import tempfile
+import time
+import warnings
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
-from agentscope.agent import Agent, ContextConfig, InjectionConfig, ModelConfig
+from agentscope.agent import Agent, ContextConfig, InjectionConfig, ModelConfig, ReActConfig
 from agentscope.credential import OpenAICredential
 from agentscope.message import UserMsg
 from agentscope.model import OpenAIChatModel
@@ -37,6 +46,7 @@ from rich.console import Console
 from rich.table import Table
 
 import agentlightning as agl
+from agentlightning.adapter.llm_calls import find_llm_calls
 from agentlightning.adapter.triplet import TracerTraceToTriplet
 from agentlightning.types import NamedResources, ProxyLLM, Rollout
 
@@ -44,6 +54,7 @@ PLANNER, EXECUTOR, VERIFIER = "Planner", "Executor", "Verifier"
 PLANNER_MATCH = f"^{PLANNER}$"
 """``agent_match`` that selects the planner's LLM calls."""
 MAX_TURNS = 5
+EXECUTOR_ITERATIONS = 3
 PROMPTS = {
     PLANNER: (
         "You plan arithmetic. Each turn, give the next step as one small expression over numbers you already "
@@ -52,6 +63,8 @@ PROMPTS = {
     EXECUTOR: "You compute the expression you are given with the calculator tool and answer with the number.",
     VERIFIER: "You check one computed step. Answer OK if the result is right, WRONG otherwise.",
 }
+MAX_TOKENS = {PLANNER: 24, EXECUTOR: 48, VERIFIER: 8}
+"""Answer lengths per agent, unless the ``LLM`` resource sets ``max_tokens``: steps and verdicts are short."""
 _OPERATORS: Dict[type, Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
     ast.Sub: operator.sub,
@@ -59,6 +72,7 @@ _OPERATORS: Dict[type, Callable[[Any, Any], Any]] = {
     ast.Div: operator.truediv,
 }
 _FINAL = re.compile(r"FINAL\s+(-?\d+(?:\.\d+)?)")
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
 def evaluate(expression: str) -> float:
@@ -100,7 +114,7 @@ def make_agent(name: str, llm: agl.LLM, tools: Optional[Toolkit] = None) -> Agen
         credential=OpenAICredential(api_key=llm.api_key or "unused", base_url=llm.endpoint),
         model=llm.model,
         parameters=OpenAIChatModel.Parameters(
-            max_tokens=sampling.get("max_tokens", 64), temperature=sampling.get("temperature", 0.7)
+            max_tokens=sampling.get("max_tokens", MAX_TOKENS[name]), temperature=sampling.get("temperature", 0.7)
         ),
         stream=False,
         max_retries=0,
@@ -111,6 +125,7 @@ def make_agent(name: str, llm: agl.LLM, tools: Optional[Toolkit] = None) -> Agen
         model=model,
         toolkit=tools,
         model_config=ModelConfig(max_retries=0),
+        react_config=ReActConfig(max_iters=EXECUTOR_ITERATIONS),
         context_config=ContextConfig(compression_tool_enabled=False),
         injection_config=InjectionConfig(inject_runtime_state=False),
     )
@@ -123,6 +138,8 @@ class PlanExecuteVerify(agl.LitAgent[Dict[str, Any]]):
     def __init__(self) -> None:
         super().__init__()
         self.turns: Dict[str, int] = {}  # planner turns per problem id, for reports and tests
+        self.answers: Dict[str, Optional[str]] = {}  # the planner's final answer per problem id
+        self.seconds: Dict[str, float] = {}  # wall-clock time per problem id
 
     async def rollout_async(self, task: Dict[str, Any], resources: NamedResources, rollout: Rollout) -> float:
         planner_llm, fixed_llm = resources["llm"], resources.get("fixed", resources["llm"])
@@ -136,6 +153,7 @@ class PlanExecuteVerify(agl.LitAgent[Dict[str, Any]]):
         executor = make_agent(EXECUTOR, fixed_llm, toolkit)
         verifier = make_agent(VERIFIER, fixed_llm)
 
+        started = time.perf_counter()
         tag = f"[{task['id']}]"
         results: List[str] = []
         answer: Optional[str] = None
@@ -152,13 +170,18 @@ class PlanExecuteVerify(agl.LitAgent[Dict[str, Any]]):
                 answer = final.group(1)
                 break
             done = await executor.reply(UserMsg(name="user", content=f"{tag} Compute: {step}"))
-            result = (done.get_text_content() or "").strip()
+            numbers = _NUMBER.findall(done.get_text_content() or "")
+            if not numbers:  # nothing computed: the planner sees no new result
+                continue
+            result = numbers[-1]
             verdict = await verifier.reply(
                 UserMsg(name="user", content=f"{tag} Step {step} gave {result}. OK or WRONG?")
             )
             if "WRONG" not in (verdict.get_text_content() or "").upper():
                 results.append(result)
         self.turns[task["id"]] = turns
+        self.answers[task["id"]] = answer
+        self.seconds[task["id"]] = time.perf_counter() - started
         return 1.0 if answer is not None and abs(float(answer) - evaluate(task["problem"])) < 1e-6 else 0.0
 
 
@@ -219,16 +242,31 @@ def scripted_flow(body: Mapping[str, Any]) -> Optional[Any]:
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--problems", type=int, default=6)
+    parser.add_argument("--model", choices=["fake", "embedded"], default="fake")
+    parser.add_argument("--problems", type=int, default=None, help="default: 6 on the fake server, 4 on the model")
     parser.add_argument("--concurrency", type=int, default=3, help="flows run at once")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    from agentlightning_testing.fake_openai import FakeOpenAIServer
-
+    problems = args.problems or (6 if args.model == "fake" else 4)
     console = Console()
-    with FakeOpenAIServer(policy=scripted_flow) as server:
-        llm = agl.LLM(endpoint=server.base_url, model="fake-model")
-        baseline = agl.Baseline(max_queue_length=args.problems)
-        run_dir = Path(tempfile.mkdtemp(prefix="agl-flow-"))
+    run_dir = Path(tempfile.mkdtemp(prefix="agl-flow-"))
+
+    with ExitStack() as stack:
+        if args.model == "fake":
+            from agentlightning_testing.fake_openai import FakeOpenAIServer
+
+            server = stack.enter_context(FakeOpenAIServer(policy=scripted_flow))
+            llm = agl.LLM(endpoint=server.base_url, model="fake-model")
+        else:
+            from agentlightning_embedded import ModelServer, ensure_default_model
+
+            warnings.filterwarnings("ignore", category=FutureWarning)  # the model libraries' deprecations
+            console.print("starting the embedded default model ...")
+            model = stack.enter_context(
+                ModelServer.from_pretrained(str(ensure_default_model()), port=0, served_model_name="default")
+            )
+            llm = agl.LLM(endpoint=model.base_url, model="default", sampling_parameters={"temperature": 0.7})
+        baseline = agl.Baseline(max_queue_length=problems)
         trainer = agl.Trainer(
             algorithm=baseline,
             adapter=TracerTraceToTriplet(agent_match=PLANNER_MATCH, reward_match="final", require_token_ids=False),
@@ -238,25 +276,58 @@ def main(argv: Optional[List[str]] = None) -> None:
             initial_resources={"llm": llm, "fixed": llm.model_copy()},
         )
         flow = PlanExecuteVerify()
-        trainer.dev(flow, make_tasks(args.problems))
+        started, cpu_started = time.perf_counter(), time.process_time()
+        trainer.dev(flow, make_tasks(problems, args.seed))
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
 
     table = Table(title=f"Plan / execute / verify, {PLANNER} trained ({run_dir / 'store.db'})")
-    for column in ("problem", "reward", "turns", "planner triplets", "their rewards", "planner's last step"):
+    for column in ("problem", "answer", "reward", "turns", "LLM calls", "planner triplets", "their rewards", "s"):
         table.add_column(column)
-    for report in sorted(baseline.reports, key=lambda r: r.rollout.input["id"]):
+    reports = sorted(baseline.reports, key=lambda r: r.rollout.input["id"])
+    for report in reports:
+        problem = report.rollout.input["id"]
         triplets = report.adapted or []
-        last = triplets[-1].response["message"]["content"] if triplets else ""
         table.add_row(
             report.rollout.input["problem"],
+            str(flow.answers.get(problem)),
             str(report.final_reward),
-            str(flow.turns.get(report.rollout.input["id"])),
+            str(flow.turns.get(problem)),
+            str(len(find_llm_calls(report.spans))),
             str(len(triplets)),
             json.dumps(sorted({t.reward for t in triplets})),
-            str(last),
+            f"{flow.seconds.get(problem, 0.0):.0f}",
         )
     console.print(table)
-    solved = sum(report.final_reward or 0.0 for report in baseline.reports)
-    console.print(f"solved {solved:.0f} of {len(baseline.reports)}; training data: the planner's turns only")
+    finished = [r for r in reports if r.rollout.status == "succeeded"]
+    n = max(1, len(finished))
+    calls = {name: sum(len(find_llm_calls(r.spans, agent_match=f"^{name}$")) for r in finished) for name in PROMPTS}
+    triplets = [t for r in finished for t in (r.adapted or [])]
+    summary = {
+        "problems": len(reports),
+        "finished": len(finished),
+        "solved": sum(r.final_reward or 0.0 for r in finished),
+        "mean_planner_turns": sum(flow.turns[r.rollout.input["id"]] for r in finished) / n,
+        "llm_calls_per_flow": {name: count / n for name, count in calls.items()},
+        "planner_triplets": len(triplets),
+        "triplets_with_the_final_reward": sum(
+            1 for r in finished for t in (r.adapted or []) if t.reward == r.final_reward
+        ),
+        "mean_flow_seconds": sum(flow.seconds[r.rollout.input["id"]] for r in finished) / n,
+        "wall_seconds": elapsed,
+        "cpu_seconds": cpu,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    console.print(
+        f"solved {summary['solved']:.0f} of {len(reports)} ({len(finished)} finished); "
+        f"training data: the planner's turns only"
+    )
+    per_flow = ", ".join(f"{name} {count:.1f}" for name, count in summary["llm_calls_per_flow"].items())
+    console.print(
+        f"per flow: {summary['mean_planner_turns']:.1f} planner turns, LLM calls {per_flow}, "
+        f"{summary['mean_flow_seconds']:.0f} s; {summary['planner_triplets']} planner triplets, "
+        f"{summary['triplets_with_the_final_reward']} carrying their flow's final reward"
+    )
+    console.print(f"{elapsed:.1f} s wall, {cpu / 60:.1f} CPU-minutes ({run_dir / 'summary.json'})")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,13 @@ Rules (our own, small on purpose):
 
 Every player is an ordinary AgentScope ``Agent`` with no Agent Lightning code in it: the trainee talks to
 the ``llm`` resource (the model being trained), the others to the ``opponents`` resource (a fixed model)
-with fixed prompts. A move names a player (``Player3``); an answer that names no valid player is replaced
-by the first valid one, and counted (:attr:`GameResult.invalid_moves`).
+with fixed prompts. Prompts are terse and answers short (a small model on a CPU plays every seat).
+
+Moves never stall the game: a move is the first valid player an answer names (``Player3``); an answer that
+names none (or is empty) gets the **default move**, a player drawn from the game's own random generator
+(seeded by the task, so a game replays the same), and is counted in :attr:`GameResult.invalid_moves`. A day
+speech is cut to its first sentence (at most :data:`SPEECH_CHARS` characters, without any ``[tag]`` the
+model copied from the moderator) before the others hear it.
 
 The rollout's reward is the game's outcome for the trainee's side (1.0 win, 0.0 loss). The AgentScope
 adapter names every span after its player, so ``agent_match=TRAINEE_MATCH`` keeps only the trainee's
@@ -29,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional
@@ -49,18 +55,20 @@ WEREWOLF, SEER, VILLAGER = "werewolf", "seer", "villager"
 ROLES = [WEREWOLF, SEER, VILLAGER, VILLAGER, VILLAGER]
 MAX_DAYS = 3
 MODERATOR = "Moderator"
+SPEECH_CHARS = 120
 _NAME = re.compile(r"Player\d")
+_TAG_TEXT = re.compile(r"\[[^\]]*\]")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s")
 
 RULES = (
-    "You play a game of werewolf with five players, Player1 to Player5: one werewolf, one seer and three "
-    "villagers. Each night the werewolf eliminates a player and the seer learns whether one player is the "
-    "werewolf. Each day everyone speaks once, then votes; the player with the most votes is eliminated. "
-    "The village wins when the werewolf is eliminated; the werewolf wins when it is as many as the others."
+    "Werewolf game, players Player1-Player5: 1 werewolf, 1 seer, 3 villagers. Night: the werewolf kills one "
+    "player; the seer checks one. Day: each speaks once, then all vote one out. Village wins if the werewolf "
+    "is out; the werewolf wins when as many as the rest. Be brief."
 )
 ROLE_PROMPTS = {
-    WEREWOLF: "You are {name}, the werewolf. Hide it: accuse others and vote out villagers.",
-    SEER: "You are {name}, the seer. Use what you learn at night to get the werewolf voted out.",
-    VILLAGER: "You are {name}, a villager. Find the werewolf from what the others say, and vote it out.",
+    WEREWOLF: "You are {name}, the werewolf. Hide it; get villagers voted out.",
+    SEER: "You are {name}, the seer. Get the werewolf voted out.",
+    VILLAGER: "You are {name}, a villager. Find the werewolf and vote it out.",
 }
 
 
@@ -82,8 +90,10 @@ class GameResult:
     roles: Dict[str, str]
     days: int
     eliminated: List[str] = field(default_factory=list)
-    invalid_moves: Counter[str] = field(default_factory=Counter)
+    moves: Counter[str] = field(default_factory=Counter)  # moves asked per player (night moves and votes)
+    invalid_moves: Counter[str] = field(default_factory=Counter)  # of those, default moves (named nobody)
     calls: Counter[str] = field(default_factory=Counter)  # LLM calls (replies) per player
+    seconds: float = 0.0  # wall-clock time of the game
 
     def reward_for(self, player: str) -> float:
         return 1.0 if side_of(self.roles[player]) == self.winner else 0.0
@@ -92,9 +102,12 @@ class GameResult:
 class WerewolfGame:
     """One game: five AgentScope agents and a moderator loop (see the module docstring)."""
 
-    def __init__(self, tag: str, roles: Dict[str, str], trainee_llm: agl.LLM, opponents_llm: agl.LLM) -> None:
+    def __init__(
+        self, tag: str, roles: Dict[str, str], trainee_llm: agl.LLM, opponents_llm: agl.LLM, seed: int = 0
+    ) -> None:
         self.tag = tag  # in every moderator message: which game a prompt belongs to
         self.roles = roles
+        self.default_moves = random.Random(f"{tag}-{seed}")  # the moves of answers that name nobody
         self.alive = list(PLAYERS)
         self.result = GameResult(winner="", roles=dict(roles), days=0)
         self.agents = {name: self._player(name, trainee_llm if name == TRAINEE else opponents_llm) for name in PLAYERS}
@@ -105,7 +118,7 @@ class WerewolfGame:
             credential=OpenAICredential(api_key=llm.api_key or "unused", base_url=llm.endpoint),
             model=llm.model,
             parameters=OpenAIChatModel.Parameters(
-                max_tokens=sampling.get("max_tokens", 48), temperature=sampling.get("temperature", 0.7)
+                max_tokens=sampling.get("max_tokens", 24), temperature=sampling.get("temperature", 0.7)
             ),
             stream=False,
             max_retries=0,
@@ -134,12 +147,18 @@ class WerewolfGame:
         return reply.get_text_content() or ""
 
     async def _choose(self, name: str, question: str, candidates: List[str]) -> str:
+        self.result.moves[name] += 1
         answer = await self._ask(name, f"{question} Choose one of: {', '.join(candidates)}. Answer with the name only.")
         named = [match for match in _NAME.findall(answer) if match in candidates]
         if named:
             return named[0]
         self.result.invalid_moves[name] += 1
-        return candidates[0]
+        return self.default_moves.choice(candidates)
+
+    async def _speak(self, name: str, day: int) -> str:
+        said = _TAG_TEXT.sub("", await self._ask(name, f"Day {day}. In one short sentence: whom do you suspect?"))
+        sentence = _SENTENCE_END.split(" ".join(said.split()), 1)[0]
+        return sentence[:SPEECH_CHARS] or "(nothing)"
 
     def _winner(self) -> Optional[str]:
         wolves = [name for name in self.alive if self.roles[name] == WEREWOLF]
@@ -154,6 +173,7 @@ class WerewolfGame:
         self.result.eliminated.append(name)
 
     async def play(self) -> GameResult:
+        started = time.perf_counter()
         wolf = next(name for name, role in self.roles.items() if role == WEREWOLF)
         seer = next(name for name, role in self.roles.items() if role == SEER)
         winner: Optional[str] = None
@@ -175,7 +195,7 @@ class WerewolfGame:
                 break
             # Day: one sentence each, heard by everyone, then the vote.
             for name in list(self.alive):
-                said = await self._ask(name, f"Day {day}. Say one short sentence to the others: whom do you suspect?")
+                said = await self._speak(name, day)
                 await self._announce(f"{name} says: {said}", to=[p for p in self.alive if p != name])
             votes = Counter(
                 [
@@ -194,6 +214,7 @@ class WerewolfGame:
             if (winner := self._winner()) is not None:
                 break
         self.result.winner = winner or "werewolf"
+        self.result.seconds = time.perf_counter() - started
         return self.result
 
 
@@ -214,8 +235,9 @@ class WerewolfAgent(agl.LitAgent[Dict[str, Any]]):
         if isinstance(trainee_llm, ProxyLLM):  # through the LLM proxy: the trainee's calls carry token ids
             trainee_llm = trainee_llm.with_attempted_rollout(rollout)
         assert isinstance(trainee_llm, agl.LLM) and isinstance(opponents_llm, agl.LLM)
-        roles = deal_roles(int(task["seed"]), task["trainee_role"])
-        result = await WerewolfGame(task["game"], roles, trainee_llm, opponents_llm).play()
+        seed = int(task["seed"])
+        roles = deal_roles(seed, task["trainee_role"])
+        result = await WerewolfGame(task["game"], roles, trainee_llm, opponents_llm, seed).play()
         self.results[task["game"]] = result
         if self.on_game_over is not None:
             self.on_game_over(task["game"], result)
@@ -264,6 +286,6 @@ def scripted_moves(body: Mapping[str, Any]) -> Optional[Any]:
             return hashlib.sha256(f"{key}{player}".encode()).hexdigest()
 
         return FakeReply.text(min(candidates, key=rank))
-    if "Say one short sentence" in question:
+    if "In one short sentence" in question:
         return FakeReply.text("I am not sure yet; let us listen to everyone before we vote.")
     return None

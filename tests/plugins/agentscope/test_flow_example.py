@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Mapping, Optional
 
 import pytest
 
@@ -18,12 +18,21 @@ import agentlightning as agl
 from agentlightning.adapter.llm_calls import find_llm_calls
 from agentlightning.adapter.triplet import TracerTraceToTriplet
 from agentlightning.semconv import FrameworkAttributes
-from agentlightning_testing.fake_openai import FakeOpenAIServer
+from agentlightning_testing.fake_openai import FakeOpenAIServer, FakeReply
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "flow"
 sys.path.insert(0, str(EXAMPLE))
 
-from flow import PLANNER, PLANNER_MATCH, PROMPTS, PlanExecuteVerify, make_tasks, scripted_flow  # noqa: E402
+from flow import (  # noqa: E402
+    EXECUTOR,
+    MAX_TURNS,
+    PLANNER,
+    PLANNER_MATCH,
+    PROMPTS,
+    PlanExecuteVerify,
+    make_tasks,
+    scripted_flow,
+)
 
 PROBLEMS = 6
 _TAG = re.compile(r"\[(p\d+)\]")
@@ -76,6 +85,36 @@ def test_the_spans_of_concurrent_flows_never_mix(ran: Dict[str, Any]) -> None:
             assert tags <= {problem}, f"{span.name} of {problem} mentions {tags}"
 
 
+def _executor_without_numbers(body: Mapping[str, Any]) -> Optional[FakeReply]:
+    """The scripted agents, except that the executor never uses its tool and answers without a number."""
+    if json.dumps(body.get("messages") or []).find(PROMPTS[EXECUTOR]) >= 0:
+        return FakeReply.text("I would rather not compute that.")
+    return scripted_flow(body)
+
+
+def test_a_step_without_a_number_is_not_verified_and_the_flow_ends_after_its_turns() -> None:
+    with FakeOpenAIServer(policy=_executor_without_numbers) as server:
+        llm = agl.LLM(endpoint=server.base_url, model="fake-model")
+        baseline = agl.Baseline(max_queue_length=2)
+        trainer = agl.Trainer(
+            algorithm=baseline,
+            adapter=TracerTraceToTriplet(agent_match=PLANNER_MATCH, reward_match="final", require_token_ids=False),
+            n_runners=1,
+            runner=agl.LitAgentRunner(agl.OtelTracer(), concurrency=2),
+            run_dir=Path(tempfile.mkdtemp(prefix="agl-flow-test-")),
+            initial_resources={"llm": llm, "fixed": llm.model_copy()},
+        )
+        flow = PlanExecuteVerify()
+        trainer.dev(flow, make_tasks(2, seed=5))
+    for report in baseline.reports:
+        assert report.rollout.status == "succeeded" and report.final_reward == 0.0
+        assert flow.turns[report.rollout.input["id"]] == MAX_TURNS
+        assert flow.answers[report.rollout.input["id"]] is None
+        assert find_llm_calls(report.spans, agent_match="^Verifier$") == []
+        assert len(find_llm_calls(report.spans, agent_match="^Executor$")) == MAX_TURNS
+        assert [t.reward for t in report.adapted] == [0.0] * MAX_TURNS
+
+
 # A fresh interpreter importing AgentScope: on a loaded machine it outlasts the default 120 s.
 @pytest.mark.timeout(300)
 def test_the_example_script_runs() -> None:
@@ -89,5 +128,6 @@ def test_the_example_script_runs() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert re.search(r"solved \d of 3; training data: the planner's turns only", result.stdout), result.stdout
+    assert re.search(r"solved \d of 3 \(3 finished\); training data: the planner's turns only", result.stdout)
+    assert re.search(r"(\d+) planner triplets, \1 carrying their flow's final reward", result.stdout), result.stdout
     assert "WARNING" not in result.stdout + result.stderr

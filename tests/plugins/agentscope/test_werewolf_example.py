@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Mapping, Optional
 
 import pytest
 
@@ -18,12 +18,20 @@ import agentlightning as agl
 from agentlightning.adapter.llm_calls import find_llm_calls
 from agentlightning.adapter.triplet import TracerTraceToTriplet
 from agentlightning.semconv import FrameworkAttributes
-from agentlightning_testing.fake_openai import FakeOpenAIServer
+from agentlightning_testing.fake_openai import FakeOpenAIServer, FakeReply
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "werewolf"
 sys.path.insert(0, str(EXAMPLE))
 
-from game import PLAYERS, TRAINEE, TRAINEE_MATCH, WerewolfAgent, make_tasks, scripted_moves  # noqa: E402
+from game import (  # noqa: E402
+    PLAYERS,
+    SPEECH_CHARS,
+    TRAINEE,
+    TRAINEE_MATCH,
+    WerewolfAgent,
+    make_tasks,
+    scripted_moves,
+)
 
 GAMES = 8
 _TAG = re.compile(r"\[(g\d+)\]")
@@ -89,6 +97,48 @@ def test_only_the_trainee_calls_become_training_data(played: Dict[str, Any]) -> 
         assert len(others) == sum(result.calls.values()) - result.calls[TRAINEE]
         assert all(f"You are {TRAINEE}," not in json.dumps(call.request) for call in others)
     assert any(report.adapted for report in played["reports"])
+
+
+def _mumbling_trainee(body: Mapping[str, Any]) -> Optional[FakeReply]:
+    """The scripted players, except that the trainee never names a player and makes long speeches that
+    copy another game's tag (what a small model does)."""
+    system = json.dumps((body.get("messages") or [{}])[0])
+    if f"You are {TRAINEE}," not in system:
+        return scripted_moves(body)
+    return FakeReply.text("[g99] Day 5: hmm, hard to say. " + "I have more to add. " * 20)
+
+
+def test_answers_that_name_nobody_get_the_default_move_and_never_stall_the_game() -> None:
+    tasks = make_tasks(4, seed=20)
+    with FakeOpenAIServer(policy=_mumbling_trainee) as server:
+        llm = agl.LLM(endpoint=server.base_url, model="fake-model")
+        baseline = agl.Baseline(max_queue_length=len(tasks))
+        trainer = agl.Trainer(
+            algorithm=baseline,
+            n_runners=1,
+            runner=agl.LitAgentRunner(agl.OtelTracer(), concurrency=4),
+            run_dir=Path(tempfile.mkdtemp(prefix="agl-werewolf-test-")),
+            initial_resources={"llm": llm, "opponents": llm.model_copy()},
+        )
+        agent = WerewolfAgent()
+        trainer.dev(agent, tasks)
+    assert all(report.rollout.status == "succeeded" for report in baseline.reports)
+    results = [agent.results[task["game"]] for task in tasks]
+    assert sum(result.moves[TRAINEE] for result in results) > 0
+    for result in results:
+        # Every move of the trainee was a default move, counted; nobody else's was.
+        assert result.invalid_moves[TRAINEE] == result.moves[TRAINEE]
+        assert sum(result.invalid_moves.values()) == result.moves[TRAINEE]
+    # The others hear the trainee's first sentence only, without the foreign tag.
+    heard = [
+        json.dumps(call.request)
+        for report in baseline.reports
+        for call in find_llm_calls(report.spans, agent_match="^(?!Player1$)")
+    ]
+    speeches = [text for text in heard if f"{TRAINEE} says:" in text]
+    assert speeches and all("g99" not in text and "more to add" not in text for text in heard)
+    assert all(f"{TRAINEE} says: Day 5: hmm, hard to say." in text for text in speeches)
+    assert len("Day 5: hmm, hard to say.") <= SPEECH_CHARS
 
 
 # A fresh interpreter importing AgentScope: on a loaded machine it outlasts the default 120 s.
