@@ -84,6 +84,7 @@ RegistryKind = Literal[
     "serving_backends",
     "execution_strategies",
     "commands",
+    "server_routes",
 ]
 
 REGISTRY_KINDS: tuple[str, ...] = get_args(RegistryKind)
@@ -570,6 +571,8 @@ def _load_algorithm_entry_point(name: str) -> tuple[Any, str] | None:
 # says what to install (the core imports none of them).
 _PROVIDED_BY_PROJECT_PLUGINS: dict[tuple[str, str], str] = {
     ("execution_strategies", "ray"): "agentlightning-ray",
+    ("commands", "dashboard"): "agentlightning-dashboard",
+    ("server_routes", "dashboard"): "agentlightning-dashboard",
 }
 
 
