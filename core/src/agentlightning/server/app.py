@@ -38,18 +38,6 @@ logger = logging.getLogger(__name__)
 
 
 # -- ASGI guard: token and body size -------------------------------------------------------------
-async def _send_error(send: Callable[[Any], Awaitable[None]], status_code: int, name: str, message: str) -> None:
-    response = error_response(status_code, name, message)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status_code,
-            "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()],
-        }
-    )
-    await send({"type": "http.response.body", "body": response.body})
-
-
 class StoreApp:
     """The ASGI app of one store server: checks the bearer token and the body size, then hands the
     request to the shared FastAPI routes with this server's store.
@@ -100,12 +88,8 @@ class StoreApp:
             given = headers.get(b"authorization", b"")
             if not hmac.compare_digest(given, self.expected):
                 why = "no Authorization header" if not given else "wrong bearer token"
-                await _send_error(
-                    send,
-                    401,
-                    "Unauthorized",
-                    f"{why}: send 'Authorization: Bearer <token>' (clients read AGL_STORE_TOKEN)",
-                )
+                message = f"{why}: send 'Authorization: Bearer <token>' (clients read AGL_STORE_TOKEN)"
+                await error_response(401, "Unauthorized", message)(scope, receive, send)
                 return
         length = headers.get(b"content-length")
         limit = self.max_body_bytes
@@ -113,12 +97,12 @@ class StoreApp:
             try:
                 declared = int(length)
             except ValueError:
-                await _send_error(send, 400, "ValueError", f"Content-Length is not a number: {length[:50]!r}")
+                message = f"Content-Length is not a number: {length[:50]!r}"
+                await error_response(400, "ValueError", message)(scope, receive, send)
                 return
             if declared > limit:
-                await _send_error(
-                    send, 413, "PayloadTooLarge", f"request body of {declared} bytes is over the limit of {limit}"
-                )
+                message = f"request body of {declared} bytes is over the limit of {limit}"
+                await error_response(413, "PayloadTooLarge", message)(scope, receive, send)
                 return
         received = 0
         started = False
@@ -144,7 +128,7 @@ class StoreApp:
         except PayloadTooLarge as exc:
             if started:
                 raise
-            await _send_error(send, 413, "PayloadTooLarge", str(exc.detail))
+            await error_response(413, "PayloadTooLarge", str(exc.detail))(scope, receive, send)
 
 
 # -- the app ------------------------------------------------------------------------------------

@@ -894,8 +894,6 @@ class OtelTracer(Tracer):
         self.flush_timeout = flush_timeout
         self._provider: Optional[TracerProvider] = None
         self._processor: Optional[LightningSpanProcessor] = None
-        self._last: ContextVar[Optional[List[Span]]] = ContextVar(f"agl_otel_last_{id(self)}", default=None)
-        self._last_anywhere: List[Span] = []
 
     def __getstate__(self) -> Dict[str, Any]:
         # Pickled to run in another process (spawn, Ray actors): the settings travel, and that process
@@ -910,7 +908,7 @@ class OtelTracer(Tracer):
         self._store = None
         self._provider = None
         self._processor = None
-        self._last = ContextVar(f"agl_otel_last_{id(self)}", default=None)
+        self._last = ContextVar(f"agl_last_trace_{id(self)}", default=None)
         self._last_anywhere = []
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -1004,14 +1002,6 @@ class OtelTracer(Tracer):
             if late:
                 _flusher.request(scope)
             self._remember(scope.snapshot())
-
-    def _remember(self, spans: List[Span]) -> None:
-        self._last.set(spans)
-        self._last_anywhere = spans
-
-    def get_last_trace(self) -> List[Span]:
-        last = self._last.get()
-        return list(last if last is not None else self._last_anywhere)
 
     # -- span helpers ----------------------------------------------------------------------------
     def create_span(
