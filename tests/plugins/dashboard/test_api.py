@@ -158,3 +158,13 @@ def test_the_plugin_registers_its_routes_and_command() -> None:
         (component,) = [c for c in data["components"][kind] if c["name"] == "dashboard"]
         assert component["target"] == f"agentlightning_dashboard.{target}"
         assert component["distribution"] == "agentlightning-dashboard"
+
+
+def test_the_store_server_banner_points_at_the_dashboard() -> None:
+    from agentlightning.cli.store import _banner
+
+    with StoreServer(InMemoryLightningStore(), port=0) as server:
+        text = _banner(server, "memory://")
+        page = httpx.get(f"{server.url}/", timeout=10)
+    assert f"  dashboard:  {server.url}/\n" in text
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]

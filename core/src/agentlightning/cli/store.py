@@ -256,7 +256,9 @@ def _banner(server: Any, uri: str) -> str:
         f"  listening:  {url}  ({token_note})",
         f"  REST API:   {url}/v1/agl   (OpenAPI: {url}/openapi.json, docs: {url}/docs)",
         f"  OTLP/HTTP:  {url}/v1/traces",
-        f"  dashboard:  {url}/" if "dashboard" in registered("server_routes") else f"  dashboard:  {hint}",
+        f"  dashboard:  {url}/"
+        if "dashboard" in registered("server_routes")
+        else f"  dashboard:  not installed. {hint}",
         "Point runners at it:",
         f'  Trainer(store="{url}", ...)   or   agentlightning.store.open_store("{url}")',
     ]
