@@ -244,7 +244,8 @@ def _banner(server: Any, uri: str) -> str:
     from agentlightning.plugins import _not_installed_hint, registered
 
     url = server.url
-    hint = _not_installed_hint("server_routes", "dashboard")
+    missing = "not installed. " + _not_installed_hint("server_routes", "dashboard")
+    dashboard = f"{url}/" if "dashboard" in registered("server_routes") else missing
     token_note = (
         "token required: runners need AGL_STORE_TOKEN set to the same token"
         if server.token
@@ -256,9 +257,7 @@ def _banner(server: Any, uri: str) -> str:
         f"  listening:  {url}  ({token_note})",
         f"  REST API:   {url}/v1/agl   (OpenAPI: {url}/openapi.json, docs: {url}/docs)",
         f"  OTLP/HTTP:  {url}/v1/traces",
-        f"  dashboard:  {url}/"
-        if "dashboard" in registered("server_routes")
-        else f"  dashboard:  not installed. {hint}",
+        f"  dashboard:  {dashboard}",
         "Point runners at it:",
         f'  Trainer(store="{url}", ...)   or   agentlightning.store.open_store("{url}")',
     ]
