@@ -647,10 +647,12 @@ class StoreEngine(LightningStore):
 
     async def start_attempt(self, rollout_id: str, worker_id: Optional[str] = None) -> AttemptedRollout:
         with self._writing(scan=False) as now:
-            rollout = self._get_rollout(rollout_id)
-            result: AttemptedRollout = self._once(
-                lambda: _with_attempt(rollout, self._start_attempt(rollout, worker_id, now))
-            )
+
+            def start() -> AttemptedRollout:
+                rollout = self._get_rollout(rollout_id)
+                return _with_attempt(rollout, self._start_attempt(rollout, worker_id, now))
+
+            result: AttemptedRollout = self._once(start)
         await self._flush()
         return result
 
