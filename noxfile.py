@@ -3,7 +3,7 @@
 ``nox`` with no arguments runs the whole test suite (the default sessions: ``core``, every plugin marked
 ``default=True`` (``plugins/embedded`` is the embedded model server, ``plugins/testing`` the test kit),
 the copyable plugin examples (``examples``), ``node_agent`` (a Node.js agent through the store server and
-the proxy), the dashboard in a real browser (``dashboard``), ``lint`` and ``typecheck``); ``.ci/run`` runs
+the proxy), the dashboard plugin with its page in a real browser (``dashboard``), ``lint`` and ``typecheck``); ``.ci/run`` runs
 exactly that. Other sessions:
 ``nox -s bench`` (store benchmark against the peer ``agentlightning==0.3.0``), ``nox -s bench_http``
 (the same over HTTP, plus span ingest through the server), ``nox -s bench_proxy`` (the latency the
@@ -343,7 +343,7 @@ def typecheck(session: nox.Session) -> None:
     # The test kit brings pytest: its conformance module is a pytest suite that adapters subclass.
     session.install("./core[server]", TESTING_KIT, *TYPECHECK_DEPS)
     session.run("mypy", "core/src/agentlightning")
-    plugin_sources = _existing([f"plugins/{p.name}/src" for p in PLUGINS])
+    plugin_sources = _existing([f"plugins/{p.name}/src" for p in PLUGINS] + ["plugins/dashboard/src"])
     for src in plugin_sources:
         session.run("mypy", src)
 
@@ -436,7 +436,7 @@ def bench_http(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench_dashboard(session: nox.Session) -> None:
     """The dashboard's API calls on a SQLite store of 100,000 rollouts and a 1,000-span rollout (< 300 ms)."""
-    session.install("./core[server]", "httpx>=0.27")
+    session.install("./core[server]", DASHBOARD_PLUGIN, "httpx>=0.27")
     session.run("python", "bench/dashboard_bench.py", *session.posargs)
 
 
@@ -632,12 +632,15 @@ def demo(session: nox.Session) -> None:
 # The dashboard's browser tests: Playwright (Python) drives Debian's chromium (Playwright's own browser
 # download cannot reach the internet here); the session installs chromium with apt-get when it is missing.
 DASHBOARD_TEST_DEPS = ["playwright==1.65.2"]
+# The dashboard is a plugin (`agentlightning-dashboard`) with a session of its own, `dashboard`, not a `PLUGINS` entry.
+DASHBOARD_PLUGIN = "./plugins/dashboard"
 CHROMIUM = "/usr/bin/chromium"
 
 
 @nox.session(python=PYTHON)
 def dashboard(session: nox.Session) -> None:
-    """The dashboard in a real browser (chromium), on a store filled by a real Trainer.dev run."""
+    """The dashboard plugin (plugins/dashboard): its reads over real HTTP, and the page in a real browser
+    (chromium) on a store filled by a real Trainer.dev run."""
     if not Path(CHROMIUM).exists():
         if shutil.which("apt-get") is None:
             session.error(f"{CHROMIUM} is missing and there is no apt-get to install it: install chromium")
@@ -653,10 +656,13 @@ def dashboard(session: nox.Session) -> None:
             external=True,
             env={"DEBIAN_FRONTEND": "noninteractive"},
         )
-    session.install("./core[server]", *TEST_DEPS, *DASHBOARD_TEST_DEPS)
-    _show_installed(session, "agentlightning")
+    session.install("./core[server]", DASHBOARD_PLUGIN, *TEST_DEPS, *DASHBOARD_TEST_DEPS)
+    _show_installed(session, "agentlightning_dashboard")
     session.run(
-        "pytest", "tests/dashboard", *session.posargs, env={"PYTHONDONTWRITEBYTECODE": "1", "AGL_CHROMIUM": CHROMIUM}
+        "pytest",
+        "tests/plugins/dashboard",
+        *session.posargs,
+        env={"PYTHONDONTWRITEBYTECODE": "1", "AGL_CHROMIUM": CHROMIUM},
     )
 
 

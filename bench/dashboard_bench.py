@@ -25,9 +25,9 @@ from typing import Dict, List
 import httpx
 
 from agentlightning.server import StoreServer
-from agentlightning.server.routes import dashboard
 from agentlightning.store.sqlite import SqliteLightningStore
 from agentlightning.types import EnqueueRolloutRequest, Span
+from agentlightning_dashboard import routes as dashboard
 
 TARGET_MS = 300.0
 

@@ -360,7 +360,7 @@ def test_builtin_registrations_are_lazy() -> None:
     # `baseline` is registered once: as the core's `agentlightning.algorithms` entry point, not by a hook.
     assert result.stdout.splitlines() == [
         "['http', 'https', 'memory', 'sqlite'] ['dummy', 'otel'] ['console'] [] []",
-        "['messages', 'proxy-triplets', 'token-sequences', 'triplets'] ['dashboard', 'export', 'plugins', 'proxy', 'store'] []",
+        "['messages', 'proxy-triplets', 'token-sequences', 'triplets'] ['export', 'plugins', 'proxy', 'store'] []",
     ]
 
 
@@ -532,7 +532,7 @@ def test_hook_agl_register_commands(capsys: pytest.CaptureFixture[str]) -> None:
     from agentlightning.cli import main
 
     commands = registered("commands")
-    assert {"dashboard", "export", "plugins", "proxy", "store", "sample-hello"} <= set(commands)
+    assert {"export", "plugins", "proxy", "store", "sample-hello"} <= set(commands)
     assert main(["sample-hello", "--name", "hooks"]) == 0
     assert capsys.readouterr().out == "hello hooks from agl-sample-plugin\n"
 
@@ -559,7 +559,7 @@ def test_a_command_that_fails_to_add_itself_is_left_out(
     capsys.readouterr()
     assert main(["broken-command"]) == 2
     error = capsys.readouterr().err
-    assert "unknown command 'broken-command'; installed commands: dashboard, export, plugins, proxy, store;" in error
+    assert "unknown command 'broken-command'; installed commands: export, plugins, proxy, store;" in error
     assert "agl plugins lists them" in error
 
 

@@ -55,7 +55,6 @@ def agl_register_adapters(register: Callable[[str, Callable[..., Any]], None]) -
 
 @hookimpl
 def agl_register_commands(register: Callable[[str, AddCommand], None]) -> None:
-    register("dashboard", LazyObject("agentlightning.cli.dashboard:add_parser"))
     register("export", LazyObject("agentlightning.cli.export:add_parser"))
     register("plugins", LazyObject("agentlightning.cli.plugins:add_parser"))
     register("proxy", LazyObject("agentlightning.cli.proxy:add_parser"))

@@ -131,6 +131,17 @@ def agl_register_commands(register: Callable[[str, AddCommand], None]) -> None:
 
 
 @hookspec
+def agl_register_server_routes(register: Callable[[str, Any], None]) -> None:
+    """Register routes of the store server: ``register("dashboard", routes)``.
+
+    ``routes`` is a :class:`~agentlightning.server.ServerRoutes` (or a ``LazyObject`` naming one):
+    routers mounted under ``/v1/agl`` and at the root, and the paths served without the token. They are
+    mounted once per process, when the first store server's app is built; routes that fail to load are
+    left out with a warning.
+    """
+
+
+@hookspec
 def agl_on_rollout_start(rollout: "Rollout", attempt: "Attempt", worker_id: Optional[str]) -> None:
     """Called once when a runner starts executing an attempt, before the agent runs."""
 

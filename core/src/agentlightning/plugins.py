@@ -19,7 +19,6 @@ importing only the entry point asked for); notification hooks are fired with :fu
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import functools
 import importlib
@@ -84,6 +83,7 @@ RegistryKind = Literal[
     "serving_backends",
     "execution_strategies",
     "commands",
+    "server_routes",
 ]
 
 REGISTRY_KINDS: tuple[str, ...] = get_args(RegistryKind)
@@ -327,12 +327,6 @@ def _dist_of(ep: EntryPoint) -> tuple[str | None, str | None]:
         return None, None
 
 
-def _builtin_meta() -> _PluginMeta:
-    from agentlightning import __version__
-
-    return _PluginMeta(distribution="agentlightning", version=__version__, builtin=True)
-
-
 def _discard_partial_registration(pm: pluggy.PluginManager, name: str) -> None:
     """pluggy keeps a plugin whose validation failed half registered; drop it."""
     if pm.has_plugin(name):
@@ -374,10 +368,10 @@ def _build_manager() -> pluggy.PluginManager:
     pm.add_hookspecs(hookspecs)
     _building = pm
     try:
-        from agentlightning import builtin_plugins
+        from agentlightning import __version__, builtin_plugins
 
         pm.register(builtin_plugins, name=BUILTIN_PLUGIN_NAME)
-        _state.meta[BUILTIN_PLUGIN_NAME] = _builtin_meta()
+        _state.meta[BUILTIN_PLUGIN_NAME] = _PluginMeta(distribution="agentlightning", version=__version__, builtin=True)
         if resolve_bool_env_var(LightningEnvVar.AGL_DISABLE_PLUGIN_AUTOLOAD, fallback=False):
             logger.debug("%s is set: plugin entry points are not loaded", DISABLE_AUTOLOAD_ENV)
         else:
@@ -461,19 +455,19 @@ def _hook_caller(pm: pluggy.PluginManager, hook_name: str) -> Any:
     return caller
 
 
-@contextlib.contextmanager
-def _hook_call() -> Iterator[set[str]]:
-    """Context of one hook call: which plugins failed in it."""
+def _call_hook(caller: Any, hook_name: str, **kwargs: Any) -> set[str]:
+    """Call a hook through pluggy; the plugins that failed in the call (their exceptions are recorded)."""
     failed: set[str] = set()
     token = _failed_in_call.set(failed)
     try:
-        yield failed
+        caller(**kwargs)
+    except Exception as exc:  # noqa: BLE001 -- only a wrapper can raise here: record it, keep the rest
+        wrappers = [impl.plugin_name for impl in caller.get_hookimpls() if impl.wrapper or impl.hookwrapper]
+        for plugin_name in wrappers or ["?"]:
+            _record_hook_error(plugin_name, hook_name, exc)
     finally:
         _failed_in_call.reset(token)
-
-
-def _wrapper_plugins(caller: Any) -> list[str]:
-    return [impl.plugin_name for impl in caller.get_hookimpls() if impl.wrapper or impl.hookwrapper]
+    return failed
 
 
 def _registrations(kind: str) -> Iterator[tuple[str, Any, str]]:
@@ -489,12 +483,7 @@ def _registrations(kind: str) -> Iterator[tuple[str, Any, str]]:
             raise TypeError(f"register() needs a non-empty string name, got {name!r}")
         by_plugin.setdefault(_current_plugin.get() or "?", {})[name] = obj
 
-    with _hook_call() as failed:
-        try:
-            caller(register=register)
-        except Exception as exc:  # noqa: BLE001 -- only a wrapper can raise here: record it, keep the rest
-            for plugin_name in _wrapper_plugins(caller) or ["?"]:
-                _record_hook_error(plugin_name, hook_name, exc)
+    failed = _call_hook(caller, hook_name, register=register)
     seen: set[str] = set()
     for plugin_name, entries in by_plugin.items():
         if plugin_name in failed:  # none of a failing implementation's registrations are kept
@@ -534,12 +523,7 @@ def notify(hook_name: str, **kwargs: Any) -> None:
         raise TypeError(
             f"{hook_name}() arguments do not match its specification: missing {missing}, unexpected {extra}"
         )
-    with _hook_call():
-        try:
-            caller(**kwargs)
-        except Exception as exc:  # noqa: BLE001 -- a wrapper that raised: notifications never fail the caller
-            for plugin_name in _wrapper_plugins(caller) or ["?"]:
-                _record_hook_error(plugin_name, hook_name, exc)
+    _call_hook(caller, hook_name, **kwargs)  # a wrapper that raised is recorded: notifications never fail the caller
 
 
 # -- resolving names ----------------------------------------------------------------------------
@@ -570,6 +554,8 @@ def _load_algorithm_entry_point(name: str) -> tuple[Any, str] | None:
 # says what to install (the core imports none of them).
 _PROVIDED_BY_PROJECT_PLUGINS: dict[tuple[str, str], str] = {
     ("execution_strategies", "ray"): "agentlightning-ray",
+    ("commands", "dashboard"): "agentlightning-dashboard",
+    ("server_routes", "dashboard"): "agentlightning-dashboard",
 }
 
 

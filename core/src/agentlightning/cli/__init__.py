@@ -2,9 +2,9 @@
 
 Commands come from plugins through ``agl_register_commands``: each registers
 ``add_parser(subparsers)``, which adds an ``argparse`` sub-parser and sets ``handler``
-(``(argparse.Namespace) -> int``) as its default. The core's own (``plugins``, ``proxy``, ``store``)
-are registered by the built-in plugin the same way; ``agl quickstart`` and ``agl serve-model`` come
-from the plugins that own them. A command whose ``add_parser`` raises is left out with a warning.
+(``(argparse.Namespace) -> int``) as its default. The core's own (``export``, ``plugins``, ``proxy``, ``store``)
+are registered by the built-in plugin the same way; ``agl quickstart``, ``agl serve-model`` and ``agl dashboard``
+come from the plugins that own them. A command whose ``add_parser`` raises is left out with a warning.
 
 A handler signals an expected failure (bad input, unknown URI, missing file) by raising
 :class:`CLIError`: ``main`` prints it as one line on stderr and returns its exit code, without a
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _unknown_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
     """A clear message when the first word names no installed command (argparse would only list choices)."""
-    from agentlightning.plugins import list_plugins
+    from agentlightning.plugins import _PROVIDED_BY_PROJECT_PLUGINS, _not_installed_hint, list_plugins
 
     first = next((word for word in argv if not word.startswith("-")), None)
     subparsers = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
@@ -87,11 +87,12 @@ def _unknown_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> st
         return None
     installed = ", ".join(sorted(subparsers.choices))
     failed = [f"{p.distribution or p.name} ({p.error})" for p in list_plugins() if p.error]
-    hint = (
-        f"; these plugins failed to load and may provide it: {'; '.join(failed)}"
-        if failed
-        else "; plugins add commands when their distribution is installed (agl plugins lists them)"
-    )
+    if ("commands", first) in _PROVIDED_BY_PROJECT_PLUGINS:
+        hint = f". {_not_installed_hint('commands', first)}"
+    elif failed:
+        hint = f"; these plugins failed to load and may provide it: {'; '.join(failed)}"
+    else:
+        hint = "; plugins add commands when their distribution is installed (agl plugins lists them)"
     return f"unknown command {first!r}; installed commands: {installed}{hint}"
 
 

@@ -91,4 +91,5 @@ TABLES = (
     ("tracers", "Tracers"),
     ("span_exporters", "Span exporters"),
     ("instrumentors", "Instrumentors"),
+    ("server_routes", "Store server routes"),
 )

@@ -142,7 +142,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--run-dir",
         type=Path,
         default=None,
-        help="A run folder whose metrics.jsonl the dashboard (served at /) plots.",
+        help="A run folder whose metrics.jsonl the dashboard (served at / by agentlightning-dashboard) plots.",
     )
     serve.set_defaults(handler=run_serve)
 
@@ -241,7 +241,11 @@ def _without_password(uri: str) -> str:
 
 
 def _banner(server: Any, uri: str) -> str:
+    from agentlightning.plugins import _not_installed_hint, registered
+
     url = server.url
+    missing = "not installed. " + _not_installed_hint("server_routes", "dashboard")
+    dashboard = f"{url}/" if "dashboard" in registered("server_routes") else missing
     token_note = (
         "token required: runners need AGL_STORE_TOKEN set to the same token"
         if server.token
@@ -253,7 +257,7 @@ def _banner(server: Any, uri: str) -> str:
         f"  listening:  {url}  ({token_note})",
         f"  REST API:   {url}/v1/agl   (OpenAPI: {url}/openapi.json, docs: {url}/docs)",
         f"  OTLP/HTTP:  {url}/v1/traces",
-        f"  dashboard:  {url}/",
+        f"  dashboard:  {dashboard}",
         "Point runners at it:",
         f'  Trainer(store="{url}", ...)   or   agentlightning.store.open_store("{url}")',
     ]

@@ -1,5 +1,5 @@
 """The store server's ASGI app (FastAPI): every LightningStore operation under ``/v1/agl``, OTLP at ``/v1/traces``,
-the dashboard at ``/``.
+and the routes plugins register (``agl_register_server_routes``: the dashboard at ``/``).
 
 Errors are JSON bodies (:class:`agentlightning.store.wire.ErrorBody`) with a 4xx status for
 anything caused by the request: unknown ids 404, forbidden status changes 409, bad values 400,
@@ -23,12 +23,13 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agentlightning import errors
+from agentlightning.plugins import LazyObject, _not_installed_hint, registered
 from agentlightning.store.base import LightningStore
 from agentlightning.store.wire import API_PREFIX, API_VERSION, AddSpansRequest, describe_validation_errors, error_status
 
-from .routes import API_ROUTERS, DASHBOARD_ROUTER, OTLP_ROUTER
+from . import ServerRoutes
+from .routes import API_ROUTERS, OTLP_ROUTER
 from .routes.common import ERROR_RESPONSES, PayloadTooLarge, StoreContext, body_error, error_response
-from .routes.dashboard import STATIC_FILES
 from .serve import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WAIT_SECONDS
 
 __all__ = ["create_app"]
@@ -37,18 +38,6 @@ logger = logging.getLogger(__name__)
 
 
 # -- ASGI guard: token and body size -------------------------------------------------------------
-async def _send_error(send: Callable[[Any], Awaitable[None]], status_code: int, name: str, message: str) -> None:
-    response = error_response(status_code, name, message)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status_code,
-            "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()],
-        }
-    )
-    await send({"type": "http.response.body", "body": response.body})
-
-
 class StoreApp:
     """The ASGI app of one store server: checks the bearer token and the body size, then hands the
     request to the shared FastAPI routes with this server's store.
@@ -74,6 +63,7 @@ class StoreApp:
             store=store, max_wait_seconds=max_wait_seconds, max_body_bytes=max_body_bytes, run_dir=run_dir
         )
         self.expected = f"Bearer {token}".encode() if token else None
+        self.public_paths: frozenset[str] = self.fastapi.state.agl_public_paths
         self.max_body_bytes = max_body_bytes
 
     def openapi(self) -> Dict[str, Any]:
@@ -92,17 +82,14 @@ class StoreApp:
         headers: Dict[bytes, bytes] = {}
         for name, value in scope.get("headers", ()):
             headers.setdefault(name.lower(), value)
-        # The dashboard's static files hold no data: the page asks for the token and sends it with its API calls.
-        if self.expected is not None and not _is_dashboard_file(scope):
+        # Files a plugin declares public hold no data (a page that asks for the token and sends it itself).
+        public = scope.get("method") in ("GET", "HEAD") and scope.get("path") in self.public_paths
+        if self.expected is not None and not public:
             given = headers.get(b"authorization", b"")
             if not hmac.compare_digest(given, self.expected):
                 why = "no Authorization header" if not given else "wrong bearer token"
-                await _send_error(
-                    send,
-                    401,
-                    "Unauthorized",
-                    f"{why}: send 'Authorization: Bearer <token>' (clients read AGL_STORE_TOKEN)",
-                )
+                message = f"{why}: send 'Authorization: Bearer <token>' (clients read AGL_STORE_TOKEN)"
+                await error_response(401, "Unauthorized", message)(scope, receive, send)
                 return
         length = headers.get(b"content-length")
         limit = self.max_body_bytes
@@ -110,12 +97,12 @@ class StoreApp:
             try:
                 declared = int(length)
             except ValueError:
-                await _send_error(send, 400, "ValueError", f"Content-Length is not a number: {length[:50]!r}")
+                message = f"Content-Length is not a number: {length[:50]!r}"
+                await error_response(400, "ValueError", message)(scope, receive, send)
                 return
             if declared > limit:
-                await _send_error(
-                    send, 413, "PayloadTooLarge", f"request body of {declared} bytes is over the limit of {limit}"
-                )
+                message = f"request body of {declared} bytes is over the limit of {limit}"
+                await error_response(413, "PayloadTooLarge", message)(scope, receive, send)
                 return
         received = 0
         started = False
@@ -141,12 +128,7 @@ class StoreApp:
         except PayloadTooLarge as exc:
             if started:
                 raise
-            await _send_error(send, 413, "PayloadTooLarge", str(exc.detail))
-
-
-def _is_dashboard_file(scope: MutableMapping[str, Any]) -> bool:
-    path = scope.get("path", "")
-    return scope.get("method") in ("GET", "HEAD") and (path == "/" or path.removeprefix("/dashboard/") in STATIC_FILES)
+            await error_response(413, "PayloadTooLarge", str(exc.detail))(scope, receive, send)
 
 
 # -- the app ------------------------------------------------------------------------------------
@@ -163,7 +145,7 @@ def create_app(
     ``token``: required as ``Authorization: Bearer <token>`` on every request (None: no auth).
     ``max_body_bytes``: larger request bodies (also after gzip decompression) get 413.
     ``max_wait_seconds``: the longest one ``wait_for_rollouts`` request blocks (clients ask again).
-    ``run_dir``: a run folder whose ``metrics.jsonl`` the dashboard (served at ``/``) plots.
+    ``run_dir``: a run folder whose ``metrics.jsonl`` the dashboard plugin plots.
     """
     return StoreApp(
         store, token=token, max_body_bytes=max_body_bytes, max_wait_seconds=max_wait_seconds, run_dir=run_dir
@@ -222,6 +204,8 @@ def _build_app() -> FastAPI:
             name = "BadRequest"
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no route {request.method} {request.url.path}; the API is under {API_PREFIX} (see /docs)"
+            if request.url.path == "/":
+                detail += f". No page here: {_not_installed_hint('server_routes', 'dashboard')}"
         response = error_response(exc.status_code, name, detail)
         if exc.headers:
             response.headers.update(exc.headers)
@@ -241,11 +225,33 @@ def _build_app() -> FastAPI:
 
     for router in API_ROUTERS:  # one module per resource, under server/routes/
         api.include_router(router)
+    plugin_routes = _plugin_routes()
+    for routes in plugin_routes:
+        if routes.api is not None:
+            api.include_router(routes.api)
     app.include_router(api)
     _add_manual_bodies_to_openapi(app, [AddSpansRequest])
     app.include_router(OTLP_ROUTER)
-    app.include_router(DASHBOARD_ROUTER)
+    for routes in plugin_routes:
+        if routes.root is not None:
+            app.include_router(routes.root)
+    app.state.agl_public_paths = frozenset(path for routes in plugin_routes for path in routes.public_paths)
     return app
+
+
+def _plugin_routes() -> List[ServerRoutes]:
+    """The routes plugins register; one that cannot be loaded is left out with a warning."""
+    found: List[ServerRoutes] = []
+    for name, routes in registered("server_routes").items():
+        try:
+            routes = routes.load() if isinstance(routes, LazyObject) else routes
+            if not isinstance(routes, ServerRoutes):
+                raise TypeError(f"registered {type(routes).__name__}, not a ServerRoutes")
+        except Exception as exc:  # noqa: BLE001 -- one broken plugin must not take the server down
+            logger.warning("store server: leaving out the routes %r: %s: %s", name, type(exc).__name__, exc)
+            continue
+        found.append(routes)
+    return found
 
 
 def _allowed_methods(app: FastAPI, request: Request) -> List[str]:

@@ -117,7 +117,7 @@ class StoreServer:
     """Serves ``store`` over HTTP on ``host:port`` (port 0 picks a free one).
 
     ``token``: every request then needs ``Authorization: Bearer <token>``; a non-loopback ``host``
-    requires one. ``run_dir``: a run folder whose ``metrics.jsonl`` the dashboard plots. The store is
+    requires one. ``run_dir``: a run folder whose ``metrics.jsonl`` the dashboard plugin plots. The store is
     not closed by :meth:`stop` unless ``close_store=True``.
 
     >>> with StoreServer(InMemoryLightningStore(), port=0) as server:

@@ -260,6 +260,14 @@ class StoreEngine(LightningStore):
             return _NO_ANSWER
         return _copy_answer(hit[1])
 
+    def _once(self, create: Callable[[], Any]) -> Any:
+        """The remembered answer of this call's idempotency key, else what ``create()`` makes (remembered)."""
+        result = self._answered()
+        if result is _NO_ANSWER:
+            result = create()
+            self._remember(result)
+        return result
+
     def _remember(self, result: Any) -> None:
         """Keep ``result`` as the answer of this call's idempotency key, durably with the call's writes."""
         key = IDEMPOTENCY_KEY.get()
@@ -325,9 +333,6 @@ class StoreEngine(LightningStore):
             return _with_attempt(rollout, attempts[-1])
         return _clone(rollout)
 
-    def _attempted(self, rollout: Rollout, attempt: Attempt) -> AttemptedRollout:
-        return _with_attempt(rollout, attempt)
-
     def _set_rollout_status(self, rollout: Rollout, status: str, now: float) -> None:
         if rollout.status == status:
             return
@@ -353,12 +358,16 @@ class StoreEngine(LightningStore):
             if not waiter.pending:
                 waiter.wake()
 
+    def _worker(self, worker_id: str) -> Worker:
+        worker = self._workers.get(worker_id)
+        if worker is None:
+            worker = self._workers[worker_id] = Worker(worker_id=worker_id)
+        return worker
+
     def _sync_worker(self, attempt: Attempt, now: float) -> None:
         if attempt.worker_id is None:
             return
-        worker = self._workers.get(attempt.worker_id)
-        if worker is None:
-            worker = self._workers[attempt.worker_id] = Worker(worker_id=attempt.worker_id)
+        worker = self._worker(attempt.worker_id)
         if attempt.status in ("succeeded", "failed"):
             if worker.current_attempt_id in (None, attempt.attempt_id):
                 _set(worker, status="idle", last_idle_time=now, current_rollout_id=None, current_attempt_id=None)
@@ -550,12 +559,12 @@ class StoreEngine(LightningStore):
         worker_id: Optional[str] = None,
     ) -> AttemptedRollout:
         with self._writing() as now:
-            result: AttemptedRollout = self._answered()
-            if result is _NO_ANSWER:
+
+            def start() -> AttemptedRollout:
                 rollout = self._new_rollout(input, mode, resources_id, config, metadata, "preparing", now)
-                attempt = self._start_attempt(rollout, worker_id, now)
-                result = self._attempted(rollout, attempt)
-                self._remember(result)
+                return _with_attempt(rollout, self._start_attempt(rollout, worker_id, now))
+
+            result: AttemptedRollout = self._once(start)
         await self._flush()
         return result
 
@@ -624,13 +633,11 @@ class StoreEngine(LightningStore):
                 if rollout.status not in QUEUING_ROLLOUT_STATUSES:
                     continue  # it left the queue by other means (cancelled, revived)
                 attempt = self._start_attempt(rollout, worker_id, now)
-                results.append(self._attempted(rollout, attempt))
+                results.append(_with_attempt(rollout, attempt))
             if results and answer is _NO_ANSWER:  # an empty poll is safe to repeat
                 self._remember(results)
             if worker_id is not None and answer is _NO_ANSWER:
-                worker = self._workers.get(worker_id)
-                if worker is None:
-                    worker = self._workers[worker_id] = Worker(worker_id=worker_id)
+                worker = self._worker(worker_id)
                 _set(worker, last_dequeue_time=now)
                 if not results:
                     _set(worker, status="idle", last_idle_time=now)
@@ -640,12 +647,12 @@ class StoreEngine(LightningStore):
 
     async def start_attempt(self, rollout_id: str, worker_id: Optional[str] = None) -> AttemptedRollout:
         with self._writing(scan=False) as now:
-            result: AttemptedRollout = self._answered()
-            if result is _NO_ANSWER:
+
+            def start() -> AttemptedRollout:
                 rollout = self._get_rollout(rollout_id)
-                attempt = self._start_attempt(rollout, worker_id, now)
-                result = self._attempted(rollout, attempt)
-                self._remember(result)
+                return _with_attempt(rollout, self._start_attempt(rollout, worker_id, now))
+
+            result: AttemptedRollout = self._once(start)
         await self._flush()
         return result
 
@@ -979,10 +986,7 @@ class StoreEngine(LightningStore):
     async def add_resources(self, resources: NamedResources) -> ResourcesUpdate:
         with self._lock:
             self._check_open()
-            result: ResourcesUpdate = self._answered()
-            if result is _NO_ANSWER:
-                result = self._put_resources(_new_id("rs-", 6), resources, time.time())
-                self._remember(result)
+            result: ResourcesUpdate = self._once(lambda: self._put_resources(_new_id("rs-", 6), resources, time.time()))
         await self._flush()
         return result
 
@@ -1068,9 +1072,7 @@ class StoreEngine(LightningStore):
             raise TypeError(f"heartbeat_stats must be a dict, got {type(heartbeat_stats).__name__}")
         with self._lock:
             self._check_open()
-            worker = self._workers.get(worker_id)
-            if worker is None:
-                worker = self._workers[worker_id] = Worker(worker_id=worker_id)
+            worker = self._worker(worker_id)
             worker.last_heartbeat_time = time.time()
             if heartbeat_stats is not UNSET:
                 worker.heartbeat_stats = dict(heartbeat_stats) if heartbeat_stats is not None else None

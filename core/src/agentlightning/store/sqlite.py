@@ -32,7 +32,7 @@ import time
 import weakref
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from agentlightning.errors import AgentLightningError, StoreClosedError
@@ -110,8 +110,14 @@ _UPSERTS["span"] = (
 _SAFETY_COMMIT_SECONDS = 1.0
 JournalOp = Tuple[str, Any, Any]  # (kind, coalescing key or None, snapshot)
 _RECORD_HEADER = struct.Struct("<I")  # journal record: 4-byte length, then a pickled list of (kind, row)
-# Keys whose latest state is all that matters: recording them twice before a commit writes once.
-_COALESCED = frozenset({"rollout", "attempt", "resources", "worker", "sequence"})
+# Writes whose latest state is all that matters, by their key: recording one twice before a commit writes once.
+_COALESCE_KEYS: Dict[str, Callable[[Any], Any]] = {
+    "rollout": lambda rollout: rollout.rollout_id,
+    "attempt": lambda attempt: (attempt.rollout_id, attempt.attempt_id),
+    "resources": lambda update: update.resources_id,
+    "worker": lambda worker: worker.worker_id,
+    "sequence": lambda row: row[0],
+}
 _SPAN_COLUMNS = {"trace_id", "span_id", "parent_id", "name"}
 _SPAN_EXISTS = "SELECT 1 FROM spans WHERE rollout_id = ? AND attempt_id = ? AND span_id = ?"
 
@@ -380,18 +386,9 @@ class SqliteLightningStore(StoreEngine):
         self._check_writable()
 
     def _record(self, kind: str, payload: Any) -> None:
-        if kind in _COALESCED:
-            key: Any = (
-                payload[0]
-                if kind == "sequence"
-                else (
-                    (payload.rollout_id, payload.attempt_id)
-                    if kind == "attempt"
-                    else getattr(
-                        payload, {"rollout": "rollout_id", "resources": "resources_id", "worker": "worker_id"}[kind]
-                    )
-                )
-            )
+        coalesce = _COALESCE_KEYS.get(kind)
+        if coalesce is not None:
+            key: Any = coalesce(payload)
         else:
             self._op_counter += 1
             key = self._op_counter
@@ -583,12 +580,8 @@ class SqliteLightningStore(StoreEngine):
         for key, (kind, value) in query.filters.items():
             column = key.rstrip("~")
             assert column in _SPAN_COLUMNS
-            if kind == "exact":
-                clauses.append(f"{column} = ?")
-                params.append(value)
-            else:
-                clauses.append(f"instr({column}, ?) > 0")
-                params.append(value)
+            clauses.append(f"{column} = ?" if kind == "exact" else f"instr({column}, ?) > 0")
+            params.append(value)
         if clauses:
             joiner = " OR " if query.filter_logic == "or" else " AND "
             where.append(f"({joiner.join(clauses)})")
@@ -692,7 +685,7 @@ def _apply(conn: sqlite3.Connection, ops: Sequence[JournalOp]) -> None:
     popped: List[int] = []
     appended: Dict[str, List[Tuple[Any, ...]]] = {"span": [], "request_id": [], "answer": []}
     for kind, key, snapshot in ops:
-        if kind in _COALESCED:
+        if kind in _COALESCE_KEYS:
             latest[(kind, key)] = snapshot
         elif kind == "queue_push":
             position, rollout_id = snapshot

@@ -167,6 +167,14 @@ class _Request(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
 
+class _PageRequest(_Request):
+    """The order and page of a query (the sort field is the query's own)."""
+
+    sort_order: str = Field(default="asc", description="'asc' or 'desc'.", json_schema_extra=_SORT_ORDER)
+    limit: WireInt = Field(default=-1, description="-1: no limit.", json_schema_extra=_AT_LEAST_MINUS_ONE)
+    offset: WireInt = Field(default=0, json_schema_extra=_OFFSET)
+
+
 # -- rollouts -----------------------------------------------------------------------------------
 class StartRolloutRequest(_Request):
     input: Any = Field(description="The task input handed to the agent (any JSON value).")
@@ -195,15 +203,12 @@ class DequeueRolloutsRequest(_Request):
     worker_id: OptionalId = None
 
 
-class QueryRolloutsRequest(_Request):
+class QueryRolloutsRequest(_PageRequest):
     status_in: Optional[List[str]] = Field(default=None, json_schema_extra=documented_as(_list_of(ROLLOUT_STATUSES)))
     rollout_id_in: Optional[List[str]] = None
     rollout_id_contains: Optional[str] = None
     filter_logic: str = Field(default="and", description="'and' or 'or'.", json_schema_extra=_FILTER_LOGIC)
     sort_by: Optional[str] = _sort_fields(ROLLOUT_SORT_FIELDS, None)
-    sort_order: str = Field(default="asc", description="'asc' or 'desc'.", json_schema_extra=_SORT_ORDER)
-    limit: WireInt = Field(default=-1, description="-1: no limit.", json_schema_extra=_AT_LEAST_MINUS_ONE)
-    offset: WireInt = Field(default=0, json_schema_extra=_OFFSET)
     status: Optional[List[str]] = Field(
         default=None,
         description="Deprecated alias of status_in.",
@@ -242,11 +247,8 @@ class StartAttemptRequest(_Request):
     worker_id: OptionalId = None
 
 
-class QueryAttemptsRequest(_Request):
+class QueryAttemptsRequest(_PageRequest):
     sort_by: Optional[str] = _sort_fields(ATTEMPT_SORT_FIELDS, "sequence_id")
-    sort_order: str = Field(default="asc", json_schema_extra=_SORT_ORDER)
-    limit: WireInt = Field(default=-1, json_schema_extra=_AT_LEAST_MINUS_ONE)
-    offset: WireInt = Field(default=0, json_schema_extra=_OFFSET)
 
 
 class UpdateAttemptRequest(_Request):
@@ -279,7 +281,7 @@ class SequenceIdsResponse(BaseModel):
     sequence_ids: List[int]
 
 
-class SpanFilters(_Request):
+class SpanFilters(_PageRequest):
     """The filters, order and page of a span query (the rollout is given separately)."""
 
     attempt_id: Optional[str] = Field(default=None, description="An attempt id, 'latest', or null for all attempts.")
@@ -292,10 +294,7 @@ class SpanFilters(_Request):
     name: Optional[str] = None
     name_contains: Optional[str] = None
     filter_logic: str = Field(default="and", json_schema_extra=_FILTER_LOGIC)
-    limit: WireInt = Field(default=-1, json_schema_extra=_AT_LEAST_MINUS_ONE)
-    offset: WireInt = Field(default=0, json_schema_extra=_OFFSET)
     sort_by: Optional[str] = _sort_fields(SPAN_SORT_FIELDS, "sequence_id")
-    sort_order: str = Field(default="asc", json_schema_extra=_SORT_ORDER)
 
 
 class QuerySpansRequest(SpanFilters):
@@ -307,23 +306,17 @@ class ResourcesRequest(_Request):
     resources: NamedResources
 
 
-class QueryResourcesRequest(_Request):
+class QueryResourcesRequest(_PageRequest):
     resources_id: Optional[str] = None
     resources_id_contains: Optional[str] = None
     sort_by: Optional[str] = _sort_fields(RESOURCES_SORT_FIELDS, None)
-    sort_order: str = Field(default="asc", json_schema_extra=_SORT_ORDER)
-    limit: WireInt = Field(default=-1, json_schema_extra=_AT_LEAST_MINUS_ONE)
-    offset: WireInt = Field(default=0, json_schema_extra=_OFFSET)
 
 
-class QueryWorkersRequest(_Request):
+class QueryWorkersRequest(_PageRequest):
     status_in: Optional[List[str]] = Field(default=None, json_schema_extra=documented_as(_list_of(WORKER_STATUSES)))
     worker_id_contains: Optional[str] = None
     filter_logic: str = Field(default="and", json_schema_extra=_FILTER_LOGIC)
     sort_by: Optional[str] = _sort_fields(WORKER_SORT_FIELDS, None)
-    sort_order: str = Field(default="asc", json_schema_extra=_SORT_ORDER)
-    limit: WireInt = Field(default=-1, json_schema_extra=_AT_LEAST_MINUS_ONE)
-    offset: WireInt = Field(default=0, json_schema_extra=_OFFSET)
 
 
 class UpdateWorkerRequest(_Request):

@@ -107,13 +107,15 @@ class Tracer(ParallelWorkerBase):
     """Base of all tracers.
 
     A tracer records what an agent does during one attempt (``trace_context``) and delivers the
-    spans to the store. Subclasses implement :meth:`_trace_context`, :meth:`get_last_trace`,
-    :meth:`create_span` and :meth:`operation_context`.
+    spans to the store. Subclasses implement :meth:`_trace_context`, :meth:`create_span` and
+    :meth:`operation_context`, and hand each finished trace to :meth:`_remember`.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self._store: Optional[LightningStore] = None
+        self._last: ContextVar[Optional[List[Span]]] = ContextVar(f"agl_last_trace_{id(self)}", default=None)
+        self._last_anywhere: List[Span] = []
 
     @property
     def store(self) -> Optional[LightningStore]:
@@ -163,9 +165,14 @@ class Tracer(ParallelWorkerBase):
     ) -> AsyncContextManager[Any]:
         """The backend-specific part of :meth:`trace_context` (ids already validated)."""
 
-    @abstractmethod
+    def _remember(self, spans: List[Span]) -> None:
+        self._last.set(spans)
+        self._last_anywhere = spans
+
     def get_last_trace(self) -> List[Span]:
-        """Spans of the most recent trace context that completed in the current context."""
+        """Spans of the most recent trace context that completed in the current context (else in any)."""
+        last = self._last.get()
+        return list(last if last is not None else self._last_anywhere)
 
     @abstractmethod
     def create_span(

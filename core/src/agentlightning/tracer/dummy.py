@@ -98,8 +98,6 @@ class DummyTracer(Tracer):
     def __init__(self) -> None:
         super().__init__()
         self._current: ContextVar[Optional[_DummyTrace]] = ContextVar(f"agl_dummy_trace_{id(self)}", default=None)
-        self._last: ContextVar[Optional[List[Span]]] = ContextVar(f"agl_dummy_last_{id(self)}", default=None)
-        self._last_anywhere: List[Span] = []
 
     @asynccontextmanager
     async def _trace_context(
@@ -119,12 +117,7 @@ class DummyTracer(Tracer):
                 self._current.reset(token)
             except ValueError:
                 self._current.set(None)
-            self._last.set(trace.spans)
-            self._last_anywhere = trace.spans
-
-    def get_last_trace(self) -> List[Span]:
-        last = self._last.get()
-        return list(last if last is not None else self._last_anywhere)
+            self._remember(trace.spans)
 
     def create_span(
         self,

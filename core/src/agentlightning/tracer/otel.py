@@ -226,6 +226,10 @@ def _stored(span: _EndedSpan, rollout_id: str, attempt_id: str, sequence_id: int
     return stored
 
 
+def _stored_all(scope: _TraceScope, pending: List[Tuple[int, _EndedSpan]], ids: Sequence[int]) -> List[Span]:
+    return [_stored(span, scope.rollout_id, scope.attempt_id, seq) for (_, span), seq in zip(pending, ids, strict=True)]
+
+
 def _start_order(item: Tuple[int, _EndedSpan]) -> Tuple[int, int]:
     order, span = item
     return (span.start_time or 0, order)
@@ -245,49 +249,40 @@ async def _write_batch(
             if len(ids) != len(pending):
                 raise RuntimeError(f"store issued {len(ids)} sequence ids for {len(pending)} spans")
         except Exception as exc:
-            _report_failure(scope, exc, len(pending) + len(unwritten), final)
-            if final:
-                _keep_failed(scope, pending, unwritten)
-            else:
-                scope.requeue(pending, unwritten)
-                scope.back_off()
+            _write_failed(scope, exc, pending, unwritten, final)
             return
-        converted = [
-            _stored(span, scope.rollout_id, scope.attempt_id, seq)
-            for (_, span), seq in zip(pending, sorted(ids), strict=True)
-        ]
+        converted = _stored_all(scope, pending, sorted(ids))
     to_write = unwritten + converted
     for start in range(0, len(to_write), _MAX_WRITE_CHUNK):
         chunk = to_write[start : start + _MAX_WRITE_CHUNK]
         try:
             await store.add_many_spans(chunk)
         except Exception as exc:
-            rest = to_write[start:]
-            _report_failure(scope, exc, len(rest), final)
-            if final:
-                _keep_failed(scope, [], rest)
-            else:
-                scope.requeue([], rest)
-                scope.back_off()
+            _write_failed(scope, exc, [], to_write[start:], final)
             return
         # Spans the store reports as duplicates are already there, so every sent span counts.
         scope.record_written(chunk)
     scope.failures = 0
 
 
-def _report_failure(scope: _TraceScope, exc: BaseException, count: int, final: bool) -> None:
+def _write_failed(
+    scope: _TraceScope, exc: BaseException, pending: List[Tuple[int, _EndedSpan]], unwritten: List[Span], final: bool
+) -> None:
+    """Log a failed write; a final one keeps the spans as failed, a background one gives them back for later."""
     what = "could not write" if final else "background write of"
     then = "they are kept in get_last_trace()" if final else "retrying when the trace ends"
     level = logging.ERROR if final else logging.WARNING
     message = "%s %d span(s) of rollout %s attempt %s to the store: %r; %s"
-    logger.log(level, message, what, count, scope.rollout_id, scope.attempt_id, exc, then)
+    logger.log(level, message, what, len(pending) + len(unwritten), scope.rollout_id, scope.attempt_id, exc, then)
+    if final:
+        _keep_failed(scope, pending, unwritten)
+    else:
+        scope.requeue(pending, unwritten)
+        scope.back_off()
 
 
 def _keep_failed(scope: _TraceScope, pending: List[Tuple[int, _EndedSpan]], unwritten: List[Span]) -> None:
-    ids = scope.next_local_ids(len(pending))
-    local = [
-        _stored(span, scope.rollout_id, scope.attempt_id, seq) for (_, span), seq in zip(pending, ids, strict=True)
-    ]
+    local = _stored_all(scope, pending, scope.next_local_ids(len(pending)))
     with scope.lock:
         scope.failed.extend(unwritten)
         scope.failed.extend(local)
@@ -298,10 +293,7 @@ def _finalize_local(scope: _TraceScope) -> None:
     with scope.lock:
         pending, _ = scope._take()
     pending.sort(key=_start_order)
-    ids = scope.next_local_ids(len(pending))
-    spans = [
-        _stored(span, scope.rollout_id, scope.attempt_id, seq) for (_, span), seq in zip(pending, ids, strict=True)
-    ]
+    spans = _stored_all(scope, pending, scope.next_local_ids(len(pending)))
     with scope.lock:
         scope.written.extend(spans)
 
@@ -894,8 +886,6 @@ class OtelTracer(Tracer):
         self.flush_timeout = flush_timeout
         self._provider: Optional[TracerProvider] = None
         self._processor: Optional[LightningSpanProcessor] = None
-        self._last: ContextVar[Optional[List[Span]]] = ContextVar(f"agl_otel_last_{id(self)}", default=None)
-        self._last_anywhere: List[Span] = []
 
     def __getstate__(self) -> Dict[str, Any]:
         # Pickled to run in another process (spawn, Ray actors): the settings travel, and that process
@@ -910,7 +900,7 @@ class OtelTracer(Tracer):
         self._store = None
         self._provider = None
         self._processor = None
-        self._last = ContextVar(f"agl_otel_last_{id(self)}", default=None)
+        self._last = ContextVar(f"agl_last_trace_{id(self)}", default=None)
         self._last_anywhere = []
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -1004,14 +994,6 @@ class OtelTracer(Tracer):
             if late:
                 _flusher.request(scope)
             self._remember(scope.snapshot())
-
-    def _remember(self, spans: List[Span]) -> None:
-        self._last.set(spans)
-        self._last_anywhere = spans
-
-    def get_last_trace(self) -> List[Span]:
-        last = self._last.get()
-        return list(last if last is not None else self._last_anywhere)
 
     # -- span helpers ----------------------------------------------------------------------------
     def create_span(

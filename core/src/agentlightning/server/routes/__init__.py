@@ -1,15 +1,14 @@
 """The store server's routes, one module per resource, each an ``APIRouter`` named ``router``.
 
 :data:`API_ROUTERS` go under ``/v1/agl`` in this order (the order FastAPI matches routes in);
-:mod:`.otlp` is mounted at the root (``/v1/traces``), and so is the dashboard's page (``/``).
+:mod:`.otlp` is mounted at the root (``/v1/traces``). Plugins add theirs through ``agl_register_server_routes``.
 """
 
 from __future__ import annotations
 
-from . import dashboard, otlp, resources, rollouts, service, spans, workers
+from . import otlp, resources, rollouts, service, spans, workers
 
-API_ROUTERS = (service.router, rollouts.router, spans.router, resources.router, workers.router, dashboard.router)
+API_ROUTERS = (service.router, rollouts.router, spans.router, resources.router, workers.router)
 OTLP_ROUTER = otlp.router
-DASHBOARD_ROUTER = dashboard.static_router
 
-__all__ = ["API_ROUTERS", "DASHBOARD_ROUTER", "OTLP_ROUTER"]
+__all__ = ["API_ROUTERS", "OTLP_ROUTER"]

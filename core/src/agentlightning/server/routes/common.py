@@ -160,7 +160,7 @@ class StoreContext:
     max_wait_seconds: float
     max_body_bytes: int
     replays: Replays = field(default_factory=Replays)
-    run_dir: Optional[Path] = None  # a run folder whose metrics.jsonl the dashboard plots
+    run_dir: Optional[Path] = None  # a run folder whose metrics.jsonl the dashboard plugin plots
 
 
 async def store_context(request: Request) -> StoreContext:

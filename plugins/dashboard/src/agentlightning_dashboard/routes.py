@@ -1,6 +1,6 @@
 """The dashboard: its static page at ``/`` and the few aggregated reads it needs under ``/v1/agl/dashboard``.
 
-The page (``server/dashboard/``: plain HTML, CSS and JavaScript, no build step) reads everything
+The page (``static/``: plain HTML, CSS and JavaScript, no build step) reads everything
 else through the ordinary REST API. Answers of this module are cached for :data:`CACHE_SECONDS` and
 shared by every client, and carry an ``ETag``: a page polling with ``If-None-Match`` costs the store
 at most one query per interval, however many tabs are open, and gets ``304`` when nothing changed.
@@ -27,13 +27,13 @@ from fastapi.responses import Response
 from agentlightning import errors
 from agentlightning.emitter.reward import find_final_reward
 from agentlightning.semconv import AGL_ANNOTATION, AGL_REWARD
+from agentlightning.server import ServerRoutes
+from agentlightning.server.routes.common import JSON, Ctx, error_response, not_found
 from agentlightning.store.base import LightningStore
 from agentlightning.store.engine import ROLLOUT_SORT_FIELDS, StoreEngine
 from agentlightning.store.query import MAX_PAGE_VALUE
 from agentlightning.store.wire import documented_as, one_of
 from agentlightning.types import ROLLOUT_STATUSES, Attempt, Rollout, Span
-
-from .common import JSON, Ctx, error_response, not_found
 
 router = APIRouter(prefix="/dashboard")
 static_router = APIRouter(include_in_schema=False)
@@ -68,7 +68,7 @@ SECURITY_HEADERS = {
 
 # -- static page --------------------------------------------------------------------------------
 def _static(name: str) -> Response:
-    body = resources.files("agentlightning.server").joinpath("dashboard").joinpath(name).read_bytes()
+    body = resources.files("agentlightning_dashboard").joinpath("static").joinpath(name).read_bytes()
     return Response(content=body, media_type=STATIC_FILES[name], headers=SECURITY_HEADERS)
 
 
@@ -393,3 +393,12 @@ async def metrics(ctx: Ctx, request: Request) -> Response:
         return {"path": str(path), "exists": path.is_file(), "rows": rows}
 
     return await _cached(request, ctx.store, compute)
+
+
+# What the plugin registers: the reads under /v1/agl/dashboard, the page at the root; the page's files hold no
+# data, so a browser gets them without the token (the page asks for it and sends it with its API calls).
+ROUTES = ServerRoutes(
+    api=router,
+    root=static_router,
+    public_paths=frozenset({"/", *(f"/dashboard/{name}" for name in STATIC_FILES)}),
+)

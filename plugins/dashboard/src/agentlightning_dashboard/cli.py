@@ -32,8 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description=(
             "Serve the dashboard for the store at --store: the run overview, rollouts, each rollout's spans, "
             "resources versions, workers and the run's metrics.jsonl. Nothing is written: a SQLite store is "
-            "opened read-only and followed while a run writes it. Needs the server extra: "
-            'pip install "agentlightning[server]".'
+            "opened read-only and followed while a run writes it."
         ),
     )
     parser.add_argument("--store", metavar="URI", required=True, help="sqlite:///path/store.db, http://host:port, ...")

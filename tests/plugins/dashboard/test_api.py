@@ -1,6 +1,6 @@
 """The dashboard's reads over real HTTP: filters, ETags shared by clients, cut payloads, errors, token.
 
-The page itself is tested in a browser by ``nox -s dashboard`` (tests/dashboard)."""
+The page itself is tested in a browser by test_browser.py."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from agentlightning.server import StoreServer
-from agentlightning.server.routes import dashboard
 from agentlightning.store.memory import InMemoryLightningStore
 from agentlightning.types import EnqueueRolloutRequest, Span
+from agentlightning_dashboard import routes as dashboard
 
 API = "/v1/agl/dashboard"
 
@@ -139,3 +139,32 @@ def test_page_is_public_data_needs_the_token() -> None:
         assert httpx.get(f"{server.url}{API}/overview").status_code == 401
         authorized = httpx.get(f"{server.url}{API}/overview", headers={"Authorization": "Bearer t0ken"})
         assert authorized.status_code == 200
+
+
+def test_the_plugin_registers_its_routes_and_command() -> None:
+    import json
+    import subprocess
+    import sys
+
+    listed = subprocess.run(
+        [sys.executable, "-m", "agentlightning.cli", "plugins", "--json"], capture_output=True, text=True, timeout=60
+    )
+    assert listed.returncode == 0, listed.stderr
+    data = json.loads(listed.stdout)
+    plugin = next(p for p in data["plugins"] if p["name"] == "dashboard")
+    assert plugin["distribution"] == "agentlightning-dashboard" and plugin["error"] is None
+    assert {"agl_register_commands", "agl_register_server_routes"} <= set(plugin["hooks"])
+    for kind, target in (("server_routes", "routes:ROUTES"), ("commands", "cli:add_parser")):
+        (component,) = [c for c in data["components"][kind] if c["name"] == "dashboard"]
+        assert component["target"] == f"agentlightning_dashboard.{target}"
+        assert component["distribution"] == "agentlightning-dashboard"
+
+
+def test_the_store_server_banner_points_at_the_dashboard() -> None:
+    from agentlightning.cli.store import _banner
+
+    with StoreServer(InMemoryLightningStore(), port=0) as server:
+        text = _banner(server, "memory://")
+        page = httpx.get(f"{server.url}/", timeout=10)
+    assert f"  dashboard:  {server.url}/\n" in text
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]

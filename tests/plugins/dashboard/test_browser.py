@@ -30,7 +30,7 @@ from agentlightning.types import EnqueueRolloutRequest, PromptTemplate
 
 CHROMIUM = os.environ.get("AGL_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = Path(
-    os.environ.get("AGL_SCREENSHOTS", Path(__file__).resolve().parents[2] / "build" / "dashboard-screenshots")
+    os.environ.get("AGL_SCREENSHOTS", Path(__file__).resolve().parents[3] / "build" / "dashboard-screenshots")
 )
 SCRIPT = "<script>window.__agl_pwned = 1</script><img src=x onerror='window.__agl_pwned = 2'>"
 
