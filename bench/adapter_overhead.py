@@ -420,7 +420,9 @@ def crewai_bench() -> AdapterBench:
             )
             task = Task(description=QUESTION.format(index=index), expected_output="The number.", agent=agent)
             crew = Crew(agents=[agent], tasks=[task], process=Process.sequential)
-            result = crew.kickoff()  # synchronously, as the runner runs a sync agent (in its thread)
+            # Synchronously in a thread, as the runner runs a sync agent (CrewAI refuses kickoff() on a
+            # thread with a running event loop); the thread gets this task's context, as the runner's does.
+            result = await asyncio.to_thread(crew.kickoff)
             assert "4" in str(result.raw)
 
         async def close() -> None:
