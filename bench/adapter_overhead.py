@@ -46,6 +46,7 @@ import argparse
 import asyncio
 import importlib.util
 import json
+import logging
 import math
 import os
 import platform
@@ -393,6 +394,9 @@ def crewai_bench() -> AdapterBench:
     from crewai.tools import tool
 
     import agentlightning_crewai
+
+    # CrewAI warns on every call that it estimates token counts for an unknown model: not this benchmark's output.
+    logging.getLogger("crewai").setLevel(logging.ERROR)
 
     @tool("calculator")
     def calculator(expression: str) -> str:

@@ -861,10 +861,14 @@ class StoreEngine(LightningStore):
     # ---------------------------------------------------------------------------------------------
     # spans
     def _check_spans(self, spans: Sequence[Span]) -> None:
+        checked: Set[Tuple[str, str]] = set()
         for span in spans:
             if not isinstance(span, Span):
                 raise InvalidSpanError(f"expected an agentlightning Span, got {type(span).__name__}: {span!r:.200}")
-            self._get_attempt_for_spans(span.rollout_id, span.attempt_id)
+            key = (span.rollout_id, span.attempt_id)
+            if key not in checked:  # a batch usually holds one attempt's spans: look it up once
+                self._get_attempt_for_spans(*key)
+                checked.add(key)
 
     async def add_many_spans(self, spans: Sequence[Span]) -> List[Span]:
         spans = list(spans)
@@ -890,7 +894,7 @@ class StoreEngine(LightningStore):
         result: List[int] = []
         with self._lock:
             self._check_open()
-            for rollout_id, attempt_id in rollout_attempt_ids:
+            for rollout_id, attempt_id in dict.fromkeys(rollout_attempt_ids):  # a batch names one attempt many times
                 self._get_attempt(rollout_id, attempt_id)
             for rollout_id, _ in rollout_attempt_ids:
                 value = self._span_sequence.get(rollout_id, 0) + 1

@@ -57,13 +57,14 @@ from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.trace import Status, StatusCode
 
 from agentlightning.env_var import LightningEnvVar, resolve_list_env_var
-from agentlightning.semconv import rollout_resource_attributes
+from agentlightning.semconv import LightningResourceAttributes, rollout_resource_attributes
 from agentlightning.types.tracer import (
     Attributes,
     Event,
     Link,
     OtelResource,
     Span,
+    SpanContext,
     SpanCoreFields,
     SpanRecordingContext,
     TraceStatus,
@@ -217,9 +218,11 @@ class _TraceScope:
         return sorted(spans, key=lambda s: (s.sequence_id, s.start_time or 0.0))
 
 
-def _stored(span: _EndedSpan, rollout_id: str, attempt_id: str, sequence_id: int) -> Span:
+def _stored(
+    span: _EndedSpan, rollout_id: str, attempt_id: str, sequence_id: int, resource: Optional[_ResourceBase] = None
+) -> Span:
     if isinstance(span, ScopedSpan):
-        return span.to_stored(rollout_id, attempt_id, sequence_id)
+        return span.to_stored(rollout_id, attempt_id, sequence_id, resource or _resource_base())
     stored = Span.from_opentelemetry(span, rollout_id, attempt_id, sequence_id)
     # Its resource attributes are a fresh dict: name the rollout there too, as 0.3's spans did.
     stored.resource.attributes.update(rollout_resource_attributes(rollout_id, attempt_id, sequence_id))
@@ -252,8 +255,9 @@ async def _write_batch(
                 scope.requeue(pending, unwritten)
                 scope.back_off()
             return
+        resource = _resource_base()  # once per batch, not per span
         converted = [
-            _stored(span, scope.rollout_id, scope.attempt_id, seq)
+            _stored(span, scope.rollout_id, scope.attempt_id, seq, resource)
             for (_, span), seq in zip(pending, sorted(ids), strict=True)
         ]
     to_write = unwritten + converted
@@ -426,13 +430,14 @@ _current_scope: ContextVar[Optional[_TraceScope]] = ContextVar("agentlightning_t
 # -- scoped spans: the adapters' fast path -----------------------------------------------------------
 
 _PRIMITIVES = (str, bool, int, float)
+_PRIMITIVE_TYPES = frozenset(_PRIMITIVES)
 # Scoped spans are always recorded; children the SDK creates under them must be sampled too.
 _SAMPLED = trace_api.TraceFlags(trace_api.TraceFlags.SAMPLED)
 
 
 def _attribute_value(value: Any) -> Any:
     """A value as stored (sequences as lists), or None for what the SDK would drop (None, other types)."""
-    if type(value) in _PRIMITIVES or isinstance(value, _PRIMITIVES):
+    if type(value) in _PRIMITIVE_TYPES or isinstance(value, _PRIMITIVES):  # the set: one hash, no subclass walk
         return value
     if isinstance(value, (list, tuple)) and all(item is None or isinstance(item, _PRIMITIVES) for item in value):
         return list(value)
@@ -448,27 +453,26 @@ def _add_attributes(target: Dict[str, Any], attributes: Optional[Mapping[str, An
             target[key] = clean
 
 
-_stored_resources: Dict[int, Tuple[Any, Dict[str, Any], str]] = {}
+# The global provider's resource (the object, its attributes as stored, its schema URL), converted once.
+_ResourceBase = Tuple[Any, Dict[str, Any], str]
+_resource_cache: Optional[_ResourceBase] = None
 # The scopes of scoped spans not yet ended, for SDK spans started under them in threads without our
 # context (single dict operations are atomic: no lock).
 _open_scoped_spans: Dict[_SpanKey, _TraceScope] = {}
+_ROLLOUT_ID_KEY = LightningResourceAttributes.ROLLOUT_ID.value
+_ATTEMPT_ID_KEY = LightningResourceAttributes.ATTEMPT_ID.value
+_SEQUENCE_ID_KEY = LightningResourceAttributes.SPAN_SEQUENCE_ID.value
 
 
-def _stored_resource(rollout_id: str, attempt_id: str, sequence_id: int) -> OtelResource:
-    """The global provider's resource as stored, naming the span's rollout (the provider's part converted once)."""
-    provider = trace_api.get_tracer_provider()
-    resource = getattr(provider, "resource", None)
-    cached = _stored_resources.get(id(resource))
+def _resource_base() -> _ResourceBase:
+    """The global provider's resource as stored spans carry it (converted again only when it changes)."""
+    global _resource_cache
+    resource = getattr(trace_api.get_tracer_provider(), "resource", None)
+    cached = _resource_cache
     if cached is None or cached[0] is not resource:
         attributes = dict(getattr(resource, "attributes", None) or {})
-        cached = _stored_resources[id(resource)] = (resource, attributes, getattr(resource, "schema_url", "") or "")
-    return construct_valid(
-        OtelResource,
-        {
-            "attributes": {**cached[1], **rollout_resource_attributes(rollout_id, attempt_id, sequence_id)},
-            "schema_url": cached[2],
-        },
-    )
+        cached = _resource_cache = (resource, attributes, getattr(resource, "schema_url", "") or "")
+    return cached
 
 
 class ScopedSpan(trace_api.Span):
@@ -509,8 +513,9 @@ class ScopedSpan(trace_api.Span):
         self._start_ns = start_ns
         self._end_ns: Optional[int] = None
         self._attributes: Dict[str, Any] = {}
-        self._events: List[Tuple[str, Dict[str, Any], int]] = []
-        self._links: List[trace_api.Link] = []
+        # Most spans have no events or links: the lists are made when the first one comes.
+        self._events: Optional[List[Tuple[str, Dict[str, Any], int]]] = None
+        self._links: Optional[List[trace_api.Link]] = None
         self._status = "UNSET"
         self._status_description: Optional[str] = None
         self._order = next(_start_counter)
@@ -525,10 +530,31 @@ class ScopedSpan(trace_api.Span):
     def scope(self) -> _TraceScope:
         return self._scope
 
-    def to_stored(self, rollout_id: str, attempt_id: str, sequence_id: int) -> Span:
+    def to_stored(
+        self, rollout_id: str, attempt_id: str, sequence_id: int, resource: Optional[_ResourceBase] = None
+    ) -> Span:
         context, parent = self._context, self._parent
         trace_id, span_id = format(context.trace_id, "032x"), format(context.span_id, "016x")
-        parent_id = format(parent.span_id, "016x") if parent is not None else None
+        if parent is None:
+            parent_id = stored_parent = None
+        else:
+            parent_id = format(parent.span_id, "016x")
+            stored_parent = construct_valid(
+                SpanContext,
+                {
+                    # Scoped children share their parent's trace: its hex id is already made.
+                    "trace_id": trace_id if parent.trace_id == context.trace_id else format(parent.trace_id, "032x"),
+                    "span_id": parent_id,
+                    "is_remote": bool(parent.is_remote),
+                    "trace_state": {},
+                },
+            )
+        _, base_attributes, schema_url = resource or _resource_base()
+        resource_attributes = dict(base_attributes)
+        resource_attributes[_ROLLOUT_ID_KEY] = rollout_id
+        resource_attributes[_ATTEMPT_ID_KEY] = attempt_id
+        resource_attributes[_SEQUENCE_ID_KEY] = sequence_id
+        events, links = self._events, self._links
         return construct_valid(
             Span,
             {
@@ -543,31 +569,37 @@ class ScopedSpan(trace_api.Span):
                     TraceStatus, {"status_code": self._status, "description": self._status_description}
                 ),
                 "attributes": self._attributes,
-                "events": [
-                    construct_valid(Event, {"name": name, "attributes": attributes, "timestamp": timestamp / 1e9})
-                    for name, attributes, timestamp in self._events
-                ],
-                "links": [
-                    construct_valid(
-                        Link,
-                        {
-                            "context": stored_span_context(
-                                link.context.trace_id, link.context.span_id, link.context.is_remote
-                            ),
-                            "attributes": dict(link.attributes or {}),
-                        },
-                    )
-                    for link in self._links
-                ],
+                "events": (
+                    [
+                        construct_valid(Event, {"name": name, "attributes": attributes, "timestamp": timestamp / 1e9})
+                        for name, attributes, timestamp in events
+                    ]
+                    if events
+                    else []
+                ),
+                "links": (
+                    [
+                        construct_valid(
+                            Link,
+                            {
+                                "context": stored_span_context(
+                                    link.context.trace_id, link.context.span_id, link.context.is_remote
+                                ),
+                                "attributes": dict(link.attributes or {}),
+                            },
+                        )
+                        for link in links
+                    ]
+                    if links
+                    else []
+                ),
                 "start_time": self._start_ns / 1e9,
                 "end_time": self._end_ns / 1e9 if self._end_ns is not None else None,
-                "context": stored_span_context(context.trace_id, context.span_id, False),
-                "parent": (
-                    stored_span_context(parent.trace_id, parent.span_id, parent.is_remote)
-                    if parent is not None
-                    else None
+                "context": construct_valid(
+                    SpanContext, {"trace_id": trace_id, "span_id": span_id, "is_remote": False, "trace_state": {}}
                 ),
-                "resource": _stored_resource(rollout_id, attempt_id, sequence_id),
+                "parent": stored_parent,
+                "resource": construct_valid(OtelResource, {"attributes": resource_attributes, "schema_url": schema_url}),
             },
         )
 
@@ -591,10 +623,14 @@ class ScopedSpan(trace_api.Span):
         if self._end_ns is None:
             clean: Dict[str, Any] = {}
             _add_attributes(clean, attributes)
+            if self._events is None:
+                self._events = []
             self._events.append((name, clean, timestamp if timestamp is not None else time.time_ns()))
 
     def add_link(self, context: trace_api.SpanContext, attributes: Any = None) -> None:
         if self._end_ns is None and context.is_valid:
+            if self._links is None:
+                self._links = []
             self._links.append(trace_api.Link(context, attributes))
 
     def update_name(self, name: str) -> None:
