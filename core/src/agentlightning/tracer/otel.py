@@ -91,6 +91,8 @@ DEFAULT_FLUSH_TIMEOUT = 60.0
 # Upper bound on spans per add_many_spans call, so one huge final flush is not one huge request.
 _MAX_WRITE_CHUNK = 512
 _TICK_SECONDS = 0.1
+# Background writes convert this many spans (well under 0.1 ms) between two releases of the GIL.
+_SPANS_PER_GIL_HOLD = 8
 _MAX_BACKOFF_SECONDS = 30.0
 SPAN_EXPORTERS_ENV = LightningEnvVar.AGL_SPAN_EXPORTERS.value
 
@@ -235,9 +237,19 @@ def _start_order(item: Tuple[int, _EndedSpan]) -> Tuple[int, int]:
 
 
 async def _write_batch(
-    scope: _TraceScope, pending: List[Tuple[int, _EndedSpan]], unwritten: List[Span], *, final: bool
+    scope: _TraceScope,
+    pending: List[Tuple[int, _EndedSpan]],
+    unwritten: List[Span],
+    *,
+    final: bool,
+    background: bool = False,
 ) -> None:
-    """Write one batch to the scope's store; on failure give the spans back (or, if final, keep them as failed)."""
+    """Write one batch to the scope's store; on failure give the spans back (or, if final, keep them as failed).
+
+    ``background``: on the flusher's thread, which competes with the agents' threads for the GIL; the
+    conversion then hands the GIL back every few spans, so an agent whose LLM answer has arrived waits
+    for a few spans' conversion, not for the whole batch (or the interpreter's 5 ms switch interval).
+    """
     store = scope.store
     assert store is not None
     pending = sorted(pending, key=_start_order)
@@ -256,10 +268,13 @@ async def _write_batch(
                 scope.back_off()
             return
         resource = _resource_base()  # once per batch, not per span
-        converted = [
-            _stored(span, scope.rollout_id, scope.attempt_id, seq, resource)
-            for (_, span), seq in zip(pending, sorted(ids), strict=True)
-        ]
+        converted = []
+        for index, ((_, span), seq) in enumerate(zip(pending, sorted(ids), strict=True)):
+            if background and index and index % _SPANS_PER_GIL_HOLD == 0:
+                time.sleep(0)  # releases the GIL: a waiting agent thread runs first
+            converted.append(_stored(span, scope.rollout_id, scope.attempt_id, seq, resource))
+        if background:
+            time.sleep(0)
     to_write = unwritten + converted
     for start in range(0, len(to_write), _MAX_WRITE_CHUNK):
         chunk = to_write[start : start + _MAX_WRITE_CHUNK]
@@ -390,7 +405,7 @@ class _BackgroundFlusher:
     async def _write(self, scope: _TraceScope, pending: List[Tuple[int, _EndedSpan]], unwritten: List[Span]) -> None:
         try:
             # Late spans of a closed scope get one try: nobody would retry them later.
-            await _write_batch(scope, pending, unwritten, final=scope.closed)
+            await _write_batch(scope, pending, unwritten, final=scope.closed, background=True)
         except BaseException:
             scope.requeue(pending, unwritten)
             raise

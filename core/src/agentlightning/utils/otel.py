@@ -37,6 +37,7 @@ __all__ = [
     "extract_links_from_attributes",
     "query_linked_spans",
     "to_jsonable",
+    "payload_json",
     "full_qualified_name",
     "format_exception_attributes",
     "get_tracer_provider",
@@ -180,6 +181,23 @@ def to_jsonable(value: Any) -> Any:
         except Exception:
             return repr(value)
     return repr(value)
+
+
+# One encoder for every payload: json.dumps with options builds a new encoder per call.
+_PAYLOAD_ENCODER = json.JSONEncoder(ensure_ascii=False, default=to_jsonable)
+
+
+def payload_json(value: Any) -> str:
+    """A payload (an LLM request or response, tool arguments or a result) as the JSON text a span carries.
+
+    Plain JSON goes through the C encoder; objects inside it (pydantic models, dataclasses, bytes) through
+    :func:`to_jsonable`. Never raises: what plain JSON refuses (non-string keys, circular references) is
+    converted with :func:`to_jsonable` first.
+    """
+    try:
+        return _PAYLOAD_ENCODER.encode(value)
+    except (TypeError, ValueError):
+        return json.dumps(to_jsonable(value), ensure_ascii=False)
 
 
 def _bytes_to_text(value: bytes) -> str:

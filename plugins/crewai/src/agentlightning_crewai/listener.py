@@ -27,7 +27,6 @@ emitted the event, and has ended by the time the ``kickoff`` that emitted it ret
 from __future__ import annotations
 
 import ast
-import json
 import logging
 import re
 import threading
@@ -59,6 +58,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from agentlightning.semconv import FrameworkAttributes, GenAIAttributes, GenAIOperationNames, LLMCallAttributes
 from agentlightning.tracer.otel import span_tracer
+from agentlightning.utils.otel import payload_json as _dumps
 from agentlightning.utils.otel import to_jsonable
 
 __all__ = ["FRAMEWORK_NAME", "LightningCrewListener"]
@@ -113,12 +113,6 @@ class _Run:
     def span_for_children(self) -> Optional[trace_api.Span]:
         return self.span if self.span is not None else self.ancestor_span
 
-
-def _dumps(value: Any) -> str:
-    try:
-        return json.dumps(value, ensure_ascii=False, default=to_jsonable)
-    except (TypeError, ValueError):  # non-string keys, circular references
-        return json.dumps(to_jsonable(value), ensure_ascii=False)
 
 
 def _short(text: Optional[str]) -> Optional[str]:
