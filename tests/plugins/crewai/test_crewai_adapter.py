@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
@@ -210,3 +211,48 @@ def test_uninstrument_removes_the_flush(fake: FakeOpenAIServer) -> None:
     agentlightning_crewai.uninstrument()
     assert Crew.__dict__["kickoff"] is not patched
     assert not hasattr(Crew.__dict__["kickoff"], "__wrapped__")
+
+
+def test_events_are_recorded_in_the_emitting_thread(fake: FakeOpenAIServer) -> None:
+    """The listener is none of the bus's handlers: it sees every event in the thread that emitted it, in order."""
+    from crewai.events import LLMCallCompletedEvent, LLMCallStartedEvent, crewai_event_bus
+
+    fake.enqueue_for(
+        "inline",
+        FakeReply.tool_call(TOOL_NAME, {"expression": "2+2"}, call_id="call_inline"),
+        FakeReply.text("4"),
+    )
+    crew = one_agent_crew(AgentRun(Scenario.TOOL, "inline: what is 2+2?", fake.base_url))
+    listener = INSTRUMENTOR.listener()
+    for event_type in listener.event_types:  # nothing of ours goes through the bus's handler threads
+        handlers = [
+            *crewai_event_bus._sync_handlers.get(event_type, ()),
+            *crewai_event_bus._async_handlers.get(event_type, ()),
+        ]
+        assert not [handler for handler in handlers if getattr(handler, "__self__", None) is listener]
+    seen: List[tuple] = []
+    originals = dict(listener._by_type)
+
+    def spy(event_type: type) -> Callable[[Any, Any], None]:
+        def handler(source: Any, event: Any) -> None:
+            seen.append((event_type.__name__, threading.get_ident()))
+            originals[event_type](source, event)
+
+        return handler
+
+    kickoff_threads: List[int] = []
+
+    def kickoff() -> None:
+        kickoff_threads.append(threading.get_ident())
+        crew.kickoff()
+
+    listener._by_type.update(
+        {event_type: spy(event_type) for event_type in (LLMCallStartedEvent, LLMCallCompletedEvent)}
+    )
+    try:
+        spans = traced(kickoff)
+    finally:
+        listener._by_type.update(originals)
+    assert [name for name, _ in seen] == ["LLMCallStartedEvent", "LLMCallCompletedEvent"] * 2
+    assert {thread for _, thread in seen} == set(kickoff_threads)
+    assert len(adapter_spans(spans, GenAIOperationNames.CHAT)) == 2
