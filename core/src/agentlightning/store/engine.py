@@ -861,14 +861,11 @@ class StoreEngine(LightningStore):
     # ---------------------------------------------------------------------------------------------
     # spans
     def _check_spans(self, spans: Sequence[Span]) -> None:
-        checked: Set[Tuple[str, str]] = set()
         for span in spans:
             if not isinstance(span, Span):
                 raise InvalidSpanError(f"expected an agentlightning Span, got {type(span).__name__}: {span!r:.200}")
-            key = (span.rollout_id, span.attempt_id)
-            if key not in checked:  # a batch usually holds one attempt's spans: look it up once
-                self._get_attempt_for_spans(*key)
-                checked.add(key)
+        for key in dict.fromkeys((span.rollout_id, span.attempt_id) for span in spans):  # each attempt once
+            self._get_attempt_for_spans(*key)
 
     async def add_many_spans(self, spans: Sequence[Span]) -> List[Span]:
         spans = list(spans)

@@ -1,24 +1,18 @@
 """OpenTelemetry-based tracer that streams spans to a LightningStore.
 
-How spans reach the store:
+* ``trace_context`` opens a *trace scope* (rollout, attempt, store, buffer) in a context variable, so
+  concurrent rollouts in one process (asyncio tasks, threads with a copied context) never mix.
+* :class:`LightningSpanProcessor`, attached once to the SDK ``TracerProvider``, attributes any span
+  created through the OpenTelemetry API (instrumented libraries too) to the current scope in
+  ``on_start`` and buffers it in ``on_end``.
+* Buffers are converted and written in batches (sequence ids in span start order) by a daemon thread
+  when big or old enough, and what remains when ``trace_context`` exits, before the ``async with``
+  returns. Failed writes are logged, retried once at exit and kept for ``get_last_trace``.
 
-* ``trace_context`` opens a *trace scope* (rollout id, attempt id, store, buffer) and puts it in a
-  context variable. Concurrent rollouts in one process (asyncio tasks, threads started with a
-  copied context) each see their own scope.
-* :class:`LightningSpanProcessor`, attached once to the SDK ``TracerProvider``, reads that context
-  variable in ``on_start`` - so any span created through the OpenTelemetry API, including by
-  instrumented libraries, is attributed to the right attempt - and buffers the span in ``on_end``.
-* Buffers are written in batches (``get_many_span_sequence_ids`` then ``add_many_spans``, ids in
-  span start order): in the background by a daemon thread when a buffer is big or old enough, and
-  all remaining spans when ``trace_context`` exits, before the ``async with`` returns.
-* Spans whose write fails are logged, retried once at exit and always kept for ``get_last_trace``.
-
-Framework adapters create many spans (one per LLM call, tool call and agent run), so they use
-:func:`span_tracer`: inside a trace context its spans (:class:`ScopedSpan`) skip the SDK's span
-machinery (attribute limits and locks, the span processor chain, the ``ReadableSpan`` copy) and go
-straight into the scope's buffer, which turns them into stored spans in one step. Outside a trace
-context, or when other span processors (exporters) are attached to the global provider, it hands out
-ordinary SDK spans, so nothing that watches the provider misses them.
+Adapters create their many spans with :func:`span_tracer`: inside a trace context its
+:class:`ScopedSpan`s skip the SDK's span machinery (attribute limits and locks, the processor chain, the
+``ReadableSpan`` copy) and are turned into stored spans in one step when written. Outside a trace
+context, or with other processors (exporters) on the global provider, it hands out SDK spans.
 """
 
 from __future__ import annotations
@@ -57,14 +51,13 @@ from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.trace import Status, StatusCode
 
 from agentlightning.env_var import LightningEnvVar, resolve_list_env_var
-from agentlightning.semconv import LightningResourceAttributes, rollout_resource_attributes
+from agentlightning.semconv import rollout_resource_attributes
 from agentlightning.types.tracer import (
     Attributes,
     Event,
     Link,
     OtelResource,
     Span,
-    SpanContext,
     SpanCoreFields,
     SpanRecordingContext,
     TraceStatus,
@@ -91,8 +84,6 @@ DEFAULT_FLUSH_TIMEOUT = 60.0
 # Upper bound on spans per add_many_spans call, so one huge final flush is not one huge request.
 _MAX_WRITE_CHUNK = 512
 _TICK_SECONDS = 0.1
-# Background writes convert this many spans (well under 0.1 ms) between two releases of the GIL.
-_SPANS_PER_GIL_HOLD = 8
 _MAX_BACKOFF_SECONDS = 30.0
 SPAN_EXPORTERS_ENV = LightningEnvVar.AGL_SPAN_EXPORTERS.value
 
@@ -220,11 +211,9 @@ class _TraceScope:
         return sorted(spans, key=lambda s: (s.sequence_id, s.start_time or 0.0))
 
 
-def _stored(
-    span: _EndedSpan, rollout_id: str, attempt_id: str, sequence_id: int, resource: Optional[_ResourceBase] = None
-) -> Span:
+def _stored(span: _EndedSpan, rollout_id: str, attempt_id: str, sequence_id: int) -> Span:
     if isinstance(span, ScopedSpan):
-        return span.to_stored(rollout_id, attempt_id, sequence_id, resource or _resource_base())
+        return span.to_stored(rollout_id, attempt_id, sequence_id)
     stored = Span.from_opentelemetry(span, rollout_id, attempt_id, sequence_id)
     # Its resource attributes are a fresh dict: name the rollout there too, as 0.3's spans did.
     stored.resource.attributes.update(rollout_resource_attributes(rollout_id, attempt_id, sequence_id))
@@ -237,19 +226,9 @@ def _start_order(item: Tuple[int, _EndedSpan]) -> Tuple[int, int]:
 
 
 async def _write_batch(
-    scope: _TraceScope,
-    pending: List[Tuple[int, _EndedSpan]],
-    unwritten: List[Span],
-    *,
-    final: bool,
-    background: bool = False,
+    scope: _TraceScope, pending: List[Tuple[int, _EndedSpan]], unwritten: List[Span], *, final: bool
 ) -> None:
-    """Write one batch to the scope's store; on failure give the spans back (or, if final, keep them as failed).
-
-    ``background``: on the flusher's thread, which competes with the agents' threads for the GIL; the
-    conversion then hands the GIL back every few spans, so an agent whose LLM answer has arrived waits
-    for a few spans' conversion, not for the whole batch (or the interpreter's 5 ms switch interval).
-    """
+    """Write one batch to the scope's store; on failure give the spans back (or, if final, keep them as failed)."""
     store = scope.store
     assert store is not None
     pending = sorted(pending, key=_start_order)
@@ -267,14 +246,14 @@ async def _write_batch(
                 scope.requeue(pending, unwritten)
                 scope.back_off()
             return
-        resource = _resource_base()  # once per batch, not per span
+        # The flusher's thread competes with agent threads for the GIL: it hands it back every few spans,
+        # so an agent whose LLM answer arrived does not wait for the whole batch.
+        background = threading.current_thread() is _flusher._thread
         converted = []
         for index, ((_, span), seq) in enumerate(zip(pending, sorted(ids), strict=True)):
-            if background and index and index % _SPANS_PER_GIL_HOLD == 0:
-                time.sleep(0)  # releases the GIL: a waiting agent thread runs first
-            converted.append(_stored(span, scope.rollout_id, scope.attempt_id, seq, resource))
-        if background:
-            time.sleep(0)
+            if background and index % 8 == 0:  # 8 spans: well under 0.1 ms
+                time.sleep(0)
+            converted.append(_stored(span, scope.rollout_id, scope.attempt_id, seq))
     to_write = unwritten + converted
     for start in range(0, len(to_write), _MAX_WRITE_CHUNK):
         chunk = to_write[start : start + _MAX_WRITE_CHUNK]
@@ -405,7 +384,7 @@ class _BackgroundFlusher:
     async def _write(self, scope: _TraceScope, pending: List[Tuple[int, _EndedSpan]], unwritten: List[Span]) -> None:
         try:
             # Late spans of a closed scope get one try: nobody would retry them later.
-            await _write_batch(scope, pending, unwritten, final=scope.closed, background=True)
+            await _write_batch(scope, pending, unwritten, final=scope.closed)
         except BaseException:
             scope.requeue(pending, unwritten)
             raise
@@ -445,14 +424,13 @@ _current_scope: ContextVar[Optional[_TraceScope]] = ContextVar("agentlightning_t
 # -- scoped spans: the adapters' fast path -----------------------------------------------------------
 
 _PRIMITIVES = (str, bool, int, float)
-_PRIMITIVE_TYPES = frozenset(_PRIMITIVES)
 # Scoped spans are always recorded; children the SDK creates under them must be sampled too.
 _SAMPLED = trace_api.TraceFlags(trace_api.TraceFlags.SAMPLED)
 
 
 def _attribute_value(value: Any) -> Any:
     """A value as stored (sequences as lists), or None for what the SDK would drop (None, other types)."""
-    if type(value) in _PRIMITIVE_TYPES or isinstance(value, _PRIMITIVES):  # the set: one hash, no subclass walk
+    if type(value) in _PRIMITIVES or isinstance(value, _PRIMITIVES):
         return value
     if isinstance(value, (list, tuple)) and all(item is None or isinstance(item, _PRIMITIVES) for item in value):
         return list(value)
@@ -468,26 +446,22 @@ def _add_attributes(target: Dict[str, Any], attributes: Optional[Mapping[str, An
             target[key] = clean
 
 
-# The global provider's resource (the object, its attributes as stored, its schema URL), converted once.
-_ResourceBase = Tuple[Any, Dict[str, Any], str]
-_resource_cache: Optional[_ResourceBase] = None
+# The global provider's resource: (the object, its attributes as stored, its schema URL).
+_resource_cache: Tuple[Any, Dict[str, Any], str] = (None, {}, "")
 # The scopes of scoped spans not yet ended, for SDK spans started under them in threads without our
 # context (single dict operations are atomic: no lock).
 _open_scoped_spans: Dict[_SpanKey, _TraceScope] = {}
-_ROLLOUT_ID_KEY = LightningResourceAttributes.ROLLOUT_ID.value
-_ATTEMPT_ID_KEY = LightningResourceAttributes.ATTEMPT_ID.value
-_SEQUENCE_ID_KEY = LightningResourceAttributes.SPAN_SEQUENCE_ID.value
 
 
-def _resource_base() -> _ResourceBase:
-    """The global provider's resource as stored spans carry it (converted again only when it changes)."""
+def _stored_resource(rollout_id: str, attempt_id: str, sequence_id: int) -> OtelResource:
+    """The global provider's resource as stored, naming the span's rollout (the provider's part converted once)."""
     global _resource_cache
     resource = getattr(trace_api.get_tracer_provider(), "resource", None)
-    cached = _resource_cache
-    if cached is None or cached[0] is not resource:
+    if _resource_cache[0] is not resource:
         attributes = dict(getattr(resource, "attributes", None) or {})
-        cached = _resource_cache = (resource, attributes, getattr(resource, "schema_url", "") or "")
-    return cached
+        _resource_cache = (resource, attributes, getattr(resource, "schema_url", "") or "")
+    attributes = {**_resource_cache[1], **rollout_resource_attributes(rollout_id, attempt_id, sequence_id)}
+    return construct_valid(OtelResource, {"attributes": attributes, "schema_url": _resource_cache[2]})
 
 
 class ScopedSpan(trace_api.Span):
@@ -545,31 +519,9 @@ class ScopedSpan(trace_api.Span):
     def scope(self) -> _TraceScope:
         return self._scope
 
-    def to_stored(
-        self, rollout_id: str, attempt_id: str, sequence_id: int, resource: Optional[_ResourceBase] = None
-    ) -> Span:
+    def to_stored(self, rollout_id: str, attempt_id: str, sequence_id: int) -> Span:
         context, parent = self._context, self._parent
         trace_id, span_id = format(context.trace_id, "032x"), format(context.span_id, "016x")
-        if parent is None:
-            parent_id = stored_parent = None
-        else:
-            parent_id = format(parent.span_id, "016x")
-            stored_parent = construct_valid(
-                SpanContext,
-                {
-                    # Scoped children share their parent's trace: its hex id is already made.
-                    "trace_id": trace_id if parent.trace_id == context.trace_id else format(parent.trace_id, "032x"),
-                    "span_id": parent_id,
-                    "is_remote": bool(parent.is_remote),
-                    "trace_state": {},
-                },
-            )
-        _, base_attributes, schema_url = resource or _resource_base()
-        resource_attributes = dict(base_attributes)
-        resource_attributes[_ROLLOUT_ID_KEY] = rollout_id
-        resource_attributes[_ATTEMPT_ID_KEY] = attempt_id
-        resource_attributes[_SEQUENCE_ID_KEY] = sequence_id
-        events, links = self._events, self._links
         return construct_valid(
             Span,
             {
@@ -578,43 +530,37 @@ class ScopedSpan(trace_api.Span):
                 "sequence_id": sequence_id,
                 "trace_id": trace_id,
                 "span_id": span_id,
-                "parent_id": parent_id,
+                "parent_id": format(parent.span_id, "016x") if parent is not None else None,
                 "name": self._name,
                 "status": construct_valid(
                     TraceStatus, {"status_code": self._status, "description": self._status_description}
                 ),
                 "attributes": self._attributes,
-                "events": (
-                    [
-                        construct_valid(Event, {"name": name, "attributes": attributes, "timestamp": timestamp / 1e9})
-                        for name, attributes, timestamp in events
-                    ]
-                    if events
-                    else []
-                ),
-                "links": (
-                    [
-                        construct_valid(
-                            Link,
-                            {
-                                "context": stored_span_context(
-                                    link.context.trace_id, link.context.span_id, link.context.is_remote
-                                ),
-                                "attributes": dict(link.attributes or {}),
-                            },
-                        )
-                        for link in links
-                    ]
-                    if links
-                    else []
-                ),
+                "events": [
+                    construct_valid(Event, {"name": name, "attributes": attributes, "timestamp": timestamp / 1e9})
+                    for name, attributes, timestamp in self._events or ()
+                ],
+                "links": [
+                    construct_valid(
+                        Link,
+                        {
+                            "context": stored_span_context(
+                                link.context.trace_id, link.context.span_id, link.context.is_remote
+                            ),
+                            "attributes": dict(link.attributes or {}),
+                        },
+                    )
+                    for link in self._links or ()
+                ],
                 "start_time": self._start_ns / 1e9,
                 "end_time": self._end_ns / 1e9 if self._end_ns is not None else None,
-                "context": construct_valid(
-                    SpanContext, {"trace_id": trace_id, "span_id": span_id, "is_remote": False, "trace_state": {}}
+                "context": stored_span_context(context.trace_id, context.span_id, False),
+                "parent": (
+                    stored_span_context(parent.trace_id, parent.span_id, parent.is_remote)
+                    if parent is not None
+                    else None
                 ),
-                "parent": stored_parent,
-                "resource": construct_valid(OtelResource, {"attributes": resource_attributes, "schema_url": schema_url}),
+                "resource": _stored_resource(rollout_id, attempt_id, sequence_id),
             },
         )
 
@@ -638,14 +584,12 @@ class ScopedSpan(trace_api.Span):
         if self._end_ns is None:
             clean: Dict[str, Any] = {}
             _add_attributes(clean, attributes)
-            if self._events is None:
-                self._events = []
+            self._events = self._events if self._events is not None else []
             self._events.append((name, clean, timestamp if timestamp is not None else time.time_ns()))
 
     def add_link(self, context: trace_api.SpanContext, attributes: Any = None) -> None:
         if self._end_ns is None and context.is_valid:
-            if self._links is None:
-                self._links = []
+            self._links = self._links if self._links is not None else []
             self._links.append(trace_api.Link(context, attributes))
 
     def update_name(self, name: str) -> None:
@@ -766,13 +710,7 @@ class _ScopedTracer(trace_api.Tracer):
 
 
 def span_tracer(name: str) -> trace_api.Tracer:
-    """The tracer framework adapters create their spans with (``name``: the adapter's instrumentation name).
-
-    Inside a trace context its spans are :class:`ScopedSpan`s, recorded straight into the rollout's
-    buffer at a fraction of the SDK's cost per span; elsewhere, or when span processors other than
-    Agent Lightning's are attached to the global provider (an exporter), they are the global
-    provider's ordinary spans.
-    """
+    """The tracer framework adapters create their spans with (``name``: the adapter's); see the module docstring."""
     return _ScopedTracer(name)
 
 

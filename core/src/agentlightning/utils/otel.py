@@ -188,12 +188,7 @@ _PAYLOAD_ENCODER = json.JSONEncoder(ensure_ascii=False, default=to_jsonable)
 
 
 def payload_json(value: Any) -> str:
-    """A payload (an LLM request or response, tool arguments or a result) as the JSON text a span carries.
-
-    Plain JSON goes through the C encoder; objects inside it (pydantic models, dataclasses, bytes) through
-    :func:`to_jsonable`. Never raises: what plain JSON refuses (non-string keys, circular references) is
-    converted with :func:`to_jsonable` first.
-    """
+    """A payload (LLM request or response, tool arguments or result) as span JSON; objects via to_jsonable, never raises."""
     try:
         return _PAYLOAD_ENCODER.encode(value)
     except (TypeError, ValueError):

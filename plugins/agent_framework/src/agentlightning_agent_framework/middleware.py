@@ -57,7 +57,6 @@ _OTHER_PARAMS = ("frequency_penalty", "presence_penalty", "stop", "tool_choice",
 _current_agent: ContextVar[Optional[str]] = ContextVar("agentlightning_agent_framework_agent", default=None)
 
 
-
 def _record_error(span: trace_api.Span, error: BaseException) -> None:
     span.set_attribute(GenAIAttributes.ERROR_TYPE, type(error).__qualname__)
     status_code = getattr(error, "status_code", None)

@@ -51,7 +51,6 @@ PERMISSION_ERROR_TYPE = "PermissionRequired"
 _WAITING = (PermissionBehavior.ASK, PermissionBehavior.PASSTHROUGH)
 
 
-
 def _error(span: trace_api.Span, error_type: str, message: Any) -> None:
     description = str(message)
     span.set_attribute(GenAIAttributes.ERROR_TYPE, error_type)

@@ -81,7 +81,6 @@ _current_turn: ContextVar[Optional[_AgentTurn]] = ContextVar("agentlightning_aut
 _current_call: ContextVar[Optional[_LLMCall]] = ContextVar("agentlightning_autogen_call", default=None)
 
 
-
 def _record_error(span: trace_api.Span, error: BaseException) -> None:
     span.set_attribute(GenAIAttributes.ERROR_TYPE, type(error).__qualname__)
     status_code = getattr(error, "status_code", None)

@@ -114,7 +114,6 @@ class _Run:
         return self.span if self.span is not None else self.ancestor_span
 
 
-
 def _short(text: Optional[str]) -> Optional[str]:
     if not text:
         return None

@@ -93,7 +93,6 @@ class _Run:
         return self._child_context
 
 
-
 def _run_name(serialized: Optional[Mapping[str, Any]], kwargs: Mapping[str, Any], fallback: str) -> str:
     name = kwargs.get("name")
     if isinstance(name, str) and name:

@@ -105,7 +105,6 @@ class _Run:
         return self._child_context
 
 
-
 def _as_dict(value: Any) -> Optional[Dict[str, Any]]:
     """An OpenAI SDK object as the JSON the server sent (fields it did not send left out)."""
     if value is None:
