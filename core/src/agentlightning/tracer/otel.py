@@ -144,15 +144,14 @@ class _TraceScope:
 
     # -- called from any thread ------------------------------------------------------------------
     def add_ended(self, order: int, span: _EndedSpan) -> bool:
-        """Buffer an ended span; True when the background flusher should look at this scope now."""
+        """Buffer an ended span; True when the background flusher must look at this scope now."""
         with self.lock:
             self.pending.append((order, span))
             if self.oldest_pending is None:
                 self.oldest_pending = time.monotonic()
-            if self.store is None:
-                return False
-            # Wake the flusher when the threshold is crossed; later spans are picked up by its tick.
-            return self.closed or len(self.pending) == self.batch_size
+            # A full buffer waits for the flusher's next tick (0.1 s): waking it from here would hand it
+            # the GIL in the middle of the agent's work. Only a late span of a closed scope wakes it.
+            return self.store is not None and self.closed
 
     def take_if_due(self, now: float, force: bool) -> Optional[Tuple[List[Tuple[int, _EndedSpan]], List[Span]]]:
         """Take the buffer for a background write if a threshold is met and no write is running."""
