@@ -245,14 +245,10 @@ async def _write_batch(
                 scope.requeue(pending, unwritten)
                 scope.back_off()
             return
-        # The flusher's thread competes with agent threads for the GIL: it hands it back every few spans,
-        # so an agent whose LLM answer arrived does not wait for the whole batch.
-        background = threading.current_thread() is _flusher._thread
-        converted = []
-        for index, ((_, span), seq) in enumerate(zip(pending, sorted(ids), strict=True)):
-            if background and index % 8 == 0:  # 8 spans: well under 0.1 ms
-                time.sleep(0)
-            converted.append(_stored(span, scope.rollout_id, scope.attempt_id, seq))
+        converted = [
+            _stored(span, scope.rollout_id, scope.attempt_id, seq)
+            for (_, span), seq in zip(pending, sorted(ids), strict=True)
+        ]
     to_write = unwritten + converted
     for start in range(0, len(to_write), _MAX_WRITE_CHUNK):
         chunk = to_write[start : start + _MAX_WRITE_CHUNK]
