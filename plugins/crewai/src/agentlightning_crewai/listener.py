@@ -331,8 +331,9 @@ class LightningCrewListener:
         parent = self._parent(event)
         index: Optional[int] = None
         if parent is not None:
-            index = parent.tasks_seen
-            parent.tasks_seen += 1
+            with self._lock:  # events reach the listener on every thread that emits them
+                index = parent.tasks_seen
+                parent.tasks_seen += 1
         task = _Run("task", None, parent.agent_name if parent else None, _short(event.task_name), index)
         task.ancestor_span = parent.span_for_children if parent is not None else None
         with self._lock:
