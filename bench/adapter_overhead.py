@@ -46,6 +46,8 @@ import argparse
 import asyncio
 import importlib.util
 import json
+import logging
+import math
 import os
 import platform
 import statistics
@@ -393,6 +395,9 @@ def crewai_bench() -> AdapterBench:
 
     import agentlightning_crewai
 
+    # CrewAI warns on every call that it estimates token counts for an unknown model: not this benchmark's output.
+    logging.getLogger("crewai").setLevel(logging.ERROR)
+
     @tool("calculator")
     def calculator(expression: str) -> str:
         """Evaluate an arithmetic expression such as 2+2."""
@@ -419,7 +424,9 @@ def crewai_bench() -> AdapterBench:
             )
             task = Task(description=QUESTION.format(index=index), expected_output="The number.", agent=agent)
             crew = Crew(agents=[agent], tasks=[task], process=Process.sequential)
-            result = crew.kickoff()  # synchronously, as the runner runs a sync agent (in its thread)
+            # Synchronously in a thread, as the runner runs a sync agent (CrewAI refuses kickoff() on a
+            # thread with a running event loop); the thread gets this task's context, as the runner's does.
+            result = await asyncio.to_thread(crew.kickoff)
             assert "4" in str(result.raw)
 
         async def close() -> None:
@@ -491,6 +498,23 @@ def fake_server_process(latency_seconds: float) -> Iterator[str]:
             process.wait()
 
 
+def median_interval(values: Sequence[float], confidence: float = 0.95) -> Tuple[float, float]:
+    """A distribution-free confidence interval of the median (order statistics of the binomial)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    if n < 6:
+        return ordered[0], ordered[-1]
+    # The largest k with P(Binomial(n, 1/2) < k) <= (1 - confidence) / 2: [x_k, x_(n-k+1)] covers the median.
+    tail, k, cumulative = (1.0 - confidence) / 2, 0, 0.0
+    while True:
+        cumulative += math.comb(n, k) / 2**n
+        if cumulative > tail:
+            break
+        k += 1
+    k = max(k, 1)
+    return ordered[k - 1], ordered[n - k]
+
+
 async def measure(bench: AdapterBench, latency_ms: float, args: argparse.Namespace) -> Dict[str, Any]:
     store = InMemoryLightningStore(watchdog=False)
     tracer = OtelTracer()
@@ -549,15 +573,19 @@ async def measure(bench: AdapterBench, latency_ms: float, args: argparse.Namespa
 
     def summary(samples: Dict[str, List[float]]) -> Dict[str, Dict[str, float]]:
         base = samples["off"]
-        return {
-            mode: {
+        result: Dict[str, Dict[str, float]] = {}
+        for mode, values in samples.items():
+            # Paired per round: each round's ratio to off, then the median of the ratios.
+            ratios = [b / a - 1.0 for a, b in zip(base, values, strict=True)]
+            low, high = median_interval(ratios)
+            result[mode] = {
                 "ms_per_llm_call": statistics.median(values) * 1e3,
                 "overhead": statistics.median(values) / statistics.median(base) - 1.0,
-                # Paired per round: each round's ratio to off, then the median of the ratios.
-                "overhead_paired": statistics.median(b / a for a, b in zip(base, values, strict=True)) - 1.0,
+                "overhead_paired": statistics.median(ratios),
+                # How far the paired figure can be trusted: a 95 % interval of the median.
+                "overhead_paired_ci95": [low, high],
             }
-            for mode, values in samples.items()
-        }
+        return result
 
     return {
         "adapter": bench.name,
@@ -575,16 +603,26 @@ def print_result(bench: AdapterBench, result: Dict[str, Any], args: argparse.Nam
         f"\n{bench.description}: {LLM_CALLS_PER_RUN} LLM calls + 1 tool call per run, fake model answering in "
         f"{result['model_latency_ms']:g} ms; {args.rounds} rounds x {args.runs_per_round} runs per mode"
     )
-    print(f"{'mode':<54} {'wall ms/call':>12} {'added':>8} {'paired':>8} {'CPU ms/call':>12} {'paired':>8}")
+    print(
+        f"{'mode':<54} {'wall ms/call':>12} {'added':>8} {'paired':>8} {'95% CI of paired':>18} "
+        f"{'CPU ms/call':>12} {'paired':>8} {'95% CI of paired':>18}"
+    )
+
+    def interval(figures: Dict[str, Any]) -> str:
+        low, high = figures["overhead_paired_ci95"]
+        return f"{low:+.1%}..{high:+.1%}"
+
     for mode, label in bench.modes.items():
         wall, cpu = result["wall"][mode], result["cpu"][mode]
         print(
             f"{label:<54} {wall['ms_per_llm_call']:>12.3f} {wall['overhead']:>+8.1%} "
-            f"{wall['overhead_paired']:>+8.1%} {cpu['ms_per_llm_call']:>12.3f} {cpu['overhead_paired']:>+8.1%}"
+            f"{wall['overhead_paired']:>+8.1%} {interval(wall):>18} {cpu['ms_per_llm_call']:>12.3f} "
+            f"{cpu['overhead_paired']:>+8.1%} {interval(cpu):>18}"
         )
     added_cpu_ms = result["cpu"]["on"]["ms_per_llm_call"] - result["cpu"]["off"]["ms_per_llm_call"]
     print(
-        f"{bench.name} adapter overhead per LLM call: {result['wall']['on']['overhead_paired']:+.1%} wall, "
+        f"{bench.name} adapter overhead per LLM call: {result['wall']['on']['overhead_paired']:+.1%} wall "
+        f"(95% CI {interval(result['wall']['on'])}), "
         f"{result['cpu']['on']['overhead_paired']:+.1%} CPU ({added_cpu_ms:+.3f} ms) (paired; target <= "
         f"{TARGET_OVERHEAD:.0%}); with SDK spans: {result['wall']['on_sdk']['overhead_paired']:+.1%} wall, "
         f"{result['cpu']['on_sdk']['overhead_paired']:+.1%} CPU"

@@ -26,6 +26,7 @@ from agentlightning.utils import (
     sanitize_attributes,
     unflatten_attributes,
 )
+from agentlightning.utils.otel import payload_json
 
 # -- flatten / unflatten ---------------------------------------------------------------------------
 
@@ -188,6 +189,31 @@ def test_sanitized_values_are_accepted_by_opentelemetry() -> None:
 
 
 # -- tags and links --------------------------------------------------------------------------------
+
+
+def test_payload_json_is_plain_json_with_objects_converted() -> None:
+    class Message(BaseModel):
+        role: str
+        content: str
+
+    @dataclass
+    class Call:
+        name: str
+
+    payload = {"messages": [Message(role="user", content="héllo")], "call": Call("calc"), "raw": b"\x00ok", "n": 1.5}
+    text = payload_json(payload)
+    assert "héllo" in text  # not escaped: payloads stay readable and short
+    assert json.loads(text) == {
+        "messages": [{"role": "user", "content": "héllo"}],
+        "call": {"name": "calc"},
+        "raw": "\x00ok",
+        "n": 1.5,
+    }
+
+
+def test_payload_json_never_raises_on_what_json_refuses() -> None:
+    assert json.loads(payload_json({1: "one", (2, 3): "pair"})) == {"1": "one", "(2, 3)": "pair"}
+    assert payload_json(None) == "null"
 
 
 def test_tags_round_trip() -> None:

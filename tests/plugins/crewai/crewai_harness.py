@@ -30,7 +30,7 @@ def llm(run: AgentRun) -> LLM:
 
 
 def crewai_state() -> Any:
-    """What CrewAIInstrumentor changes in CrewAI: the bus's handlers for its events, and the kickoffs."""
+    """What CrewAIInstrumentor changes in CrewAI: the bus's handlers for its events, its emit, and the kickoffs."""
     event_types = agentlightning_crewai.INSTRUMENTOR.listener().event_types
     handlers = tuple(
         (
@@ -41,7 +41,7 @@ def crewai_state() -> Any:
         for event_type in event_types
     )
     kickoffs = tuple(owner.__dict__[method] for owner, method in kickoff_entry_points())
-    return handlers, kickoffs
+    return handlers, kickoffs, crewai_event_bus.__dict__.get("emit")  # the adapter's wrapper while on
 
 
 def calculator_agent(run: AgentRun, role: str = "Mathematician") -> Agent:

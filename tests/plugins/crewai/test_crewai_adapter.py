@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Callable, Dict, Iterator, List
+import threading
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import pytest
 from crewai import Process
@@ -210,3 +211,42 @@ def test_uninstrument_removes_the_flush(fake: FakeOpenAIServer) -> None:
     agentlightning_crewai.uninstrument()
     assert Crew.__dict__["kickoff"] is not patched
     assert not hasattr(Crew.__dict__["kickoff"], "__wrapped__")
+
+
+def test_events_are_recorded_in_the_emitting_thread(fake: FakeOpenAIServer) -> None:
+    """The listener is none of the bus's handlers: it sees every event, in order, in the thread that emitted it
+    (CrewAI's own worker thread), never on the bus's handler threads."""
+    from crewai.events import LLMCallCompletedEvent, LLMCallStartedEvent, crewai_event_bus
+
+    fake.enqueue_for(
+        "inline",
+        FakeReply.tool_call(TOOL_NAME, {"expression": "2+2"}, call_id="call_inline"),
+        FakeReply.text("4"),
+    )
+    crew = one_agent_crew(AgentRun(Scenario.TOOL, "inline: what is 2+2?", fake.base_url))
+    listener = INSTRUMENTOR.listener()
+    for event_type in listener.event_types:
+        handlers = [
+            *crewai_event_bus._sync_handlers.get(event_type, ()),
+            *crewai_event_bus._async_handlers.get(event_type, ()),
+        ]
+        assert not [handler for handler in handlers if getattr(handler, "__self__", None) is listener]
+    seen: List[Tuple[str, str]] = []
+    originals = dict(listener._by_type)
+
+    def spy(event_type: type) -> Callable[[Any, Any], None]:
+        def handler(source: Any, event: Any) -> None:
+            seen.append((event_type.__name__, threading.current_thread().name))
+            originals[event_type](source, event)
+
+        return handler
+
+    listener._by_type.update({kind: spy(kind) for kind in (LLMCallStartedEvent, LLMCallCompletedEvent)})
+    try:
+        spans = traced(crew.kickoff)
+    finally:
+        listener._by_type.update(originals)
+    assert [name for name, _ in seen] == ["LLMCallStartedEvent", "LLMCallCompletedEvent"] * 2
+    threads = {thread for _, thread in seen}
+    assert not [name for name in threads if name.startswith("CrewAISyncHandler") or name == "CrewAIEventsLoop"]
+    assert len(adapter_spans(spans, GenAIOperationNames.CHAT)) == 2

@@ -871,7 +871,8 @@ class StoreEngine(LightningStore):
         for span in spans:
             if not isinstance(span, Span):
                 raise InvalidSpanError(f"expected an agentlightning Span, got {type(span).__name__}: {span!r:.200}")
-            self._get_attempt_for_spans(span.rollout_id, span.attempt_id)
+        for key in dict.fromkeys((span.rollout_id, span.attempt_id) for span in spans):  # each attempt once
+            self._get_attempt_for_spans(*key)
 
     async def add_many_spans(self, spans: Sequence[Span]) -> List[Span]:
         spans = list(spans)
@@ -897,7 +898,7 @@ class StoreEngine(LightningStore):
         result: List[int] = []
         with self._lock:
             self._check_open()
-            for rollout_id, attempt_id in rollout_attempt_ids:
+            for rollout_id, attempt_id in dict.fromkeys(rollout_attempt_ids):  # a batch names one attempt many times
                 self._get_attempt(rollout_id, attempt_id)
             for rollout_id, _ in rollout_attempt_ids:
                 value = self._span_sequence.get(rollout_id, 0) + 1

@@ -1,24 +1,18 @@
 """OpenTelemetry-based tracer that streams spans to a LightningStore.
 
-How spans reach the store:
+* ``trace_context`` opens a *trace scope* (rollout, attempt, store, buffer) in a context variable, so
+  concurrent rollouts in one process (asyncio tasks, threads with a copied context) never mix.
+* :class:`LightningSpanProcessor`, attached once to the SDK ``TracerProvider``, attributes any span
+  created through the OpenTelemetry API (instrumented libraries too) to the current scope in
+  ``on_start`` and buffers it in ``on_end``.
+* Buffers are converted and written in batches (sequence ids in span start order) by a daemon thread
+  when big or old enough, and what remains when ``trace_context`` exits, before the ``async with``
+  returns. Failed writes are logged, retried once at exit and kept for ``get_last_trace``.
 
-* ``trace_context`` opens a *trace scope* (rollout id, attempt id, store, buffer) and puts it in a
-  context variable. Concurrent rollouts in one process (asyncio tasks, threads started with a
-  copied context) each see their own scope.
-* :class:`LightningSpanProcessor`, attached once to the SDK ``TracerProvider``, reads that context
-  variable in ``on_start`` - so any span created through the OpenTelemetry API, including by
-  instrumented libraries, is attributed to the right attempt - and buffers the span in ``on_end``.
-* Buffers are written in batches (``get_many_span_sequence_ids`` then ``add_many_spans``, ids in
-  span start order): in the background by a daemon thread when a buffer is big or old enough, and
-  all remaining spans when ``trace_context`` exits, before the ``async with`` returns.
-* Spans whose write fails are logged, retried once at exit and always kept for ``get_last_trace``.
-
-Framework adapters create many spans (one per LLM call, tool call and agent run), so they use
-:func:`span_tracer`: inside a trace context its spans (:class:`ScopedSpan`) skip the SDK's span
-machinery (attribute limits and locks, the span processor chain, the ``ReadableSpan`` copy) and go
-straight into the scope's buffer, which turns them into stored spans in one step. Outside a trace
-context, or when other span processors (exporters) are attached to the global provider, it hands out
-ordinary SDK spans, so nothing that watches the provider misses them.
+Adapters create their many spans with :func:`span_tracer`: inside a trace context its
+:class:`ScopedSpan`s skip the SDK's span machinery (attribute limits and locks, the processor chain, the
+``ReadableSpan`` copy) and are turned into stored spans in one step when written. Outside a trace
+context, or with other processors (exporters) on the global provider, it hands out SDK spans.
 """
 
 from __future__ import annotations
@@ -150,15 +144,14 @@ class _TraceScope:
 
     # -- called from any thread ------------------------------------------------------------------
     def add_ended(self, order: int, span: _EndedSpan) -> bool:
-        """Buffer an ended span; True when the background flusher should look at this scope now."""
+        """Buffer an ended span; True when the background flusher must look at this scope now."""
         with self.lock:
             self.pending.append((order, span))
             if self.oldest_pending is None:
                 self.oldest_pending = time.monotonic()
-            if self.store is None:
-                return False
-            # Wake the flusher when the threshold is crossed; later spans are picked up by its tick.
-            return self.closed or len(self.pending) == self.batch_size
+            # A full buffer waits for the flusher's next tick (0.1 s): waking it from here would hand it
+            # the GIL in the middle of the agent's work. Only a late span of a closed scope wakes it.
+            return self.store is not None and self.closed
 
     def take_if_due(self, now: float, force: bool) -> Optional[Tuple[List[Tuple[int, _EndedSpan]], List[Span]]]:
         """Take the buffer for a background write if a threshold is met and no write is running."""
@@ -440,7 +433,8 @@ def _add_attributes(target: Dict[str, Any], attributes: Optional[Mapping[str, An
             target[key] = clean
 
 
-_stored_resources: Dict[int, Tuple[Any, Dict[str, Any], str]] = {}
+# The global provider's resource: (the object, its attributes as stored, its schema URL).
+_resource_cache: Tuple[Any, Dict[str, Any], str] = (None, {}, "")
 # The scopes of scoped spans not yet ended, for SDK spans started under them in threads without our
 # context (single dict operations are atomic: no lock).
 _open_scoped_spans: Dict[_SpanKey, _TraceScope] = {}
@@ -448,19 +442,13 @@ _open_scoped_spans: Dict[_SpanKey, _TraceScope] = {}
 
 def _stored_resource(rollout_id: str, attempt_id: str, sequence_id: int) -> OtelResource:
     """The global provider's resource as stored, naming the span's rollout (the provider's part converted once)."""
-    provider = trace_api.get_tracer_provider()
-    resource = getattr(provider, "resource", None)
-    cached = _stored_resources.get(id(resource))
-    if cached is None or cached[0] is not resource:
+    global _resource_cache
+    resource = getattr(trace_api.get_tracer_provider(), "resource", None)
+    if _resource_cache[0] is not resource:
         attributes = dict(getattr(resource, "attributes", None) or {})
-        cached = _stored_resources[id(resource)] = (resource, attributes, getattr(resource, "schema_url", "") or "")
-    return construct_valid(
-        OtelResource,
-        {
-            "attributes": {**cached[1], **rollout_resource_attributes(rollout_id, attempt_id, sequence_id)},
-            "schema_url": cached[2],
-        },
-    )
+        _resource_cache = (resource, attributes, getattr(resource, "schema_url", "") or "")
+    attributes = {**_resource_cache[1], **rollout_resource_attributes(rollout_id, attempt_id, sequence_id)}
+    return construct_valid(OtelResource, {"attributes": attributes, "schema_url": _resource_cache[2]})
 
 
 class ScopedSpan(trace_api.Span):
@@ -501,8 +489,9 @@ class ScopedSpan(trace_api.Span):
         self._start_ns = start_ns
         self._end_ns: Optional[int] = None
         self._attributes: Dict[str, Any] = {}
-        self._events: List[Tuple[str, Dict[str, Any], int]] = []
-        self._links: List[trace_api.Link] = []
+        # Most spans have no events or links: the lists are made when the first one comes.
+        self._events: Optional[List[Tuple[str, Dict[str, Any], int]]] = None
+        self._links: Optional[List[trace_api.Link]] = None
         self._status = "UNSET"
         self._status_description: Optional[str] = None
         self._order = next(_start_counter)
@@ -520,7 +509,6 @@ class ScopedSpan(trace_api.Span):
     def to_stored(self, rollout_id: str, attempt_id: str, sequence_id: int) -> Span:
         context, parent = self._context, self._parent
         trace_id, span_id = format(context.trace_id, "032x"), format(context.span_id, "016x")
-        parent_id = format(parent.span_id, "016x") if parent is not None else None
         return construct_valid(
             Span,
             {
@@ -529,7 +517,7 @@ class ScopedSpan(trace_api.Span):
                 "sequence_id": sequence_id,
                 "trace_id": trace_id,
                 "span_id": span_id,
-                "parent_id": parent_id,
+                "parent_id": format(parent.span_id, "016x") if parent is not None else None,
                 "name": self._name,
                 "status": construct_valid(
                     TraceStatus, {"status_code": self._status, "description": self._status_description}
@@ -537,7 +525,7 @@ class ScopedSpan(trace_api.Span):
                 "attributes": self._attributes,
                 "events": [
                     construct_valid(Event, {"name": name, "attributes": attributes, "timestamp": timestamp / 1e9})
-                    for name, attributes, timestamp in self._events
+                    for name, attributes, timestamp in self._events or ()
                 ],
                 "links": [
                     construct_valid(
@@ -549,7 +537,7 @@ class ScopedSpan(trace_api.Span):
                             "attributes": dict(link.attributes or {}),
                         },
                     )
-                    for link in self._links
+                    for link in self._links or ()
                 ],
                 "start_time": self._start_ns / 1e9,
                 "end_time": self._end_ns / 1e9 if self._end_ns is not None else None,
@@ -583,10 +571,12 @@ class ScopedSpan(trace_api.Span):
         if self._end_ns is None:
             clean: Dict[str, Any] = {}
             _add_attributes(clean, attributes)
+            self._events = self._events if self._events is not None else []
             self._events.append((name, clean, timestamp if timestamp is not None else time.time_ns()))
 
     def add_link(self, context: trace_api.SpanContext, attributes: Any = None) -> None:
         if self._end_ns is None and context.is_valid:
+            self._links = self._links if self._links is not None else []
             self._links.append(trace_api.Link(context, attributes))
 
     def update_name(self, name: str) -> None:
@@ -707,13 +697,7 @@ class _ScopedTracer(trace_api.Tracer):
 
 
 def span_tracer(name: str) -> trace_api.Tracer:
-    """The tracer framework adapters create their spans with (``name``: the adapter's instrumentation name).
-
-    Inside a trace context its spans are :class:`ScopedSpan`s, recorded straight into the rollout's
-    buffer at a fraction of the SDK's cost per span; elsewhere, or when span processors other than
-    Agent Lightning's are attached to the global provider (an exporter), they are the global
-    provider's ordinary spans.
-    """
+    """The tracer framework adapters create their spans with (``name``: the adapter's); see the module docstring."""
     return _ScopedTracer(name)
 
 

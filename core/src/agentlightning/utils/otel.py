@@ -37,6 +37,7 @@ __all__ = [
     "extract_links_from_attributes",
     "query_linked_spans",
     "to_jsonable",
+    "payload_json",
     "full_qualified_name",
     "format_exception_attributes",
     "get_tracer_provider",
@@ -180,6 +181,18 @@ def to_jsonable(value: Any) -> Any:
         except Exception:
             return repr(value)
     return repr(value)
+
+
+# One encoder for every payload: json.dumps with options builds a new encoder per call.
+_PAYLOAD_ENCODER = json.JSONEncoder(ensure_ascii=False, default=to_jsonable)
+
+
+def payload_json(value: Any) -> str:
+    """A payload (LLM request or response, tool arguments or result) as span JSON; objects via to_jsonable, never raises."""
+    try:
+        return _PAYLOAD_ENCODER.encode(value)
+    except (TypeError, ValueError):
+        return json.dumps(to_jsonable(value), ensure_ascii=False)
 
 
 def _bytes_to_text(value: bytes) -> str:

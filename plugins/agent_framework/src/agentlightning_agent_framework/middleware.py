@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import weakref
 from contextvars import ContextVar
@@ -37,7 +36,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from agentlightning.semconv import FrameworkAttributes, GenAIAttributes, GenAIOperationNames, LLMCallAttributes
 from agentlightning.tracer import span_tracer
-from agentlightning.utils.otel import to_jsonable
+from agentlightning.utils.otel import payload_json as _dumps
 
 __all__ = ["FRAMEWORK_NAME", "AgentFrameworkRecorder", "LightningAgentMiddleware", "LightningChatMiddleware"]
 
@@ -56,13 +55,6 @@ _OTHER_PARAMS = ("frequency_penalty", "presence_penalty", "stop", "tool_choice",
 
 # The agent running in this task (set while our agent span is current).
 _current_agent: ContextVar[Optional[str]] = ContextVar("agentlightning_agent_framework_agent", default=None)
-
-
-def _dumps(value: Any) -> str:
-    try:
-        return json.dumps(value, ensure_ascii=False, default=to_jsonable)
-    except (TypeError, ValueError):  # non-string keys, circular references
-        return json.dumps(to_jsonable(value), ensure_ascii=False)
 
 
 def _record_error(span: trace_api.Span, error: BaseException) -> None:

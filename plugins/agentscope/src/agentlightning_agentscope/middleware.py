@@ -22,7 +22,6 @@ model and tool spans hang from their agent's open reply span.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from typing import Any, AsyncGenerator, Awaitable, Callable, Dict, List, Optional
@@ -38,6 +37,7 @@ from opentelemetry.trace import Status, StatusCode
 from agentlightning.semconv import FrameworkAttributes, GenAIAttributes, GenAIOperationNames, LLMCallAttributes
 from agentlightning.tracer import get_active_tracer
 from agentlightning.tracer.otel import span_tracer
+from agentlightning.utils.otel import payload_json as _dumps
 from agentlightning.utils.otel import to_jsonable
 
 __all__ = ["FRAMEWORK_NAME", "PERMISSION_ERROR_TYPE", "LightningMiddleware"]
@@ -49,13 +49,6 @@ TRACER_NAME = "agentlightning.agentscope"
 PERMISSION_ERROR_TYPE = "PermissionRequired"
 """``error.type`` of a tool call that would have waited for a permission answer during a rollout."""
 _WAITING = (PermissionBehavior.ASK, PermissionBehavior.PASSTHROUGH)
-
-
-def _dumps(value: Any) -> str:
-    try:
-        return json.dumps(value, ensure_ascii=False, default=to_jsonable)
-    except (TypeError, ValueError):  # non-string keys, circular references
-        return json.dumps(to_jsonable(value), ensure_ascii=False)
 
 
 def _error(span: trace_api.Span, error_type: str, message: Any) -> None:

@@ -25,7 +25,6 @@ inherit the caller's context.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from agentlightning.semconv import FrameworkAttributes, GenAIAttributes, GenAIOperationNames, LLMCallAttributes
 from agentlightning.tracer import span_tracer
-from agentlightning.utils.otel import to_jsonable
+from agentlightning.utils.otel import payload_json as _dumps
 
 __all__ = ["FRAMEWORK_NAME", "AutoGenRecorder", "LLMEventFilter"]
 
@@ -80,13 +79,6 @@ class _LLMCall:
 # The agent turn and the model call running in this task (AutoGen's runtime tasks inherit them).
 _current_turn: ContextVar[Optional[_AgentTurn]] = ContextVar("agentlightning_autogen_turn", default=None)
 _current_call: ContextVar[Optional[_LLMCall]] = ContextVar("agentlightning_autogen_call", default=None)
-
-
-def _dumps(value: Any) -> str:
-    try:
-        return json.dumps(value, ensure_ascii=False, default=to_jsonable)
-    except (TypeError, ValueError):  # non-string keys, circular references
-        return json.dumps(to_jsonable(value), ensure_ascii=False)
 
 
 def _record_error(span: trace_api.Span, error: BaseException) -> None:

@@ -1,4 +1,4 @@
-"""The CrewAI instrumentor: subscribes the listener to CrewAI's event bus and flushes the bus after each kickoff.
+"""The CrewAI instrumentor: hands every event CrewAI's bus emits to the listener, and flushes the bus after each kickoff.
 
 Importable without CrewAI; the framework is imported in :meth:`CrewAIInstrumentor._instrument`.
 """
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["INSTRUMENTOR", "CrewAIInstrumentor", "FLUSH_TIMEOUT_SECONDS"]
 
 FLUSH_TIMEOUT_SECONDS = 30.0
-"""The longest a kickoff waits, when it returns, for the bus to hand its last events to the listener."""
+"""The longest a kickoff waits, when it returns, for the bus's handlers to finish its last events."""
 
 # The entry points of a CrewAI run; each returns only once the listener has seen all of its events.
 _KICKOFF_METHODS = ("kickoff", "kickoff_async", "akickoff")
@@ -29,10 +29,11 @@ class CrewAIInstrumentor(Instrumentor):
     """Adds one :class:`~agentlightning_crewai.listener.LightningCrewListener` to CrewAI's event bus.
 
     The event bus is global, so every crew, agent, LLM call and tool call of the process is seen
-    without any change to the agent. The bus hands events to its handlers on background threads,
-    so ``instrument()`` also makes ``Crew``, ``Agent`` and ``Flow`` kickoffs (sync and async) flush
-    the bus before they return: a rollout that ends after its kickoff has all of its spans.
-    ``uninstrument()`` removes the handlers and the flushes.
+    without any change to the agent: ``instrument()`` wraps the bus's ``emit`` so that the listener
+    records each event in the emitting thread (not through the bus's handler threads). It also makes
+    ``Crew``, ``Agent`` and ``Flow`` kickoffs (sync and async) flush the bus before they return, so the
+    bus's own handlers are done too when a rollout ends. ``uninstrument()`` restores ``emit`` and the
+    kickoffs.
     """
 
     name = "crewai"
@@ -61,14 +62,8 @@ class CrewAIInstrumentor(Instrumentor):
         listener = self.listener()
         for owner, method in kickoff_entry_points():
             self.patch(owner, method, _flushing(getattr(owner, method), crewai_event_bus.flush))
-        listener.subscribe(crewai_event_bus)
-
-    def _uninstrument(self) -> None:
-        from crewai.events import crewai_event_bus
-
-        if self._listener is not None:
-            crewai_event_bus.flush(FLUSH_TIMEOUT_SECONDS)  # spans of runs still in the bus end first
-            self._listener.unsubscribe(crewai_event_bus)
+        # On the bus object itself (restored by uninstrument): every emit, wherever it comes from.
+        self.patch(crewai_event_bus, "emit", _delivering(crewai_event_bus.emit, listener.deliver))
 
 
 def kickoff_entry_points() -> List[Tuple[Any, str]]:
@@ -84,6 +79,18 @@ def kickoff_entry_points() -> List[Tuple[Any, str]]:
             if owner is not None and (owner, method) not in entry_points:
                 entry_points.append((owner, method))
     return entry_points
+
+
+def _delivering(emit: Callable[[Any, Any], Any], deliver: Callable[[Any, Any], None]) -> Callable[[Any, Any], Any]:
+    """The bus's ``emit`` that also hands each event to the listener, in the emitting thread."""
+
+    @functools.wraps(emit)
+    def emit_and_deliver(source: Any, event: Any) -> Any:
+        result = emit(source, event)  # first: the bus gives the event its ids and parent, and feeds its handlers
+        deliver(source, event)
+        return result
+
+    return emit_and_deliver
 
 
 def _flushing(kickoff: Callable[..., Any], flush: Callable[[float], bool]) -> Callable[..., Any]:

@@ -15,21 +15,22 @@ Which events become spans:
 * every tool call: ``execute_tool <tool>`` with arguments, result or error, and the tool call id the
   model gave it.
 
-The handlers are ``async``: the bus runs them one after another on its own event-loop thread, in the
-order the events were emitted (its synchronous handlers run on a pool of ten threads, where a
-"completed" event can overtake its "started" one), and in a copy of the emitting thread's context, so
-each span lands in the rollout that emitted the event. The instrumentor flushes the bus when a
-``kickoff`` returns, so every span has ended before the rollout does.
+The listener is not one of the bus's handlers: the bus hands events to those on other threads (its
+synchronous handlers on a pool of ten threads, where a "completed" event can overtake its "started"
+one; its async handlers on its own event-loop thread), and that hand-off cost more than the spans
+themselves (about 1 ms per LLM call). The instrumentor wraps the bus's ``emit`` instead, so
+:meth:`LightningCrewListener.deliver` sees each event right after the bus has given it its ids, in the
+emitting thread, in emission order and in that thread's context: each span lands in the rollout that
+emitted the event, and has ended by the time the ``kickoff`` that emitted it returns.
 """
 
 from __future__ import annotations
 
 import ast
-import json
 import logging
 import re
 import threading
-from typing import Any, Callable, Coroutine, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from crewai.events import (
     AgentExecutionCompletedEvent,
@@ -57,6 +58,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from agentlightning.semconv import FrameworkAttributes, GenAIAttributes, GenAIOperationNames, LLMCallAttributes
 from agentlightning.tracer.otel import span_tracer
+from agentlightning.utils.otel import payload_json as _dumps
 from agentlightning.utils.otel import to_jsonable
 
 __all__ = ["FRAMEWORK_NAME", "LightningCrewListener"]
@@ -69,7 +71,7 @@ TRACER_NAME = "agentlightning.crewai"
 _INTERNAL_MESSAGE_KEYS = frozenset({"cache_breakpoint"})
 _LONG_NAME = 120  # a task without a name is named by its description; keep step names readable
 
-Handler = Callable[[Any, Any], Coroutine[Any, Any, None]]
+Handler = Callable[[Any, Any], None]
 
 
 class _Run:
@@ -110,13 +112,6 @@ class _Run:
     @property
     def span_for_children(self) -> Optional[trace_api.Span]:
         return self.span if self.span is not None else self.ancestor_span
-
-
-def _dumps(value: Any) -> str:
-    try:
-        return json.dumps(value, ensure_ascii=False, default=to_jsonable)
-    except (TypeError, ValueError):  # non-string keys, circular references
-        return json.dumps(to_jsonable(value), ensure_ascii=False)
 
 
 def _short(text: Optional[str]) -> Optional[str]:
@@ -191,7 +186,7 @@ class LightningCrewListener:
 
     One instance serves every rollout of the process: spans are keyed by CrewAI's unique event and
     call ids, and each lands in the rollout whose trace context was current where the event was
-    emitted. :meth:`subscribe` adds its handlers to the event bus, :meth:`unsubscribe` removes them.
+    emitted. The instrumentor calls :meth:`deliver` with every event the bus emits.
     """
 
     def __init__(self, framework_name: str = FRAMEWORK_NAME) -> None:
@@ -223,6 +218,7 @@ class LightningCrewListener:
             (ToolUsageFinishedEvent, self._tool_finished),
             (ToolUsageErrorEvent, self._tool_failed),
         ]
+        self._by_type: Dict[type, Handler] = dict(self._handlers)
 
     # -- the bus -----------------------------------------------------------------------------------
 
@@ -230,13 +226,15 @@ class LightningCrewListener:
     def event_types(self) -> List[type]:
         return [event_type for event_type, _ in self._handlers]
 
-    def subscribe(self, bus: Any) -> None:
-        for event_type, handler in self._handlers:
-            bus.on(event_type)(handler)
-
-    def unsubscribe(self, bus: Any) -> None:
-        for event_type, handler in self._handlers:
-            bus.off(event_type, handler)
+    def deliver(self, source: Any, event: Any) -> None:
+        """Record one event the bus emitted (called in the emitting thread, after the bus set its ids)."""
+        handler = self._by_type.get(type(event))  # by exact class, as the bus itself dispatches
+        if handler is None:
+            return
+        try:
+            handler(source, event)
+        except Exception:  # the agent must not fail because a span could not be recorded
+            logger.warning("could not record CrewAI event %s", type(event).__name__, exc_info=True)
 
     @property
     def open_runs(self) -> int:
@@ -306,7 +304,7 @@ class LightningCrewListener:
 
     # -- crews and tasks ---------------------------------------------------------------------------
 
-    async def _crew_started(self, source: Any, event: CrewKickoffStartedEvent) -> None:
+    def _crew_started(self, source: Any, event: CrewKickoffStartedEvent) -> None:
         name = event.crew_name or "crew"
         self._open(
             event.event_id,
@@ -320,7 +318,7 @@ class LightningCrewListener:
             run_id=event.event_id,
         )
 
-    async def _crew_ended(self, source: Any, event: BaseEvent) -> None:
+    def _crew_ended(self, source: Any, event: BaseEvent) -> None:
         run = self._close(event.started_event_id, "crew")
         if run is None or run.span is None:
             return
@@ -328,24 +326,25 @@ class LightningCrewListener:
             _error(run.span, "CrewKickoffFailed", event.error)
         run.span.end()
 
-    async def _task_started(self, source: Any, event: TaskStartedEvent) -> None:
+    def _task_started(self, source: Any, event: TaskStartedEvent) -> None:
         # A task is a step of its crew, not a span: its agent's span names it.
         parent = self._parent(event)
         index: Optional[int] = None
         if parent is not None:
-            index = parent.tasks_seen
-            parent.tasks_seen += 1
+            with self._lock:  # events reach the listener on every thread that emits them
+                index = parent.tasks_seen
+                parent.tasks_seen += 1
         task = _Run("task", None, parent.agent_name if parent else None, _short(event.task_name), index)
         task.ancestor_span = parent.span_for_children if parent is not None else None
         with self._lock:
             self._runs[event.event_id] = task
 
-    async def _task_ended(self, source: Any, event: BaseEvent) -> None:
+    def _task_ended(self, source: Any, event: BaseEvent) -> None:
         self._close(event.started_event_id, "task")
 
     # -- agents ------------------------------------------------------------------------------------
 
-    async def _agent_started(self, source: Any, event: BaseEvent) -> None:
+    def _agent_started(self, source: Any, event: BaseEvent) -> None:
         if isinstance(event, AgentExecutionStartedEvent):
             agent = event.agent
             role = getattr(agent, "role", None) or "agent"
@@ -370,7 +369,7 @@ class LightningCrewListener:
             agent_id=agent_id,
         )
 
-    async def _agent_ended(self, source: Any, event: BaseEvent) -> None:
+    def _agent_ended(self, source: Any, event: BaseEvent) -> None:
         run = self._close(event.started_event_id, "agent")
         if run is None or run.span is None:
             return
@@ -381,7 +380,7 @@ class LightningCrewListener:
 
     # -- LLM calls ---------------------------------------------------------------------------------
 
-    async def _llm_started(self, source: Any, event: LLMCallStartedEvent) -> None:
+    def _llm_started(self, source: Any, event: LLMCallStartedEvent) -> None:
         parent = self._parent(event, event.agent_id)
         model = event.model or getattr(source, "model", None) or ""
         request: Dict[str, Any] = {"model": model, "messages": _wire_messages(event.messages)}
@@ -421,7 +420,7 @@ class LightningCrewListener:
         run.agent_id = event.agent_id
         run.stream = bool(event.stream)
 
-    async def _llm_completed(self, source: Any, event: LLMCallCompletedEvent) -> None:
+    def _llm_completed(self, source: Any, event: LLMCallCompletedEvent) -> None:
         run = self._close(event.call_id, "llm")
         if run is None or run.span is None:
             return
@@ -469,7 +468,7 @@ class LightningCrewListener:
                 if isinstance(name, str) and isinstance(call_id, str):
                     self._tool_call_ids.setdefault((agent_id, _tool_key(name)), []).append(call_id)
 
-    async def _llm_failed(self, source: Any, event: LLMCallFailedEvent) -> None:
+    def _llm_failed(self, source: Any, event: LLMCallFailedEvent) -> None:
         # CrewAI may report one failure twice; the second finds no open call.
         run = self._close(event.call_id, "llm")
         if run is None or run.span is None:
@@ -480,7 +479,7 @@ class LightningCrewListener:
 
     # -- tools -------------------------------------------------------------------------------------
 
-    async def _tool_started(self, source: Any, event: ToolUsageStartedEvent) -> None:
+    def _tool_started(self, source: Any, event: ToolUsageStartedEvent) -> None:
         parent = self._parent(event, event.agent_id)
         key = (event.agent_id, _tool_key(event.tool_name))
         with self._lock:
@@ -506,7 +505,7 @@ class LightningCrewListener:
             run_id=event.event_id,
         )
 
-    async def _tool_finished(self, source: Any, event: ToolUsageFinishedEvent) -> None:
+    def _tool_finished(self, source: Any, event: ToolUsageFinishedEvent) -> None:
         run = self._close(event.started_event_id, "tool")
         if run is None or run.span is None:
             return
@@ -516,7 +515,7 @@ class LightningCrewListener:
             _error(run.span, "ToolFailure", getattr(event.failure, "message", event.failure))
         run.span.end()
 
-    async def _tool_failed(self, source: Any, event: ToolUsageErrorEvent) -> None:
+    def _tool_failed(self, source: Any, event: ToolUsageErrorEvent) -> None:
         run = self._close(event.started_event_id, "tool")
         if run is None or run.span is None:
             return

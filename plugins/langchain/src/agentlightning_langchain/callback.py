@@ -22,7 +22,6 @@ when they start.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 from uuid import UUID
@@ -36,6 +35,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from agentlightning.semconv import FrameworkAttributes, GenAIAttributes, GenAIOperationNames, LLMCallAttributes
 from agentlightning.tracer import span_tracer
+from agentlightning.utils.otel import payload_json as _dumps
 from agentlightning.utils.otel import to_jsonable
 
 __all__ = ["FRAMEWORK_NAME", "LightningCallbackHandler"]
@@ -91,14 +91,6 @@ class _Run:
         if self._child_context is None:  # built on demand: most LLM and tool runs have no children
             self._child_context = trace_api.set_span_in_context(self.span, self.parent_context)
         return self._child_context
-
-
-def _dumps(value: Any) -> str:
-    try:
-        # Plain JSON first (fast); objects LangChain leaves in payloads go through to_jsonable.
-        return json.dumps(value, ensure_ascii=False, default=to_jsonable)
-    except (TypeError, ValueError):  # non-string keys, circular references
-        return json.dumps(to_jsonable(value), ensure_ascii=False)
 
 
 def _run_name(serialized: Optional[Mapping[str, Any]], kwargs: Mapping[str, Any], fallback: str) -> str:

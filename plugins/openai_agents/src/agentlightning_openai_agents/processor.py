@@ -26,7 +26,6 @@ tracer's context variable when they start; the SDK calls processors in the calle
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -39,6 +38,7 @@ from opentelemetry.trace import Status, StatusCode
 from agentlightning.proxy.records import responses_finish_reasons
 from agentlightning.semconv import FrameworkAttributes, GenAIAttributes, GenAIOperationNames, LLMCallAttributes
 from agentlightning.tracer import span_tracer
+from agentlightning.utils.otel import payload_json as _dumps
 from agentlightning.utils.otel import to_jsonable
 
 __all__ = ["FRAMEWORK_NAME", "HANDOFF_FROM", "HANDOFF_TO", "GUARDRAIL_TRIGGERED", "LightningTracingProcessor"]
@@ -103,13 +103,6 @@ class _Run:
         if self._child_context is None:  # built on demand: LLM and tool spans have no children
             self._child_context = trace_api.set_span_in_context(self.span, self.parent_context)
         return self._child_context
-
-
-def _dumps(value: Any) -> str:
-    try:
-        return json.dumps(value, ensure_ascii=False, default=to_jsonable)
-    except (TypeError, ValueError):  # non-string keys, circular references
-        return json.dumps(to_jsonable(value), ensure_ascii=False)
 
 
 def _as_dict(value: Any) -> Optional[Dict[str, Any]]:
