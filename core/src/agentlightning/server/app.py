@@ -24,9 +24,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agentlightning import errors
 from agentlightning.store.base import LightningStore
-from agentlightning.store.wire import API_PREFIX, API_VERSION, AddSpansRequest, describe_validation_errors, error_status
+from agentlightning.store.wire import (
+    API_PREFIX,
+    API_VERSION,
+    BATCH_PATH,
+    AddSpansRequest,
+    BatchRequest,
+    describe_validation_errors,
+    error_status,
+)
 
 from .routes import API_ROUTERS, DASHBOARD_ROUTER, OTLP_ROUTER
+from .routes.batch import run_batch
 from .routes.common import ERROR_RESPONSES, PayloadTooLarge, StoreContext, body_error, error_response
 from .routes.dashboard import STATIC_FILES
 from .serve import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WAIT_SECONDS
@@ -135,6 +144,9 @@ class StoreApp:
                 started = True
             await send(message)
 
+        if scope.get("method") == "POST" and scope.get("path") == _BATCH_ROUTE:
+            await self._batch(receive, send)
+            return
         scope["agl.context"] = self.context
         try:
             await self.fastapi(scope, limited_receive, tracked_send)
@@ -142,6 +154,34 @@ class StoreApp:
             if started:
                 raise
             await _send_error(send, 413, "PayloadTooLarge", str(exc.detail))
+
+
+    async def _batch(self, receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]) -> None:
+        """The batch route without FastAPI's per-request work (routing, dependencies, Request objects):
+        it carries the hot calls of runners and trainers."""
+        chunks: List[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message.get("type") != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                await _send_error(
+                    send, 413, "PayloadTooLarge", f"request body larger than the server's limit of {self.max_body_bytes} bytes"
+                )
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        status, content = await run_batch(self.context, b"".join(chunks))
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+
+_BATCH_ROUTE = API_PREFIX + BATCH_PATH
 
 
 def _is_dashboard_file(scope: MutableMapping[str, Any]) -> bool:
@@ -242,7 +282,7 @@ def _build_app() -> FastAPI:
     for router in API_ROUTERS:  # one module per resource, under server/routes/
         api.include_router(router)
     app.include_router(api)
-    _add_manual_bodies_to_openapi(app, [AddSpansRequest])
+    _add_manual_bodies_to_openapi(app, [AddSpansRequest, BatchRequest])
     app.include_router(OTLP_ROUTER)
     app.include_router(DASHBOARD_ROUTER)
     return app

@@ -6,9 +6,17 @@
 
 from __future__ import annotations
 
-from . import dashboard, otlp, resources, rollouts, service, spans, workers
+from . import batch, dashboard, otlp, resources, rollouts, service, spans, workers
 
-API_ROUTERS = (service.router, rollouts.router, spans.router, resources.router, workers.router, dashboard.router)
+API_ROUTERS = (
+    service.router,
+    rollouts.router,
+    spans.router,
+    resources.router,
+    workers.router,
+    dashboard.router,
+    batch.router,
+)
 OTLP_ROUTER = otlp.router
 DASHBOARD_ROUTER = dashboard.static_router
 
