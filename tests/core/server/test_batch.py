@@ -15,7 +15,6 @@ from agentlightning.store.memory import InMemoryLightningStore
 from agentlightning.store.wire import MAX_BATCH_CALLS
 from agentlightning.types import Span
 
-
 API = "/v1/agl"
 ServeFactory = Callable[..., StoreServer]
 
@@ -41,9 +40,7 @@ def _batch(http: httpx.Client, *calls: Dict[str, Any]) -> List[Dict[str, Any]]:
 
 
 def test_each_call_answered_as_its_own_route(http: httpx.Client) -> None:
-    (enqueued,) = _batch(
-        http, {"op": "enqueue_many_rollouts", "args": {"rollouts": [{"input": 1}, {"input": 2}]}}
-    )
+    (enqueued,) = _batch(http, {"op": "enqueue_many_rollouts", "args": {"rollouts": [{"input": 1}, {"input": 2}]}})
     assert enqueued["status"] == 201 and [r["input"] for r in enqueued["body"]] == [1, 2]
     dequeued, missing, bad_status = _batch(
         http,

@@ -155,7 +155,6 @@ class StoreApp:
                 raise
             await _send_error(send, 413, "PayloadTooLarge", str(exc.detail))
 
-
     async def _batch(self, receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]) -> None:
         """The batch route without FastAPI's per-request work (routing, dependencies, Request objects):
         it carries the hot calls of runners and trainers."""
@@ -169,7 +168,10 @@ class StoreApp:
             size += len(chunk)
             if size > self.max_body_bytes:
                 await _send_error(
-                    send, 413, "PayloadTooLarge", f"request body larger than the server's limit of {self.max_body_bytes} bytes"
+                    send,
+                    413,
+                    "PayloadTooLarge",
+                    f"request body larger than the server's limit of {self.max_body_bytes} bytes",
                 )
                 return
             chunks.append(chunk)

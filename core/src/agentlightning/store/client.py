@@ -167,7 +167,7 @@ class _Batcher:
             for call, future in calls:
                 self._sending_one(call, future)
             return
-        for (_, future), answer in zip(calls, answers):
+        for (_, future), answer in zip(calls, answers, strict=True):
             if not future.done():
                 future.set_result(answer)
 

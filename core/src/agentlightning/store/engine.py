@@ -127,6 +127,11 @@ def _default_config() -> RolloutConfig:
     )
 
 
+# Shared by every stored rollout without a config of its own: the engine replaces a rollout's config
+# and never changes one in place, and callers get copies (fewer objects for the garbage collector).
+_DEFAULT_CONFIG = _default_config()
+
+
 def _set(model: BaseModel, **fields: Any) -> None:
     """Assign already-valid fields on the store's own objects (pydantic's __setattr__ is slow)."""
     model.__dict__.update(fields)
@@ -508,7 +513,7 @@ class StoreEngine(LightningStore):
                 mode=mode,
                 resources_id=self._resolve_resources_id(resources_id),
                 status="queuing",
-                config=config.model_copy(deep=True) if config is not None else _default_config(),
+                config=config.model_copy(deep=True) if config is not None else _DEFAULT_CONFIG,
                 metadata=dict(metadata) if metadata is not None else None,
             ),
         )

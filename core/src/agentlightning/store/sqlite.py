@@ -38,8 +38,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from agentlightning.errors import AgentLightningError, StoreClosedError
 from agentlightning.types import Attempt, PaginatedResult, ResourcesUpdate, Rollout, RolloutConfig, Span, Worker
 
-from .engine import MAX_ANSWERS, SpanInsertResult, SpanQuery, StoreEngine, _clone, _construct
-from .memory import select_spans
+from .engine import MAX_ANSWERS, SpanInsertResult, SpanQuery, StoreEngine, _construct
+from .memory import PackedSpan, pack_span, select_packed_spans
 
 __all__ = ["SqliteLightningStore", "StoreLockedError"]
 
@@ -212,7 +212,7 @@ class SqliteLightningStore(StoreEngine):
         # Spans of recently active rollouts, complete per rollout, so reading them back (what an
         # algorithm does right after a rollout finishes) needs no SQL.
         self.span_cache_size = span_cache_size
-        self._span_cache: "OrderedDict[str, Dict[Tuple[str, str], Span]]" = OrderedDict()
+        self._span_cache: "OrderedDict[str, Dict[Tuple[str, str], PackedSpan]]" = OrderedDict()
         self._cached_spans = 0
         self._rollouts_in_db: Set[str] = set()  # rollouts whose spans are looked up in SQLite
         self._unsettled_rollouts: Dict[str, int] = {}  # rollouts with spans not committed yet
@@ -424,7 +424,7 @@ class SqliteLightningStore(StoreEngine):
                 )
             if not duplicate:
                 if cached is not None:
-                    cached[(span.attempt_id, span.span_id)] = _clone(span)
+                    cached[(span.attempt_id, span.span_id)] = pack_span(span)
                     self._cached_spans += 1
                 self._uncommitted_spans[key] = self._batch_generation
                 self._unsettled_rollouts[rollout_id] = self._batch_generation
@@ -566,7 +566,7 @@ class SqliteLightningStore(StoreEngine):
                 self._span_cache.move_to_end(query.rollout_id)
                 spans = list(cached.values())
         if cached is not None:
-            return select_spans(spans, query)
+            return select_packed_spans(spans, query)
         await self._flush()
         with self._lock:
             unsettled = query.rollout_id in self._unsettled_rollouts
