@@ -21,6 +21,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
+from agentlightning.errors import InvalidStatusError
+from agentlightning.store.engine import SPAN_SORT_FIELDS
+from agentlightning.store.query import check_filter_logic, check_page, check_sort
 from agentlightning.store.wire import (
     BATCH_OPERATIONS,
     BATCH_PATH,
@@ -34,7 +37,7 @@ from agentlightning.store.wire import (
     error_status,
     type_adapter,
 )
-from agentlightning.types import Span
+from agentlightning.types import ATTEMPT_STATUSES, Span
 
 from .common import JSON, Ctx, StoreContext, body_error, span_key
 
@@ -123,14 +126,41 @@ async def _run_call(ctx: StoreContext, call: Any) -> Answer:
     return await ctx.replays.run_keyed(("BATCH", op, call.idempotency_key), compute)
 
 
+def _check_documented_values(call: Any) -> None:
+    """Raise the store's own error for a value outside what the OpenAPI document allows.
+
+    The document lists the allowed values of fields the store checks itself (statuses, sort fields,
+    page bounds); a batch carrying such a value is refused as a whole, before anything is applied,
+    like any other request that breaks the document (the client then sends that call alone, so
+    its caller gets the store's typed error)."""
+    args = call.args
+    if call.op == "dequeue_many_rollouts" and args.limit < 1:
+        raise ValueError(f"limit must be a positive int, got {args.limit!r}")
+    elif call.op == "query_spans":
+        check_sort(args.sort_by, args.sort_order, SPAN_SORT_FIELDS)
+        check_page(args.limit, args.offset)
+        check_filter_logic(args.filter_logic)
+    elif call.op == "update_attempt":
+        present = args.model_fields_set
+        if "status" in present and args.status not in ATTEMPT_STATUSES:
+            raise InvalidStatusError(args.status, ATTEMPT_STATUSES, "attempt status")
+        if "last_heartbeat_time" in present and args.last_heartbeat_time is None:
+            raise TypeError("last_heartbeat_time must be a number, got None")
+
+
 async def run_batch(ctx: StoreContext, body: bytes) -> Tuple[int, bytes]:
     """Apply a batch request's body; the response's status and JSON body."""
     try:
-        request = BatchRequest.model_validate_json(body)
+        request = BatchRequest.model_validate_json(body, strict=True)  # nested models too: as documented
     except ValidationError as exc:
         response = body_error(exc.errors())
         return response.status_code, bytes(response.body)
     calls = request.calls
+    for call in calls:
+        try:
+            _check_documented_values(call)
+        except (ValueError, TypeError) as exc:
+            return _error(exc, call.op)
     if len(calls) == 1:
         answers = [await _run_call(ctx, calls[0])]
     else:
