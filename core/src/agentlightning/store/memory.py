@@ -43,49 +43,63 @@ def _copy(attributes: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     return dict(attributes) if attributes is not None else None
 
 
+_GET_PACKED_FIELDS = itemgetter(*_PACKED_FIELDS)
+
+
 def pack_span(span: Span) -> PackedSpan:
     """The stored form of ``span`` (a copy: later changes to ``span`` do not reach it)."""
     try:
         d = span.__dict__
-        status, resource = d["status"], d["resource"]
-        return (
-            *(d[name] for name in _PACKED_FIELDS),
+        status, resource, events, links = d["status"], d["resource"], d["events"], d["links"]
+        return _GET_PACKED_FIELDS(d) + (
             status.status_code,
             status.description,
             dict(d["attributes"]),
-            tuple((e.name, dict(e.attributes), e.timestamp) for e in d["events"]),
-            tuple((_pack_context(link.context), _copy(link.attributes)) for link in d["links"]),
+            tuple((e.name, dict(e.attributes), e.timestamp) for e in events) if events else (),
+            tuple((_pack_context(x.context), _copy(x.attributes)) for x in links) if links else (),
             d["start_time"],
             d["end_time"],
             _pack_context(d["context"]),
             _pack_context(d["parent"]),
             dict(resource.attributes),
             resource.schema_url,
-            _copy(span.__pydantic_extra__) or None,
+            dict(span.__pydantic_extra__) if span.__pydantic_extra__ else None,
         )
     except (AttributeError, KeyError, TypeError) as exc:  # a Span built with model_construct and odd values
         raise InvalidSpanError(f"span {getattr(span, 'span_id', '?')!r} has a malformed field: {exc}") from None
 
 
-def unpack_span(packed: PackedSpan) -> Span:
+def unpack_span(p: PackedSpan) -> Span:
     """A new Span from its stored form."""
-    fields = dict(zip(_PACKED_FIELDS, packed[: len(_PACKED_FIELDS)], strict=True))
-    code, description, attributes, events, links, start, end, context, parent, resource, schema_url, extra = packed[
-        len(_PACKED_FIELDS) :
-    ]
-    fields["status"] = _construct(TraceStatus, {"status_code": code, "description": description})
-    fields["attributes"] = dict(attributes)
-    fields["events"] = [
-        _construct(Event, {"name": name, "attributes": dict(attrs), "timestamp": timestamp})
-        for name, attrs, timestamp in events
-    ]
-    fields["links"] = [
-        _construct(Link, {"context": _unpack_context(ctx), "attributes": _copy(attrs)}) for ctx, attrs in links
-    ]
-    fields["start_time"], fields["end_time"] = start, end
-    fields["context"], fields["parent"] = _unpack_context(context), _unpack_context(parent)
-    fields["resource"] = _construct(OtelResource, {"attributes": dict(resource), "schema_url": schema_url})
-    span = _construct(Span, fields)
+    events, links, extra = p[10], p[11], p[18]
+    span = _construct(
+        Span,
+        {
+            "rollout_id": p[0],
+            "attempt_id": p[1],
+            "sequence_id": p[2],
+            "trace_id": p[3],
+            "span_id": p[4],
+            "parent_id": p[5],
+            "name": p[6],
+            "status": _construct(TraceStatus, {"status_code": p[7], "description": p[8]}),
+            "attributes": dict(p[9]),
+            "events": [
+                _construct(Event, {"name": name, "attributes": dict(attrs), "timestamp": timestamp})
+                for name, attrs, timestamp in events
+            ]
+            if events
+            else [],
+            "links": [_construct(Link, {"context": _unpack_context(c), "attributes": _copy(a)}) for c, a in links]
+            if links
+            else [],
+            "start_time": p[12],
+            "end_time": p[13],
+            "context": _unpack_context(p[14]),
+            "parent": _unpack_context(p[15]),
+            "resource": _construct(OtelResource, {"attributes": dict(p[16]), "schema_url": p[17]}),
+        },
+    )
     if extra:
         object.__setattr__(span, "__pydantic_extra__", dict(extra))
     return span
