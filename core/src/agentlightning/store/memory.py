@@ -125,10 +125,10 @@ def select_packed_spans(spans: Iterable[PackedSpan], query: SpanQuery) -> Pagina
         selected.sort(key=lambda s: (get(s) is not None, get(s)), reverse=query.sort_order == "desc")
     elif query.sort_order == "desc":
         selected.reverse()
-    page = paginate(selected, sort_by=None, sort_order="asc", limit=query.limit, offset=query.offset)
-    return PaginatedResult.model_construct(
-        items=[unpack_span(s) for s in page.items], limit=page.limit, offset=page.offset, total=page.total
-    )
+    offset, limit = query.offset, query.limit
+    page = selected[offset:] if limit == -1 else selected[offset : offset + limit]
+    fields = {"items": [unpack_span(s) for s in page], "limit": limit, "offset": offset, "total": len(selected)}
+    return _construct(PaginatedResult, fields)
 
 
 def _predicate(field: str, kind: str, value: str) -> Callable[[Span], bool]:

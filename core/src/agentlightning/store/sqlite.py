@@ -31,6 +31,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -171,8 +172,11 @@ def _row(kind: str, snapshot: Any) -> Tuple[Any, ...]:
     return tuple(snapshot)  # queue_push, sequence, request_id, span, answer: already parameter tuples
 
 
+_SPAN_COLUMN_VALUES = itemgetter(*_COLUMNS["span"])
+
+
 def _span_row(span: Span) -> Tuple[Any, ...]:
-    return (*(getattr(span, column) for column in _COLUMNS["span"]), span.model_dump_json())
+    return (*_SPAN_COLUMN_VALUES(span.__dict__), span.model_dump_json())
 
 
 class SqliteLightningStore(StoreEngine):
