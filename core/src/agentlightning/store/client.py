@@ -137,9 +137,12 @@ class _Batcher:
         self._scheduled = False
         queued, self._queued = self._queued, []
         for start in range(0, len(queued), MAX_BATCH_CALLS):
-            task = asyncio.ensure_future(self._send(queued[start : start + MAX_BATCH_CALLS]))
-            self._sending.add(task)  # keep a reference until it is done
-            task.add_done_callback(self._sending.discard)
+            self._spawn(queued[start : start + MAX_BATCH_CALLS])
+
+    def _spawn(self, calls: List[Tuple[bytes, "asyncio.Future[Tuple[int, Any]]"]]) -> None:
+        task = asyncio.ensure_future(self._send(calls))
+        self._sending.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._sending.discard)
 
     async def _send(self, calls: List[Tuple[bytes, "asyncio.Future[Tuple[int, Any]]"]]) -> None:
         body = b'{"calls":[' + b",".join(call for call, _ in calls) + b"]}"
@@ -164,35 +167,12 @@ class _Batcher:
         if answers is None:
             # The request as a whole was refused (one call's arguments are invalid, or the body is too
             # large): send each call alone, so each caller gets its own answer.
-            for call, future in calls:
-                self._sending_one(call, future)
+            for item in calls:
+                self._spawn([item])
             return
         for (_, future), answer in zip(calls, answers, strict=True):
             if not future.done():
                 future.set_result(answer)
-
-    def _sending_one(self, call: bytes, future: "asyncio.Future[Tuple[int, Any]]") -> None:
-        async def alone() -> None:
-            try:
-                response = await self._pool.request(
-                    "POST",
-                    API_PREFIX + BATCH_PATH,
-                    body=b'{"calls":[' + call + b"]}",
-                    headers={"Content-Type": "application/json"},
-                    timeout=self._timeout,
-                )
-                answers = self._answers(response, 1)
-                answer = answers[0] if answers is not None else (response.status, _json_or_none(response.body))
-            except Exception as exc:
-                if not future.done():
-                    future.set_exception(exc)
-                return
-            if not future.done():
-                future.set_result(answer)
-
-        task = asyncio.ensure_future(alone())
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
 
     @staticmethod
     def _answers(response: HttpResponse, count: int) -> Optional[List[Tuple[int, Any]]]:

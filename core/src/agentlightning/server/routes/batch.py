@@ -39,7 +39,7 @@ from agentlightning.store.wire import (
 )
 from agentlightning.types import ATTEMPT_STATUSES, Span
 
-from .common import JSON, Ctx, StoreContext, body_error, span_key
+from .common import JSON, Ctx, StoreContext, body_error, inserted_indexes
 
 __all__ = ["router", "run_batch"]
 
@@ -51,14 +51,7 @@ Answer = Tuple[int, bytes]
 
 
 async def _add_many_spans(ctx: StoreContext, args: AddSpansRequest) -> Any:
-    spans = args.spans
-    added = await ctx.store.add_many_spans(spans)
-    inserted: List[int] = []
-    position = 0
-    for index, span in enumerate(spans):  # the store returns the new spans in request order
-        if position < len(added) and span_key(added[position]) == span_key(span):
-            inserted.append(index)
-            position += 1
+    inserted = inserted_indexes(args.spans, await ctx.store.add_many_spans(args.spans))
     return AddSpansResponse.model_construct(inserted=inserted)
 
 

@@ -202,6 +202,17 @@ def span_key(span: Span) -> Tuple[str, str, str]:
     return (span.rollout_id, span.attempt_id, span.span_id)
 
 
+def inserted_indexes(spans: List[Span], added: List[Span]) -> List[int]:
+    """Positions in ``spans`` of the ones ``add_many_spans`` reported new (it returns them in order)."""
+    inserted: List[int] = []
+    position = 0
+    for index, span in enumerate(spans):
+        if position < len(added) and span_key(added[position]) == span_key(span):
+            inserted.append(index)
+            position += 1
+    return inserted
+
+
 async def wait_for_disconnect(request: Request) -> None:
     """Returns when the client closes the connection (the body has been read already)."""
     while True:
