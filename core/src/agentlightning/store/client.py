@@ -340,7 +340,7 @@ class HttpLightningStore(LightningStore):
             raise exception_from_error(status, error_body, response.text)
         raise self._gave_up(last_error)
 
-    async def _batched(self, op: str, args: Dict[str, Any], tp: Any, *, mutation: bool = False) -> Any:
+    async def _batched(self, op: str, args: Dict[str, Any], tp: Type[T], *, mutation: bool = False) -> T:
         """One store call through the batch route, coalesced with the calls other tasks make at the
         same moment; retried like :meth:`_call` (a mutation keeps its idempotency key across retries)."""
         pool = self._pool()
@@ -363,7 +363,7 @@ class HttpLightningStore(LightningStore):
                 logger.debug("store batch call %s failed (%r); retrying", op, exc)
                 continue
             if status < 400:
-                return type_adapter(tp).validate_python(body)
+                return cast(T, type_adapter(tp).validate_python(body))
             error_body = None
             if isinstance(body, dict):
                 try:

@@ -51,7 +51,8 @@ def pack_span(span: Span) -> PackedSpan:
     try:
         d = span.__dict__
         status, resource, events, links = d["status"], d["resource"], d["events"], d["links"]
-        return _GET_PACKED_FIELDS(d) + (
+        head: PackedSpan = _GET_PACKED_FIELDS(d)
+        return head + (
             status.status_code,
             status.description,
             dict(d["attributes"]),

@@ -355,7 +355,7 @@ class UpdateAttemptCall(UpdateAttemptRequest):
 
 def _call(op: str, args: Type[BaseModel], doc: str) -> Type[BaseModel]:
     fields: Dict[str, Any] = {
-        "op": (Literal[op], Field(description=doc)),  # type: ignore[valid-type]
+        "op": (Literal[op], Field(description=doc)),
         "args": (args, ...),
         "idempotency_key": (
             Optional[IdempotencyKey],
@@ -386,7 +386,7 @@ class BatchRequest(_Request):
     were concurrent, so their order does not matter). A body that is not valid as a whole is refused
     as a whole (422); a call that fails gets its own error in its result."""
 
-    calls: List[BatchCall] = Field(min_length=1, max_length=MAX_BATCH_CALLS)  # type: ignore[valid-type]
+    calls: List[BatchCall] = Field(min_length=1, max_length=MAX_BATCH_CALLS)
 
 
 class BatchResult(BaseModel):

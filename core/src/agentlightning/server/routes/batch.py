@@ -148,7 +148,7 @@ async def run_batch(ctx: StoreContext, body: bytes) -> Tuple[int, bytes]:
     except ValidationError as exc:
         response = body_error(exc.errors())
         return response.status_code, bytes(response.body)
-    calls = request.calls
+    calls: List[Any] = request.calls
     for call in calls:
         try:
             _check_documented_values(call)
