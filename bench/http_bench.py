@@ -57,8 +57,10 @@ INGEST_TARGET = 20_000.0
 async def serve(kind: str) -> None:
     """Serve a fresh store on every ``open`` (see ``_server_process``): what ``agl store serve --store URI``
     does (``open_store(URI)`` behind a ``StoreServer``), without re-importing the stack for every run."""
-    from agentlightning.server.serve import StoreServer
+    from agentlightning.server.serve import StoreServer, tune_gc_for_serving
     from agentlightning.store import open_store
+
+    tune_gc_for_serving()  # as `agl store serve` does: this process only serves stores
 
     with tempfile.TemporaryDirectory(prefix="agl-http-bench-") as tmp:
         counter = itertools.count()

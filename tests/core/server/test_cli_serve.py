@@ -107,3 +107,14 @@ def test_help_explains_every_option() -> None:
         and "/v1/traces" in result.stdout
         and "agentlightning[server]" in result.stdout
     )
+
+
+def test_a_serving_process_tunes_its_garbage_collector() -> None:
+    code = (
+        "import gc; from agentlightning.server.serve import SERVING_GC_THRESHOLDS, tune_gc_for_serving; "
+        "before = gc.get_threshold(); tune_gc_for_serving(); "
+        "assert gc.get_threshold() == SERVING_GC_THRESHOLDS != before, (before, gc.get_threshold()); "
+        "assert gc.get_freeze_count() > 10_000, gc.get_freeze_count(); print('ok')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr

@@ -277,6 +277,7 @@ def run_serve(args: argparse.Namespace) -> int:
         StoreServer,
         check_bind_address,
         import_server_dependencies,
+        tune_gc_for_serving,
     )
     from agentlightning.store import open_store
 
@@ -321,6 +322,7 @@ def run_serve(args: argparse.Namespace) -> int:
     def ready(running: Any) -> None:
         print(_banner(running, uri), flush=True)
 
+    tune_gc_for_serving()  # this process only serves the store
     try:
         server.serve_forever(ready=ready)
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled, after a graceful shutdown

@@ -25,10 +25,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from agentlightning import errors
 from agentlightning.plugins import LazyObject, _not_installed_hint, registered
 from agentlightning.store.base import LightningStore
-from agentlightning.store.wire import API_PREFIX, API_VERSION, AddSpansRequest, describe_validation_errors, error_status
+from agentlightning.store.wire import (
+    API_PREFIX,
+    API_VERSION,
+    BATCH_PATH,
+    AddSpansRequest,
+    BatchRequest,
+    describe_validation_errors,
+    error_status,
+)
 
 from . import ServerRoutes
 from .routes import API_ROUTERS, OTLP_ROUTER
+from .routes.batch import run_batch
 from .routes.common import ERROR_RESPONSES, PayloadTooLarge, StoreContext, body_error, error_response
 from .serve import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WAIT_SECONDS
 
@@ -122,6 +131,9 @@ class StoreApp:
                 started = True
             await send(message)
 
+        if scope.get("method") == "POST" and scope.get("path") == _BATCH_ROUTE:
+            await self._batch(scope, receive, send)
+            return
         scope["agl.context"] = self.context
         try:
             await self.fastapi(scope, limited_receive, tracked_send)
@@ -129,6 +141,37 @@ class StoreApp:
             if started:
                 raise
             await error_response(413, "PayloadTooLarge", str(exc.detail))(scope, receive, send)
+
+    async def _batch(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[Any]],
+        send: Callable[[Any], Awaitable[None]],
+    ) -> None:
+        """The batch route without FastAPI's per-request work (routing, dependencies, Request objects):
+        it carries the hot calls of runners and trainers."""
+        chunks: List[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message.get("type") != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                detail = f"request body larger than the server's limit of {self.max_body_bytes} bytes"
+                await error_response(413, "PayloadTooLarge", detail)(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        status, content = await run_batch(self.context, b"".join(chunks))
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+
+_BATCH_ROUTE = API_PREFIX + BATCH_PATH
 
 
 # -- the app ------------------------------------------------------------------------------------
@@ -230,7 +273,7 @@ def _build_app() -> FastAPI:
         if routes.api is not None:
             api.include_router(routes.api)
     app.include_router(api)
-    _add_manual_bodies_to_openapi(app, [AddSpansRequest])
+    _add_manual_bodies_to_openapi(app, [AddSpansRequest, BatchRequest])
     app.include_router(OTLP_ROUTER)
     for routes in plugin_routes:
         if routes.root is not None:

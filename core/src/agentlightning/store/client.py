@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Un
 from urllib.parse import quote, urlsplit
 
 from pydantic import ValidationError
-from pydantic_core import PydanticSerializationError, to_json
+from pydantic_core import PydanticSerializationError, from_json, to_json
 
 from agentlightning.env_var import LightningEnvVar, resolve_str_env_var
 from agentlightning.errors import InvalidSpanError, StoreClosedError, StoreServerError, StoreUnavailableError
@@ -49,12 +49,14 @@ from agentlightning.types import (
     Worker,
 )
 
-from ._http import HttpPool, TransportError
+from ._http import HttpPool, HttpResponse, TransportError
 from .base import UNSET, FilterLogic, LightningStore, LightningStoreCapabilities, LightningStoreStatistics, SortOrder
 from .query import check_statuses
 from .wire import (
     API_PREFIX,
+    BATCH_PATH,
     IDEMPOTENCY_HEADER,
+    MAX_BATCH_CALLS,
     OTLP_TRACES_PATH,
     AddSpansResponse,
     AttemptsPage,
@@ -106,6 +108,94 @@ def _dump(body: Any) -> bytes:
         raise TypeError(f"cannot send this to the store server, it is not JSON-serializable: {exc}") from None
 
 
+class _Batcher:
+    """Coalesces the calls that tasks on one event loop make at the same moment into one
+    ``POST /v1/agl/batch`` request.
+
+    A call is queued and a send is scheduled for the end of the loop's current round, so every
+    call made in that round (say, by the runners of one process that all got their answer from the
+    previous batch) goes in the same request. Each caller gets its own call's status and body back,
+    and retries on its own, with its own idempotency key."""
+
+    def __init__(self, pool: HttpPool, timeout: float) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._queued: List[Tuple[bytes, "asyncio.Future[Tuple[int, Any]]"]] = []
+        self._scheduled = False
+        self._sending: set["asyncio.Task[None]"] = set()
+
+    def submit(self, call: bytes) -> "asyncio.Future[Tuple[int, Any]]":
+        loop = asyncio.get_running_loop()
+        future: "asyncio.Future[Tuple[int, Any]]" = loop.create_future()
+        self._queued.append((call, future))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._send_queued)
+        return future
+
+    def _send_queued(self) -> None:
+        self._scheduled = False
+        queued, self._queued = self._queued, []
+        for start in range(0, len(queued), MAX_BATCH_CALLS):
+            self._spawn(queued[start : start + MAX_BATCH_CALLS])
+
+    def _spawn(self, calls: List[Tuple[bytes, "asyncio.Future[Tuple[int, Any]]"]]) -> None:
+        task = asyncio.ensure_future(self._send(calls))
+        self._sending.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, calls: List[Tuple[bytes, "asyncio.Future[Tuple[int, Any]]"]]) -> None:
+        body = b'{"calls":[' + b",".join(call for call, _ in calls) + b"]}"
+        try:
+            response = await self._pool.request(
+                "POST",
+                API_PREFIX + BATCH_PATH,
+                body=body,
+                headers={"Content-Type": "application/json"},
+                timeout=self._timeout,
+            )
+            answers = self._answers(response, len(calls))
+        except Exception as exc:  # a network failure or a garbled answer: every caller retries on its own
+            for _, future in calls:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        except BaseException:  # cancelled (its loop is closing)
+            for _, future in calls:
+                future.cancel()
+            raise
+        if answers is None:
+            # The request as a whole was refused (one call's arguments are invalid, or the body is too
+            # large): send each call alone, so each caller gets its own answer.
+            for item in calls:
+                self._spawn([item])
+            return
+        for (_, future), answer in zip(calls, answers, strict=True):
+            if not future.done():
+                future.set_result(answer)
+
+    @staticmethod
+    def _answers(response: HttpResponse, count: int) -> Optional[List[Tuple[int, Any]]]:
+        """Each call's (status, parsed body), or None when the request was refused as a whole (4xx)."""
+        status = response.status
+        if status == 200:
+            results = from_json(response.body)["results"]
+            if len(results) != count:
+                raise StoreServerError(f"the store server answered {len(results)} results for {count} calls", 200)
+            return [(int(r["status"]), r["body"]) for r in results]
+        if 400 <= status < 500 and status != 401 and count > 1:
+            return None
+        # 401, 5xx, or a lone call's 4xx: the answer of every call in it
+        return [(status, _json_or_none(response.body))] * count
+
+
+def _json_or_none(content: bytes) -> Any:
+    try:
+        return from_json(content)
+    except ValueError:
+        return content.decode("utf-8", "replace")
+
+
 class HttpLightningStore(LightningStore):
     """Client of a store server at ``url`` (``http://host:port``; ``https://`` behind a TLS proxy).
 
@@ -154,6 +244,7 @@ class HttpLightningStore(LightningStore):
         self.wait_chunk_seconds = float(wait_chunk_seconds)
         self.max_connections = int(max_connections)
         self._pools: Dict[asyncio.AbstractEventLoop, HttpPool] = {}
+        self._batchers: Dict[HttpPool, _Batcher] = {}
         self._pools_lock = threading.Lock()
         self._closed = False
 
@@ -186,7 +277,7 @@ class HttpLightningStore(LightningStore):
             pool = self._pools.get(loop)
             if pool is None:
                 for other in [lp for lp in self._pools if lp.is_closed()]:
-                    del self._pools[other]  # its loop is gone; so are its connections
+                    self._batchers.pop(self._pools.pop(other), None)  # its loop is gone; so are its connections
                 headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
                 pool = HttpPool(
                     self.base_url,
@@ -247,11 +338,53 @@ class HttpLightningStore(LightningStore):
             if none_on is not None and status == 404 and error_body is not None and error_body.error == none_on:
                 return None
             raise exception_from_error(status, error_body, response.text)
+        raise self._gave_up(last_error)
+
+    async def _batched(self, op: str, args: Dict[str, Any], tp: Type[T], *, mutation: bool = False) -> T:
+        """One store call through the batch route, coalesced with the calls other tasks make at the
+        same moment; retried like :meth:`_call` (a mutation keeps its idempotency key across retries)."""
+        pool = self._pool()
+        batcher = self._batchers.get(pool)
+        if batcher is None:
+            batcher = self._batchers[pool] = _Batcher(pool, self.request_timeout)
+        call: Dict[str, Any] = {"op": op, "args": args}
+        if mutation:
+            call["idempotency_key"] = uuid.uuid4().hex
+        content = _dump(call)
+        last_error: Optional[BaseException] = None
+        for attempt in range(len(self.retry_delays) + 1):
+            if attempt:
+                delay = self.retry_delays[attempt - 1]
+                await asyncio.sleep(delay * (0.75 + random.random() / 2))
+            try:
+                status, body = await batcher.submit(content)
+            except (TransportError, StoreServerError, ValueError) as exc:  # lost or garbled: retry
+                last_error = exc
+                logger.debug("store batch call %s failed (%r); retrying", op, exc)
+                continue
+            if status < 400:
+                return cast(T, type_adapter(tp).validate_python(body))
+            error_body = None
+            if isinstance(body, dict):
+                try:
+                    error_body = ErrorBody.model_validate(body)
+                except ValidationError:
+                    pass
+            error = exception_from_error(status, error_body, body if isinstance(body, str) else "")
+            if status < 500:
+                raise error
+            last_error = error
+            logger.debug("store batch call %s got %d; retrying", op, status)
+        raise self._gave_up(last_error)
+
+    def _gave_up(self, last_error: Optional[BaseException]) -> BaseException:
         if isinstance(last_error, StoreServerError):
-            raise last_error
-        raise StoreUnavailableError(
+            return last_error
+        error = StoreUnavailableError(
             f"store server {self.base_url} unreachable after {len(self.retry_delays) + 1} tries: {last_error}"
-        ) from last_error
+        )
+        error.__cause__ = last_error
+        return error
 
     @staticmethod
     def _error_body(content: bytes) -> Optional[ErrorBody]:
@@ -290,6 +423,7 @@ class HttpLightningStore(LightningStore):
         with self._pools_lock:
             self._closed = True
             pools, self._pools = self._pools, {}
+            self._batchers = {}
         current = asyncio.get_running_loop()
         for loop, pool in pools.items():
             if loop is current:
@@ -339,11 +473,11 @@ class HttpLightningStore(LightningStore):
                 # The store remembers this id: a retried enqueue (lost answer, server restart) never duplicates.
                 request = {**request, "client_request_id": f"agl-http-{uuid.uuid4().hex}"}
             prepared.append(request)
-        return await self._post(List[Rollout], "/queues/rollouts/enqueue", {"rollouts": prepared}, mutation=True)
+        return await self._batched("enqueue_many_rollouts", {"rollouts": prepared}, List[Rollout], mutation=True)
 
     async def dequeue_many_rollouts(self, *, limit: int = 1, worker_id: Optional[str] = None) -> List[AttemptedRollout]:
         body = {"limit": limit, "worker_id": worker_id}
-        return await self._post(List[AttemptedRollout], "/queues/rollouts/dequeue", body, mutation=True)
+        return await self._batched("dequeue_many_rollouts", body, List[AttemptedRollout], mutation=True)
 
     async def start_attempt(self, rollout_id: str, worker_id: Optional[str] = None) -> AttemptedRollout:
         path = f"/rollouts/{_segment('rollout_id', rollout_id)}/attempts"
@@ -431,9 +565,9 @@ class HttpLightningStore(LightningStore):
         last_heartbeat_time: Any = UNSET,
         metadata: Any = UNSET,
     ) -> Attempt:
-        path = f"/rollouts/{_segment('rollout_id', rollout_id)}/attempts/{_segment('attempt_id', attempt_id)}"
-        body = _arguments(locals(), skip=("rollout_id", "attempt_id", "path"))
-        return await self._post(Attempt, path, body, mutation=True, method="PATCH")
+        _segment("rollout_id", rollout_id)  # a wrong type or an empty id never reaches the server
+        _segment("attempt_id", attempt_id)
+        return await self._batched("update_attempt", _arguments(locals()), Attempt, mutation=True)
 
     # -- spans ----------------------------------------------------------------------------------
     async def add_many_spans(self, spans: Sequence[Span]) -> List[Span]:
@@ -443,7 +577,7 @@ class HttpLightningStore(LightningStore):
                 raise InvalidSpanError(f"expected an agentlightning Span, got {type(span).__name__}: {span!r:.200}")
         if not spans:
             return []
-        answer = await self._post(AddSpansResponse, "/spans", {"spans": spans}, mutation=True)
+        answer = await self._batched("add_many_spans", {"spans": spans}, AddSpansResponse, mutation=True)
         return [spans[i] for i in answer.inserted if 0 <= i < len(spans)]
 
     async def get_many_span_sequence_ids(self, rollout_attempt_ids: Sequence[Tuple[str, str]]) -> List[int]:
@@ -451,7 +585,7 @@ class HttpLightningStore(LightningStore):
         if not pairs:
             return []
         # Not idempotent, and safe to repeat: a retry after a lost answer only leaves a gap in the ids.
-        answer = await self._post(SequenceIdsResponse, "/spans/sequence-ids", {"pairs": pairs})
+        answer = await self._batched("get_many_span_sequence_ids", {"pairs": pairs}, SequenceIdsResponse)
         return list(answer.sequence_ids)
 
     async def query_spans(
@@ -473,7 +607,7 @@ class HttpLightningStore(LightningStore):
         sort_by: Optional[str] = "sequence_id",
         sort_order: SortOrder = "asc",
     ) -> PaginatedResult[Span]:
-        return await self._post(SpansPage, "/spans/search", _arguments(locals()))
+        return await self._batched("query_spans", _arguments(locals()), SpansPage)
 
     # -- resources ------------------------------------------------------------------------------
     async def add_resources(self, resources: NamedResources) -> ResourcesUpdate:

@@ -6,6 +6,7 @@ from typing import Any, Callable, Iterable, List, Optional, Sequence, TypeVar
 
 from agentlightning.errors import InvalidStatusError
 from agentlightning.types import PaginatedResult
+from agentlightning.types.tracer import construct_valid
 
 T = TypeVar("T")
 
@@ -74,5 +75,6 @@ def paginate(
     total = len(ordered)
     page = ordered[offset:] if limit == -1 else ordered[offset : offset + limit]
     # Built without validation: the items are the store's own, already valid (a hot path).
-    result: PaginatedResult[T] = PaginatedResult.model_construct(items=page, limit=limit, offset=offset, total=total)
+    fields = {"items": page, "limit": limit, "offset": offset, "total": total}
+    result: PaginatedResult[T] = construct_valid(PaginatedResult, fields)
     return result

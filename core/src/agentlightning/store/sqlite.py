@@ -31,6 +31,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -38,8 +39,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from agentlightning.errors import AgentLightningError, StoreClosedError
 from agentlightning.types import Attempt, PaginatedResult, ResourcesUpdate, Rollout, RolloutConfig, Span, Worker
 
-from .engine import MAX_ANSWERS, SpanInsertResult, SpanQuery, StoreEngine, _clone, _construct
-from .memory import select_spans
+from .engine import MAX_ANSWERS, SpanInsertResult, SpanQuery, StoreEngine, _construct
+from .memory import PackedSpan, pack_span, select_packed_spans
 
 __all__ = ["SqliteLightningStore", "StoreLockedError"]
 
@@ -177,8 +178,11 @@ def _row(kind: str, snapshot: Any) -> Tuple[Any, ...]:
     return tuple(snapshot)  # queue_push, sequence, request_id, span, answer: already parameter tuples
 
 
+_SPAN_COLUMN_VALUES = itemgetter(*_COLUMNS["span"])
+
+
 def _span_row(span: Span) -> Tuple[Any, ...]:
-    return (*(getattr(span, column) for column in _COLUMNS["span"]), span.model_dump_json())
+    return (*_SPAN_COLUMN_VALUES(span.__dict__), span.model_dump_json())
 
 
 class SqliteLightningStore(StoreEngine):
@@ -218,7 +222,7 @@ class SqliteLightningStore(StoreEngine):
         # Spans of recently active rollouts, complete per rollout, so reading them back (what an
         # algorithm does right after a rollout finishes) needs no SQL.
         self.span_cache_size = span_cache_size
-        self._span_cache: "OrderedDict[str, Dict[Tuple[str, str], Span]]" = OrderedDict()
+        self._span_cache: "OrderedDict[str, Dict[Tuple[str, str], PackedSpan]]" = OrderedDict()
         self._cached_spans = 0
         self._rollouts_in_db: Set[str] = set()  # rollouts whose spans are looked up in SQLite
         self._unsettled_rollouts: Dict[str, int] = {}  # rollouts with spans not committed yet
@@ -421,7 +425,7 @@ class SqliteLightningStore(StoreEngine):
                 )
             if not duplicate:
                 if cached is not None:
-                    cached[(span.attempt_id, span.span_id)] = _clone(span)
+                    cached[(span.attempt_id, span.span_id)] = pack_span(span)
                     self._cached_spans += 1
                 self._uncommitted_spans[key] = self._batch_generation
                 self._unsettled_rollouts[rollout_id] = self._batch_generation
@@ -563,7 +567,7 @@ class SqliteLightningStore(StoreEngine):
                 self._span_cache.move_to_end(query.rollout_id)
                 spans = list(cached.values())
         if cached is not None:
-            return select_spans(spans, query)
+            return select_packed_spans(spans, query)
         await self._flush()
         with self._lock:
             unsettled = query.rollout_id in self._unsettled_rollouts

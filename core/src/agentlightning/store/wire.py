@@ -18,9 +18,9 @@ the client raises the same typed exception locally.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, Type, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 from pydantic.config import JsonDict
 from typing_extensions import Annotated
 
@@ -330,6 +330,73 @@ class ErrorBody(BaseModel):
     error: str = Field(description="Type of the error, e.g. RolloutNotFoundError, InvalidTransitionError, TypeError.")
     message: str = Field(description="What is wrong, naming the offending value.")
     details: Optional[Dict[str, Any]] = None
+
+
+# -- batches ------------------------------------------------------------------------------------
+BATCH_PATH = "/batch"
+MAX_BATCH_CALLS = 1000
+"""At most this many calls in one ``POST /v1/agl/batch`` request."""
+IdempotencyKey = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class UpdateAttemptCall(UpdateAttemptRequest):
+    """``update_attempt`` with its ids in the body (a batch has no path per call)."""
+
+    rollout_id: Annotated[str, Field(min_length=1)]
+    attempt_id: Annotated[str, Field(min_length=1, description="An attempt id or 'latest'.")]
+
+
+def _call(op: str, args: Type[BaseModel], doc: str) -> Type[BaseModel]:
+    fields: Dict[str, Any] = {
+        "op": (Literal[op], Field(description=doc)),
+        "args": (args, ...),
+        "idempotency_key": (
+            Optional[IdempotencyKey],
+            Field(default=None, description="Like the Idempotency-Key header of the call's own route."),
+        ),
+    }
+    return create_model(f"Batch_{op}", __base__=_Request, **fields)
+
+
+# One entry per operation a batch may carry: (its args model, the answer's type, its success status).
+BATCH_OPERATIONS: Dict[str, Tuple[Type[BaseModel], Any, int]] = {
+    "enqueue_many_rollouts": (EnqueueRolloutsRequest, List[Rollout], 201),
+    "dequeue_many_rollouts": (DequeueRolloutsRequest, List[AttemptedRollout], 200),
+    "get_many_span_sequence_ids": (SequenceIdsRequest, SequenceIdsResponse, 200),
+    "add_many_spans": (AddSpansRequest, AddSpansResponse, 200),
+    "update_attempt": (UpdateAttemptCall, Attempt, 200),
+    "query_spans": (QuerySpansRequest, SpansPage, 200),
+}
+_BATCH_CALLS = tuple(
+    _call(op, args, f"The store's {op}; args as the body of its own route.")
+    for op, (args, _, _) in BATCH_OPERATIONS.items()
+)
+BatchCall = Annotated[Union[_BATCH_CALLS], Field(discriminator="op")]  # type: ignore[valid-type]
+
+
+class BatchRequest(_Request):
+    """Several store calls in one request, applied one after another (the client sends calls that
+    were concurrent, so their order does not matter). A body that is not valid as a whole is refused
+    as a whole (422); a call that fails gets its own error in its result."""
+
+    calls: List[BatchCall] = Field(min_length=1, max_length=MAX_BATCH_CALLS)
+
+
+class BatchResult(BaseModel):
+    status: int = Field(ge=200, le=599, description="The HTTP status the call's own route would have answered.")
+    body: Union[
+        ErrorBody,
+        SpansPage,
+        AddSpansResponse,
+        SequenceIdsResponse,
+        List[AttemptedRollout],
+        List[Rollout],
+        Attempt,
+    ] = Field(description="What the call's own route would have answered: its result, or an error body.")
+
+
+class BatchResponse(BaseModel):
+    results: List[BatchResult] = Field(description="One per call, in request order.")
 
 
 # Errors a client may rebuild from a response, by name. Order matters for error_status (subclasses first).

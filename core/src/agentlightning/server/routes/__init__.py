@@ -6,9 +6,9 @@
 
 from __future__ import annotations
 
-from . import otlp, resources, rollouts, service, spans, workers
+from . import batch, otlp, resources, rollouts, service, spans, workers
 
-API_ROUTERS = (service.router, rollouts.router, spans.router, resources.router, workers.router)
+API_ROUTERS = (service.router, rollouts.router, spans.router, resources.router, workers.router, batch.router)
 OTLP_ROUTER = otlp.router
 
 __all__ = ["API_ROUTERS", "OTLP_ROUTER"]

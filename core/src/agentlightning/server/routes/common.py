@@ -107,13 +107,29 @@ class Replays:
             return await compute()
         if len(key_text) > 200:
             raise ValueError(f"{IDEMPOTENCY_HEADER} must be at most 200 characters, got {len(key_text)}")
-        key = (request.method, request.url.path, key_text)
+
+        async def answer() -> Tuple[int, bytes]:
+            response = await compute()
+            return response.status_code, bytes(response.body)
+
+        status_code, body, replayed = await self._run((request.method, request.url.path, key_text), answer)
+        headers = {"Idempotent-Replayed": "true"} if replayed else None
+        return Response(content=body, status_code=status_code, media_type=JSON, headers=headers)
+
+    async def run_keyed(
+        self, key: Tuple[str, str, str], compute: Callable[[], Awaitable[Tuple[int, bytes]]]
+    ) -> Tuple[int, bytes]:
+        """Like :meth:`run` for one call of a batch: ``key`` names it, ``compute`` answers (status, body)."""
+        status_code, body, _ = await self._run(key, compute)
+        return status_code, body
+
+    async def _run(
+        self, key: Tuple[str, str, str], compute: Callable[[], Awaitable[Tuple[int, bytes]]]
+    ) -> Tuple[int, bytes, bool]:
         while True:
             hit = self._done.get(key)
             if hit is not None and hit[0] > time.monotonic():
-                return Response(
-                    content=hit[2], status_code=hit[1], media_type=JSON, headers={"Idempotent-Replayed": "true"}
-                )
+                return hit[1], hit[2], True
             running = self._running.get(key)
             if running is None:
                 break
@@ -123,10 +139,10 @@ class Replays:
         # The store remembers answers by key too, durably: a retry after a restart is not applied twice.
         token = IDEMPOTENCY_KEY.set(" ".join(key))
         try:
-            response = await compute()
-            if response.status_code < 400 and len(response.body) <= self.max_entry_bytes:
-                self._remember(key, response.status_code, bytes(response.body))
-            return response
+            status_code, body = await compute()
+            if status_code < 400 and len(body) <= self.max_entry_bytes:
+                self._remember(key, status_code, body)
+            return status_code, body, False
         finally:
             IDEMPOTENCY_KEY.reset(token)
             del self._running[key]
@@ -184,6 +200,17 @@ def body_error(problems: List[Any]) -> Response:
 # -- helpers ------------------------------------------------------------------------------------
 def span_key(span: Span) -> Tuple[str, str, str]:
     return (span.rollout_id, span.attempt_id, span.span_id)
+
+
+def inserted_indexes(spans: List[Span], added: List[Span]) -> List[int]:
+    """Positions in ``spans`` of the ones ``add_many_spans`` reported new (it returns them in order)."""
+    inserted: List[int] = []
+    position = 0
+    for index, span in enumerate(spans):
+        if position < len(added) and span_key(added[position]) == span_key(span):
+            inserted.append(index)
+            position += 1
+    return inserted
 
 
 async def wait_for_disconnect(request: Request) -> None:

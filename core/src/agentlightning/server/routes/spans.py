@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import List
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
@@ -28,9 +27,9 @@ from .common import (
     SpansQuery,
     StoreContext,
     body_error,
+    inserted_indexes,
     json_response,
     page_response,
-    span_key,
 )
 
 logger = logging.getLogger(__name__)
@@ -58,14 +57,7 @@ async def add_spans(ctx: Ctx, request: Request) -> Response:
         return body_error(exc.errors())
 
     async def compute() -> Response:
-        spans = body.spans
-        added = await ctx.store.add_many_spans(spans)
-        inserted: List[int] = []
-        position = 0
-        for index, span in enumerate(spans):  # the store returns the new spans in request order
-            if position < len(added) and span_key(added[position]) == span_key(span):
-                inserted.append(index)
-                position += 1
+        inserted = inserted_indexes(body.spans, await ctx.store.add_many_spans(body.spans))
         return json_response(AddSpansResponse.model_construct(inserted=inserted), AddSpansResponse)
 
     return await ctx.replays.run(request, compute)
