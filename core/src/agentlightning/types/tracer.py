@@ -63,7 +63,7 @@ def construct_valid(cls: Type[M], fields: Dict[str, Any]) -> M:
     facts = _class_facts.get(cls) or _class_facts.setdefault(
         cls, (cls.__new__, cls.model_config.get("extra") == "allow")
     )
-    model = facts[0](cls)
+    model: M = facts[0](cls)
     _set_slot(model, "__dict__", fields)
     _SET_FIELDS_SET(model, set(fields))
     _SET_EXTRA(model, {} if facts[1] else None)
