@@ -1,19 +1,8 @@
-"""Plugin hook specifications.
+"""Plugin hook specifications (every name starts with ``agl_``; ``docs/plugin-hooks.md`` documents each).
 
-Plugins are modules listed under the ``agentlightning`` entry point group (or registered by hand
-with :func:`agentlightning.plugins.get_plugin_manager().register`). They implement any of the
-hooks below with the :data:`agentlightning.hookimpl` marker. Every hook name starts with ``agl_``.
-
-Two kinds of hooks:
-
-* **Registration hooks** receive a ``register`` callback and call it once per thing they provide.
-  Every implementation is called (through pluggy, so wrappers and tracing see it); their return
-  value is ignored.
-* **Notification hooks** are called once per event (never per span or token). Their return
-  value is ignored and an exception in one implementation is logged, never propagated.
-
-``docs/plugin-hooks.md`` documents each hook with an example; a test fails when a hook here is
-missing from that page or from the hook tests.
+Registration hooks receive a ``register`` callback and call it once per thing they provide;
+notification hooks are called once per event, never per span or token. Return values are ignored,
+and an implementation's exception is logged and recorded, never propagated.
 """
 
 from __future__ import annotations

@@ -1,24 +1,11 @@
 """The framework adapter contract: instrumentors, and how runners turn them on.
 
-A framework adapter (``agentlightning_langchain``, ``agentlightning_openai_agents``, ...) ships one
-:class:`Instrumentor`. It hooks the framework's own callback system so that every agent, step, LLM
-call, tool call and error becomes an OpenTelemetry span, which the tracer attributes to the rollout
-being run. The contract:
-
-* ``instrument()`` / ``uninstrument()`` are idempotent and thread safe; ``uninstrument()`` restores
-  everything ``instrument()`` changed (patches made with :meth:`Instrumentor.patch` are restored for
-  you).
-* The framework is declared with :class:`FrameworkRequirement` and checked *before* it is imported,
-  so the adapter module imports, and is skipped cleanly, where the framework is missing.
-* The adapter registers its instrumentor through the ``agl_register_instrumentors`` hook. Runners
-  call :func:`auto_instrument` when they start: every registered instrumentor whose framework is
-  installed is instrumented, with no change to the agent's code. ``AGL_DISABLE_INSTRUMENTORS=name,...``
-  (or ``all``) opts out.
-* Users who do not go through a runner call the one-line explicit form the adapter documents (for
-  example ``agentlightning_langchain.instrument()``).
-
-See ``docs/adapters.md`` for writing an adapter and ``agentlightning_testing.conformance`` for the
-tests every adapter passes.
+A framework adapter ships one :class:`Instrumentor` that turns the framework's own callbacks into
+spans. ``instrument()``/``uninstrument()`` are idempotent and thread safe and restore what they
+changed; the framework (a :class:`FrameworkRequirement`) is checked before it is imported. Runners
+call :func:`auto_instrument` on start for every instrumentor registered through
+``agl_register_instrumentors`` (``AGL_DISABLE_INSTRUMENTORS=name,...|all`` opts out). The contract
+is described in ``docs/adapters.md``.
 """
 
 from __future__ import annotations
@@ -83,13 +70,8 @@ def _at_least(installed: str, minimum: str) -> bool:
 
 @dataclass(frozen=True)
 class FrameworkRequirement:
-    """A distribution an adapter needs, checked without importing it.
-
-    Args:
-        distribution: the distribution name on the package index (``"langchain-core"``).
-        minimum: the lowest supported version, or None for any.
-        module: the import name, when it is not the distribution name with ``-`` replaced by ``_``.
-    """
+    """A distribution an adapter needs (``minimum`` version; ``module`` when the import name differs),
+    checked without importing it."""
 
     distribution: str
     minimum: Optional[str] = None
@@ -131,12 +113,8 @@ class _Patch:
 
 
 class Instrumentor(ABC):
-    """Base class of framework instrumentors.
-
-    Subclasses set :attr:`name` and :attr:`requirements`, and implement :meth:`_instrument` (and
-    :meth:`_uninstrument` when they change anything not made with :meth:`patch`). The framework may
-    only be imported inside those methods, never at module import time.
-    """
+    """Base class of framework instrumentors: set :attr:`name` and :attr:`requirements`, implement
+    :meth:`_instrument` (importing the framework only there)."""
 
     name: ClassVar[str] = ""
     """The name registered through ``agl_register_instrumentors`` and used by ``AGL_DISABLE_INSTRUMENTORS``."""
@@ -160,10 +138,7 @@ class Instrumentor(ABC):
         return not self.missing_requirements()
 
     def instrument(self) -> None:
-        """Start capturing the framework. A second call does nothing.
-
-        Raises :class:`FrameworkNotAvailableError` when the framework is missing or too old.
-        """
+        """Start capturing the framework (idempotent); :class:`FrameworkNotAvailableError` when it is missing."""
         with self._lock:
             if self._instrumented:
                 return
@@ -198,10 +173,7 @@ class Instrumentor(ABC):
         """Undo what :meth:`_instrument` did besides :meth:`patch` calls."""
 
     def patch(self, owner: Any, attribute: str, replacement: Any) -> Any:
-        """Replace ``owner.attribute`` until :meth:`uninstrument`; returns the original value.
-
-        For frameworks without a callback registry (patching ``Agent.__init__``, for instance).
-        """
+        """Replace ``owner.attribute`` until :meth:`uninstrument`; returns the original value."""
         original = getattr(owner, attribute)
         owned = attribute in getattr(owner, "__dict__", {})
         raw = owner.__dict__[attribute] if owned else original  # keep staticmethod/classmethod wrappers
@@ -292,13 +264,10 @@ class AutoInstrumentation:
 
 
 def auto_instrument(instrumentors: Optional[Mapping[str, Any]] = None) -> AutoInstrumentation:
-    """Instrument every registered instrumentor whose framework is installed (what runners call on start).
+    """Instrument every registered instrumentor whose framework is installed (runners call it on start).
 
-    ``instrumentors`` defaults to ``agentlightning.plugins.registered("instrumentors")``. Names in
-    ``AGL_DISABLE_INSTRUMENTORS`` are skipped; so is an instrumentor whose framework is missing (one
-    log line at INFO level) or whose ``instrument()`` raises (a warning): the runner traces without it.
-    Instrumentors are reference counted across runners of one process; release the result when
-    the runner stops.
+    Disabled, missing or failing ones are logged and skipped. Reference counted across the runners of
+    a process: release the result when the runner stops.
     """
     if instrumentors is None:
         from agentlightning.plugins import registered

@@ -1,20 +1,10 @@
 """Plugin loading, registries and notifications.
 
-One :class:`pluggy.PluginManager` per process (:func:`get_plugin_manager`). It always holds the
-built-in plugin (:mod:`agentlightning.builtin_plugins`) and, unless ``AGL_DISABLE_PLUGIN_AUTOLOAD``
-is set, every module listed under the ``agentlightning`` entry point group. Each entry point is
-loaded on its own: one that fails to import or to register is logged, recorded (see
-:func:`list_plugins` and ``agl plugins``) and skipped; the process carries on.
-
-Every hook is called through pluggy (``pm.hook.<name>(...)``), so ``wrapper=True`` and
-``hookwrapper=True`` implementations and pluggy's tracing see every call. Failures stay isolated per
-plugin: when a plugin is registered, each of its plain implementations is wrapped so that an
-exception is logged, recorded against that plugin and turned into "no result", never reaching the
-other implementations or the caller.
-
-Registration hooks are read through :func:`registered`; :func:`resolve` is the one resolver for every
-component kind (algorithms also come from the ``agentlightning.algorithms`` entry point group,
-importing only the entry point asked for); notification hooks are fired with :func:`notify`.
+One pluggy manager per process holds the built-in plugin and (unless ``AGL_DISABLE_PLUGIN_AUTOLOAD``)
+every ``agentlightning`` entry point, each loaded on its own: a failing one is recorded (``agl
+plugins``) and skipped. Hooks are called through pluggy (wrappers and tracing work); each plain
+implementation is wrapped so its exception is recorded against its plugin and becomes "no result".
+:func:`registered` reads registration hooks, :func:`resolve` resolves every component kind, :func:`notify` fires notifications.
 """
 
 from __future__ import annotations
@@ -91,7 +81,7 @@ REGISTRY_KINDS: tuple[str, ...] = get_args(RegistryKind)
 
 
 def _singular(kind: str) -> str:
-    """``"execution_strategies"`` -> ``"execution strategy"``: what one component of the kind is called in messages."""
+    """``"execution_strategies"`` -> ``"execution strategy"``."""
     name = kind.replace("_", " ")
     return name[:-3] + "y" if name.endswith("ies") else name.removesuffix("s")
 
@@ -100,11 +90,7 @@ def _singular(kind: str) -> str:
 
 
 class UnknownComponentError(AgentLightningError, LookupError):
-    """A component name (algorithm, tracer, serving backend, ...) that no installed plugin provides.
-
-    ``hint`` says where the name may come from: the distribution whose entry point knows it (and why
-    it did not load), or how to find what is installed.
-    """
+    """A component name that no installed plugin provides; ``hint`` says where it may come from."""
 
     def __init__(self, kind: str, name: str, known: list[str], hint: str | None = None) -> None:
         self.kind = kind
@@ -116,11 +102,7 @@ class UnknownComponentError(AgentLightningError, LookupError):
 
 
 class PluginLoadError(AgentLightningError, ImportError):
-    """An entry point (or lazily imported object) that could not be imported.
-
-    ``entry_point`` is a readable ``"name = module:attr"`` description and ``original`` the exception
-    the import raised (also chained as ``__cause__``).
-    """
+    """An entry point (or lazily imported object) that could not be imported; ``original`` is the cause."""
 
     def __init__(self, entry_point: str, original: BaseException) -> None:
         self.entry_point = entry_point
@@ -201,13 +183,8 @@ _current_plugin: contextvars.ContextVar[str | None] = contextvars.ContextVar("ag
 
 
 class LazyObject:
-    """A ``"package.module:attr.path"`` reference imported on first use.
-
-    Built-in registrations use it so that registering a component never imports it. Calling a
-    :class:`LazyObject` imports the target and calls it with the same arguments, so it can stand in
-    for a class or a factory. :meth:`load` returns the target itself; :func:`resolve` unwraps lazy
-    objects for you.
-    """
+    """A ``"package.module:attr.path"`` reference imported on first use (registering never imports);
+    calling it calls the target, so it stands in for a class or a factory."""
 
     __slots__ = ("_has_loaded", "_loaded", "target")
 
@@ -382,11 +359,7 @@ def _build_manager() -> pluggy.PluginManager:
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
-    """Return the process-wide plugin manager, creating and loading it on the first call.
-
-    Thread safe. A plugin whose import calls :func:`get_plugin_manager` gets the manager being
-    built instead of a second one.
-    """
+    """The process-wide plugin manager, built on first call (thread safe; re-entrant from plugin imports)."""
     global _manager
     manager = _manager
     if manager is not None:
@@ -412,11 +385,7 @@ def reset_plugin_manager() -> None:
 
 
 def list_plugins() -> list[PluginInfo]:
-    """Every plugin the manager holds, then every entry point that failed to load.
-
-    A loaded plugin whose registration hook raised carries that error in :attr:`PluginInfo.error`
-    (registration hooks run when :func:`registered` is first asked for their kind).
-    """
+    """Every plugin the manager holds (with any registration hook error), then the entry points that failed."""
     pm = get_plugin_manager()
     infos: list[PluginInfo] = []
     with _lock:
@@ -495,25 +464,18 @@ def _registrations(kind: str) -> Iterator[tuple[str, Any, str]]:
 
 
 def registered(kind: RegistryKind | str) -> dict[str, Any]:
-    """Call the registration hook of ``kind`` and return ``name -> registered object``.
+    """Call the registration hook of ``kind``: ``name -> registered object`` (lazy objects not imported).
 
-    Implementations are called through pluggy, highest priority first: plugins in reverse load order
-    (``@hookimpl(tryfirst=True)`` before the rest, ``trylast=True`` after), the built-in plugin last.
-    When two register the same name the higher priority one wins, so plugins override built-ins. An
-    implementation that raises is logged and recorded (see :func:`list_plugins`), and none of its
-    registrations are kept. Objects are returned as registered; :class:`LazyObject` values are not
-    imported.
+    Highest priority first (plugins in reverse load order, the built-in plugin last), so plugins
+    override built-ins; an implementation that raises is recorded and none of its registrations kept.
     """
     return {name: obj for name, obj, _ in _registrations(kind)}
 
 
 def notify(hook_name: str, **kwargs: Any) -> None:
-    """Call the notification hook ``hook_name`` with ``kwargs`` through pluggy.
+    """Call the notification hook ``hook_name``; an implementation's exception is logged, never raised.
 
-    Each implementation is isolated (highest priority first): an exception in one is logged as a
-    warning, and neither stops the others nor reaches the caller. Passing arguments that do not
-    match the hook specification is a programming error and raises ``TypeError``; an unknown hook
-    name raises ``ValueError``.
+    Arguments that do not match the specification raise ``TypeError``; an unknown hook ``ValueError``.
     """
     caller = _hook_caller(get_plugin_manager(), hook_name)
     expected = set(caller.spec.argnames)
@@ -582,16 +544,10 @@ def _not_installed_hint(kind: str, name: str) -> str:
 def resolve(kind: RegistryKind | str, name: str) -> Any:
     """The component registered as ``name`` for ``kind`` (a :class:`LazyObject` is imported).
 
-    This is the one resolver for every kind. Algorithms are looked up in the
-    ``agentlightning.algorithms`` entry point group first, importing only the entry point named
-    ``name`` (so other algorithms' torch/verl never load, and even with
-    ``AGL_DISABLE_PLUGIN_AUTOLOAD`` set: naming an algorithm is an explicit request), then through
-    ``agl_register_algorithms``, and must be classes.
-
-    Raises :class:`UnknownComponentError` (a ``LookupError``) listing the known names and saying
-    which distribution may provide the name, :class:`PluginLoadError` (an ``ImportError``) naming
-    the entry point, its distribution and the original exception when it cannot be imported, and
-    :class:`~agentlightning.errors.ComponentResolutionError` for an algorithm that is not a class.
+    Algorithms come first from the ``agentlightning.algorithms`` entry point named ``name`` (only that
+    one is imported, also with autoload off), then from ``agl_register_algorithms``; they must be
+    classes (else :class:`ComponentResolutionError`). Raises :class:`UnknownComponentError` with the
+    known names and a hint, :class:`PluginLoadError` when the import fails.
     """
     found = _load_algorithm_entry_point(name) if kind == "algorithms" else None
     if found is None:

@@ -1,15 +1,6 @@
-"""The ``agl`` command line.
-
-Commands come from plugins through ``agl_register_commands``: each registers
-``add_parser(subparsers)``, which adds an ``argparse`` sub-parser and sets ``handler``
-(``(argparse.Namespace) -> int``) as its default. The core's own (``export``, ``plugins``, ``proxy``, ``store``)
-are registered by the built-in plugin the same way; ``agl quickstart``, ``agl serve-model`` and ``agl dashboard``
-come from the plugins that own them. A command whose ``add_parser`` raises is left out with a warning.
-
-A handler signals an expected failure (bad input, unknown URI, missing file) by raising
-:class:`CLIError`: ``main`` prints it as one line on stderr and returns its exit code, without a
-traceback unless ``--debug`` is given.
-"""
+"""The ``agl`` command line: every command (the core's own too) is registered through
+``agl_register_commands``. A handler raises :class:`CLIError` for an expected failure, printed as
+one line (a traceback only with ``--debug``)."""
 
 from __future__ import annotations
 

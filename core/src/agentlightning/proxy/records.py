@@ -1,17 +1,5 @@
-"""What the proxy learns from one LLM call, and the span it becomes.
-
-Engines that can report token ids (vLLM with ``return_token_ids``, ``agl serve-model``) put
-``prompt_token_ids`` at the top of the response (vLLM's completions API puts it on each choice) and
-``token_ids`` on each choice; streamed responses spread the same fields over their chunks.
-:class:`StreamAccumulator` folds chunks back into the shape of a non-streamed response, so the
-rest of the proxy sees one shape.
-
-The Responses API (``/v1/responses``) answers with a ``Response`` object (``output`` items instead of
-``choices``); vLLM reports its token ids with ``"enable_response_messages": true`` as
-``input_messages`` / ``output_messages`` entries holding ``tokens``. Its streams are typed events whose
-last one (``response.completed``) holds the whole response, which :class:`ResponsesStreamAccumulator`
-keeps.
-"""
+"""What the proxy learns from one LLM call (also streamed, also the Responses API), and the span it
+becomes (design notes: ``docs/internals.md``)."""
 
 from __future__ import annotations
 

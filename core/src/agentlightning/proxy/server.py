@@ -1,13 +1,5 @@
-"""The LLM proxy: an OpenAI-compatible front that records every call as a span with exact token ids.
-
-Agents point their OpenAI client at ``/rollout/{rollout_id}/attempt/{attempt_id}/v1`` (see
-:meth:`LLMProxy.base_url_for`, or publish :meth:`LLMProxy.as_resource`). Chat completions, text
-completions and the Responses API (``/responses``) are relayed and recorded. Each call is forwarded to
-a backend chosen by model name; streamed responses are passed through chunk by chunk as they
-arrive. The span's sequence id is reserved before the call is forwarded and the span is stored
-before the response completes, so anything the agent records after seeing the answer (a reward)
-sorts after the call.
-"""
+"""The LLM proxy: an OpenAI-compatible front that records every call as a span with exact token ids
+(design notes: ``docs/internals.md``)."""
 
 from __future__ import annotations
 

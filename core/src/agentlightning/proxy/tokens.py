@@ -1,10 +1,5 @@
-"""Token ids for backends that cannot return them, and drift between re-tokenized and engine ids.
-
-Re-tokenizing text is a fallback: chat templates differ between frameworks, generated text can
-tokenize differently than it was sampled (``H+AVING`` vs ``HAV+ING``), and tool calls are
-re-rendered. When a backend reports its ids *and* has a tokenizer configured, the proxy computes
-both and records where they differ, so a user can see whether the fallback would be safe.
-"""
+"""Token ids for backends that cannot return them, and drift between re-tokenized and engine ids
+(design notes: ``docs/internals.md``)."""
 
 from __future__ import annotations
 

@@ -1,17 +1,8 @@
 """The store server: a LightningStore behind a versioned REST API and OTLP/HTTP trace ingest.
 
-Needs the ``server`` extra (``pip install "agentlightning[server]"``: FastAPI, uvicorn,
-opentelemetry-proto). This package imports without them; building the app or starting a server
-raises :class:`ServerDependencyError` with that install hint when they are missing.
-
-* :func:`create_app` builds the ASGI app for a store (``/v1/agl/...``, ``/v1/traces``,
-  ``/openapi.json``, ``/docs``); any ASGI server can run it.
-* Plugins add routes (``agl_register_server_routes``, a :class:`ServerRoutes` each): the
-  ``agentlightning-dashboard`` plugin adds the dashboard at ``/``.
-* :class:`StoreServer` runs it with uvicorn: in the foreground (``agl store serve``) or in a
-  background thread (tests, notebooks, a trainer that hosts its store).
-
-Clients use the ``http://host:port`` store backend (:class:`agentlightning.store.client.HttpLightningStore`).
+Needs the ``server`` extra (FastAPI, uvicorn, opentelemetry-proto); without it, building the app
+raises :class:`ServerDependencyError` with the install hint. :func:`create_app` builds the ASGI app,
+:class:`StoreServer` runs it with uvicorn; plugins add routes (``agl_register_server_routes``).
 """
 
 from __future__ import annotations

@@ -1,11 +1,5 @@
-"""The store server's ASGI app (FastAPI): every LightningStore operation under ``/v1/agl``, OTLP at ``/v1/traces``,
-and the routes plugins register (``agl_register_server_routes``: the dashboard at ``/``).
-
-Errors are JSON bodies (:class:`agentlightning.store.wire.ErrorBody`) with a 4xx status for
-anything caused by the request: unknown ids 404, forbidden status changes 409, bad values 400,
-wrong types and schema violations 422, bodies over the limit 413, missing or wrong token 401.
-A 5xx means a bug or an unavailable store; the server keeps serving either way.
-"""
+"""The store server's ASGI app (FastAPI): the store's operations under ``/v1/agl``, OTLP at
+``/v1/traces``, plugin routes; errors are JSON bodies with a 4xx for anything the request caused."""
 
 from __future__ import annotations
 

@@ -1,13 +1,5 @@
-"""OTLP/HTTP trace ingest: ``ExportTraceServiceRequest`` (protobuf or JSON) -> store spans.
-
-A span belongs to the rollout and attempt named by its attributes ``agentlightning.rollout_id`` and
-``agentlightning.attempt_id`` (span attributes win over resource attributes). An optional
-``agentlightning.span_sequence_id`` orders it in the rollout; spans without one get sequence ids
-from the store, in the order they arrive.
-
-OTLP/JSON differs from protobuf's canonical JSON mapping: trace and span ids are hex strings and
-64-bit integers may be strings; both camelCase and snake_case keys are accepted here.
-"""
+"""OTLP/HTTP trace ingest: ``ExportTraceServiceRequest`` (protobuf or JSON) -> store spans, attributed
+by their ``agentlightning.rollout_id``/``attempt_id`` attributes (design notes: ``docs/internals.md``)."""
 
 from __future__ import annotations
 

@@ -1,28 +1,4 @@
-"""The LightningStore protocol: the one place rollouts, attempts, spans, resources and workers live.
-
-Every method is ``async``. Backends (``memory://``, ``sqlite:///path``, plugins) implement
-:class:`LightningStore`; they are chosen by URI through :func:`agentlightning.store.open_store`.
-
-Status machine (shared by every backend):
-
-* ``enqueue_rollout`` -> rollout ``queuing``; ``dequeue_rollout``/``start_attempt`` -> ``preparing``
-  with a new attempt ``preparing``; ``start_rollout`` -> ``preparing`` directly.
-* The first span or heartbeat of an attempt moves it (and, if it is the latest attempt, the rollout)
-  to ``running``; spans and heartbeats also revive an ``unresponsive`` attempt.
-* A finished latest attempt decides the rollout: ``succeeded`` -> ``succeeded``; ``failed``,
-  ``timeout`` or ``unresponsive`` -> ``requeuing`` if the status is in ``config.retry_condition``
-  and attempts remain (``sequence_id < max_attempts``), else ``failed``.
-* Terminal rollout statuses (``succeeded``, ``failed``, ``cancelled``) stay terminal: attempt
-  updates no longer change them. Only an explicit retry (``start_attempt`` or
-  ``update_rollout(status="queuing"|"requeuing")``) reopens a rollout.
-* Attempt statuses ``succeeded``, ``failed`` and ``timeout`` are final for that attempt. Spans for
-  an attempt its runner ended (``succeeded``, ``failed``) are refused (``InvalidTransitionError``);
-  a ``timeout`` attempt still stores late spans, without being revived.
-* The watchdog marks the latest attempt ``timeout`` after ``timeout_seconds`` from its start and
-  ``unresponsive`` after ``unresponsive_seconds`` without a heartbeat.
-
-Span sequence ids are issued per rollout (shared by its attempts) and only ever increase.
-"""
+"""The LightningStore protocol and its status machine, shared by every backend (design notes: ``docs/internals.md``)."""
 
 from __future__ import annotations
 

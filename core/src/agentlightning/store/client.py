@@ -1,22 +1,7 @@
 """``http://host:port``: a LightningStore whose data lives in a store server (``agl store serve``).
 
->>> store = open_store("http://127.0.0.1:4747")   # token from AGL_STORE_TOKEN, if the server needs one
-
-Behaves like the store behind the server: same results, same typed errors (``RolloutNotFoundError``
-with the id in its message, ``InvalidTransitionError``, ``TypeError``, ...), raised locally from
-the server's 4xx answers.
-
-* Keep-alive connections are pooled, one pool per event loop, so one client object can be used
-  from any thread and any loop (a tracer's exporter thread, ``asyncio.run`` in a worker thread, ...).
-* ``add_many_spans`` is one request per batch.
-* ``wait_for_rollouts`` with any timeout (or none) needs no polling by the caller: the server holds
-  each request up to its own limit and the client asks again until the rollouts finish or the
-  timeout passes.
-* Retries: connection failures, 5xx and timeouts are retried with backoff (``retry_delays``).
-  Reads are naturally idempotent; every mutation carries an ``Idempotency-Key`` header, so the
-  server answers a retry with the first response instead of applying it twice, and an enqueue also
-  carries a ``client_request_id`` that the store itself remembers (durably, in SQLite), so a retried
-  enqueue never duplicates a rollout. 4xx answers are never retried.
+Same results and typed errors as the store behind the server; pooled connections per event loop,
+coalesced batch requests, long-poll waits, and retries only of what is idempotent (design notes: ``docs/internals.md``).
 """
 
 from __future__ import annotations

@@ -1,14 +1,5 @@
-"""The status machine every built-in backend shares.
-
-:class:`StoreEngine` keeps rollouts, attempts, the queue, resources and workers in process memory
-behind one ``threading.Lock`` that is never held across an ``await``; so a store can be called
-from any thread and any event loop. Backends plug in two things:
-
-* persistence: each mutation records write operations with :meth:`StoreEngine._record` while the
-  lock is held (so they are ordered like the in-memory changes) and the public method awaits
-  :meth:`StoreEngine._flush` before returning, so an acknowledged write is durable;
-* span storage: :meth:`_insert_spans`, :meth:`_select_spans`, :meth:`_count_spans`.
-"""
+"""The status machine every built-in backend shares, in memory behind one lock; backends add
+persistence (``_record``/``_flush``) and span storage (design notes: ``docs/internals.md``)."""
 
 from __future__ import annotations
 

@@ -1,22 +1,5 @@
-"""``sqlite:///path.db``: the embedded default store. Durable, WAL, group commit.
-
-Rollouts, attempts, the queue, resources and workers are mirrored in memory (the status machine
-runs there, so it is fast); spans live in SQLite, with the spans of recently active rollouts also
-cached in memory (``span_cache_size``) so that reading them back right after a rollout needs no SQL.
-
-Durability: before a write call returns, its changes are appended to a journal file next to the
-database (``<db>-agl-journal``) with one ``write(2)``; the kernel holds them from then on, so an
-acknowledged write survives the process being killed. Batches of journaled writes then go into
-SQLite in one transaction each (group commit, WAL, ``synchronous=NORMAL``; each row written once
-with its latest state), after which their journal is deleted. Opening a store replays whatever
-journal a killed process left behind.
-
-One process writes a database at a time (enforced with a lock file); any number of processes can
-read it concurrently, e.g. ``agl store stats sqlite:///run/store.db`` during a run, which opens it
-read-only (``?mode=ro``). Such readers see the database as of the last batch: about
-``commit_interval`` seconds behind the writer, at most a second if the writer went idle.
-``await store.sync()`` commits everything acknowledged so far.
-"""
+"""``sqlite:///path.db``: the embedded default store. Durable (a journal written before a call
+returns), WAL, group commit; one writer process, any number of read-only readers (design notes: ``docs/internals.md``)."""
 
 from __future__ import annotations
 
@@ -186,7 +169,7 @@ def _span_row(span: Span) -> Tuple[Any, ...]:
 
 
 class SqliteLightningStore(StoreEngine):
-    """A durable store in one SQLite file (WAL). See the module docstring for the guarantees."""
+    """A durable store in one SQLite file (WAL); its guarantees are in ``docs/internals.md``."""
 
     backend_name = "sqlite"
 

@@ -1,20 +1,5 @@
-"""The store's REST API on the wire: paths, request bodies and error bodies.
-
-Shared by the store server (:mod:`agentlightning.server`) and the HTTP client
-(:mod:`agentlightning.store.client`); it needs pydantic only.
-
-Request bodies are validated strictly (JSON strings are not numbers, numbers are not strings) and
-reject unknown fields, so a typo in a field name is an error instead of a silently ignored value.
-Fields whose allowed values the store checks itself (statuses, modes, sort fields) are plain
-strings here, so the store's own typed error (naming the bad value) reaches the caller; the OpenAPI
-document still lists their allowed values (:func:`documented_as`), so it says exactly what the server
-accepts.
-
-Errors are JSON objects ``{"error": <type>, "message": <text>, "details": {...}}``. ``error`` is
-the name of the exception the store raised (``RolloutNotFoundError``, ``InvalidTransitionError``,
-``TypeError``, ...) or an HTTP-level name (``Unauthorized``, ``PayloadTooLarge``, ``RouteNotFound``);
-the client raises the same typed exception locally.
-"""
+"""The store's REST API on the wire: paths, strict request bodies and JSON error bodies, shared by
+the store server and the HTTP client (design notes: ``docs/internals.md``)."""
 
 from __future__ import annotations
 

@@ -1,19 +1,5 @@
-"""OpenTelemetry-based tracer that streams spans to a LightningStore.
-
-* ``trace_context`` opens a *trace scope* (rollout, attempt, store, buffer) in a context variable, so
-  concurrent rollouts in one process (asyncio tasks, threads with a copied context) never mix.
-* :class:`LightningSpanProcessor`, attached once to the SDK ``TracerProvider``, attributes any span
-  created through the OpenTelemetry API (instrumented libraries too) to the current scope in
-  ``on_start`` and buffers it in ``on_end``.
-* Buffers are converted and written in batches (sequence ids in span start order) by a daemon thread
-  when big or old enough, and what remains when ``trace_context`` exits, before the ``async with``
-  returns. Failed writes are logged, retried once at exit and kept for ``get_last_trace``.
-
-Adapters create their many spans with :func:`span_tracer`: inside a trace context its
-:class:`ScopedSpan`s skip the SDK's span machinery (attribute limits and locks, the processor chain, the
-``ReadableSpan`` copy) and are turned into stored spans in one step when written. Outside a trace
-context, or with other processors (exporters) on the global provider, it hands out SDK spans.
-"""
+"""OpenTelemetry-based tracer that streams spans to a LightningStore in batches, per trace scope
+(design notes: ``docs/internals.md``)."""
 
 from __future__ import annotations
 
@@ -697,7 +683,7 @@ class _ScopedTracer(trace_api.Tracer):
 
 
 def span_tracer(name: str) -> trace_api.Tracer:
-    """The tracer framework adapters create their spans with (``name``: the adapter's); see the module docstring."""
+    """The tracer framework adapters create their spans with (``name``: the adapter's); see ``docs/internals.md``."""
     return _ScopedTracer(name)
 
 
@@ -843,7 +829,7 @@ class OtelSpanRecordingContext(InMemorySpanRecordingContext):
 
 
 class OtelTracer(Tracer):
-    """Tracer built on the OpenTelemetry SDK; see the module docstring for how spans flow.
+    """Tracer built on the OpenTelemetry SDK; how spans flow is in ``docs/internals.md``.
 
     Args:
         batch_size: a background write starts when an attempt has this many ended spans buffered.

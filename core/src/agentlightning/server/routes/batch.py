@@ -1,15 +1,5 @@
-"""``POST /v1/agl/batch``: several store calls in one request.
-
-The HTTP client coalesces the calls its tasks make at the same moment (the runners of one process
-dequeuing, sending spans, finishing attempts) into one request, so a busy runner process costs the
-server one request per round instead of one per call. Each call gets the answer its own route
-would give (status and body); a call that fails does not fail the others. Calls with an
-idempotency key are remembered like requests with an ``Idempotency-Key`` header.
-
-The store server answers this route without FastAPI's per-request machinery (see
-``StoreApp``); the FastAPI route below answers the same and puts the body's schema in the
-OpenAPI document.
-"""
+"""``POST /v1/agl/batch``: several store calls in one request, each answered as its own route
+would answer it (design notes: ``docs/internals.md``)."""
 
 from __future__ import annotations
 
