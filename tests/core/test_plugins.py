@@ -360,7 +360,7 @@ def test_builtin_registrations_are_lazy() -> None:
     # `baseline` is registered once: as the core's `agentlightning.algorithms` entry point, not by a hook.
     assert result.stdout.splitlines() == [
         "['http', 'https', 'memory', 'sqlite'] ['dummy', 'otel'] ['console'] [] []",
-        "['messages', 'proxy-triplets', 'token-sequences', 'triplets'] ['export', 'plugins', 'proxy', 'store'] []",
+        "['messages', 'proxy-triplets', 'token-sequences', 'triplets'] ['plugins', 'proxy', 'store'] []",
     ]
 
 
@@ -532,7 +532,7 @@ def test_hook_agl_register_commands(capsys: pytest.CaptureFixture[str]) -> None:
     from agentlightning.cli import main
 
     commands = registered("commands")
-    assert {"export", "plugins", "proxy", "store", "sample-hello"} <= set(commands)
+    assert {"plugins", "proxy", "store", "sample-hello"} <= set(commands)
     assert main(["sample-hello", "--name", "hooks"]) == 0
     assert capsys.readouterr().out == "hello hooks from agl-sample-plugin\n"
 

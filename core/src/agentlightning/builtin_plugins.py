@@ -1,10 +1,6 @@
-"""The plugin shipped with agentlightning: registers the built-in components.
-
-Every registration is a :class:`~agentlightning.plugins.LazyObject`, so importing this module (which
-:func:`agentlightning.plugins.get_plugin_manager` always does) imports none of the components; each
-is imported the first time it is used. The ``baseline`` algorithm is not registered here: it is the
-core's own ``agentlightning.algorithms`` entry point, like every other algorithm.
-"""
+"""The plugin shipped with agentlightning: registers the built-in components, each as a
+:class:`~agentlightning.plugins.LazyObject` so that loading the plugin imports none of them.
+(``baseline`` is the core's own ``agentlightning.algorithms`` entry point.)"""
 
 from __future__ import annotations
 
@@ -55,7 +51,6 @@ def agl_register_adapters(register: Callable[[str, Callable[..., Any]], None]) -
 
 @hookimpl
 def agl_register_commands(register: Callable[[str, AddCommand], None]) -> None:
-    register("export", LazyObject("agentlightning.cli.export:add_parser"))
     register("plugins", LazyObject("agentlightning.cli.plugins:add_parser"))
     register("proxy", LazyObject("agentlightning.cli.proxy:add_parser"))
     register("store", LazyObject("agentlightning.cli.store:add_parser"))

@@ -517,6 +517,7 @@ def _load_algorithm_entry_point(name: str) -> tuple[Any, str] | None:
 _PROVIDED_BY_PROJECT_PLUGINS: dict[tuple[str, str], str] = {
     ("execution_strategies", "ray"): "agentlightning-ray",
     ("commands", "dashboard"): "agentlightning-dashboard",
+    ("commands", "export"): "agentlightning-apo",
     ("server_routes", "dashboard"): "agentlightning-dashboard",
 }
 

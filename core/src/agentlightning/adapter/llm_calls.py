@@ -1,13 +1,9 @@
 """Finding the LLM calls of a rollout in its spans, with their token ids, agent and reward.
 
-An LLM call may be recorded twice: by the LLM proxy (exact token ids) and by a framework adapter
-(structure: which agent, which graph node). Both carry the provider's response id
-(``gen_ai.response.id``); the proxy's span is the call, and the framework's span lends it the agent
-name. Agent names are looked up, in order, on the call span itself, on its ancestors, then on the
-framework span with the same response id and its ancestors.
-
-Order is the store's ``sequence_id``, never timestamps: the proxy reserves a call's sequence id
-before forwarding it, so a reward emitted after the agent saw the answer sorts after the call.
+A call recorded by both the proxy (exact token ids) and a framework adapter (which agent) is joined
+by the provider's response id (``gen_ai.response.id``): the proxy's span is the call, the adapter's
+lends it the agent name. Order is the store's ``sequence_id``, never timestamps (the proxy reserves
+a call's id before forwarding it, so a reward emitted after the answer sorts after the call).
 """
 
 from __future__ import annotations

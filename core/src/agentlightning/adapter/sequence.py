@@ -10,14 +10,8 @@ __all__ = ["TokenSequence"]
 
 
 class TokenSequence(BaseModel):
-    """Exact token ids of (part of) a trajectory, ready for a policy-gradient update.
-
-    ``token_ids`` is the prompt of the first call followed by everything after it: each model
-    response and each piece of context added between calls (tool results, new user turns).
-    ``loss_mask[i]`` is 1 when token ``i`` was sampled by the model, else 0. ``logprobs[i]`` is the
-    log-probability the serving engine reported for a sampled token (``None`` when unknown or
-    masked). ``prompt_length`` is the length of the first prompt; every masked-in token lies after it.
-    """
+    """Exact token ids of (part of) a trajectory for a policy-gradient update: ``loss_mask[i]`` is 1 for
+    tokens the model sampled (with their ``logprobs``), 0 for prompts and context added between calls."""
 
     rollout_id: str
     attempt_id: Optional[str] = None

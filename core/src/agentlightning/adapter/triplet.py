@@ -25,11 +25,9 @@ logger = logging.getLogger(__name__)
 class TracerTraceToTriplet(TraceToTripletBase):
     """One :class:`Triplet` per LLM call: prompt and response token ids, logprobs and a reward.
 
-    Rewards follow ``reward_match`` (see :class:`RewardMatchPolicy`): by default each reward span goes to
-    the latest LLM call before it (by sequence id) that has no reward yet; with ``final_reward`` the
-    rollout's last reward is given to the last triplet too. ``agent_match`` (a regex) keeps only
-    calls made by matching agents; ``llm_call_match`` (a regex on span names) overrides which spans
-    count as calls. Calls without token ids are skipped unless ``require_token_ids=False``.
+    Rewards follow ``reward_match`` (:class:`RewardMatchPolicy`); ``agent_match`` keeps calls of matching
+    agents, ``llm_call_match`` overrides which spans are calls; calls without token ids are skipped
+    unless ``require_token_ids=False``.
     """
 
     def __init__(
@@ -108,12 +106,9 @@ class PrefixBreak:
 class TraceToTokenSequences(TraceAdapter[List[TokenSequence]]):
     """Merges a rollout's LLM calls into as few token sequences as the prompts allow.
 
-    Calls are taken in sequence order. When a call's prompt starts with everything so far (previous
-    prompt + response), the new tokens (tool results, a new user turn, template tokens) are
-    appended with ``loss_mask`` 0 and the call's response with ``loss_mask`` 1; otherwise the
-    sequence is closed and a new one starts, and the break is logged and kept in :attr:`breaks`.
-    Each sequence gets the rollout's final reward (the last reward span), the usual outcome reward
-    for GRPO; per-call rewards are on :class:`TracerTraceToTriplet`.
+    When a call's prompt extends everything so far, the new context tokens are appended with
+    ``loss_mask`` 0 and its response with 1; otherwise a new sequence starts (logged, kept in
+    :attr:`breaks`). Each sequence gets the rollout's final reward (GRPO's outcome reward).
     """
 
     def __init__(self, *, agent_match: Optional[str] = None, llm_call_match: Optional[str] = None) -> None:

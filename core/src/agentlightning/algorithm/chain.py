@@ -13,13 +13,9 @@ __all__ = ["Chain"]
 
 
 class Chain(Algorithm):
-    """Run ``stages`` in order, each with the Trainer's store, runners, adapter and LLM proxy.
-
-    The first stage gets the Trainer's initial resources. Each later stage starts from what the stage
-    before it left: its initial resources are the Trainer's, overlaid with the latest resources
-    version in the store (APO publishes its best prompts as one), so ``Chain(APO(...), GRPO(...))``
-    trains the weights with the optimized prompt.
-    """
+    """Run ``stages`` in order with the Trainer's store, runners, adapter and LLM proxy; each later stage
+    starts from the latest resources in the store, so ``Chain(APO(...), GRPO(...))`` trains the weights
+    with the optimized prompt."""
 
     def __init__(self, *stages: Algorithm) -> None:
         super().__init__()

@@ -1,10 +1,6 @@
-"""0.3 module paths of algorithms that now ship as plugins, resolved through entry points.
-
-``agentlightning/algorithm/apo.py`` and ``verl.py`` keep the 0.3 import paths
-(``from agentlightning.algorithm.apo import APO``): their module ``__getattr__`` resolves the
-registry name through the ``agentlightning.algorithms`` entry points, and each declares the
-``DISTRIBUTION`` that provides it, so a missing plugin is named in the error.
-"""
+"""0.3 module paths of algorithms that now ship as plugins (``agentlightning.algorithm.apo.APO``):
+resolved by name through the ``agentlightning.algorithms`` entry points; ``DISTRIBUTION`` names the
+plugin to install when it is missing."""
 
 from __future__ import annotations
 

@@ -16,14 +16,9 @@ __all__ = ["emit_annotation"]
 def emit_annotation(annotation: Mapping[str, Any], propagate: bool = True) -> SpanCoreFields:
     """Record ``annotation`` as an ``agentlightning.annotation`` span (status OK, zero duration).
 
-    Nested dicts and lists are flattened to dotted keys (``{"a": [{"b": 1}]}`` -> ``a.0.b``); lists of
-    primitives stay list values. Values OpenTelemetry cannot hold become JSON text; ``None`` values
-    are dropped.
-
-    Raises:
-        TypeError: ``annotation`` is not a mapping.
-        ValueError: a key is empty or two keys flatten to the same name.
-        RuntimeError: ``propagate`` is true and no tracer is active.
+    Nested values are flattened to dotted keys (``{"a": [{"b": 1}]}`` -> ``a.0.b``), values
+    OpenTelemetry cannot hold become JSON text, ``None`` values are dropped. ``TypeError`` for a
+    non-mapping, ``ValueError`` for clashing keys, ``RuntimeError`` when ``propagate`` finds no tracer.
     """
     if not isinstance(annotation, Mapping):
         raise TypeError(f"emit_annotation expects a mapping, got {type(annotation).__name__}")

@@ -50,14 +50,8 @@ def _encode(obj: Any) -> Dict[str, str]:
 
 
 def emit_object(obj: Any, attributes: Optional[Attributes] = None, propagate: bool = True) -> SpanCoreFields:
-    """Record ``obj`` as an ``agentlightning.object`` span.
-
-    ``str``/``int``/``float``/``bool`` are stored as a literal with their type name, ``bytes`` as
-    base64, anything else as JSON with its fully qualified type name.
-
-    Raises:
-        RuntimeError: ``obj`` cannot be serialized to JSON, or no tracer is active with ``propagate``.
-    """
+    """Record ``obj`` as an ``agentlightning.object`` span: primitives as literals with their type name,
+    ``bytes`` as base64, anything else as JSON (``RuntimeError`` when it cannot be serialized)."""
     merged: Attributes = {**(attributes or {}), **_encode(obj)}
     tracer = resolve_tracer(propagate, "emit_object()")
     return tracer.create_span(AGL_OBJECT, attributes=merged, status=TraceStatus(status_code="OK"))

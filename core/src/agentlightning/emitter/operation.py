@@ -245,13 +245,11 @@ def operation(
     propagate: bool = True,
     **attributes: Any,
 ) -> Union[Callable[P, R], OperationContext]:
-    """Record an operation span; see the module docstring for the three forms.
+    """Record an operation span (decorator or context manager, sync or async).
 
-    Span name is always ``agentlightning.operation``; ``agentlightning.operation.name`` is ``name``
-    (default: the function's name), inputs go under ``agentlightning.operation.input.<param>``
-    (``*args`` as ``<param>.<i>``), the result under ``agentlightning.operation.output``, extra
-    keyword arguments become attributes. An exception marks the span ERROR and is re-raised.
-    With ``propagate=True`` (default) an active tracer is required when the operation runs.
+    ``agentlightning.operation.name`` is ``name`` (default: the function's), inputs go under
+    ``...operation.input.<param>``, the result under ``...operation.output``; an exception marks the
+    span ERROR and is re-raised.
     """
     if isinstance(func, str):
         if name is not None:

@@ -60,16 +60,10 @@ def emit_reward(
 ) -> SpanCoreFields:
     """Record a reward for the current rollout.
 
-    ``reward`` is a number (one dimension named ``"primary"``) or a dict of named dimensions, in
-    which case ``primary_key`` names the one algorithms optimize; it is written first.
-    ``attributes`` are added to the span (e.g. :func:`~agentlightning.utils.otel.make_link_attributes`
-    to tie the reward to one LLM call).
-
-    Raises:
-        TypeError: a reward value is not a number.
-        ValueError: a dict without a valid ``primary_key``, an empty dict, or ``attributes`` that
-            would overwrite the reward keys.
-        RuntimeError: ``propagate`` is true and no tracer is active.
+    ``reward`` is a number or a dict of named dimensions (``primary_key`` names the one algorithms
+    optimize); ``attributes`` are added to the span (e.g. a link to one LLM call). ``TypeError`` for a
+    non-number, ``ValueError`` for a bad dict or clashing attributes, ``RuntimeError`` when
+    ``propagate`` finds no tracer.
     """
     dimensions: List[Dict[str, Any]]
     if isinstance(reward, Mapping):

@@ -1,12 +1,5 @@
-"""0.3's ``ClientServerExecutionStrategy`` and stop events, over :class:`ProcessesExecutionStrategy`.
-
-The role (``AGL_CURRENT_ROLE``) decides what runs in this process:
-
-* ``both`` (default): the algorithm here, beside a store server, and ``n_runners`` runner processes;
-* ``algorithm``: the algorithm and a store server on ``server_host:server_port``; runners started
-  elsewhere connect to it;
-* ``runner``: ``n_runners`` runners, clients of the store server at ``server_host:server_port``.
-"""
+"""0.3's ``ClientServerExecutionStrategy`` and stop events, over :class:`ProcessesExecutionStrategy`;
+the role (``AGL_CURRENT_ROLE``: ``both``, ``algorithm`` or ``runner``) decides what runs here."""
 
 from __future__ import annotations
 
@@ -51,10 +44,8 @@ class ClientServerExecutionStrategy(ProcessesExecutionStrategy):
     """Runs the algorithm and the runners in separate processes that talk to a store server.
 
     ``role``, ``server_host`` and ``server_port`` default to ``AGL_CURRENT_ROLE`` (``both``),
-    ``AGL_SERVER_HOST`` (127.0.0.1) and ``AGL_SERVER_PORT`` (4747; with role ``both`` a free port).
-    A server listening beyond this machine needs ``AGL_STORE_TOKEN`` (runners send the same).
-    ``main_process``, ``managed_store`` and ``allowed_exit_codes`` are accepted for 0.3 code: runner
-    processes that exit badly are restarted and the run goes on instead.
+    ``AGL_SERVER_HOST`` and ``AGL_SERVER_PORT`` (4747; a free port with ``both``). The 0.3 options
+    ``main_process``, ``managed_store``, ``allowed_exit_codes`` are accepted (dead runners are restarted).
     """
 
     def __init__(

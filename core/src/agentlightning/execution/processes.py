@@ -48,17 +48,12 @@ def _runner_main(runner: RunnerBundle, url: str, token: Optional[str], worker_id
 
 
 class ProcessesExecutionStrategy(ExecutionStrategy):
-    """Serve ``store`` over HTTP from this process and run ``n_runners`` runner processes.
+    """Serve ``store`` over HTTP from this process (or use the server ``store`` is a client of) and run
+    ``n_runners`` runner processes against it.
 
-    Given a client of a store server that already runs (``store="http://host:port"``), the runner
-    processes connect to that server instead.
-
-    The algorithm runs here, on the store directly. Each runner process is a client of the store
-    server (loopback, with a random token). When the algorithm returns, runners are asked to stop
-    and get ``graceful_timeout`` seconds to finish their rollouts, then are terminated. A runner
-    process that dies is replaced (up to ``max_restarts`` times in all); what it was running goes
-    unresponsive and is retried per its rollout's config, and the run goes on. Any error in the
-    algorithm, and Ctrl-C, stops every process.
+    The algorithm runs here. When it returns, runners get ``graceful_timeout`` seconds to finish, then
+    are terminated; a runner process that dies is replaced (up to ``max_restarts``) and its rollout is
+    retried per its config. An algorithm error or Ctrl-C stops every process.
     """
 
     def __init__(

@@ -18,12 +18,8 @@ logger = logging.getLogger(__name__)
 
 
 class SharedMemoryExecutionStrategy(ExecutionStrategy):
-    """Run the algorithm and ``n_runners`` runners as tasks of one asyncio loop in this process.
-
-    When the algorithm returns, the runners are told to stop and get to finish their in-flight
-    rollouts (each runner's ``graceful_timeout``). If any bundle raises, the others are cancelled
-    and the error propagates. Ctrl-C cancels everything; unfinished attempts are marked failed.
-    """
+    """Run the algorithm and ``n_runners`` runners as tasks of one asyncio loop in this process; when
+    the algorithm returns the runners finish what they hold, and any bundle's error cancels the rest."""
 
     def __init__(
         self,

@@ -1,13 +1,8 @@
-"""``agl export --store URI --what KIND``: take what a past run left in its store out of it.
+"""``agl export --store URI --what KIND``: the prompts (APO publishes its best as the newest resources)
+or resources a past run left in its store.
 
-Each kind is an :class:`Exporter` in :data:`EXPORTERS`: a function that reads the (read-only) store
-and returns an :class:`Export` (a JSON-able payload and the text shown on the terminal). Adding a kind
-(datasets for SFT, ...) is one entry; kind-specific options go on the shared parser through the
-exporter's ``add_arguments``.
-
-* ``prompts``: the ``PromptTemplate`` resources of the latest resources version (prompt optimization
-  publishes its best prompts as the newest version), or of ``--resources-id``.
-* ``resources``: every resource of that version, as JSON.
+Each kind is an :class:`Exporter` in :data:`EXPORTERS` (reads the read-only store, returns a JSON
+payload and terminal text); adding a kind is one entry.
 """
 
 from __future__ import annotations
