@@ -1,10 +1,5 @@
 """Serving backends: a model server an algorithm starts, feeds new weights, and puts behind the proxy.
-
-Plugins provide them through ``agl_register_serving_backends``: ``register(name, factory)``, where
-``factory(model, **options)`` starts a server for ``model`` (a local folder or a hub id), waits until
-it answers, and returns a :class:`ServingBackend`. Algorithms ask for one by name
-(``GRPO(serving="vllm")``) with :func:`start_serving_backend`; core itself implements none.
-"""
+Plugins register factories through ``agl_register_serving_backends``; core implements none."""
 
 from __future__ import annotations
 

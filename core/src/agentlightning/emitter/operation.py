@@ -1,17 +1,6 @@
-"""``operation``: record a function call or a block of code as an ``agentlightning.operation`` span.
-
-Three forms, sync or async::
-
-    @operation
-    def add(a, b): ...
-
-    @operation(name="search", tool="bing")
-    async def search(query): ...
-
-    with operation(name="plan") as op:
-        op.set_input(goal=goal)
-        op.set_output(plan)
-"""
+"""``operation``: record a function call or a block of code as an ``agentlightning.operation`` span:
+``@operation``, ``@operation(name="search", tool="bing")`` or ``with operation(name="plan") as op:
+op.set_output(plan)``, sync or async."""
 
 from __future__ import annotations
 

@@ -47,14 +47,11 @@ _HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "content-enc
 
 @dataclass
 class ProxyBackend:
-    """An OpenAI-compatible server the proxy forwards to.
+    """An OpenAI-compatible server the proxy forwards to, for ``models`` (``None``: any).
 
-    ``models`` lists the model names it serves (``None``: any). ``request_extras`` are added to
-    every chat / text completion request body where the client did not set them, e.g.
-    ``{"return_token_ids": True}`` for vLLM; ``responses_request_extras`` likewise to every Responses
-    API request (``{"enable_response_messages": True}`` makes vLLM return its token ids there).
-    ``tokenizer`` (a Hugging Face name/path, or a tokenizer object) lets the proxy compute token ids
-    when the backend returns none (chat and text completions), and check for drift when it does.
+    ``request_extras`` / ``responses_request_extras`` are added to request bodies that lack them (vLLM's
+    token-id switches); ``tokenizer`` lets the proxy compute token ids a backend does not return, and
+    check for drift when it does.
     """
 
     base_url: str
@@ -140,12 +137,9 @@ class _ProxyError(Exception):
 
 
 class LLMProxy:
-    """Records LLM calls into ``store``; forwards them to ``backends``.
-
-    Run it on the current event loop (``await proxy.start()`` / ``async with proxy``) or on a
-    thread of its own (``proxy.start_in_thread()`` / ``with proxy:``), which is what a process
-    whose agents use the synchronous OpenAI client needs.
-    """
+    """Records LLM calls into ``store``; forwards them to ``backends``. Runs on the current loop
+    (``await proxy.start()``) or on a thread of its own (``start_in_thread()``/``with proxy:``, for
+    agents using the synchronous OpenAI client)."""
 
     def __init__(
         self,

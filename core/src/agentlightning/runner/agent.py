@@ -48,13 +48,8 @@ class RolloutCancelled(Exception):
 
 
 async def _in_own_thread(call: Callable[[], Any], *, name: str) -> Any:
-    """Run a blocking call in a thread of its own and await its result.
-
-    Not the loop's default executor: that pool has ``min(32, cpu + 4)`` threads shared with every
-    ``asyncio.to_thread`` in the process, which would cap sync agents below ``concurrency`` (6 on a
-    2-core machine) and let them starve each other. The thread is a daemon, so a sync agent that
-    ignores cancellation does not keep the process alive.
-    """
+    """Run a blocking call in a daemon thread of its own and await its result (the loop's default
+    executor, shared with every ``asyncio.to_thread``, would cap sync agents below ``concurrency``)."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
 
@@ -89,13 +84,9 @@ def _default_worker_id() -> str:
 
 
 class LitAgentRunner(Runner[T]):
-    """Runs up to ``concurrency`` rollouts at once in this process.
-
-    Async agents run as tasks on the runner's loop, sync agents in worker threads (a cancelled
-    sync agent cannot be interrupted: its thread finishes in the background and its result is
-    dropped). Each attempt is traced, heartbeats while running, enforces its rollout's
-    ``timeout_seconds``, and stops as soon as the store cancels the rollout.
-    """
+    """Runs up to ``concurrency`` rollouts at once in this process (async agents as tasks, sync agents in
+    threads); each attempt is traced, heartbeats, enforces ``timeout_seconds`` and stops when the store
+    cancels its rollout."""
 
     def __init__(
         self,

@@ -42,12 +42,8 @@ logger = logging.getLogger(__name__)
 
 # -- ASGI guard: token and body size -------------------------------------------------------------
 class StoreApp:
-    """The ASGI app of one store server: checks the bearer token and the body size, then hands the
-    request to the shared FastAPI routes with this server's store.
-
-    The FastAPI app (routes, OpenAPI document) is built once per process and shared by every
-    StoreApp, so starting a server costs no route building.
-    """
+    """The ASGI app of one store server: checks the token and body size, then hands the request to the
+    FastAPI app shared by every server of the process (built once)."""
 
     def __init__(
         self,
@@ -177,13 +173,9 @@ def create_app(
     max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS,
     run_dir: Optional[Path] = None,
 ) -> StoreApp:
-    """The ASGI app serving ``store``.
-
-    ``token``: required as ``Authorization: Bearer <token>`` on every request (None: no auth).
-    ``max_body_bytes``: larger request bodies (also after gzip decompression) get 413.
-    ``max_wait_seconds``: the longest one ``wait_for_rollouts`` request blocks (clients ask again).
-    ``run_dir``: a run folder whose ``metrics.jsonl`` the dashboard plugin plots.
-    """
+    """The ASGI app serving ``store``: ``token`` required as a bearer token (None: no auth), bodies over
+    ``max_body_bytes`` get 413, ``max_wait_seconds`` bounds one ``wait_for_rollouts`` request, ``run_dir``
+    is the run folder the dashboard plugin plots."""
     return StoreApp(
         store, token=token, max_body_bytes=max_body_bytes, max_wait_seconds=max_wait_seconds, run_dir=run_dir
     )

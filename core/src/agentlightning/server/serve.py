@@ -74,12 +74,8 @@ SERVING_GC_THRESHOLDS = (50_000, 20, 20)
 
 
 def tune_gc_for_serving() -> None:
-    """Set up the garbage collector of a process whose job is serving the store (``agl store serve``).
-
-    What is alive now (modules, the app, the opened store) moves to the collector's permanent
-    generation, so later collections do not walk it; and young collections run every 50,000
-    allocations instead of every 700. Not for processes that share their interpreter with user code.
-    """
+    """Tune the garbage collector of a process that only serves the store (``agl store serve``): what is
+    alive now is frozen, and young collections run every 50,000 allocations instead of 700."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*SERVING_GC_THRESHOLDS)
@@ -134,15 +130,9 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 class StoreServer:
-    """Serves ``store`` over HTTP on ``host:port`` (port 0 picks a free one).
-
-    ``token``: every request then needs ``Authorization: Bearer <token>``; a non-loopback ``host``
-    requires one. ``run_dir``: a run folder whose ``metrics.jsonl`` the dashboard plugin plots. The store is
-    not closed by :meth:`stop` unless ``close_store=True``.
-
-    >>> with StoreServer(InMemoryLightningStore(), port=0) as server:
-    ...     client = HttpLightningStore(server.url)
-    """
+    """Serves ``store`` over HTTP on ``host:port`` (0: a free port); ``token`` is required off loopback.
+    The store is closed by :meth:`stop` only with ``close_store=True``. ``with StoreServer(store, port=0) as s:``
+    serves from a thread."""
 
     def __init__(
         self,

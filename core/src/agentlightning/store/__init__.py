@@ -1,11 +1,5 @@
-"""LightningStore backends, chosen by URI.
-
->>> store = open_store("sqlite:///run/store.db")   # the embedded default
->>> store = open_store("memory://")
->>> store = open_store("http://127.0.0.1:4747")      # a store server (`agl store serve`)
-
-Backends register through the ``agl_register_store_backends`` plugin hook.
-"""
+"""LightningStore backends, chosen by URI (``open_store("sqlite:///run/store.db")``, ``"memory://"``,
+``"http://127.0.0.1:4747"``); backends register through ``agl_register_store_backends``."""
 
 from __future__ import annotations
 

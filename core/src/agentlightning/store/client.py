@@ -94,13 +94,8 @@ def _dump(body: Any) -> bytes:
 
 
 class _Batcher:
-    """Coalesces the calls that tasks on one event loop make at the same moment into one
-    ``POST /v1/agl/batch`` request.
-
-    A call is queued and a send is scheduled for the end of the loop's current round, so every
-    call made in that round (say, by the runners of one process that all got their answer from the
-    previous batch) goes in the same request. Each caller gets its own call's status and body back,
-    and retries on its own, with its own idempotency key."""
+    """Coalesces the calls that tasks on one event loop make in the same loop round into one
+    ``POST /v1/agl/batch`` request; each caller gets its own answer and retries on its own."""
 
     def __init__(self, pool: HttpPool, timeout: float) -> None:
         self._pool = pool
@@ -182,13 +177,9 @@ def _json_or_none(content: bytes) -> Any:
 
 
 class HttpLightningStore(LightningStore):
-    """Client of a store server at ``url`` (``http://host:port``; ``https://`` behind a TLS proxy).
-
-    ``token``: bearer token (default: the ``AGL_STORE_TOKEN`` environment variable).
-    ``request_timeout``: seconds one request may take (a long-poll wait gets this on top of its wait).
-    ``retry_delays``: pauses between retries of a failed request; its length is the number of retries.
-    ``wait_chunk_seconds``: how long one long-poll request of ``wait_for_rollouts`` asks the server to hold.
-    """
+    """Client of a store server at ``url`` (``https://`` behind a TLS proxy); ``token`` defaults to
+    ``AGL_STORE_TOKEN``, ``retry_delays`` are the pauses between retries, ``wait_chunk_seconds`` how long
+    one long-poll request of ``wait_for_rollouts`` asks the server to hold."""
 
     def __init__(
         self,

@@ -1,10 +1,5 @@
-"""Stores that wrap another store: the 0.3 classes ``LightningStoreThreaded`` and ``LightningStoreServer``.
-
-Every backend here is already safe to share between threads and event loops, so a wrapper only
-forwards calls. ``LightningStoreServer`` also serves the wrapped store over HTTP, the 0.3 way of
-running a store server from Python (``agl store serve`` and :class:`~agentlightning.server.StoreServer`
-are the other two).
-"""
+"""The 0.3 wrapper stores ``LightningStoreThreaded`` and ``LightningStoreServer``: every backend is
+already thread and loop safe, so they forward calls; ``LightningStoreServer`` also serves the store."""
 
 from __future__ import annotations
 
@@ -75,14 +70,9 @@ class LightningStoreThreaded(DelegatingStore):
 
 
 class LightningStoreServer(DelegatingStore):
-    """Serve ``store`` over HTTP, and use it directly from this process: ``await server.start()``,
-    then clients connect to :attr:`endpoint` while this process calls the store through ``server``.
-
-    ``port=None`` means 4747, the 0.3 default. ``cors_allow_origins`` lets browser apps on those
-    origins call the API. Whatever ``launch_mode``, the server runs on a thread of this process
-    (``n_workers`` > 1, 0.3's gunicorn mode, is not offered: one process serves thousands of
-    rollouts per second). Pickled (sent to a subprocess), a started server arrives as a client of
-    its endpoint.
+    """Serve ``store`` over HTTP (``await server.start()``; clients use :attr:`endpoint`) and use it
+    directly from this process. ``port=None`` is 0.3's 4747; the server always runs on a thread here
+    (0.3's multi-process mode is not offered). Pickled, a started server arrives as a client of its endpoint.
     """
 
     def __init__(

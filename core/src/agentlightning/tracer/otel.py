@@ -829,15 +829,10 @@ class OtelSpanRecordingContext(InMemorySpanRecordingContext):
 
 
 class OtelTracer(Tracer):
-    """Tracer built on the OpenTelemetry SDK; how spans flow is in ``docs/internals.md``.
-
-    Args:
-        batch_size: a background write starts when an attempt has this many ended spans buffered.
-        flush_interval: ... or when its oldest buffered span is this many seconds old. Streaming
-            spans during long rollouts also serves as the attempt's heartbeat.
-        flush_timeout: how long ``trace_context`` exit waits for the final write before leaving it
-            to finish in the background.
-    """
+    """Tracer built on the OpenTelemetry SDK (how spans flow: ``docs/internals.md``). A background write
+    starts when an attempt has ``batch_size`` ended spans or its oldest is ``flush_interval`` seconds old
+    (so streaming spans is the attempt's heartbeat); ``trace_context`` exit waits ``flush_timeout`` for
+    the final write."""
 
     def __init__(
         self,

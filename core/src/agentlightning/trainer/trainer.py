@@ -82,13 +82,9 @@ class _RunnerBundle:
 class Trainer:
     """Train ``agent`` with ``algorithm`` on a store, with ``n_runners`` runners.
 
-    Components are given as instances, classes, zero-argument factories, import strings
-    (``"my_pkg.algos:MyAlgo"``), registered names (``algorithm="baseline"``) or dicts with a
-    ``type`` key plus constructor arguments. ``store`` is any of those or a URI (``"sqlite:///x.db"``,
-    ``"memory://"``, ``"http://host:port"``), built when the Trainer is; by default a SQLite file
-    ``store.db`` in ``run_dir`` (``./agl_runs/<timestamp>-<id>``), created when first used.
-    A store the Trainer built is closed by :meth:`close` (or ``with Trainer(...)``); one passed in
-    as an object belongs to the caller.
+    Components are instances, classes, factories, import strings (``"pkg.mod:Cls"``), registered names
+    or dicts with a ``type`` key. ``store`` may be a URI; by default a SQLite file in ``run_dir``
+    (``./agl_runs/<timestamp>-<id>``). A store the Trainer built is closed by :meth:`close`.
     """
 
     def __init__(

@@ -60,12 +60,9 @@ def _is_leaf_list(value: Sequence[Any]) -> bool:
 
 
 def flatten_attributes(attributes: Mapping[str, Any], *, expand_leaf_lists: bool = False) -> Dict[str, Any]:
-    """Flatten nested dicts and lists into dotted keys.
-
-    ``{"a": {"b": 1}, "c": [{"d": 2}]}`` becomes ``{"a.b": 1, "c.0.d": 2}``. Lists holding only
-    primitives stay as list values unless ``expand_leaf_lists`` is set, in which case they are
-    indexed too. Two paths that produce the same key raise ``ValueError``.
-    """
+    """Flatten nested dicts and lists into dotted keys (``{"a": {"b": 1}, "c": [{"d": 2}]}`` ->
+    ``{"a.b": 1, "c.0.d": 2}``); lists of primitives stay lists unless ``expand_leaf_lists``; clashing
+    keys raise ``ValueError``."""
     result: Dict[str, Any] = {}
 
     def put(key: str, value: Any) -> None:
@@ -109,12 +106,8 @@ def _listify(node: Any) -> Any:
 
 
 def unflatten_attributes(attributes: Mapping[str, Any]) -> Any:
-    """Inverse of :func:`flatten_attributes`.
-
-    Dotted keys become nested dicts; a dict whose keys are exactly ``0..n-1`` becomes a list.
-    Returns a dict, or a list when every top-level key is an index. A key that is both a value and
-    a prefix of other keys (``a`` and ``a.b``) raises ``ValueError``.
-    """
+    """Inverse of :func:`flatten_attributes` (index keys ``0..n-1`` become lists); a key that is also a
+    prefix of others raises ``ValueError``."""
     root = _Node()
     # Shorter keys first so a leaf/branch conflict is reported the same way whatever the order.
     for key in sorted(attributes.keys(), key=lambda k: k.count(".")):
