@@ -31,21 +31,25 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     from agentlightning.server.serve import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WAIT_SECONDS, DEFAULT_PORT
 
+    def add_listening_options(group: Any, host_help: str, port_help: str) -> None:
+        group.add_argument(
+            "--host", default=DEFAULT_HOST, help=f"Address to listen on (default: {DEFAULT_HOST}{host_help}"
+        )
+        group.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"Port to listen on (default: {port_help}).")
+        group.add_argument(
+            "--cors-origin",
+            action="append",
+            default=None,
+            metavar="ORIGIN",
+            help="Let browser apps served from ORIGIN (e.g. http://localhost:5173) call the API; repeat for several.",
+        )
+        log_help = "Server log level (default: warning)."
+        group.add_argument("--log-level", type=str.lower, default="warning", choices=LOG_LEVELS, help=log_help)
+
     # The 0.3 form: `agl store` with any of these options serves an in-memory store (bare `agl store`
     # prints this help instead of starting a server nobody asked for).
     legacy = parser.add_argument_group("serving an in-memory store (the 0.3 form: agl store --port N)")
-    legacy.add_argument("--host", default=DEFAULT_HOST, help=f"Address to listen on (default: {DEFAULT_HOST}).")
-    legacy.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"Port to listen on (default: {DEFAULT_PORT}).")
-    legacy.add_argument(
-        "--cors-origin", action="append", default=None, metavar="ORIGIN", help="Allow browser requests from ORIGIN."
-    )
-    legacy.add_argument(
-        "--log-level",
-        type=str.lower,
-        default="warning",
-        choices=LOG_LEVELS,
-        help="Server log level (default: warning).",
-    )
+    add_listening_options(legacy, ").", str(DEFAULT_PORT))
     legacy.add_argument("--backend", choices=["memory", "mongo"], default="memory", help="Only memory is available.")
     legacy.add_argument("--mongo-uri", default=None, help="Not available (there is no MongoDB backend).")
     legacy.add_argument("--n-workers", type=int, default=1, help="Accepted for 0.3 compatibility; one process serves.")
@@ -88,18 +92,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help=f"The store to serve (default: {DEFAULT_SERVE_STORE}). {URI_HELP} A SQLite file keeps every "
         "acknowledged write across a restart; memory:// is gone when the server stops.",
     )
-    serve.add_argument(
-        "--host",
-        default=DEFAULT_HOST,
-        help=f"Address to listen on (default: {DEFAULT_HOST}, this machine only). Listening on any other address "
-        "(0.0.0.0, a LAN address) requires --token.",
-    )
-    serve.add_argument(
-        "--port",
-        type=int,
-        default=DEFAULT_PORT,
-        help=f"Port to listen on (default: {DEFAULT_PORT}; 0 picks a free port and prints it).",
-    )
+    on_any_other = ", this machine only). Listening on any other address (0.0.0.0, a LAN address) requires --token."
+    add_listening_options(serve, on_any_other, f"{DEFAULT_PORT}; 0 picks a free port and prints it")
     serve.add_argument(
         "--token",
         default=None,
@@ -122,20 +116,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="S",
         help=f"Longest time one wait_for_rollouts request is held (default: {DEFAULT_MAX_WAIT_SECONDS:g}); "
         "clients ask again until their own timeout, so any timeout works.",
-    )
-    serve.add_argument(
-        "--log-level",
-        type=str.lower,
-        default="warning",
-        choices=LOG_LEVELS,
-        help="Server log level (default: warning).",
-    )
-    serve.add_argument(
-        "--cors-origin",
-        action="append",
-        default=None,
-        metavar="ORIGIN",
-        help="Let browser apps served from ORIGIN (e.g. http://localhost:5173) call the API; repeat for several.",
     )
     serve.add_argument("--access-log", action="store_true", help="Log every request (one line each).")
     serve.add_argument(
