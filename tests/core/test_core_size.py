@@ -15,8 +15,9 @@ CORE_SOURCE = Path(__file__).resolve().parents[2] / "core" / "src"
 # 13,224 after issue 11's cuts; 13,499 once the idempotency answers, the OpenAPI bounds of the contract
 # test, the execution-strategy hook and agl.Chain were merged; 13,009 once the dashboard moved to its plugin
 # (agentlightning-dashboard, through agl_register_server_routes) and a few trims; 13,497 with issue 19's fast
-# path (the batch route, the coalescing client, packed spans). Lower it as the core shrinks.
-LINE_BUDGET = 13_497
+# path (the batch route, the coalescing client, packed spans); 13,008 once long docstrings moved to
+# docs/internals.md and `agl export` to agentlightning-apo. Lower it as the core shrinks.
+LINE_BUDGET = 13_008
 TARGET = 12_000
 
 

@@ -559,8 +559,11 @@ def test_a_command_that_fails_to_add_itself_is_left_out(
     capsys.readouterr()
     assert main(["broken-command"]) == 2
     error = capsys.readouterr().err
-    assert "unknown command 'broken-command'; installed commands: export, plugins, proxy, store;" in error
+    assert "unknown command 'broken-command'; installed commands: plugins, proxy, store;" in error
     assert "agl plugins lists them" in error
+    # A command of this project's own plugins names the distribution that brings it.
+    assert main(["export", "--store", "memory://", "--what", "prompts"]) == 2
+    assert "The 'export' command comes with the agentlightning-apo plugin" in capsys.readouterr().err
 
 
 # -- pluggy: wrappers and tracing see every call ------------------------------------------------

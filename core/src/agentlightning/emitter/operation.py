@@ -37,6 +37,13 @@ def _flatten_value(key: str, value: Any) -> Attributes:
         return sanitize_attributes({key: to_jsonable(value)})
 
 
+def _flatten_all(values: Mapping[str, Any], prefix: str = "") -> Attributes:
+    flat: Attributes = {}
+    for key, value in values.items():
+        flat.update(_flatten_value(f"{prefix}{key}", value))
+    return flat
+
+
 class OperationContext:
     """A recorded operation; usable as a context manager (sync or async) and as a decorator.
 
@@ -59,9 +66,7 @@ class OperationContext:
 
     # -- recording -------------------------------------------------------------------------------
     def _initial_attributes(self) -> Attributes:
-        initial: Attributes = {}
-        for key, value in self.attributes.items():
-            initial.update(_flatten_value(str(key), value))
+        initial = _flatten_all(self.attributes)
         if self.name is not None:
             initial[LightningSpanAttributes.OPERATION_NAME] = self.name
         return initial
@@ -73,17 +78,11 @@ class OperationContext:
 
     def record_attributes(self, attributes: Mapping[str, Any]) -> None:
         """Add attributes to the operation's span (nested values are flattened)."""
-        recorder = self._require_recorder()
-        flat: Attributes = {}
-        for key, value in attributes.items():
-            flat.update(_flatten_value(str(key), value))
-        recorder.record_attributes(flat)
+        self._require_recorder().record_attributes(_flatten_all(attributes))
 
     def set_input(self, *args: Any, **kwargs: Any) -> None:
         """Record inputs: positional ones as ``...input.args.<i>``, keyword ones as ``...input.<name>``."""
-        named: Dict[str, Any] = {f"args.{index}": value for index, value in enumerate(args)}
-        named.update(kwargs)
-        self._record_inputs_flat(named)
+        self._record_inputs_flat(self._named_inputs(None, args, kwargs))
 
     def set_output(self, output: Any) -> None:
         """Record the result as ``agentlightning.operation.output`` (dicts spread into dotted keys)."""
@@ -181,28 +180,20 @@ class OperationContext:
             logger.debug("could not record the output of operation %s", self.name, exc_info=True)
 
     def _record_inputs_flat(self, flat_inputs: Mapping[str, Any]) -> None:
-        flat: Attributes = {}
-        for key, value in flat_inputs.items():
-            flat.update(_flatten_value(f"{_INPUT}.{key}", value))
-        self._require_recorder().record_attributes(flat)
+        self._require_recorder().record_attributes(_flatten_all(flat_inputs, f"{_INPUT}."))
 
     @staticmethod
     def _named_inputs(
         signature: Optional[inspect.Signature], args: tuple[Any, ...], kwargs: Dict[str, Any]
     ) -> Dict[str, Any]:
         named: Dict[str, Any] = {}
-        bound: Optional[inspect.BoundArguments] = None
-        if signature is not None:
-            try:
-                bound = signature.bind(*args, **kwargs)
-            except TypeError:
-                bound = None
-        if bound is None:
-            for index, value in enumerate(args):
-                named[f"args.{index}"] = value
-            named.update(kwargs)
-            return named
-        params = signature.parameters if signature is not None else {}
+        try:
+            bound = signature.bind(*args, **kwargs) if signature is not None else None
+        except TypeError:
+            bound = None
+        if signature is None or bound is None:
+            return {**{f"args.{index}": value for index, value in enumerate(args)}, **kwargs}
+        params = signature.parameters
         for position, (param_name, value) in enumerate(bound.arguments.items()):
             kind = params[param_name].kind
             if position == 0 and param_name in ("self", "cls"):
