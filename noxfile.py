@@ -52,10 +52,9 @@ PYTHON = "3.11"
 
 TEST_DEPS = ["pytest>=8.3", "pytest-asyncio>=0.24", "pytest-timeout>=2.3", "httpx>=0.27"]
 # The core's tests also run the store server (the `server` extra) and talk to it like the outside
-# world does: the OpenTelemetry SDK's OTLP/HTTP exporter, and schemathesis against its OpenAPI document.
+# world does: schemathesis against its OpenAPI document.
 # prometheus-client: the Prometheus metrics backend (agentlightning.utils.metrics) is tested for real.
 CORE_TEST_DEPS = [
-    "opentelemetry-exporter-otlp-proto-http>=1.30",
     "schemathesis>=4,<5",
     "openai>=1.60",
     "prometheus-client>=0.20",
@@ -64,6 +63,8 @@ CORE_TEST_DEPS = [
 TEST_PLUGIN_DISTS = ["tests/plugin_dists/agl-sample-plugin", "tests/plugin_dists/agl-broken-plugin"]
 # The test kit (fake OpenAI server, adapter conformance suite): the core's tests use it like plugin authors do.
 TESTING_KIT = "./plugins/testing"
+# OTLP/HTTP trace ingest (/v1/traces) of the store server: the Node.js agent exports its spans there.
+OTLP_PLUGIN = "./plugins/otlp"
 # The copyable third-party plugin examples: each an installable folder with its own tests.
 PLUGIN_EXAMPLES = ["examples/plugins/adapter-plugin", "examples/plugins/algorithm-plugin"]
 LINT_DEPS = ["ruff==0.17.6"]
@@ -210,6 +211,8 @@ PLUGINS: list[Plugin] = [
     # GRPO's update on a tiny Qwen2 built from a config (torch, transformers, peft; no downloads); the vLLM
     # stand-in for serving="vllm"; APO for prompt-then-weights (agl.Chain(APO, GRPO)) on one store.
     Plugin("grpo", needs=["embedded", "testing", "vllm", "apo"], needs_torch=True),
+    # OTLP/HTTP trace ingest (/v1/traces): the OpenTelemetry SDK's own exporter against a real store server.
+    Plugin("otlp", test_deps=["opentelemetry-exporter-otlp-proto-http>=1.30"], core_extras=["server"]),
     # The postgresql:// store backend against a real PostgreSQL server; the core's store suite runs
     # over it too (tests/core, so the core's test requirements and its server extra come along).
     Plugin(
@@ -702,7 +705,7 @@ def node_agent(session: nox.Session) -> None:
     """A Node.js agent trained through the store server and the proxy (2 `node runner.js`, 8 rollouts), and
     every command of docs/runner-protocol.md run against a real server."""
     _ensure_tools(session, NODE_AGENT_TOOLS)
-    session.install("./core[server]", TESTING_KIT, *TEST_DEPS)
+    session.install("./core[server]", OTLP_PLUGIN, TESTING_KIT, *TEST_DEPS)
     _npm_ci_node_agent(session)
     _pytest(session, "tests/e2e/node_agent")
 
@@ -722,7 +725,7 @@ def _npm_ci_node_agent(session: nox.Session) -> None:
 def bench_node_runner(session: nox.Session) -> None:
     """Runner benchmark: time per rollout of the Node.js example runner (REST + OTLP) against the Python runner."""
     _ensure_tools(session, NODE_AGENT_TOOLS)
-    session.install("./core[server]", TESTING_KIT, "openai>=1.60")
+    session.install("./core[server]", OTLP_PLUGIN, TESTING_KIT, "openai>=1.60")
     _npm_ci_node_agent(session)
     args = session.posargs or ["--json"]
     session.run("python", "bench/node_runner_bench.py", *args)

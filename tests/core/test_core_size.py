@@ -16,8 +16,9 @@ CORE_SOURCE = Path(__file__).resolve().parents[2] / "core" / "src"
 # test, the execution-strategy hook and agl.Chain were merged; 13,009 once the dashboard moved to its plugin
 # (agentlightning-dashboard, through agl_register_server_routes) and a few trims; 13,497 with issue 19's fast
 # path (the batch route, the coalescing client, packed spans); 13,008 once long docstrings moved to
-# docs/internals.md and `agl export` to agentlightning-apo. Lower it as the core shrinks.
-LINE_BUDGET = 13_008
+# docs/internals.md and `agl export` to agentlightning-apo; 12,644 once OTLP/HTTP ingest moved to its plugin
+# (agentlightning-otlp, through agl_register_server_routes). Lower it as the core shrinks.
+LINE_BUDGET = 12_644
 TARGET = 12_000
 
 

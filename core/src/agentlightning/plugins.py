@@ -519,6 +519,7 @@ _PROVIDED_BY_PROJECT_PLUGINS: dict[tuple[str, str], str] = {
     ("commands", "dashboard"): "agentlightning-dashboard",
     ("commands", "export"): "agentlightning-apo",
     ("server_routes", "dashboard"): "agentlightning-dashboard",
+    ("server_routes", "otlp"): "agentlightning-otlp",
 }
 
 

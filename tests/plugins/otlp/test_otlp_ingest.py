@@ -258,3 +258,20 @@ async def test_exporter_with_token(serve: Any) -> None:
     provider.shutdown()
     assert [s.name for s in await store.query_spans(r.rollout_id)] == ["allowed"]
     await store.close()
+
+
+def test_body_over_the_limit_is_413_before_it_is_read(server: StoreServer) -> None:
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        response = http.post("/v1/traces", content=b"\0" * (2 << 20), headers=PROTOBUF)  # the server takes 1 MiB
+        assert response.status_code == 413 and response.json()["error"] == "PayloadTooLarge"
+        assert http.get("/v1/agl/health").json()["status"] == "ok"
+
+
+def test_the_plugin_registers_the_route_and_the_banner_shows_it(server: StoreServer) -> None:
+    from agentlightning.cli.store import _banner
+    from agentlightning.plugins import list_plugins, registered
+
+    assert "otlp" in registered("server_routes")
+    assert any(info.distribution == "agentlightning-otlp" and not info.error for info in list_plugins())
+    assert f"OTLP/HTTP:  {server.url}/v1/traces" in _banner(server, "memory://")
+    assert server.app is not None and "/v1/traces" in server.app.openapi()["paths"]

@@ -79,9 +79,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="Serve a store over HTTP for runners in other processes and on other hosts.",
         description=(
             "Serve the store at --store over HTTP: every LightningStore operation as a REST API under /v1/agl "
-            "(OpenAPI document at /openapi.json, browsable at /docs) and OpenTelemetry OTLP/HTTP trace ingest at "
-            "/v1/traces (protobuf or JSON; spans name their rollout and attempt with the agentlightning.rollout_id "
-            'and agentlightning.attempt_id attributes). Runners use it with store="http://HOST:PORT". '
+            "(OpenAPI document at /openapi.json, browsable at /docs), and OpenTelemetry OTLP/HTTP trace ingest at "
+            '/v1/traces when agentlightning-otlp is installed. Runners use it with store="http://HOST:PORT". '
             'Needs the server extra: pip install "agentlightning[server]". Stop with Ctrl-C.'
         ),
     )
@@ -224,8 +223,11 @@ def _banner(server: Any, uri: str) -> str:
     from agentlightning.plugins import _not_installed_hint, registered
 
     url = server.url
-    missing = "not installed. " + _not_installed_hint("server_routes", "dashboard")
-    dashboard = f"{url}/" if "dashboard" in registered("server_routes") else missing
+    routes = registered("server_routes")
+
+    def plugin_url(name: str, path: str) -> str:
+        return f"{url}{path}" if name in routes else "not installed. " + _not_installed_hint("server_routes", name)
+
     token_note = (
         "token required: runners need AGL_STORE_TOKEN set to the same token"
         if server.token
@@ -236,8 +238,8 @@ def _banner(server: Any, uri: str) -> str:
         f"  store:      {_without_password(uri)}",
         f"  listening:  {url}  ({token_note})",
         f"  REST API:   {url}/v1/agl   (OpenAPI: {url}/openapi.json, docs: {url}/docs)",
-        f"  OTLP/HTTP:  {url}/v1/traces",
-        f"  dashboard:  {dashboard}",
+        f"  OTLP/HTTP:  {plugin_url('otlp', '/v1/traces')}",
+        f"  dashboard:  {plugin_url('dashboard', '/')}",
         "Point runners at it:",
         f'  Trainer(store="{url}", ...)   or   agentlightning.store.open_store("{url}")',
     ]

@@ -1,6 +1,6 @@
-"""The store server: a LightningStore behind a versioned REST API and OTLP/HTTP trace ingest.
+"""The store server: a LightningStore behind a versioned REST API (OTLP/HTTP trace ingest: agentlightning-otlp).
 
-Needs the ``server`` extra (FastAPI, uvicorn, opentelemetry-proto); without it, building the app
+Needs the ``server`` extra (FastAPI, uvicorn); without it, building the app
 raises :class:`ServerDependencyError` with the install hint. :func:`create_app` builds the ASGI app,
 :class:`StoreServer` runs it with uvicorn; plugins add routes (``agl_register_server_routes``).
 """

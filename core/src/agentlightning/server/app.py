@@ -23,6 +23,7 @@ from agentlightning.store.wire import (
     API_PREFIX,
     API_VERSION,
     BATCH_PATH,
+    OTLP_TRACES_PATH,
     AddSpansRequest,
     BatchRequest,
     describe_validation_errors,
@@ -30,7 +31,7 @@ from agentlightning.store.wire import (
 )
 
 from . import ServerRoutes
-from .routes import API_ROUTERS, OTLP_ROUTER
+from .routes import API_ROUTERS
 from .routes.batch import run_batch
 from .routes.common import ERROR_RESPONSES, PayloadTooLarge, StoreContext, body_error, error_response
 from .serve import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WAIT_SECONDS
@@ -199,9 +200,8 @@ def _build_app() -> FastAPI:
         title="Agent Lightning store",
         version=API_VERSION,
         description=(
-            "Every LightningStore operation as a REST API under /v1/agl, plus OTLP/HTTP trace ingest at /v1/traces "
-            "(protobuf or JSON; spans name their rollout and attempt with the agentlightning.rollout_id and "
-            "agentlightning.attempt_id attributes). Mutations accept an Idempotency-Key header: a retry with the "
+            "Every LightningStore operation as a REST API under /v1/agl, plus the routes of installed plugins "
+            "(OTLP/HTTP trace ingest at /v1/traces with agentlightning-otlp). Mutations accept an Idempotency-Key header: a retry with the "
             "same key is answered with the first response instead of being applied twice."
         ),
     )
@@ -235,6 +235,8 @@ def _build_app() -> FastAPI:
             detail = f"no route {request.method} {request.url.path}; the API is under {API_PREFIX} (see /docs)"
             if request.url.path == "/":
                 detail += f". No page here: {_not_installed_hint('server_routes', 'dashboard')}"
+            elif request.url.path == OTLP_TRACES_PATH:
+                detail += f". No OTLP ingest here: {_not_installed_hint('server_routes', 'otlp')}"
         response = error_response(exc.status_code, name, detail)
         if exc.headers:
             response.headers.update(exc.headers)
@@ -260,7 +262,6 @@ def _build_app() -> FastAPI:
             api.include_router(routes.api)
     app.include_router(api)
     _add_manual_bodies_to_openapi(app, [AddSpansRequest, BatchRequest])
-    app.include_router(OTLP_ROUTER)
     for routes in plugin_routes:
         if routes.root is not None:
             app.include_router(routes.root)

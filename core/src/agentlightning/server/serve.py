@@ -52,11 +52,7 @@ class ServerDependencyError(AgentLightningError, ImportError):
 def import_server_dependencies() -> None:
     """Import what the server needs, or raise :class:`ServerDependencyError` with the install hint."""
     missing: List[str] = []
-    for module, dist in (
-        ("fastapi", "fastapi"),
-        ("uvicorn", "uvicorn"),
-        ("opentelemetry.proto", "opentelemetry-proto"),
-    ):
+    for module, dist in (("fastapi", "fastapi"), ("uvicorn", "uvicorn")):
         try:
             importlib.import_module(module)
         except ImportError:

@@ -1,4 +1,4 @@
-"""OTLP/HTTP trace ingest of the store server (``/v1/traces``, protobuf or JSON)."""
+"""The store server's OTLP/HTTP trace ingest route (``/v1/traces``, protobuf or JSON), mounted at the root."""
 
 from __future__ import annotations
 
@@ -8,20 +8,17 @@ import zlib
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from agentlightning.store.wire import (
-    OTLP_TRACES_PATH,
-    ErrorBody,
-)
+from agentlightning.server import ServerRoutes
+from agentlightning.server.routes.common import JSON, Ctx, PayloadTooLarge
+from agentlightning.store.wire import OTLP_TRACES_PATH, ErrorBody
 
-from .. import otlp
-from .common import (
-    JSON,
-    PROTOBUF,
-    Ctx,
-    PayloadTooLarge,
-)
+from . import decode as otlp
+
+__all__ = ["ROUTES", "router"]
 
 logger = logging.getLogger(__name__)
+
+PROTOBUF = "application/x-protobuf"
 
 router = APIRouter()
 
@@ -91,3 +88,6 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
     if len(data) > limit or decompressor.unconsumed_tail:
         raise PayloadTooLarge(limit)
     return data
+
+
+ROUTES = ServerRoutes(root=router)

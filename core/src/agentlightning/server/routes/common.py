@@ -33,7 +33,6 @@ from agentlightning.store.wire import (
 from agentlightning.types import PaginatedResult, Span
 
 JSON = "application/json"
-PROTOBUF = "application/x-protobuf"
 
 ERROR_RESPONSES: Dict[int | str, Dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
