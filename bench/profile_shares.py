@@ -11,7 +11,10 @@ span built by the workload counts as the workload's even though pydantic runs it
 statements and commits (``_commit_batch``, run inline by the store's writers) as SQLite's, the
 journal's pickling and ``write(2)`` (``_flush``) as the journal's. Otherwise the innermost frame that
 matches a rule decides (looking outwards), so JSON inside the server's handler counts as JSON.
-Waiting threads (an idle event loop in ``select``, a thread waiting on a condition) are left out.
+Waiting threads (an idle event loop in ``select``, a thread waiting on a condition, a lock or, with
+``--native``, the GIL) are left out. Record with ``--native`` to see inside C code: pydantic-core's JSON and
+validation, the garbage collector, SQLite, system calls (without it, their time goes to the Python
+frame that called them, e.g. ``to_json`` to the client's ``_dump``).
 Only the timed part is counted: stacks inside an event loop's ``_run_once`` (client and server),
 the workload or ingest functions and the SQLite store's writer thread, without imports and the
 benchmark's store opening/closing.
@@ -56,7 +59,20 @@ RULES: List[Tuple[str, str]] = [
     ("sockets: send/recv system calls", "_SelectorSocketTransport.write"),
     ("sockets: send/recv system calls", "_read_ready__"),
     ("sockets: send/recv system calls", "sock_sendall"),
+    ("garbage collector", "gc_collect"),
+    ("SQLite: inserts and commits", "libsqlite3"),
+    ("SQLite: inserts and commits", "_sqlite3"),
+    ("JSON + models (pydantic)", "_json.cpython"),
+    ("HTTP client (aiohttp)", "yarl"),
+    ("HTTP client (aiohttp)", "multidict"),
+    ("HTTP client (aiohttp)", "propcache"),
+    ("sockets: send/recv system calls", "send (libc"),
+    ("sockets: send/recv system calls", "sendmsg (libc"),
+    ("sockets: send/recv system calls", "recv (libc"),
+    ("sockets: send/recv system calls", "read (libc"),
+    ("sockets: send/recv system calls", "write (libc"),
     ("event loop (asyncio: callbacks, tasks, futures)", "asyncio/"),
+    ("event loop (asyncio: callbacks, tasks, futures)", "_asyncio.cpython"),
     ("event loop (asyncio: callbacks, tasks, futures)", "selectors.py"),
     ("workload: its own code", "_workload.py"),
     ("workload: its own code", "http_bench.py"),
@@ -66,6 +82,18 @@ TIMED = ("run_workload", "ingest_once", "_run_once", "_write_loop")
 UNTIMED = ("importlib", "open_one", "close_one")
 # Innermost frames of a thread that waits (py-spy here samples waiting threads too): not CPU time.
 WAITING = ("EpollSelector.select", "Condition.wait", "Event.wait", "watchdog", "read_stdin", "ServerProcess._read")
+# Native frames (``--native``) of a wait, anywhere in the stack: in epoll, sleeping, or blocked on a lock,
+# a condition or the GIL (a thread that waits to take the GIL back is not running either).
+NATIVE_WAITING = (
+    "select_epoll_poll",
+    "epoll_wait (",
+    "clock_nanosleep (",
+    "pthread_cond_wait",
+    "pthread_cond_timedwait",
+    "sem_clockwait",
+    "sem_timedwait",
+    "take_gil",
+)
 
 
 def bucket_of(frames: List[str]) -> str:
@@ -89,6 +117,8 @@ def parse(path: str) -> Dict[str, Dict[str, int]]:
             processes = [f for f in frames if f.startswith("process ")]
             frames = [f for f in frames if not f.startswith("process ") and not f.startswith("thread ")]
             if not frames or any(w in frames[-1] for w in WAITING):
+                continue
+            if any(w in frame for frame in frames for w in NATIVE_WAITING):
                 continue
             if not any(t in f for f in frames for t in TIMED) or any(u in f for f in frames for u in UNTIMED):
                 continue
