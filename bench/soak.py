@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
@@ -119,8 +120,6 @@ class Soak:
             self.server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
 
     def wait_server(self) -> float:
-        import httpx
-
         started = time.monotonic()
         while time.monotonic() - started < 120:
             assert self.server is not None
@@ -129,9 +128,10 @@ class Soak:
                     f"store server exited:\n{(self.workdir / 'server.log').read_text(errors='replace')[-3000:]}"
                 )
             try:
-                if httpx.get(f"{self.url}/v1/agl/health", timeout=1).status_code == 200:
-                    return time.monotonic() - started
-            except httpx.HTTPError:
+                with urllib.request.urlopen(f"{self.url}/v1/agl/health", timeout=1) as answer:
+                    if answer.status == 200:
+                        return time.monotonic() - started
+            except OSError:  # refused, reset or timed out while it starts (URLError is an OSError)
                 pass
             time.sleep(0.05)
         raise SystemExit("store server did not come up in 120 s")
