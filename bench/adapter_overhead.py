@@ -21,7 +21,9 @@ as under a runner; only the adapter differs:
   mode), ``on``, ``on_sdk``.
 * ``agent_framework``: a Microsoft Agent Framework ``Agent`` on ``OpenAIChatClient`` (the Responses
   API, its default OpenAI client), with ``run``. Modes: ``off`` (adapter off; the framework's own
-  OpenTelemetry spans, on by default, are recorded in every mode), ``on``, ``on_sdk``.
+  OpenTelemetry spans, on by default, are recorded in every mode), ``noop`` (the adapter's middleware
+  in the pipelines, passing every call straight on: the framework's middleware machinery alone, the floor
+  of any middleware-based adapter), ``on``, ``on_sdk``.
 * ``agentscope``: an AgentScope 2.x ``Agent`` (a fresh one per run) on ``OpenAIChatModel``, non-streamed,
   ``await agent.reply(...)``. Modes: ``off`` (no middleware), ``noop`` (a middleware with the adapter's hooks
   that passes everything through, placed like the adapter's: AgentScope's middleware chains alone, the floor
@@ -260,13 +262,12 @@ def agent_framework_bench() -> AdapterBench:
         return "4"
 
     def set_mode(mode: str) -> None:
-        if mode in ("on", "on_sdk"):
+        if mode in ("on", "on_sdk", "noop"):
             agentlightning_agent_framework.instrument()
-            use_sdk_spans(
-                agentlightning_agent_framework.INSTRUMENTOR.recorder(),
-                mode == "on_sdk",
-                "agentlightning.agent_framework",
-            )
+            recorder = agentlightning_agent_framework.INSTRUMENTOR.recorder()
+            use_sdk_spans(recorder, mode == "on_sdk", "agentlightning.agent_framework")
+            # noop: the adapter's middleware in every pipeline, passing each call straight on
+            recorder.active = mode != "noop"
         else:
             agentlightning_agent_framework.uninstrument()
 
@@ -287,7 +288,12 @@ def agent_framework_bench() -> AdapterBench:
     return AdapterBench(
         name="agent_framework",
         description="Agent Framework Agent on OpenAIChatClient (Responses API), run(); its own spans on",
-        modes={"off": "adapter off", "on": "adapter", "on_sdk": "adapter, spans through the OpenTelemetry SDK"},
+        modes={
+            "off": "adapter off",
+            "noop": "pass-through middleware (Agent Framework's middleware pipelines alone)",
+            "on": "adapter",
+            "on_sdk": "adapter, spans through the OpenTelemetry SDK",
+        },
         recording_modes=("on", "on_sdk"),
         set_mode=set_mode,
         make_run=make_run,

@@ -214,6 +214,11 @@ def test_payload_json_is_plain_json_with_objects_converted() -> None:
 def test_payload_json_never_raises_on_what_json_refuses() -> None:
     assert json.loads(payload_json({1: "one", (2, 3): "pair"})) == {"1": "one", "(2, 3)": "pair"}
     assert payload_json(None) == "null"
+    assert json.loads(payload_json({"big": 2**70})) == {"big": 2**70}  # beyond 64 bits
+    deep: object = "leaf"
+    for _ in range(300):  # deeper than the fast encoder nests
+        deep = [deep]
+    assert payload_json(deep).count("[") == 300
 
 
 def test_tags_round_trip() -> None:
