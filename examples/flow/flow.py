@@ -258,9 +258,12 @@ def main(argv: Optional[List[str]] = None) -> None:
             server = stack.enter_context(FakeOpenAIServer(policy=scripted_flow))
             llm = agl.LLM(endpoint=server.base_url, model="fake-model")
         else:
+            from transformers.utils import logging as transformers_logging
+
             from agentlightning_embedded import ModelServer, ensure_default_model
 
             warnings.filterwarnings("ignore", category=FutureWarning)  # the model libraries' deprecations
+            transformers_logging.disable_progress_bar()  # the run prints its own progress
             console.print("starting the embedded default model ...")
             model = stack.enter_context(
                 ModelServer.from_pretrained(str(ensure_default_model()), port=0, served_model_name="default")
