@@ -27,6 +27,7 @@ import argparse
 import ast
 import hashlib
 import json
+import logging
 import operator
 import re
 import tempfile
@@ -264,6 +265,8 @@ def main(argv: Optional[List[str]] = None) -> None:
 
             warnings.filterwarnings("ignore", category=FutureWarning)  # the model libraries' deprecations
             transformers_logging.disable_progress_bar()  # the run prints its own progress
+            # An executor stopped at its round limit shows in the table (its turns and calls), not as a warning.
+            logging.getLogger("as").setLevel(logging.ERROR)
             console.print("starting the embedded default model ...")
             model = stack.enter_context(
                 ModelServer.from_pretrained(str(ensure_default_model()), port=0, served_model_name="default")
