@@ -212,7 +212,9 @@ PLUGINS: list[Plugin] = [
     # stand-in for serving="vllm"; APO for prompt-then-weights (agl.Chain(APO, GRPO)) on one store.
     Plugin("grpo", needs=["embedded", "testing", "vllm", "apo"], needs_torch=True),
     # OTLP/HTTP trace ingest (/v1/traces): the OpenTelemetry SDK's own exporter against a real store server.
-    Plugin("otlp", test_deps=["opentelemetry-exporter-otlp-proto-http>=1.30"], core_extras=["server"]),
+    Plugin(
+        "otlp", needs=["testing"], test_deps=["opentelemetry-exporter-otlp-proto-http>=1.30"], core_extras=["server"]
+    ),
     # The postgresql:// store backend against a real PostgreSQL server; the core's store suite runs
     # over it too (tests/core, so the core's test requirements and its server extra come along).
     Plugin(

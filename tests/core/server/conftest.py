@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any, List
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from agentlightning.server import StoreServer
-from agentlightning.store.memory import InMemoryLightningStore
-
-ServeFactory = Callable[..., StoreServer]
+from agentlightning_testing.store_server import ServeFactory, store_servers
 
 
 @pytest.fixture
 def serve() -> Iterator[ServeFactory]:
     """``serve(store=None, **StoreServer options)`` -> a started server on 127.0.0.1:<free port>."""
-    started: List[StoreServer] = []
-
-    def make(store: Any = None, **options: Any) -> StoreServer:
-        options.setdefault("port", 0)
-        server = StoreServer(store if store is not None else InMemoryLightningStore(), **options).start()
-        started.append(server)
-        return server
-
-    yield make
-    for server in started:
-        server.stop()
+    with store_servers() as serve:
+        yield serve
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ problem and changes nothing."""
 
 from __future__ import annotations
 
-import time
 from typing import Any, Dict, List
 
 import httpx
@@ -12,6 +11,7 @@ import pytest
 
 from agentlightning.server import StoreServer
 from agentlightning.store.client import HttpLightningStore
+from agentlightning_testing.store_server import running_and_ended_attempts, store_state
 
 
 def _rest_span(rollout_id: str, attempt_id: str, sequence_id: int, span_id: str) -> Dict[str, Any]:
@@ -27,31 +27,17 @@ def _rest_span(rollout_id: str, attempt_id: str, sequence_id: int, span_id: str)
     }
 
 
-async def _state(store: HttpLightningStore) -> Dict[str, Any]:
-    rollouts = await store.query_rollouts(sort_by="rollout_id")
-    state: Dict[str, Any] = {"rollouts": [r.model_dump() for r in rollouts]}
-    for rollout in rollouts:
-        state[rollout.rollout_id] = (
-            [a.model_dump() for a in await store.query_attempts(rollout.rollout_id)],
-            [s.model_dump() for s in await store.query_spans(rollout.rollout_id)],
-        )
-    return state
-
-
 @pytest.fixture
 async def setup(server: StoreServer) -> Any:
     store = HttpLightningStore(server.url)
-    running = await store.start_rollout(input="running", worker_id="node-1")
-    await store.update_attempt(running.rollout_id, running.attempt.attempt_id, last_heartbeat_time=time.time())
-    ended = await store.start_rollout(input="ended", worker_id="node-2")
-    await store.update_attempt(ended.rollout_id, ended.attempt.attempt_id, status="succeeded")
+    running, ended = await running_and_ended_attempts(store)
     yield store, running, ended
     await store.close()
 
 
 async def test_rest_spans_for_unknown_or_ended_attempts(server: StoreServer, setup: Any) -> None:
     store, running, ended = setup
-    before = await _state(store)
+    before = await store_state(store)
     async with httpx.AsyncClient(base_url=f"{server.url}/v1/agl", timeout=10) as http:
         late = _rest_span(ended.rollout_id, ended.attempt.attempt_id, 7, "00000000000000a1")
         response = await http.post("/spans", json={"spans": [late]})
@@ -71,7 +57,7 @@ async def test_rest_spans_for_unknown_or_ended_attempts(server: StoreServer, set
         assert "at-nope" in response.json()["message"]
         response = await http.post("/spans", json={"spans": [{**good, "sequence_id": "one"}]})
         assert response.status_code == 422 and "sequence_id" in response.json()["message"]
-    assert await _state(store) == before
+    assert await store_state(store) == before
 
 
 @pytest.mark.parametrize(
@@ -97,10 +83,10 @@ async def test_forbidden_status_changes_are_4xx_and_change_nothing(
         "ended_rollout": f"/rollouts/{ended.rollout_id}",
         "unknown": "/rollouts/ro-nope/attempts/at-nope",
     }
-    before = await _state(store)
+    before = await store_state(store)
     async with httpx.AsyncClient(base_url=f"{server.url}/v1/agl", timeout=10) as http:
         response = await http.patch(paths[path_kind], json=body)
     assert response.status_code == status, response.text
     assert response.json()["error"] == error
     assert all(text in response.json()["message"] for text in named), response.text
-    assert await _state(store) == before
+    assert await store_state(store) == before

@@ -3,7 +3,6 @@ attempts, or naming no rollout. Each gets a 4xx naming the problem and changes n
 
 from __future__ import annotations
 
-import time
 from typing import Any, Dict, List
 
 import httpx
@@ -14,6 +13,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from agentlightning.server import StoreServer
 from agentlightning.store.client import HttpLightningStore
+from agentlightning_testing.store_server import running_and_ended_attempts, store_state
 
 OTLP_PROTOBUF = {"content-type": "application/x-protobuf"}
 
@@ -50,31 +50,17 @@ def _export(*groups: List[Dict[str, Any]]) -> Dict[str, Any]:
     }
 
 
-async def _state(store: HttpLightningStore) -> Dict[str, Any]:
-    rollouts = await store.query_rollouts(sort_by="rollout_id")
-    state: Dict[str, Any] = {"rollouts": [r.model_dump() for r in rollouts]}
-    for rollout in rollouts:
-        state[rollout.rollout_id] = (
-            [a.model_dump() for a in await store.query_attempts(rollout.rollout_id)],
-            [s.model_dump() for s in await store.query_spans(rollout.rollout_id)],
-        )
-    return state
-
-
 @pytest.fixture
 async def setup(server: StoreServer) -> Any:
     store = HttpLightningStore(server.url)
-    running = await store.start_rollout(input="running", worker_id="node-1")
-    await store.update_attempt(running.rollout_id, running.attempt.attempt_id, last_heartbeat_time=time.time())
-    ended = await store.start_rollout(input="ended", worker_id="node-2")
-    await store.update_attempt(ended.rollout_id, ended.attempt.attempt_id, status="succeeded")
+    running, ended = await running_and_ended_attempts(store)
     yield store, running, ended
     await store.close()
 
 
 async def test_otlp_export_of_only_refused_spans_is_a_4xx_naming_why(server: StoreServer, setup: Any) -> None:
     store, running, ended = setup
-    before = await _state(store)
+    before = await store_state(store)
     cases = [
         (_export(_ids("ro-nope", "at-nope")), 404, 5, ["ro-nope", "does not exist"]),
         (
@@ -108,7 +94,7 @@ async def test_otlp_export_of_only_refused_spans_is_a_4xx_naming_why(server: Sto
         status_message = Status()
         status_message.ParseFromString(response.content)
         assert status_message.code == 9 and ended.attempt.attempt_id in status_message.message
-    assert await _state(store) == before
+    assert await store_state(store) == before
 
 
 async def test_otlp_partial_refusal_keeps_the_good_spans_and_reports_the_rest(server: StoreServer, setup: Any) -> None:
