@@ -38,6 +38,30 @@ def _assert_same(cached: List[GenerationResult], cold: List[GenerationResult]) -
         torch.testing.assert_close(torch.tensor(hit.logprobs), torch.tensor(miss.logprobs), atol=1e-4, rtol=1e-4)
 
 
+def _generate_together(engine: GenerationEngine, prompts: List[List[int]]) -> List[GenerationResult]:
+    """Queue every prompt while a control action holds the worker, then release them: one batch takes them all.
+
+    Returns the results in prompt order and checks that they took exactly one batch.
+    """
+    results: Dict[int, GenerationResult] = {}
+    gate = threading.Event()
+    engine.run_between_batches(lambda: gate.wait(30))
+    threads = [
+        threading.Thread(target=lambda i=i: results.__setitem__(i, engine.generate(prompts[i], GREEDY)[0]))
+        for i in range(len(prompts))
+    ]
+    for thread in threads:
+        thread.start()
+    while engine.queued < len(prompts):
+        threading.Event().wait(0.01)
+    batches = engine.stats["batches"]
+    gate.set()
+    for thread in threads:
+        thread.join(60)
+    assert engine.stats["batches"] == batches + 1
+    return [results[i] for i in range(len(prompts))]
+
+
 @pytest.fixture(scope="module")
 def engines(tiny_model_path: Path) -> Any:
     cached, cold = _engine(tiny_model_path), _engine(tiny_model_path, prefix_cache_bytes=0)
@@ -78,24 +102,7 @@ def test_requests_prefilled_together_with_different_hits_match_cold_runs(engines
     cached.generate(prompts[0], GREEDY)  # the shared prefix is now cached
     variants = [prompts[1] + [9], prompts[2] + [9, 9], prompts[3] + [9], prompts[0] + [3]]
     reference = [cold.generate(p, GREEDY)[0] for p in variants]
-    results: Dict[int, GenerationResult] = {}
-    gate = threading.Event()
-    # Hold the worker with a control action so that all four requests are queued, then start together.
-    cached.run_between_batches(lambda: gate.wait(30))
-    threads = [
-        threading.Thread(target=lambda i=i: results.__setitem__(i, cached.generate(variants[i], GREEDY)[0]))
-        for i in range(len(variants))
-    ]
-    for thread in threads:
-        thread.start()
-    while cached.queued < len(variants):
-        threading.Event().wait(0.01)
-    batches = cached.stats["batches"]
-    gate.set()
-    for thread in threads:
-        thread.join(60)
-    assert cached.stats["batches"] == batches + 1
-    _assert_same([results[i] for i in range(len(variants))], reference)
+    _assert_same(_generate_together(cached, variants), reference)
 
 
 def test_cold_requests_starting_together_prefill_their_shared_prefix_once(tiny_model_path: Path) -> None:
@@ -103,24 +110,11 @@ def test_cold_requests_starting_together_prefill_their_shared_prefix_once(tiny_m
     try:
         prompts = _prompts(engine)[:3]
         shared = len(prompts[0]) - len(engine.tokenizer.encode(" What is 12 plus 7?", add_special_tokens=False))
-        results: Dict[int, GenerationResult] = {}
-        gate = threading.Event()
-        engine.run_between_batches(lambda: gate.wait(30))
-        threads = [
-            threading.Thread(target=lambda i=i: results.__setitem__(i, engine.generate(prompts[i], GREEDY)[0]))
-            for i in range(len(prompts))
-        ]
-        for thread in threads:
-            thread.start()
-        while engine.queued < len(prompts):
-            threading.Event().wait(0.01)
-        gate.set()
-        for thread in threads:
-            thread.join(60)
+        results = _generate_together(engine, prompts)
         # The shared prefix once, then each prompt's own tokens (within a few ids where the texts join).
         assert engine.stats["prefilled_tokens"] <= shared + sum(len(p) - shared for p in prompts) + 3
         assert engine.stats["prefilled_tokens"] < sum(len(p) for p in prompts) - shared
-        _assert_same([results[i] for i in range(len(prompts))], [cold.generate(p, GREEDY)[0] for p in prompts])
+        _assert_same(results, [cold.generate(p, GREEDY)[0] for p in prompts])
     finally:
         engine.close()
         cold.close()
@@ -178,20 +172,7 @@ def test_a_batched_prefill_hands_the_output_layer_a_contiguous_last_position(tin
     hook = engine.model.get_output_embeddings().register_forward_pre_hook(check)
     try:
         prompts = _prompts(engine)
-        results: Dict[int, GenerationResult] = {}
-        gate = threading.Event()
-        engine.run_between_batches(lambda: gate.wait(30))
-        threads = [
-            threading.Thread(target=lambda i=i: results.__setitem__(i, engine.generate(prompts[i], GREEDY)[0]))
-            for i in range(len(prompts))
-        ]
-        for thread in threads:
-            thread.start()
-        while engine.queued < len(prompts):
-            threading.Event().wait(0.01)
-        gate.set()
-        for thread in threads:
-            thread.join(60)
+        results = _generate_together(engine, prompts)
         assert len(results) == len(prompts)
         # The prefill ran every prompt in one pass, and only its last position reached the output layer.
         assert any(shape[0] == len(prompts) for shape in seen), seen
