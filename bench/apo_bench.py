@@ -76,7 +76,7 @@ def run_ours(args: argparse.Namespace) -> Dict[str, Any]:
     trainer = agl.Trainer(
         algorithm={
             "type": "apo",
-            "optimizer": {"base_url": args.url, "model": args.model},
+            "optimizer": {"base_url": args.optimizer_url or args.url, "model": args.optimizer_model or args.model},
             # One template a round (system_prompt first): a critique and one edit per candidate, as the
             # peer's; "joint" would spend three calls on each candidate of this small call budget.
             "mode": "in_turn",
@@ -186,6 +186,12 @@ def start_embedded_server(args: argparse.Namespace) -> subprocess.Popen[bytes]:
 def run_system(system: str, seed: int, args: argparse.Namespace) -> Dict[str, Any]:
     common = ["--url", args.url, "--model", args.model, "--seed", str(seed)]
     common += ["--train", str(args.train), "--val", str(args.val), "--rooms", str(args.rooms)]
+    common += [
+        "--optimizer-url",
+        args.optimizer_url or args.url,
+        "--optimizer-model",
+        args.optimizer_model or args.model,
+    ]
     if system == "ours":
         command = [sys.executable, str(HERE / "apo_bench.py"), "--worker", *common]
         command += ["--max-rollouts", str(args.max_rollouts), "--gradient-batch-size", str(args.gradient_batch_size)]
@@ -197,6 +203,7 @@ def run_system(system: str, seed: int, args: argparse.Namespace) -> Dict[str, An
         command = [args.peer_python, str(HERE / "peer_apo_bench.py"), *common]
         command += [f"--{k.replace('_', '-')}={v}" for k, v in shape.items()]
         command += ["--gradient-batch-size", str(args.gradient_batch_size)]
+        command += ["--optimizer-max-tokens", str(args.optimizer_max_tokens)]
     else:
         command = [args.gepa_python, str(HERE / "gepa_apo_bench.py"), *common]
         command += ["--max-rollouts", str(args.max_rollouts), "--optimizer-max-tokens", str(args.optimizer_max_tokens)]
@@ -293,6 +300,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         "--url", default=None, help="an OpenAI API root serving --model (default: start agl serve-model)"
     )
     parser.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
+    parser.add_argument(
+        "--optimizer-url", default=None, help="an OpenAI API root for every system's optimizer (default: --url)"
+    )
+    parser.add_argument("--optimizer-model", default=None, help="the optimizer's model (default: --model)")
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--max-rollouts", type=int, default=54, help="the rollout budget of every system")
@@ -336,7 +347,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         print("starting agl serve-model (the embedded default model) ...", flush=True)
         server = start_embedded_server(args)
     print(
-        f"endpoint {args.url} model {args.model}; budget {args.max_rollouts} rollouts, {args.max_optimizer_calls} "
+        f"agent: {args.url} {args.model}; optimizer: {args.optimizer_url or args.url} "
+        f"{args.optimizer_model or args.model}; budget {args.max_rollouts} rollouts, {args.max_optimizer_calls} "
         f"optimizer calls; seeds {args.seeds}",
         flush=True,
     )
@@ -357,6 +369,10 @@ def main(argv: Optional[List[str]] = None) -> None:
             "time": stamp,
             "endpoint": args.url if server is None else "agl serve-model (embedded default model)",
             "model": args.model,
+            "optimizer": {
+                "url": args.optimizer_url or "the agent's endpoint",
+                "model": args.optimizer_model or args.model,
+            },
             "settings": {k: v for k, v in vars(args).items() if k not in ("worker", "seed", "run_dir", "json")},
             "peer_shape": peer_shape(args.max_rollouts, args.val, args.gradient_batch_size, args.max_optimizer_calls),
             "seed_prompt_val": before,

@@ -85,6 +85,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--url", required=True)
     parser.add_argument("--model", required=True)
+    parser.add_argument("--optimizer-url", required=True)
+    parser.add_argument("--optimizer-model", required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train", type=int, required=True)
     parser.add_argument("--val", type=int, required=True)
@@ -98,12 +100,13 @@ def main() -> None:
     args = parser.parse_args()
     train, val = datasets(args.seed, args.train, args.val, args.rooms)
     client = OpenAI(base_url=args.url, api_key="unused", max_retries=1, timeout=1800)
+    optimizer = OpenAI(base_url=args.optimizer_url, api_key="unused", max_retries=1, timeout=1800)
     calls = {"n": 0, "tokens": 0}
 
     def reflection_lm(prompt: str) -> str:
         calls["n"] += 1
-        reply = client.chat.completions.create(
-            model=args.model,
+        reply = optimizer.chat.completions.create(
+            model=args.optimizer_model,
             messages=[{"role": "user", "content": prompt}],
             temperature=1.0,
             max_tokens=args.optimizer_max_tokens,

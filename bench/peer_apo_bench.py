@@ -38,6 +38,24 @@ from agentlightning.algorithm.apo import APO  # noqa: E402
 ENDPOINT: Dict[str, str] = {}
 
 
+class CappedTransport(httpx.AsyncHTTPTransport):
+    """Adds ``max_tokens`` to the peer's optimizer requests, which set none, so its replies have the others' cap
+    whatever the endpoint (an ``agl serve-model --max-tokens`` server capped them by itself)."""
+
+    def __init__(self, max_tokens: int) -> None:
+        super().__init__()
+        self.max_tokens = max_tokens
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and request.url.path.endswith("/chat/completions"):
+            body = json.loads(await request.aread())
+            if body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
+                body["max_tokens"] = self.max_tokens
+                headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
+                request = httpx.Request(request.method, request.url, headers=headers, json=body)
+        return await super().handle_async_request(request)
+
+
 class PeerRoomAgent(agl.LitAgent[Dict[str, Any]]):
     async def rollout_async(self, task: Dict[str, Any], resources: Any, rollout: Any) -> float:
         prompts = dict(SEED_PROMPTS, system_prompt=resources["system_prompt"].template)
@@ -58,6 +76,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--url", required=True)
     parser.add_argument("--model", required=True)
+    parser.add_argument("--optimizer-url", required=True)
+    parser.add_argument("--optimizer-model", required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train", type=int, required=True)
     parser.add_argument("--val", type=int, required=True)
@@ -67,6 +87,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--gradient-batch-size", type=int, default=2)
     parser.add_argument("--n-runners", type=int, default=4)
+    parser.add_argument("--optimizer-max-tokens", type=int, default=250)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     ENDPOINT.update(url=args.url, model=args.model)
@@ -84,14 +105,18 @@ def main() -> None:
             calls["tokens"] += int((response.json().get("usage") or {}).get("total_tokens") or 0)
 
     client = AsyncOpenAI(
-        base_url=args.url,
+        base_url=args.optimizer_url,
         api_key="unused",
-        http_client=httpx.AsyncClient(event_hooks={"request": [count], "response": [count_tokens]}, timeout=1800),
+        http_client=httpx.AsyncClient(
+            transport=CappedTransport(args.optimizer_max_tokens),
+            event_hooks={"request": [count], "response": [count_tokens]},
+            timeout=1800,
+        ),
     )
     algorithm = APO(
         client,
-        gradient_model=args.model,
-        apply_edit_model=args.model,
+        gradient_model=args.optimizer_model,
+        apply_edit_model=args.optimizer_model,
         gradient_batch_size=args.gradient_batch_size,
         val_batch_size=len(val),
         beam_width=args.beam_width,
