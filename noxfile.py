@@ -154,8 +154,8 @@ PLUGINS: list[Plugin] = [
     # The serving backend "embedded" and `agl serve-model`: torch + transformers on CPU, against a tiny
     # Qwen2 built locally (testing's tiny model); the SDK drives it like a user.
     Plugin("embedded", needs=["testing"], test_deps=["openai>=1.60"], needs_torch=True),
-    # The newest langchain-core this registry can install is 1.7.2 (1.7.3+ need a newer certifi);
-    # the plugin itself declares lower bounds only.
+    # Exact pins keep this session reproducible (measured together); the plugin itself declares lower
+    # bounds only, so users get whatever newer releases pip resolves.
     Plugin(
         "langchain",
         test_deps=[
