@@ -50,8 +50,9 @@ A reviewer suggested these changes:
 
 {critique}
 
-Rewrite the template to apply the changes. Keep every placeholder exactly as written ({placeholders}) \
-and keep it short. Answer with the new template only, between <prompt> and </prompt>."""
+Rewrite the template to apply the changes. Keep what the changes do not ask to change, above all the \
+form of the answer the template asks for, and every placeholder exactly as written ({placeholders}). Keep it \
+short. Answer with the new template only, between <prompt> and </prompt>."""
 
 CRITIQUE_FIELDS = ("prompts", "experiments", "targets")
 EDIT_FIELDS = ("name", "prompt", "critique", "placeholders")
