@@ -489,7 +489,9 @@ def test_a_strategy_of_a_plugin_not_installed_names_its_distribution() -> None:
 
     if "ray" in registered("execution_strategies"):
         pytest.skip("agentlightning-ray is installed here")
-    with pytest.raises(ComponentResolutionError, match="comes with the agentlightning-ray plugin: pip install"):
+    with pytest.raises(
+        ComponentResolutionError, match="would come with agentlightning-ray: pip install agentlightning-ray"
+    ):
         Trainer(strategy="ray")
 
 
@@ -559,11 +561,31 @@ def test_a_command_that_fails_to_add_itself_is_left_out(
     capsys.readouterr()
     assert main(["broken-command"]) == 2
     error = capsys.readouterr().err
-    assert "unknown command 'broken-command'; installed commands: plugins, proxy, store;" in error
-    assert "agl plugins lists them" in error
-    # A command of this project's own plugins names the distribution that brings it.
-    assert main(["export", "--store", "memory://", "--what", "prompts"]) == 2
-    assert "The 'export' command comes with the agentlightning-apo plugin" in capsys.readouterr().err
+    assert "unknown command 'broken-command'; installed commands: plugins, proxy, store." in error
+    assert "pip install agentlightning-broken-command (`agl plugins` lists what is installed)" in error
+    # No list of plugin names: the suggestion follows the naming convention, `_` becoming `-`.
+    assert main(["serve_model", "--port", "0"]) == 2
+    error = capsys.readouterr().err
+    assert "it would come with agentlightning-serve-model: pip install agentlightning-serve-model" in error
+
+
+@pytest.mark.usefixtures("test_dists")
+def test_the_install_hint_names_installed_plugins_that_did_not_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The broken plugin's entry point is named "broken": asking for "broken" names its distribution and error.
+    with pytest.raises(UnknownComponentError) as info:
+        resolve("tracers", "broken")
+    assert "The installed plugin agl-broken-plugin may provide it, but it did not load: " in str(info.value)
+    assert "agentlightning-broken" not in str(info.value)
+    # With autoload off, every installed plugin is listed as not loaded, after the suggestion.
+    monkeypatch.setenv(plugins.DISABLE_AUTOLOAD_ENV, "1")
+    plugins.reset_plugin_manager()
+    with pytest.raises(UnknownComponentError) as info:
+        resolve("commands", "sample-hello")
+    message = str(info.value)
+    assert "known names: plugins, proxy, store. " in message
+    assert "pip install agentlightning-sample-hello" in message
+    assert "Installed plugins that did not load: " in message
+    assert f"agl-sample-plugin ({plugins.DISABLE_AUTOLOAD_ENV} is set)" in message
 
 
 # -- pluggy: wrappers and tracing see every call ------------------------------------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextvars
 import functools
 import importlib
-import importlib.util
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -41,6 +40,7 @@ __all__ = [
     "UnknownComponentError",
     "algorithm_entry_points",
     "get_plugin_manager",
+    "install_hint",
     "list_components",
     "list_plugins",
     "notify",
@@ -512,35 +512,29 @@ def _load_algorithm_entry_point(name: str) -> tuple[Any, str] | None:
         raise PluginLoadError(where, exc) from exc
 
 
-# Names that this project's own plugin distributions provide, so asking for one that is not installed
-# says what to install (the core imports none of them).
-_PROVIDED_BY_PROJECT_PLUGINS: dict[tuple[str, str], str] = {
-    ("execution_strategies", "ray"): "agentlightning-ray",
-    ("commands", "dashboard"): "agentlightning-dashboard",
-    ("commands", "export"): "agentlightning-apo",
-    ("server_routes", "dashboard"): "agentlightning-dashboard",
-    ("server_routes", "otlp"): "agentlightning-otlp",
-}
-
-
-def _not_installed_hint(kind: str, name: str) -> str:
-    """Where ``name`` may come from: plugins that failed to load, or a 0.3 path that names its distribution."""
-    distribution = _PROVIDED_BY_PROJECT_PLUGINS.get((kind, name))
-    if distribution is not None:
-        return f"The {name!r} {_singular(kind)} comes with the {distribution} plugin: pip install {distribution}"
-    if kind == "algorithms" and name.isidentifier():
-        # A 0.3 module path of an algorithm that now ships as a plugin declares its distribution.
-        compat = f"agentlightning.algorithm.{name}"
-        if importlib.util.find_spec(compat) is not None:
-            distribution = getattr(importlib.import_module(compat), "DISTRIBUTION", None)
-            if distribution:
-                return f"The {name!r} algorithm comes with the {distribution} plugin: pip install {distribution}"
+def install_hint(kind: str, name: str) -> str:
+    """What to install for a ``kind`` named ``name`` that no plugin registers, derived from what is
+    installed (the core keeps no list of plugin names): an installed plugin whose entry point did not
+    load comes first; else the project's naming convention ``agentlightning-<name>``, as a suggestion."""
+    suggestion = f"{PROJECT_NAME}-{name.replace('_', '-').lower()}"
+    autoload_off = resolve_bool_env_var(LightningEnvVar.AGL_DISABLE_PLUGIN_AUTOLOAD, fallback=False)
+    pm = get_plugin_manager()
     with _lock:
-        failures = [f for f in _state.load_failures if f.distribution]
-    if failures:
-        failed = "; ".join(f"{f.distribution} ({f.error})" for f in failures)
-        return f"These plugins failed to load and may provide it: {failed}"
-    return "Plugins add names when their distribution is installed; `agl plugins` lists what is installed"
+        failures = {f.name: f.error for f in _state.load_failures}
+    not_loaded: list[str] = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if pm.has_plugin(ep.name):
+            continue
+        why = failures.get(ep.name) or (f"{DISABLE_AUTOLOAD_ENV} is set" if autoload_off else "blocked")
+        distribution = _dist_of(ep)[0] or ep.name
+        if name in (ep.name, distribution) or distribution == suggestion:
+            return f"The installed plugin {distribution} may provide it, but it did not load: {why}"
+        not_loaded.append(f"{distribution} ({why})")
+    hint = (
+        f"By this project's naming convention it would come with {suggestion}: pip install {suggestion} "
+        "(`agl plugins` lists what is installed)"
+    )
+    return f"{hint}. Installed plugins that did not load: {'; '.join(not_loaded)}" if not_loaded else hint
 
 
 def resolve(kind: RegistryKind | str, name: str) -> Any:
@@ -558,7 +552,7 @@ def resolve(kind: RegistryKind | str, name: str) -> Any:
             known = set(entries)
             if kind == "algorithms":
                 known |= {ep.name for ep in algorithm_entry_points()}
-            raise UnknownComponentError(kind, name, list(known), _not_installed_hint(kind, name))
+            raise UnknownComponentError(kind, name, list(known), install_hint(kind, name))
         found = _unwrap(entries[name]), f"{_singular(kind)} {name!r} registered through agl_register_{kind}"
     obj, source = found
     if kind == "algorithms" and not isinstance(obj, type):

@@ -220,13 +220,13 @@ def _without_password(uri: str) -> str:
 
 
 def _banner(server: Any, uri: str) -> str:
-    from agentlightning.plugins import _not_installed_hint, registered
+    from agentlightning.plugins import install_hint, registered
 
     url = server.url
     routes = registered("server_routes")
 
     def plugin_url(name: str, path: str) -> str:
-        return f"{url}{path}" if name in routes else "not installed. " + _not_installed_hint("server_routes", name)
+        return f"{url}{path}" if name in routes else "not installed. " + install_hint("server_routes", name)
 
     token_note = (
         "token required: runners need AGL_STORE_TOKEN set to the same token"

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agentlightning import errors
-from agentlightning.plugins import LazyObject, _not_installed_hint, registered
+from agentlightning.plugins import LazyObject, install_hint, registered
 from agentlightning.store.base import LightningStore
 from agentlightning.store.wire import (
     API_PREFIX,
@@ -234,9 +234,9 @@ def _build_app() -> FastAPI:
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no route {request.method} {request.url.path}; the API is under {API_PREFIX} (see /docs)"
             if request.url.path == "/":
-                detail += f". No page here: {_not_installed_hint('server_routes', 'dashboard')}"
+                detail += f". No page here: {install_hint('server_routes', 'dashboard')}"
             elif request.url.path == OTLP_TRACES_PATH:
-                detail += f". No OTLP ingest here: {_not_installed_hint('server_routes', 'otlp')}"
+                detail += f". No OTLP ingest here: {install_hint('server_routes', 'otlp')}"
         response = error_response(exc.status_code, name, detail)
         if exc.headers:
             response.headers.update(exc.headers)
