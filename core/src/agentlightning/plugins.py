@@ -15,7 +15,7 @@ import importlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Literal, get_args
 
@@ -152,18 +152,11 @@ class ComponentInfo:
         return {key: value for key, value in asdict(self).items() if key != "kind"}
 
 
-@dataclass
-class _PluginMeta:
-    distribution: str | None
-    version: str | None
-    builtin: bool
-
-
 class _State:
     """Everything the module remembers besides the manager itself; guarded by ``_lock``."""
 
     def __init__(self) -> None:
-        self.meta: dict[str, _PluginMeta] = {}
+        self.meta: dict[str, PluginInfo] = {}  # loaded plugins, without their hooks and errors
         self.load_failures: list[PluginInfo] = []
         self.hook_errors: dict[str, dict[str, str]] = {}
 
@@ -329,7 +322,7 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
                 PluginInfo(name=ep.name, distribution=distribution, version=version, error=_describe(exc))
             )
             continue
-        _state.meta[ep.name] = _PluginMeta(distribution=distribution, version=version, builtin=False)
+        _state.meta[ep.name] = PluginInfo(name=ep.name, distribution=distribution, version=version)
         for caller in pm.get_hookcallers(plugin) or []:
             if not caller.has_spec():
                 logger.warning(
@@ -348,7 +341,7 @@ def _build_manager() -> pluggy.PluginManager:
         from agentlightning import __version__, builtin_plugins
 
         pm.register(builtin_plugins, name=BUILTIN_PLUGIN_NAME)
-        _state.meta[BUILTIN_PLUGIN_NAME] = _PluginMeta(distribution="agentlightning", version=__version__, builtin=True)
+        _state.meta[BUILTIN_PLUGIN_NAME] = PluginInfo(BUILTIN_PLUGIN_NAME, "agentlightning", __version__, builtin=True)
         if resolve_bool_env_var(LightningEnvVar.AGL_DISABLE_PLUGIN_AUTOLOAD, fallback=False):
             logger.debug("%s is set: plugin entry points are not loaded", DISABLE_AUTOLOAD_ENV)
         else:
@@ -392,24 +385,11 @@ def list_plugins() -> list[PluginInfo]:
         for name, plugin in pm.list_name_plugin():
             if plugin is None:  # blocked name
                 continue
-            meta = _state.meta.get(name, _PluginMeta(distribution=None, version=None, builtin=False))
             hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
             errors = _state.hook_errors.get(name)
             error = "; ".join(f"{hook} raised {text}" for hook, text in sorted(errors.items())) if errors else None
-            infos.append(
-                PluginInfo(
-                    name=name,
-                    distribution=meta.distribution,
-                    version=meta.version,
-                    hooks=hooks,
-                    error=error,
-                    builtin=meta.builtin,
-                )
-            )
-        infos.extend(
-            PluginInfo(name=f.name, distribution=f.distribution, version=f.version, hooks=[], error=f.error)
-            for f in _state.load_failures
-        )
+            infos.append(replace(_state.meta.get(name, PluginInfo(name, None, None)), hooks=hooks, error=error))
+        infos.extend(replace(failure) for failure in _state.load_failures)
     infos.sort(key=lambda info: (not info.builtin, info.name))
     return infos
 
