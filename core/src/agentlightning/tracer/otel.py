@@ -51,10 +51,10 @@ from agentlightning.types.tracer import (
     stored_span_context,
 )
 from agentlightning.types.tracer import StatusCode as AglStatusCode
-from agentlightning.utils.otel import sanitize_attributes
+from agentlightning.utils.otel import format_exception_attributes, sanitize_attributes
 
 from .base import Tracer, coerce_status
-from .dummy import InMemorySpanRecordingContext, exception_attributes
+from .dummy import InMemorySpanRecordingContext
 
 if TYPE_CHECKING:
     from agentlightning.store.base import LightningStore
@@ -807,7 +807,7 @@ class OtelSpanRecordingContext(InMemorySpanRecordingContext):
         self._span = span
 
     def record_exception(self, exception: BaseException) -> None:
-        attributes = exception_attributes(exception)
+        attributes = format_exception_attributes(exception)
         self._span.record_exception(exception, attributes=attributes, escaped=True)
         # Also on the span itself, so readers need not dig through events (same as DummyTracer).
         self._span.set_attributes(attributes)
