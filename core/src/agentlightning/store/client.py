@@ -341,13 +341,7 @@ class HttpLightningStore(LightningStore):
                 raise _Retry(exc) from exc
             if status < 400:
                 return cast(T, type_adapter(tp).validate_python(body))
-            error_body = None
-            if isinstance(body, dict):
-                try:
-                    error_body = ErrorBody.model_validate(body)
-                except ValidationError:
-                    pass
-            error = exception_from_error(status, error_body, body if isinstance(body, str) else "")
+            error = exception_from_error(status, self._error_body(body), body if isinstance(body, str) else "")
             raise _Retry(error) if status >= 500 else error
 
         return await self._retrying(f"batch call {op}", once)
@@ -376,9 +370,12 @@ class HttpLightningStore(LightningStore):
         return error
 
     @staticmethod
-    def _error_body(content: bytes) -> Optional[ErrorBody]:
+    def _error_body(content: Any) -> Optional[ErrorBody]:
+        """The error body of an answer (its bytes, or a batch result's parsed JSON); ``None`` when it is not one."""
         try:
-            return ErrorBody.model_validate_json(content)
+            if isinstance(content, bytes):
+                return ErrorBody.model_validate_json(content)
+            return ErrorBody.model_validate(content) if isinstance(content, dict) else None
         except ValidationError:
             return None
 
