@@ -111,15 +111,11 @@ _MUTABLE_FIELDS: Dict[type, Tuple[Tuple[str, Callable[[Any], Any]], ...]] = {
 }
 
 
-def _default_config() -> RolloutConfig:
-    return _construct(
-        RolloutConfig, {"timeout_seconds": None, "unresponsive_seconds": None, "max_attempts": 1, "retry_condition": []}
-    )
-
-
 # Shared by every stored rollout without a config of its own: the engine replaces a rollout's config
 # and never changes one in place, and callers get copies (fewer objects for the garbage collector).
-_DEFAULT_CONFIG = _default_config()
+_DEFAULT_CONFIG = _construct(
+    RolloutConfig, {"timeout_seconds": None, "unresponsive_seconds": None, "max_attempts": 1, "retry_condition": []}
+)
 
 
 def _set(model: BaseModel, **fields: Any) -> None:
@@ -531,17 +527,13 @@ class StoreEngine(LightningStore):
                 end_time=None,
                 mode=mode,
                 resources_id=self._resolve_resources_id(resources_id),
-                status="queuing",
+                status=None,  # set below, with what a status change brings (queue, watchdog)
                 config=config.model_copy(deep=True) if config is not None else _DEFAULT_CONFIG,
                 metadata=dict(metadata) if metadata is not None else None,
             ),
         )
         self._rollouts[rollout.rollout_id] = rollout
         self._set_rollout_status(rollout, status, now)
-        if status == "queuing":  # _set_rollout_status skips the unchanged default status
-            self._queue.append(rollout.rollout_id)
-            self._queued.add(rollout.rollout_id)
-            self._record("queue_push", rollout.rollout_id)
         self._record("rollout", rollout)
         return rollout
 
