@@ -16,7 +16,7 @@ from opentelemetry import trace as trace_api
 from agentlightning.types.tracer import Attributes, Span, SpanCoreFields, SpanRecordingContext, StatusCode, TraceStatus
 from agentlightning.utils.otel import format_exception_attributes, sanitize_attributes
 
-from .base import Tracer, coerce_status
+from .base import Tracer, coerce_status, reset_context_var
 
 if TYPE_CHECKING:
     from agentlightning.store.base import LightningStore
@@ -100,10 +100,7 @@ class DummyTracer(Tracer):
         try:
             yield trace_api.NoOpTracer()
         finally:
-            try:
-                self._current.reset(token)
-            except ValueError:
-                self._current.set(None)
+            reset_context_var(self._current, token)
             self._remember(trace.spans)
 
     def create_span(

@@ -53,7 +53,7 @@ from agentlightning.types.tracer import (
 from agentlightning.types.tracer import StatusCode as AglStatusCode
 from agentlightning.utils.otel import format_exception_attributes, sanitize_attributes
 
-from .base import Tracer, coerce_status
+from .base import Tracer, coerce_status, reset_context_var
 from .dummy import InMemorySpanRecordingContext
 
 if TYPE_CHECKING:
@@ -916,10 +916,7 @@ class OtelTracer(Tracer):
         try:
             yield otel_tracer
         finally:
-            try:
-                _current_scope.reset(token)
-            except ValueError:
-                _current_scope.set(None)
+            reset_context_var(_current_scope, token)
             await self._close_scope(scope)
 
     async def _close_scope(self, scope: _TraceScope) -> None:
