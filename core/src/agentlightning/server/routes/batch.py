@@ -29,7 +29,7 @@ from agentlightning.store.wire import (
 )
 from agentlightning.types import ATTEMPT_STATUSES, Span
 
-from .common import JSON, Ctx, StoreContext, body_error, inserted_indexes
+from .common import JSON, Ctx, StoreContext, body_error, inserted_indexes, page_json
 
 __all__ = ["router", "run_batch"]
 
@@ -75,10 +75,8 @@ assert _HANDLERS.keys() == BATCH_OPERATIONS.keys()
 
 def _dump(op: str, result: Any) -> bytes:
     _, answer_type, _ = BATCH_OPERATIONS[op]
-    if op == "query_spans":  # the store's pages are not parametrized models (see page_response)
-        items = type_adapter(List[Span]).dump_json(list(result.items))
-        tail = f',"limit":{int(result.limit)},"offset":{int(result.offset)},"total":{int(result.total)}}}'
-        return b'{"items":' + items + tail.encode()
+    if op == "query_spans":
+        return page_json(result, Span)
     return type_adapter(answer_type).dump_json(result)
 
 
@@ -106,7 +104,8 @@ async def _run_call(ctx: StoreContext, call: Any) -> Answer:
 
     if call.idempotency_key is None:
         return await compute()
-    return await ctx.replays.run_keyed(("BATCH", op, call.idempotency_key), compute)
+    status, body, _ = await ctx.replays.run_keyed(("BATCH", op, call.idempotency_key), compute)
+    return status, body
 
 
 def _check_documented_values(call: Any) -> None:

@@ -52,11 +52,15 @@ def json_response(value: Any, tp: Any, status_code: int = 200) -> Response:
     return Response(content=type_adapter(tp).dump_json(value), status_code=status_code, media_type=JSON)
 
 
-def page_response(page: PaginatedResult[Any], item_type: Any) -> Response:
+def page_json(page: PaginatedResult[Any], item_type: Any) -> bytes:
     """A PaginatedResult as JSON (built by hand: the store's pages are not parametrized models)."""
     items = type_adapter(List[item_type]).dump_json(list(page.items))
     tail = f',"limit":{int(page.limit)},"offset":{int(page.offset)},"total":{int(page.total)}}}'.encode()
-    return Response(content=b'{"items":' + items + tail, media_type=JSON)
+    return b'{"items":' + items + tail
+
+
+def page_response(page: PaginatedResult[Any], item_type: Any) -> Response:
+    return Response(content=page_json(page, item_type), media_type=JSON)
 
 
 def error_response(
@@ -111,20 +115,15 @@ class Replays:
             response = await compute()
             return response.status_code, bytes(response.body)
 
-        status_code, body, replayed = await self._run((request.method, request.url.path, key_text), answer)
+        status_code, body, replayed = await self.run_keyed((request.method, request.url.path, key_text), answer)
         headers = {"Idempotent-Replayed": "true"} if replayed else None
         return Response(content=body, status_code=status_code, media_type=JSON, headers=headers)
 
     async def run_keyed(
         self, key: Tuple[str, str, str], compute: Callable[[], Awaitable[Tuple[int, bytes]]]
-    ) -> Tuple[int, bytes]:
-        """Like :meth:`run` for one call of a batch: ``key`` names it, ``compute`` answers (status, body)."""
-        status_code, body, _ = await self._run(key, compute)
-        return status_code, body
-
-    async def _run(
-        self, key: Tuple[str, str, str], compute: Callable[[], Awaitable[Tuple[int, bytes]]]
     ) -> Tuple[int, bytes, bool]:
+        """:meth:`run` for a call named by ``key`` (also one call of a batch): ``compute`` answers
+        (status, body); the answer comes with whether it was replayed."""
         while True:
             hit = self._done.get(key)
             if hit is not None and hit[0] > time.monotonic():
