@@ -37,7 +37,6 @@ from agentlightning.plugins import (
     notify,
     registered,
     resolve,
-    resolve_algorithm,
 )
 
 
@@ -201,7 +200,7 @@ def test_autoload_disabled(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     assert "sample" not in registered("tracers")
     assert set(registered("store_backends")) == {"memory", "sqlite", "http", "https"}
     # Asking for an algorithm by name is explicit, so its entry point is still used.
-    assert resolve_algorithm("sample-algo").__name__ == "SampleAlgorithm"
+    assert resolve("algorithms", "sample-algo").__name__ == "SampleAlgorithm"
 
 
 @pytest.mark.usefixtures("test_dists")
@@ -416,7 +415,7 @@ def test_hook_agl_register_algorithms() -> None:
     assert "sample-algo" not in algorithms  # entry point algorithms are not registered through the hook
     assert "baseline" not in algorithms  # the core's own entry point
     assert resolve("algorithms", "sample-hook-algo") is SampleHookAlgorithm
-    assert resolve_algorithm("baseline").__name__ == "Baseline"
+    assert resolve("algorithms", "baseline").__name__ == "Baseline"
 
 
 @pytest.mark.usefixtures("test_dists")
@@ -728,12 +727,12 @@ def test_notify_with_no_implementations() -> None:
 
 
 @pytest.mark.usefixtures("test_dists")
-def test_resolve_algorithm_imports_only_the_named_entry_point(tmp_path: Path) -> None:
+def test_resolving_an_algorithm_imports_only_the_named_entry_point(tmp_path: Path) -> None:
     log = tmp_path / "imports.log"
     code = """
         import sys
         from agentlightning import plugins
-        cls = plugins.resolve_algorithm("sample-algo")
+        cls = plugins.resolve("algorithms", "sample-algo")
         print(cls.__module__, cls.__name__, "agl_sample_plugin.broken_algorithm" in sys.modules)
     """
     result = run_python(code, AGL_SAMPLE_PLUGIN_IMPORT_LOG=str(log))
@@ -749,7 +748,7 @@ def test_resolve_algorithm_imports_only_the_named_entry_point(tmp_path: Path) ->
         """
         from agentlightning import plugins
         try:
-            plugins.resolve_algorithm("sample-broken-algo")
+            plugins.resolve("algorithms", "sample-broken-algo")
         except plugins.PluginLoadError as exc:
             print("refused")
         """,
@@ -762,9 +761,9 @@ def test_resolve_algorithm_imports_only_the_named_entry_point(tmp_path: Path) ->
 
 
 @pytest.mark.usefixtures("test_dists")
-def test_resolve_algorithm_broken_entry_point() -> None:
+def test_resolving_an_algorithm_broken_entry_point() -> None:
     with pytest.raises(PluginLoadError) as info:
-        resolve_algorithm("sample-broken-algo")
+        resolve("algorithms", "sample-broken-algo")
     error = info.value
     assert isinstance(error, ImportError) and isinstance(error, AgentLightningError)
     assert "'sample-broken-algo'" in str(error)
@@ -773,13 +772,13 @@ def test_resolve_algorithm_broken_entry_point() -> None:
     assert isinstance(error.original, ModuleNotFoundError)
     assert error.__cause__ is error.original
     # The failure does not poison other names.
-    assert resolve_algorithm("sample-algo").__name__ == "SampleAlgorithm"
+    assert resolve("algorithms", "sample-algo").__name__ == "SampleAlgorithm"
 
 
 @pytest.mark.usefixtures("test_dists")
-def test_resolve_algorithm_unknown_name_lists_known_names() -> None:
+def test_resolving_an_algorithm_unknown_name_lists_known_names() -> None:
     with pytest.raises(UnknownComponentError) as info:
-        resolve_algorithm("no-such-algo")
+        resolve("algorithms", "no-such-algo")
     error = info.value
     assert isinstance(error, LookupError)
     assert error.name == "no-such-algo"
@@ -788,7 +787,7 @@ def test_resolve_algorithm_unknown_name_lists_known_names() -> None:
     assert "sample-algo" in str(error)
 
 
-def test_resolve_algorithm_rejects_non_class() -> None:
+def test_resolving_an_algorithm_rejects_non_class() -> None:
     class NotAClass:
         @hookimpl
         def agl_register_algorithms(self, register: Callable[[str, Any], None]) -> None:
@@ -796,7 +795,7 @@ def test_resolve_algorithm_rejects_non_class() -> None:
 
     get_plugin_manager().register(NotAClass(), name="not-a-class")
     with pytest.raises(ComponentResolutionError, match="'instance-algo'.* not a class"):
-        resolve_algorithm("instance-algo")
+        resolve("algorithms", "instance-algo")
 
 
 def test_list_plugins_includes_plugins_registered_by_hand() -> None:

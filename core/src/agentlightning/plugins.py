@@ -47,7 +47,6 @@ __all__ = [
     "registered",
     "reset_plugin_manager",
     "resolve",
-    "resolve_algorithm",
 ]
 
 logger = logging.getLogger(__name__)
@@ -538,12 +537,6 @@ def resolve(kind: RegistryKind | str, name: str) -> Any:
     if kind == "algorithms" and not isinstance(obj, type):
         raise ComponentResolutionError(f"{source} is {obj!r}, not a class")
     return obj
-
-
-def resolve_algorithm(name: str) -> type:
-    """``resolve("algorithms", name)``: the algorithm class called ``name``."""
-    algorithm: type = resolve("algorithms", name)
-    return algorithm
 
 
 def _target_of(obj: Any) -> str:
