@@ -41,13 +41,13 @@ from agentlightning.semconv import rollout_resource_attributes
 from agentlightning.types.tracer import (
     Attributes,
     Event,
-    Link,
     OtelResource,
     Span,
     SpanCoreFields,
     SpanRecordingContext,
     TraceStatus,
     construct_valid,
+    stored_link,
     stored_span_context,
 )
 from agentlightning.types.tracer import StatusCode as AglStatusCode
@@ -513,18 +513,7 @@ class ScopedSpan(trace_api.Span):
                     construct_valid(Event, {"name": name, "attributes": attributes, "timestamp": timestamp / 1e9})
                     for name, attributes, timestamp in self._events or ()
                 ],
-                "links": [
-                    construct_valid(
-                        Link,
-                        {
-                            "context": stored_span_context(
-                                link.context.trace_id, link.context.span_id, link.context.is_remote
-                            ),
-                            "attributes": dict(link.attributes or {}),
-                        },
-                    )
-                    for link in self._links or ()
-                ],
+                "links": [stored_link(link.context, dict(link.attributes or {})) for link in self._links or ()],
                 "start_time": self._start_ns / 1e9,
                 "end_time": self._end_ns / 1e9 if self._end_ns is not None else None,
                 "context": stored_span_context(context.trace_id, context.span_id, False),

@@ -129,6 +129,12 @@ def stored_span_context(trace_id: int, span_id: int, is_remote: bool) -> SpanCon
     )
 
 
+def stored_link(context: Any, attributes: Attributes) -> Link:
+    """An OpenTelemetry link (to the span ``context`` names) as stored."""
+    span_context = stored_span_context(context.trace_id, context.span_id, context.is_remote)
+    return construct_valid(Link, {"context": span_context, "attributes": attributes})
+
+
 class SpanCoreFields(BaseModel):
     """The fields an emitter decides: name, attributes, timing and status."""
 
@@ -203,18 +209,7 @@ class Span(BaseModel):
                     )
                     for e in src.events
                 ],
-                "links": [
-                    construct_valid(
-                        Link,
-                        {
-                            "context": stored_span_context(
-                                link.context.trace_id, link.context.span_id, link.context.is_remote
-                            ),
-                            "attributes": _json_attributes(link.attributes),
-                        },
-                    )
-                    for link in src.links
-                ],
+                "links": [stored_link(link.context, _json_attributes(link.attributes)) for link in src.links],
                 "start_time": _seconds(src.start_time),
                 "end_time": _seconds(src.end_time),
                 "context": construct_valid(
