@@ -40,13 +40,13 @@ from agentlightning.env_var import LightningEnvVar, resolve_list_env_var
 from agentlightning.semconv import rollout_resource_attributes
 from agentlightning.types.tracer import (
     Attributes,
-    Event,
     OtelResource,
     Span,
     SpanCoreFields,
     SpanRecordingContext,
     TraceStatus,
     construct_valid,
+    stored_event,
     stored_link,
     stored_span_context,
 )
@@ -510,7 +510,7 @@ class ScopedSpan(trace_api.Span):
                 ),
                 "attributes": self._attributes,
                 "events": [
-                    construct_valid(Event, {"name": name, "attributes": attributes, "timestamp": timestamp / 1e9})
+                    stored_event(name, attributes, timestamp / 1e9)
                     for name, attributes, timestamp in self._events or ()
                 ],
                 "links": [stored_link(link.context, dict(link.attributes or {})) for link in self._links or ()],
