@@ -6,7 +6,8 @@ from operator import itemgetter
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from agentlightning.errors import InvalidSpanError
-from agentlightning.types import Event, Link, OtelResource, PaginatedResult, Span, SpanContext, TraceStatus
+from agentlightning.types import Link, OtelResource, PaginatedResult, Span, SpanContext, TraceStatus
+from agentlightning.types.tracer import stored_event
 
 from .engine import SpanInsertResult, SpanQuery, StoreEngine, _construct
 from .query import match_filters
@@ -85,10 +86,7 @@ def unpack_span(p: PackedSpan) -> Span:
             "name": p[6],
             "status": _construct(TraceStatus, {"status_code": p[7], "description": p[8]}),
             "attributes": dict(p[9]),
-            "events": [
-                _construct(Event, {"name": name, "attributes": dict(attrs), "timestamp": timestamp})
-                for name, attrs, timestamp in events
-            ]
+            "events": [stored_event(name, dict(attrs), timestamp) for name, attrs, timestamp in events]
             if events
             else [],
             "links": [_construct(Link, {"context": _unpack_context(c), "attributes": _copy(a)}) for c, a in links]
