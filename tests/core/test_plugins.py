@@ -489,7 +489,8 @@ def test_a_strategy_of_a_plugin_not_installed_names_its_distribution() -> None:
     if "ray" in registered("execution_strategies"):
         pytest.skip("agentlightning-ray is installed here")
     with pytest.raises(
-        ComponentResolutionError, match="would come with agentlightning-ray: pip install agentlightning-ray"
+        ComponentResolutionError,
+        match="the 'ray' execution strategy would come with agentlightning-ray: pip install agentlightning-ray",
     ):
         Trainer(strategy="ray")
 
@@ -565,7 +566,10 @@ def test_a_command_that_fails_to_add_itself_is_left_out(
     # No list of plugin names: the suggestion follows the naming convention, `_` becoming `-`.
     assert main(["serve_model", "--port", "0"]) == 2
     error = capsys.readouterr().err
-    assert "it would come with agentlightning-serve-model: pip install agentlightning-serve-model" in error
+    assert (
+        "the 'serve_model' command would come with agentlightning-serve-model: pip install agentlightning-serve-model"
+        in error
+    )
 
 
 @pytest.mark.usefixtures("test_dists")
@@ -585,6 +589,21 @@ def test_the_install_hint_names_installed_plugins_that_did_not_load(monkeypatch:
     assert "pip install agentlightning-sample-hello" in message
     assert "Installed plugins that did not load: " in message
     assert f"agl-sample-plugin ({plugins.DISABLE_AUTOLOAD_ENV} is set)" in message
+
+
+def test_the_install_hint_names_a_plugin_whose_registration_hook_raised() -> None:
+    class Faulty:
+        @hookimpl
+        def agl_register_tracers(self, register: Callable[[str, Any], None]) -> None:
+            raise RuntimeError("cannot build my tracer")
+
+    get_plugin_manager().register(Faulty(), name="faulty-tracers")
+    with pytest.raises(UnknownComponentError) as info:
+        resolve("tracers", "fancy")
+    message = str(info.value)
+    assert "Installed plugins whose agl_register_tracers raised may provide it: " in message
+    assert "faulty-tracers (RuntimeError: cannot build my tracer)" in message
+    assert "pip install" not in message
 
 
 # -- pluggy: wrappers and tracing see every call ------------------------------------------------

@@ -493,13 +493,18 @@ def _load_algorithm_entry_point(name: str) -> tuple[Any, str] | None:
 
 def install_hint(kind: str, name: str) -> str:
     """What to install for a ``kind`` named ``name`` that no plugin registers, derived from what is
-    installed (the core keeps no list of plugin names): an installed plugin whose entry point did not
-    load comes first; else the project's naming convention ``agentlightning-<name>``, as a suggestion."""
+    installed (the core keeps no list of plugin names): an installed plugin that did not load, or whose
+    ``agl_register_<kind>`` raised, comes first; else the project's naming convention
+    ``agentlightning-<name>``, as a suggestion."""
     suggestion = f"{PROJECT_NAME}-{name.replace('_', '-').lower()}"
     autoload_off = resolve_bool_env_var(LightningEnvVar.AGL_DISABLE_PLUGIN_AUTOLOAD, fallback=False)
     pm = get_plugin_manager()
+    hook = f"agl_register_{kind}"
     with _lock:
         failures = {f.name: f.error for f in _state.load_failures}
+        raised = [f"{plugin} ({errors[hook]})" for plugin, errors in _state.hook_errors.items() if hook in errors]
+    if raised:
+        return f"Installed plugins whose {hook} raised may provide it: {'; '.join(raised)}"
     not_loaded: list[str] = []
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if pm.has_plugin(ep.name):
@@ -510,8 +515,8 @@ def install_hint(kind: str, name: str) -> str:
             return f"The installed plugin {distribution} may provide it, but it did not load: {why}"
         not_loaded.append(f"{distribution} ({why})")
     hint = (
-        f"By this project's naming convention it would come with {suggestion}: pip install {suggestion} "
-        "(`agl plugins` lists what is installed)"
+        f"By this project's naming convention the {name!r} {_singular(kind)} would come with {suggestion}: "
+        f"pip install {suggestion} (`agl plugins` lists what is installed)"
     )
     return f"{hint}. Installed plugins that did not load: {'; '.join(not_loaded)}" if not_loaded else hint
 
