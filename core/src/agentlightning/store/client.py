@@ -533,10 +533,10 @@ class HttpLightningStore(LightningStore):
         offset: int = 0,
     ) -> PaginatedResult[Attempt]:
         path = f"/rollouts/{_segment('rollout_id', rollout_id)}/attempts"
-        params: Dict[str, Any] = {"sort_order": sort_order, "limit": limit, "offset": offset}
+        params = {"sort_order": str(sort_order), "limit": str(limit), "offset": str(offset)}
         if sort_by is not None:
-            params["sort_by"] = sort_by
-        return cast(AttemptsPage, await self._get(AttemptsPage, path, params=_query_params(params)))
+            params["sort_by"] = str(sort_by)
+        return cast(AttemptsPage, await self._get(AttemptsPage, path, params=params))
 
     async def get_latest_attempt(self, rollout_id: str) -> Optional[Attempt]:
         path = f"/rollouts/{_segment('rollout_id', rollout_id)}/attempts/latest"
@@ -650,10 +650,6 @@ class HttpLightningStore(LightningStore):
         path = f"/workers/{_segment('worker_id', worker_id)}"
         body = {} if heartbeat_stats is UNSET else {"heartbeat_stats": heartbeat_stats}
         return await self._post(Worker, path, body, mutation=True, method="PATCH")
-
-
-def _query_params(params: Dict[str, Any]) -> Dict[str, Any]:
-    return {key: str(value) for key, value in params.items()}
 
 
 def _arguments(arguments: Dict[str, Any], skip: Sequence[str] = ()) -> Dict[str, Any]:
