@@ -4,7 +4,6 @@ would answer it (design notes: ``docs/internals.md``)."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any, Awaitable, Callable, Dict, List, Tuple
 
 from fastapi import APIRouter, Request
@@ -22,18 +21,13 @@ from agentlightning.store.wire import (
     BatchRequest,
     BatchResponse,
     SequenceIdsResponse,
-    describe_validation_errors,
-    error_body,
-    error_status,
     type_adapter,
 )
 from agentlightning.types import ATTEMPT_STATUSES, Span
 
-from .common import JSON, Ctx, StoreContext, body_error, inserted_indexes, page_json
+from .common import JSON, Ctx, StoreContext, body_error, inserted_indexes, page_json, store_error
 
 __all__ = ["router", "run_batch"]
-
-logger = logging.getLogger(__name__)
 
 router = APIRouter()
 
@@ -81,15 +75,8 @@ def _dump(op: str, result: Any) -> bytes:
 
 
 def _error(exc: BaseException, op: str) -> Answer:
-    mapped = error_status(exc)
-    if mapped is None:
-        logger.error("store server: batch call %s failed", op, exc_info=exc)
-        return 500, error_body("InternalServerError", f"{type(exc).__name__}: {exc}").model_dump_json().encode()
-    status, name = mapped
-    if isinstance(exc, ValidationError):
-        message, listed = describe_validation_errors(exc.errors())
-        return status, error_body(name, message, errors=listed).model_dump_json().encode()
-    return status, error_body(name, str(exc), exc).model_dump_json().encode()
+    status, body = store_error(exc, f"batch call {op}")
+    return status, body.model_dump_json().encode()
 
 
 async def _run_call(ctx: StoreContext, call: Any) -> Answer:

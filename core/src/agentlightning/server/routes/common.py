@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple, Type
 
 from fastapi import Depends, Request
 from fastapi.responses import Response
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from typing_extensions import Annotated
 
@@ -27,12 +29,15 @@ from agentlightning.store.wire import (
     SpanFilters,
     describe_validation_errors,
     error_body,
+    error_status,
     type_adapter,
     validation_error_kind,
 )
 from agentlightning.types import PaginatedResult, Span
 
 JSON = "application/json"
+
+logger = logging.getLogger(__name__)
 
 ERROR_RESPONSES: Dict[int | str, Dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
@@ -69,6 +74,19 @@ def error_response(
     body = error_body(name, message, exc, **details)
     headers = {"WWW-Authenticate": "Bearer"} if status_code == 401 else None
     return Response(content=body.model_dump_json(), status_code=status_code, media_type=JSON, headers=headers)
+
+
+def store_error(exc: BaseException, what: str) -> Tuple[int, ErrorBody]:
+    """The status and error body answering ``exc`` raised by ``what`` (a bug: logged, and 500)."""
+    mapped = error_status(exc)
+    if mapped is None:
+        logger.error("store server: %s failed", what, exc_info=exc)
+        return 500, error_body("InternalServerError", f"{type(exc).__name__}: {exc}")
+    status_code, name = mapped
+    if isinstance(exc, ValidationError):
+        message, listed = describe_validation_errors(exc.errors())
+        return status_code, error_body(name, message, errors=listed)
+    return status_code, error_body(name, str(exc), exc)
 
 
 def not_found(kind: Type[errors.NotFoundError], item_id: str) -> Response:
