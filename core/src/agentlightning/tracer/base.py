@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
 import threading
 import warnings
 from abc import abstractmethod
@@ -46,7 +45,6 @@ __all__ = [
     "coerce_status",
 ]
 
-logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
