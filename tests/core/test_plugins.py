@@ -37,7 +37,6 @@ from agentlightning.plugins import (
     notify,
     registered,
     resolve,
-    resolve_algorithm,
 )
 
 
@@ -201,7 +200,7 @@ def test_autoload_disabled(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     assert "sample" not in registered("tracers")
     assert set(registered("store_backends")) == {"memory", "sqlite", "http", "https"}
     # Asking for an algorithm by name is explicit, so its entry point is still used.
-    assert resolve_algorithm("sample-algo").__name__ == "SampleAlgorithm"
+    assert resolve("algorithms", "sample-algo").__name__ == "SampleAlgorithm"
 
 
 @pytest.mark.usefixtures("test_dists")
@@ -416,7 +415,7 @@ def test_hook_agl_register_algorithms() -> None:
     assert "sample-algo" not in algorithms  # entry point algorithms are not registered through the hook
     assert "baseline" not in algorithms  # the core's own entry point
     assert resolve("algorithms", "sample-hook-algo") is SampleHookAlgorithm
-    assert resolve_algorithm("baseline").__name__ == "Baseline"
+    assert resolve("algorithms", "baseline").__name__ == "Baseline"
 
 
 @pytest.mark.usefixtures("test_dists")
@@ -489,7 +488,10 @@ def test_a_strategy_of_a_plugin_not_installed_names_its_distribution() -> None:
 
     if "ray" in registered("execution_strategies"):
         pytest.skip("agentlightning-ray is installed here")
-    with pytest.raises(ComponentResolutionError, match="comes with the agentlightning-ray plugin: pip install"):
+    with pytest.raises(
+        ComponentResolutionError,
+        match="the 'ray' execution strategy would come with agentlightning-ray: pip install agentlightning-ray",
+    ):
         Trainer(strategy="ray")
 
 
@@ -559,11 +561,49 @@ def test_a_command_that_fails_to_add_itself_is_left_out(
     capsys.readouterr()
     assert main(["broken-command"]) == 2
     error = capsys.readouterr().err
-    assert "unknown command 'broken-command'; installed commands: plugins, proxy, store;" in error
-    assert "agl plugins lists them" in error
-    # A command of this project's own plugins names the distribution that brings it.
-    assert main(["export", "--store", "memory://", "--what", "prompts"]) == 2
-    assert "The 'export' command comes with the agentlightning-apo plugin" in capsys.readouterr().err
+    assert "unknown command 'broken-command'; installed commands: plugins, proxy, store." in error
+    assert "pip install agentlightning-broken-command (`agl plugins` lists what is installed)" in error
+    # No list of plugin names: the suggestion follows the naming convention, `_` becoming `-`.
+    assert main(["serve_model", "--port", "0"]) == 2
+    error = capsys.readouterr().err
+    assert (
+        "the 'serve_model' command would come with agentlightning-serve-model: pip install agentlightning-serve-model"
+        in error
+    )
+
+
+@pytest.mark.usefixtures("test_dists")
+def test_the_install_hint_names_installed_plugins_that_did_not_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The broken plugin's entry point is named "broken": asking for "broken" names its distribution and error.
+    with pytest.raises(UnknownComponentError) as info:
+        resolve("tracers", "broken")
+    assert "The installed plugin agl-broken-plugin may provide it, but it did not load: " in str(info.value)
+    assert "agentlightning-broken" not in str(info.value)
+    # With autoload off, every installed plugin is listed as not loaded, after the suggestion.
+    monkeypatch.setenv(plugins.DISABLE_AUTOLOAD_ENV, "1")
+    plugins.reset_plugin_manager()
+    with pytest.raises(UnknownComponentError) as info:
+        resolve("commands", "sample-hello")
+    message = str(info.value)
+    assert "known names: plugins, proxy, store. " in message
+    assert "pip install agentlightning-sample-hello" in message
+    assert "Installed plugins that did not load: " in message
+    assert f"agl-sample-plugin ({plugins.DISABLE_AUTOLOAD_ENV} is set)" in message
+
+
+def test_the_install_hint_names_a_plugin_whose_registration_hook_raised() -> None:
+    class Faulty:
+        @hookimpl
+        def agl_register_tracers(self, register: Callable[[str, Any], None]) -> None:
+            raise RuntimeError("cannot build my tracer")
+
+    get_plugin_manager().register(Faulty(), name="faulty-tracers")
+    with pytest.raises(UnknownComponentError) as info:
+        resolve("tracers", "fancy")
+    message = str(info.value)
+    assert "Installed plugins whose agl_register_tracers raised may provide it: " in message
+    assert "faulty-tracers (RuntimeError: cannot build my tracer)" in message
+    assert "pip install" not in message
 
 
 # -- pluggy: wrappers and tracing see every call ------------------------------------------------
@@ -706,12 +746,12 @@ def test_notify_with_no_implementations() -> None:
 
 
 @pytest.mark.usefixtures("test_dists")
-def test_resolve_algorithm_imports_only_the_named_entry_point(tmp_path: Path) -> None:
+def test_resolving_an_algorithm_imports_only_the_named_entry_point(tmp_path: Path) -> None:
     log = tmp_path / "imports.log"
     code = """
         import sys
         from agentlightning import plugins
-        cls = plugins.resolve_algorithm("sample-algo")
+        cls = plugins.resolve("algorithms", "sample-algo")
         print(cls.__module__, cls.__name__, "agl_sample_plugin.broken_algorithm" in sys.modules)
     """
     result = run_python(code, AGL_SAMPLE_PLUGIN_IMPORT_LOG=str(log))
@@ -727,7 +767,7 @@ def test_resolve_algorithm_imports_only_the_named_entry_point(tmp_path: Path) ->
         """
         from agentlightning import plugins
         try:
-            plugins.resolve_algorithm("sample-broken-algo")
+            plugins.resolve("algorithms", "sample-broken-algo")
         except plugins.PluginLoadError as exc:
             print("refused")
         """,
@@ -740,9 +780,9 @@ def test_resolve_algorithm_imports_only_the_named_entry_point(tmp_path: Path) ->
 
 
 @pytest.mark.usefixtures("test_dists")
-def test_resolve_algorithm_broken_entry_point() -> None:
+def test_resolving_an_algorithm_broken_entry_point() -> None:
     with pytest.raises(PluginLoadError) as info:
-        resolve_algorithm("sample-broken-algo")
+        resolve("algorithms", "sample-broken-algo")
     error = info.value
     assert isinstance(error, ImportError) and isinstance(error, AgentLightningError)
     assert "'sample-broken-algo'" in str(error)
@@ -751,13 +791,13 @@ def test_resolve_algorithm_broken_entry_point() -> None:
     assert isinstance(error.original, ModuleNotFoundError)
     assert error.__cause__ is error.original
     # The failure does not poison other names.
-    assert resolve_algorithm("sample-algo").__name__ == "SampleAlgorithm"
+    assert resolve("algorithms", "sample-algo").__name__ == "SampleAlgorithm"
 
 
 @pytest.mark.usefixtures("test_dists")
-def test_resolve_algorithm_unknown_name_lists_known_names() -> None:
+def test_resolving_an_algorithm_unknown_name_lists_known_names() -> None:
     with pytest.raises(UnknownComponentError) as info:
-        resolve_algorithm("no-such-algo")
+        resolve("algorithms", "no-such-algo")
     error = info.value
     assert isinstance(error, LookupError)
     assert error.name == "no-such-algo"
@@ -766,7 +806,7 @@ def test_resolve_algorithm_unknown_name_lists_known_names() -> None:
     assert "sample-algo" in str(error)
 
 
-def test_resolve_algorithm_rejects_non_class() -> None:
+def test_resolving_an_algorithm_rejects_non_class() -> None:
     class NotAClass:
         @hookimpl
         def agl_register_algorithms(self, register: Callable[[str, Any], None]) -> None:
@@ -774,7 +814,7 @@ def test_resolve_algorithm_rejects_non_class() -> None:
 
     get_plugin_manager().register(NotAClass(), name="not-a-class")
     with pytest.raises(ComponentResolutionError, match="'instance-algo'.* not a class"):
-        resolve_algorithm("instance-algo")
+        resolve("algorithms", "instance-algo")
 
 
 def test_list_plugins_includes_plugins_registered_by_hand() -> None:

@@ -42,7 +42,6 @@ _EXTRA = {
     "lightning_cli": "config",
     "PluginInfo": "plugins",
     "list_plugins": "plugins",
-    "resolve_algorithm": "plugins",
     "LLMProxy": "proxy",
 }
 
@@ -104,7 +103,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the eager imports
     from .execution import *  # noqa: F403
     from .litagent import *  # noqa: F403
     from .logging import configure_logger, setup_logging, setup_module_logging  # noqa: F401
-    from .plugins import PluginInfo, list_plugins, resolve_algorithm  # noqa: F401
+    from .plugins import PluginInfo, list_plugins  # noqa: F401
     from .runner import *  # noqa: F403
     from .store import *  # noqa: F403
     from .tracer import *  # noqa: F403

@@ -50,22 +50,17 @@ class FrameworkNotAvailableError(AgentLightningError, ImportError):
 
 
 def _release(version: str) -> Tuple[int, ...]:
-    """The numeric release of a version string (``"1.7.2rc1"`` -> ``(1, 7, 2)``), enough for lower bounds."""
-    parts: List[int] = []
-    for piece in version.split("."):
-        match = re.match(r"\d+", piece)
-        if match is None:
-            break
-        parts.append(int(match.group()))
-        if match.end() != len(piece):  # a pre/post/dev suffix ends the release part
-            break
+    """The numeric release of a version string without trailing zeros (``"1.7.0rc1"`` -> ``(1, 7)``):
+    enough to compare against lower bounds."""
+    match = re.match(r"\d+(?:\.\d+)*", version)
+    parts = [int(part) for part in match.group().split(".")] if match else []
+    while parts and parts[-1] == 0:
+        parts.pop()
     return tuple(parts)
 
 
 def _at_least(installed: str, minimum: str) -> bool:
-    have, want = _release(installed), _release(minimum)
-    width = max(len(have), len(want))
-    return have + (0,) * (width - len(have)) >= want + (0,) * (width - len(want))
+    return _release(installed) >= _release(minimum)
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,10 @@ from __future__ import annotations
 import contextvars
 import functools
 import importlib
-import importlib.util
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Literal, get_args
 
@@ -41,13 +40,13 @@ __all__ = [
     "UnknownComponentError",
     "algorithm_entry_points",
     "get_plugin_manager",
+    "install_hint",
     "list_components",
     "list_plugins",
     "notify",
     "registered",
     "reset_plugin_manager",
     "resolve",
-    "resolve_algorithm",
 ]
 
 logger = logging.getLogger(__name__)
@@ -152,18 +151,11 @@ class ComponentInfo:
         return {key: value for key, value in asdict(self).items() if key != "kind"}
 
 
-@dataclass
-class _PluginMeta:
-    distribution: str | None
-    version: str | None
-    builtin: bool
-
-
 class _State:
     """Everything the module remembers besides the manager itself; guarded by ``_lock``."""
 
     def __init__(self) -> None:
-        self.meta: dict[str, _PluginMeta] = {}
+        self.meta: dict[str, PluginInfo] = {}  # loaded plugins, without their hooks and errors
         self.load_failures: list[PluginInfo] = []
         self.hook_errors: dict[str, dict[str, str]] = {}
 
@@ -329,7 +321,7 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
                 PluginInfo(name=ep.name, distribution=distribution, version=version, error=_describe(exc))
             )
             continue
-        _state.meta[ep.name] = _PluginMeta(distribution=distribution, version=version, builtin=False)
+        _state.meta[ep.name] = PluginInfo(name=ep.name, distribution=distribution, version=version)
         for caller in pm.get_hookcallers(plugin) or []:
             if not caller.has_spec():
                 logger.warning(
@@ -348,7 +340,7 @@ def _build_manager() -> pluggy.PluginManager:
         from agentlightning import __version__, builtin_plugins
 
         pm.register(builtin_plugins, name=BUILTIN_PLUGIN_NAME)
-        _state.meta[BUILTIN_PLUGIN_NAME] = _PluginMeta(distribution="agentlightning", version=__version__, builtin=True)
+        _state.meta[BUILTIN_PLUGIN_NAME] = PluginInfo(BUILTIN_PLUGIN_NAME, "agentlightning", __version__, builtin=True)
         if resolve_bool_env_var(LightningEnvVar.AGL_DISABLE_PLUGIN_AUTOLOAD, fallback=False):
             logger.debug("%s is set: plugin entry points are not loaded", DISABLE_AUTOLOAD_ENV)
         else:
@@ -392,24 +384,11 @@ def list_plugins() -> list[PluginInfo]:
         for name, plugin in pm.list_name_plugin():
             if plugin is None:  # blocked name
                 continue
-            meta = _state.meta.get(name, _PluginMeta(distribution=None, version=None, builtin=False))
             hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
             errors = _state.hook_errors.get(name)
             error = "; ".join(f"{hook} raised {text}" for hook, text in sorted(errors.items())) if errors else None
-            infos.append(
-                PluginInfo(
-                    name=name,
-                    distribution=meta.distribution,
-                    version=meta.version,
-                    hooks=hooks,
-                    error=error,
-                    builtin=meta.builtin,
-                )
-            )
-        infos.extend(
-            PluginInfo(name=f.name, distribution=f.distribution, version=f.version, hooks=[], error=f.error)
-            for f in _state.load_failures
-        )
+            infos.append(replace(_state.meta.get(name, PluginInfo(name, None, None)), hooks=hooks, error=error))
+        infos.extend(replace(failure) for failure in _state.load_failures)
     infos.sort(key=lambda info: (not info.builtin, info.name))
     return infos
 
@@ -512,35 +491,34 @@ def _load_algorithm_entry_point(name: str) -> tuple[Any, str] | None:
         raise PluginLoadError(where, exc) from exc
 
 
-# Names that this project's own plugin distributions provide, so asking for one that is not installed
-# says what to install (the core imports none of them).
-_PROVIDED_BY_PROJECT_PLUGINS: dict[tuple[str, str], str] = {
-    ("execution_strategies", "ray"): "agentlightning-ray",
-    ("commands", "dashboard"): "agentlightning-dashboard",
-    ("commands", "export"): "agentlightning-apo",
-    ("server_routes", "dashboard"): "agentlightning-dashboard",
-    ("server_routes", "otlp"): "agentlightning-otlp",
-}
-
-
-def _not_installed_hint(kind: str, name: str) -> str:
-    """Where ``name`` may come from: plugins that failed to load, or a 0.3 path that names its distribution."""
-    distribution = _PROVIDED_BY_PROJECT_PLUGINS.get((kind, name))
-    if distribution is not None:
-        return f"The {name!r} {_singular(kind)} comes with the {distribution} plugin: pip install {distribution}"
-    if kind == "algorithms" and name.isidentifier():
-        # A 0.3 module path of an algorithm that now ships as a plugin declares its distribution.
-        compat = f"agentlightning.algorithm.{name}"
-        if importlib.util.find_spec(compat) is not None:
-            distribution = getattr(importlib.import_module(compat), "DISTRIBUTION", None)
-            if distribution:
-                return f"The {name!r} algorithm comes with the {distribution} plugin: pip install {distribution}"
+def install_hint(kind: str, name: str) -> str:
+    """What to install for a ``kind`` named ``name`` that no plugin registers, derived from what is
+    installed (the core keeps no list of plugin names): an installed plugin that did not load, or whose
+    ``agl_register_<kind>`` raised, comes first; else the project's naming convention
+    ``agentlightning-<name>``, as a suggestion."""
+    suggestion = f"{PROJECT_NAME}-{name.replace('_', '-').lower()}"
+    autoload_off = resolve_bool_env_var(LightningEnvVar.AGL_DISABLE_PLUGIN_AUTOLOAD, fallback=False)
+    pm = get_plugin_manager()
+    hook = f"agl_register_{kind}"
     with _lock:
-        failures = [f for f in _state.load_failures if f.distribution]
-    if failures:
-        failed = "; ".join(f"{f.distribution} ({f.error})" for f in failures)
-        return f"These plugins failed to load and may provide it: {failed}"
-    return "Plugins add names when their distribution is installed; `agl plugins` lists what is installed"
+        failures = {f.name: f.error for f in _state.load_failures}
+        raised = [f"{plugin} ({errors[hook]})" for plugin, errors in _state.hook_errors.items() if hook in errors]
+    if raised:
+        return f"Installed plugins whose {hook} raised may provide it: {'; '.join(raised)}"
+    not_loaded: list[str] = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if pm.has_plugin(ep.name):
+            continue
+        why = failures.get(ep.name) or (f"{DISABLE_AUTOLOAD_ENV} is set" if autoload_off else "blocked")
+        distribution = _dist_of(ep)[0] or ep.name
+        if name in (ep.name, distribution) or distribution == suggestion:
+            return f"The installed plugin {distribution} may provide it, but it did not load: {why}"
+        not_loaded.append(f"{distribution} ({why})")
+    hint = (
+        f"By this project's naming convention the {name!r} {_singular(kind)} would come with {suggestion}: "
+        f"pip install {suggestion} (`agl plugins` lists what is installed)"
+    )
+    return f"{hint}. Installed plugins that did not load: {'; '.join(not_loaded)}" if not_loaded else hint
 
 
 def resolve(kind: RegistryKind | str, name: str) -> Any:
@@ -558,18 +536,12 @@ def resolve(kind: RegistryKind | str, name: str) -> Any:
             known = set(entries)
             if kind == "algorithms":
                 known |= {ep.name for ep in algorithm_entry_points()}
-            raise UnknownComponentError(kind, name, list(known), _not_installed_hint(kind, name))
+            raise UnknownComponentError(kind, name, list(known), install_hint(kind, name))
         found = _unwrap(entries[name]), f"{_singular(kind)} {name!r} registered through agl_register_{kind}"
     obj, source = found
     if kind == "algorithms" and not isinstance(obj, type):
         raise ComponentResolutionError(f"{source} is {obj!r}, not a class")
     return obj
-
-
-def resolve_algorithm(name: str) -> type:
-    """``resolve("algorithms", name)``: the algorithm class called ``name``."""
-    algorithm: type = resolve("algorithms", name)
-    return algorithm
 
 
 def _target_of(obj: Any) -> str:

@@ -373,4 +373,4 @@ def test_trainer_names_the_missing_plugin_too() -> None:
 
 
 def test_baseline_is_found_by_name() -> None:
-    assert agl.resolve_algorithm("baseline") is Baseline
+    assert plugins.resolve("algorithms", "baseline") is Baseline

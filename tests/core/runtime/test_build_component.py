@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Dict, List, Optional
 
 import pytest
@@ -86,11 +87,11 @@ def test_registered_name() -> None:
 
 
 def test_registered_algorithm_name_through_the_trainer_registry() -> None:
-    from agentlightning.trainer.trainer import _registry
+    from agentlightning.plugins import resolve
 
-    built = build_component("baseline", Algorithm, "algorithm", registry=_registry("algorithms"))
+    built = build_component("baseline", Algorithm, "algorithm", registry=functools.partial(resolve, "algorithms"))
     assert isinstance(built, Baseline)
-    tracer = build_component("otel", Tracer, "tracer", registry=_registry("tracers"))
+    tracer = build_component("otel", Tracer, "tracer", registry=functools.partial(resolve, "tracers"))
     assert isinstance(tracer, OtelTracer)
 
 

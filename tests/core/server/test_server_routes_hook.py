@@ -95,7 +95,7 @@ def test_without_a_page_plugin_the_root_says_what_to_install() -> None:
     assert answer.status_code == 404
     message = answer.json()["message"]
     assert "the API is under /v1/agl" in message
-    assert "comes with the agentlightning-dashboard plugin: pip install agentlightning-dashboard" in message
+    assert "would come with agentlightning-dashboard: pip install agentlightning-dashboard" in message
 
 
 @pytest.mark.usefixtures("fresh_app")

@@ -70,15 +70,12 @@ class LLMCall:
 
 def _json_attr(span: Span, key: str) -> Dict[str, Any]:
     raw = span.attributes.get(key)
-    if isinstance(raw, dict):
-        return raw
     if isinstance(raw, str):
         try:
-            value = json.loads(raw)
+            raw = json.loads(raw)
         except ValueError:
             return {}
-        return value if isinstance(value, dict) else {}
-    return {}
+    return raw if isinstance(raw, dict) else {}
 
 
 def _int_list(value: Any) -> Optional[List[int]]:

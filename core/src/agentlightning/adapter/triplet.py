@@ -131,18 +131,8 @@ class TraceToTokenSequences(TraceAdapter[List[TokenSequence]]):
                 if call.logprobs is not None and len(call.logprobs) == len(response)
                 else [None] * len(response)
             )
-            if current is not None:
+            if current is not None and prompt[: len(current["token_ids"])] != current["token_ids"]:
                 ids = current["token_ids"]
-                if prompt[: len(ids)] == ids:
-                    added = prompt[len(ids) :]
-                    ids.extend(added)
-                    current["loss_mask"].extend([0] * len(added))
-                    current["logprobs"].extend([None] * len(added))
-                    ids.extend(response)
-                    current["loss_mask"].extend([1] * len(response))
-                    current["logprobs"].extend(logprobs)
-                    current["span_ids"].append(call.span.span_id)
-                    continue
                 position = next(
                     (i for i, (a, b) in enumerate(zip(ids, prompt, strict=False)) if a != b), min(len(ids), len(prompt))
                 )
@@ -157,16 +147,24 @@ class TraceToTokenSequences(TraceAdapter[List[TokenSequence]]):
                     split.sequence_length,
                 )
                 sequences.append(_close(current, final))
-            current = {
-                "rollout_id": call.span.rollout_id,
-                "attempt_id": call.span.attempt_id,
-                "token_ids": list(prompt) + list(response),
-                "loss_mask": [0] * len(prompt) + [1] * len(response),
-                "logprobs": [None] * len(prompt) + logprobs,
-                "prompt_length": len(prompt),
-                "span_ids": [call.span.span_id],
-                "agent_name": call.agent_name,
-            }
+                current = None
+            if current is None:
+                current = {
+                    "rollout_id": call.span.rollout_id,
+                    "attempt_id": call.span.attempt_id,
+                    "token_ids": [],
+                    "loss_mask": [],
+                    "logprobs": [],
+                    "prompt_length": len(prompt),
+                    "span_ids": [],
+                    "agent_name": call.agent_name,
+                }
+            # The prompt's new tokens (all of it for a new sequence) are context, the response is the model's.
+            added = prompt[len(current["token_ids"]) :]
+            current["token_ids"].extend([*added, *response])
+            current["loss_mask"].extend([0] * len(added) + [1] * len(response))
+            current["logprobs"].extend([None] * len(added) + logprobs)
+            current["span_ids"].append(call.span.span_id)
         if current is not None:
             sequences.append(_close(current, final))
         for index, sequence in enumerate(sequences):

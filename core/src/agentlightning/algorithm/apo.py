@@ -10,10 +10,8 @@ from typing import Any
 
 from .compat import load_plugin_algorithm
 
-DISTRIBUTION = "agentlightning-apo"
-
 
 def __getattr__(name: str) -> Any:
     if name == "APO":
-        return load_plugin_algorithm("apo", DISTRIBUTION)
+        return load_plugin_algorithm("apo")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Optional, Set
 
 from agentlightning.emitter import find_final_reward
-from agentlightning.types import Dataset, Rollout, RolloutMode, Span
+from agentlightning.types import Dataset, Rollout, Span
 
 from .base import FastAlgorithm
 
@@ -71,16 +71,14 @@ class Baseline(FastAlgorithm):
                 for index in range(len(dataset)):
                     while len(in_flight) >= self.max_queue_length:
                         await self._harvest(in_flight, first_only=True)
-                    rollout = await store.enqueue_rollout(input=dataset[index], mode=self._mode(mode))
+                    rollout = await store.enqueue_rollout(
+                        input=dataset[index], mode="train" if mode == "train" else "val"
+                    )
                     in_flight[rollout.rollout_id] = asyncio.ensure_future(
                         store.wait_for_rollouts(rollout_ids=[rollout.rollout_id])
                     )
         while in_flight:
             await self._harvest(in_flight, first_only=False)
-
-    @staticmethod
-    def _mode(mode: str) -> RolloutMode:
-        return "train" if mode == "train" else "val"
 
     async def _harvest(self, in_flight: Dict[str, "asyncio.Task[List[Rollout]]"], first_only: bool) -> None:
         done: Set[asyncio.Task[List[Rollout]]]

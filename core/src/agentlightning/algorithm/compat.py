@@ -1,6 +1,6 @@
 """0.3 module paths of algorithms that now ship as plugins (``agentlightning.algorithm.apo.APO``):
-resolved by name through the ``agentlightning.algorithms`` entry points; ``DISTRIBUTION`` names the
-plugin to install when it is missing."""
+resolved by name through the ``agentlightning.algorithms`` entry points; when the plugin is missing,
+the error says what to install (:func:`agentlightning.plugins.install_hint`)."""
 
 from __future__ import annotations
 
@@ -15,20 +15,13 @@ __all__ = ["AlgorithmNotInstalledError", "LazyAlgorithm", "load_plugin_algorithm
 class AlgorithmNotInstalledError(UnknownComponentError):
     """An algorithm with a 0.3 path whose plugin is not installed; the message says what to install."""
 
-    def __init__(self, name: str, distribution: str, known: list[str]) -> None:
-        hint = f"The {name!r} algorithm comes with the {distribution} plugin: pip install {distribution}"
-        super().__init__("algorithms", name, known, hint)
-        self.distribution = distribution
 
-
-def load_plugin_algorithm(name: str, distribution: str) -> type:
+def load_plugin_algorithm(name: str) -> type:
     """The class registered as algorithm ``name``, or :class:`AlgorithmNotInstalledError`."""
     try:
         algorithm: type = resolve("algorithms", name)
-    except AlgorithmNotInstalledError:
-        raise
     except UnknownComponentError as exc:
-        raise AlgorithmNotInstalledError(name, distribution, exc.known) from None
+        raise AlgorithmNotInstalledError(exc.kind, name, exc.known, exc.hint) from None
     return algorithm
 
 

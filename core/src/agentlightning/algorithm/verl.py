@@ -10,10 +10,8 @@ from typing import Any
 
 from .compat import load_plugin_algorithm
 
-DISTRIBUTION = "agentlightning-verl"
-
 
 def __getattr__(name: str) -> Any:
     if name == "VERL":
-        return load_plugin_algorithm("verl", DISTRIBUTION)
+        return load_plugin_algorithm("verl")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

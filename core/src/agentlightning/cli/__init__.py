@@ -70,21 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _unknown_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
     """A clear message when the first word names no installed command (argparse would only list choices)."""
-    from agentlightning.plugins import _PROVIDED_BY_PROJECT_PLUGINS, _not_installed_hint, list_plugins
+    from agentlightning.plugins import install_hint
 
     first = next((word for word in argv if not word.startswith("-")), None)
     subparsers = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
     if first is None or subparsers is None or first in subparsers.choices:
         return None
     installed = ", ".join(sorted(subparsers.choices))
-    failed = [f"{p.distribution or p.name} ({p.error})" for p in list_plugins() if p.error]
-    if ("commands", first) in _PROVIDED_BY_PROJECT_PLUGINS:
-        hint = f". {_not_installed_hint('commands', first)}"
-    elif failed:
-        hint = f"; these plugins failed to load and may provide it: {'; '.join(failed)}"
-    else:
-        hint = "; plugins add commands when their distribution is installed (agl plugins lists them)"
-    return f"unknown command {first!r}; installed commands: {installed}{hint}"
+    return f"unknown command {first!r}; installed commands: {installed}. {install_hint('commands', first)}"
 
 
 def _one_line(text: str) -> str:

@@ -31,15 +31,8 @@ def collect() -> dict[str, Any]:
     components = {kind: [info.to_dict() for info in plugins.list_components(kind)] for kind in plugins.REGISTRY_KINDS}
     algorithms: list[dict[str, Any]] = []
     for ep in plugins.algorithm_entry_points():
-        dist = getattr(ep, "dist", None)
-        algorithms.append(
-            {
-                "name": ep.name,
-                "target": ep.value,
-                "distribution": dist.metadata["Name"] if dist is not None else None,
-                "version": dist.version if dist is not None else None,
-            }
-        )
+        distribution, version = plugins._dist_of(ep)
+        algorithms.append({"name": ep.name, "target": ep.value, "distribution": distribution, "version": version})
     return {
         "plugins": [info.to_dict() for info in plugins.list_plugins()],
         "components": components,

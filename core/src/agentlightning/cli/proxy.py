@@ -6,15 +6,13 @@ import argparse
 import asyncio
 import signal
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, List, Optional
 
 from agentlightning.cli import CLIError
 
 __all__ = ["DEFAULT_PROXY_PORT", "add_parser", "parse_backend", "run_proxy"]
 
 DEFAULT_PROXY_PORT = 4750
-TOKEN_ID_EXTRAS: Dict[str, Any] = {"return_token_ids": True, "logprobs": True}
-RESPONSES_TOKEN_ID_EXTRAS: Dict[str, Any] = {"enable_response_messages": True}
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -69,15 +67,9 @@ def parse_backend(spec: str, *, token_ids: bool, tokenizer: Optional[str], api_k
     from agentlightning.proxy import ProxyBackend
 
     model, _, url = spec.partition("=") if "=" in spec.split("://", 1)[0] else ("", "", spec)
+    make = ProxyBackend.vllm if token_ids else ProxyBackend  # vLLM's switches ask for token ids and logprobs
     try:
-        return ProxyBackend(
-            url,
-            models=[model] if model else None,
-            request_extras=TOKEN_ID_EXTRAS if token_ids else {},
-            responses_request_extras=RESPONSES_TOKEN_ID_EXTRAS if token_ids else {},
-            tokenizer=tokenizer,
-            api_key=api_key,
-        )
+        return make(url, models=[model] if model else None, tokenizer=tokenizer, api_key=api_key)
     except ValueError as exc:
         raise CLIError(f"bad --backend {spec!r}: {exc}") from exc
 

@@ -160,19 +160,25 @@ def read_only_uri(uri: str) -> str:
     return f"{base}{separator}mode=ro{hash_mark}{fragment}"
 
 
-async def open_read_only(uri: str) -> Any:
-    """The store at ``uri`` opened for reading (:func:`read_only_uri`); a bad URI or path is a :class:`CLIError`."""
+def _open(uri: str, opening_uri: str) -> Any:
+    """``open_store(opening_uri)``; an unknown scheme, a malformed URI or a bad path is a :class:`CLIError`."""
     from agentlightning.errors import UnknownStoreURIError
     from agentlightning.store import open_store
 
     try:
-        opened: Any = open_store(read_only_uri(uri))
-        return await opened if inspect.isawaitable(opened) else opened
+        return open_store(opening_uri)
     except UnknownStoreURIError as exc:
         raise CLIError(str(exc)) from exc
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+    except (OSError, ValueError, RuntimeError) as exc:
         raise CLIError(f"cannot open store {uri!r}: {exc}") from exc
-    except ValueError as exc:  # a malformed URI for a known scheme
+
+
+async def open_read_only(uri: str) -> Any:
+    """The store at ``uri`` opened for reading (:func:`read_only_uri`); a bad URI or path is a :class:`CLIError`."""
+    opened = _open(uri, read_only_uri(uri))
+    try:
+        return await opened if inspect.isawaitable(opened) else opened
+    except (OSError, ValueError) as exc:  # a backend that opens asynchronously
         raise CLIError(f"cannot open store {uri!r}: {exc}") from exc
 
 
@@ -220,13 +226,13 @@ def _without_password(uri: str) -> str:
 
 
 def _banner(server: Any, uri: str) -> str:
-    from agentlightning.plugins import _not_installed_hint, registered
+    from agentlightning.plugins import install_hint, registered
 
     url = server.url
     routes = registered("server_routes")
 
     def plugin_url(name: str, path: str) -> str:
-        return f"{url}{path}" if name in routes else "not installed. " + _not_installed_hint("server_routes", name)
+        return f"{url}{path}" if name in routes else "not installed. " + install_hint("server_routes", name)
 
     token_note = (
         "token required: runners need AGL_STORE_TOKEN set to the same token"
@@ -253,7 +259,7 @@ def run_serve(args: argparse.Namespace) -> int:
     import sys
 
     from agentlightning.env_var import LightningEnvVar, resolve_str_env_var
-    from agentlightning.errors import InsecureBindError, UnknownStoreURIError
+    from agentlightning.errors import InsecureBindError
     from agentlightning.server.serve import (
         ServerDependencyError,
         StoreServer,
@@ -261,7 +267,6 @@ def run_serve(args: argparse.Namespace) -> int:
         import_server_dependencies,
         tune_gc_for_serving,
     )
-    from agentlightning.store import open_store
 
     token = args.token or resolve_str_env_var(LightningEnvVar.AGL_STORE_TOKEN)
     uri: str = args.store
@@ -281,12 +286,7 @@ def run_serve(args: argparse.Namespace) -> int:
         import_server_dependencies()
     except (InsecureBindError, ServerDependencyError) as exc:
         raise CLIError(str(exc)) from exc
-    try:
-        store = open_store(uri)
-    except UnknownStoreURIError as exc:
-        raise CLIError(str(exc)) from exc
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise CLIError(f"cannot open store {uri!r}: {exc}") from exc
+    store = _open(uri, uri)
     server = StoreServer(
         store,
         cors_allow_origins=getattr(args, "cors_origin", None) or [],

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Optional
 
 from agentlightning.semconv import AGL_EXCEPTION
-from agentlightning.tracer.dummy import exception_attributes
 from agentlightning.types.tracer import Attributes, SpanCoreFields, TraceStatus
+from agentlightning.utils.otel import format_exception_attributes
 
 from ._common import resolve_tracer
 
@@ -23,7 +23,7 @@ def emit_exception(
     """
     if not isinstance(exc, BaseException):
         raise TypeError(f"emit_exception expects an exception, got {type(exc).__name__}")
-    merged: Attributes = {**(attributes or {}), **exception_attributes(exc)}
+    merged: Attributes = {**(attributes or {}), **format_exception_attributes(exc)}
     status = TraceStatus(status_code="ERROR", description=str(exc) or type(exc).__name__)
     tracer = resolve_tracer(propagate, "emit_exception()")
     return tracer.create_span(AGL_EXCEPTION, attributes=merged, status=status)

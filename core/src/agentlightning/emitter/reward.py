@@ -73,12 +73,8 @@ def emit_reward(
             raise ValueError("emit_reward with a dict of rewards needs primary_key=<one of its keys>")
         if primary_key not in reward:
             raise ValueError(f"primary_key {primary_key!r} is not one of the reward keys {sorted(map(str, reward))}")
-        dimensions = [
-            {"name": primary_key, "value": _as_reward_number(reward[primary_key], f"reward[{primary_key!r}]")}
-        ]
-        for key, value in reward.items():
-            if key != primary_key:
-                dimensions.append({"name": str(key), "value": _as_reward_number(value, f"reward[{key!r}]")})
+        keys = [primary_key, *(key for key in reward if key != primary_key)]  # primary first
+        dimensions = [{"name": str(k), "value": _as_reward_number(reward[k], f"reward[{k!r}]")} for k in keys]
     else:
         if primary_key is not None:
             logger.debug("emit_reward: primary_key is ignored for a scalar reward")

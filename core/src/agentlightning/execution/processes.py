@@ -111,9 +111,7 @@ class ProcessesExecutionStrategy(ExecutionStrategy):
                 if all(p.exitcode == 0 for p in processes.values()):
                     stop.set()  # every runner finished (max_rollouts): nothing more can run
                 for worker_id, process in list(processes.items()):
-                    if process.is_alive() or stop.is_set():
-                        continue
-                    if restarts >= self.max_restarts:
+                    if process.is_alive() or stop.is_set() or restarts >= self.max_restarts:
                         continue
                     restarts += 1
                     logger.warning(

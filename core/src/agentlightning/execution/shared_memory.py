@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from typing import Optional
 
@@ -13,8 +12,6 @@ from agentlightning.utils.aio import run_sync
 from .base import AlgorithmBundle, ExecutionStrategy, RunnerBundle
 
 __all__ = ["SharedMemoryExecutionStrategy"]
-
-logger = logging.getLogger(__name__)
 
 
 class SharedMemoryExecutionStrategy(ExecutionStrategy):

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import threading
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -12,7 +11,6 @@ from agentlightning.proxy.records import CHAT
 
 __all__ = ["Retokenizer", "first_difference", "load_tokenizer"]
 
-logger = logging.getLogger(__name__)
 
 _TOKENIZERS: Dict[str, Any] = {}
 _TOKENIZERS_LOCK = threading.Lock()

@@ -13,11 +13,11 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agentlightning import errors
-from agentlightning.plugins import LazyObject, _not_installed_hint, registered
+from agentlightning.plugins import LazyObject, install_hint, registered
 from agentlightning.store.base import LightningStore
 from agentlightning.store.wire import (
     API_PREFIX,
@@ -26,14 +26,12 @@ from agentlightning.store.wire import (
     OTLP_TRACES_PATH,
     AddSpansRequest,
     BatchRequest,
-    describe_validation_errors,
-    error_status,
 )
 
 from . import ServerRoutes
 from .routes import API_ROUTERS
 from .routes.batch import run_batch
-from .routes.common import ERROR_RESPONSES, PayloadTooLarge, StoreContext, body_error, error_response
+from .routes.common import ERROR_RESPONSES, JSON, PayloadTooLarge, StoreContext, body_error, error_response, store_error
 from .serve import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WAIT_SECONDS
 
 __all__ = ["create_app"]
@@ -212,15 +210,9 @@ def _build_app() -> FastAPI:
         assert isinstance(exc, RequestValidationError)
         return body_error(list(exc.errors()))
 
-    async def on_store_error(request: Request, exc: Exception) -> Response:
-        mapped = error_status(exc)
-        if mapped is None:
-            return await on_bug(request, exc)
-        status_code, name = mapped
-        if isinstance(exc, ValidationError):
-            message, listed = describe_validation_errors(exc.errors())
-            return error_response(status_code, name, message, errors=listed)
-        return error_response(status_code, name, str(exc), exc)
+    async def on_store_error(request: Request, exc: Exception) -> Response:  # also a bug: 500
+        status_code, body = store_error(exc, f"{request.method} {request.url.path}")
+        return Response(content=body.model_dump_json(), status_code=status_code, media_type=JSON)
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -234,9 +226,9 @@ def _build_app() -> FastAPI:
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no route {request.method} {request.url.path}; the API is under {API_PREFIX} (see /docs)"
             if request.url.path == "/":
-                detail += f". No page here: {_not_installed_hint('server_routes', 'dashboard')}"
+                detail += f". No page here: {install_hint('server_routes', 'dashboard')}"
             elif request.url.path == OTLP_TRACES_PATH:
-                detail += f". No OTLP ingest here: {_not_installed_hint('server_routes', 'otlp')}"
+                detail += f". No OTLP ingest here: {install_hint('server_routes', 'otlp')}"
         response = error_response(exc.status_code, name, detail)
         if exc.headers:
             response.headers.update(exc.headers)
@@ -244,15 +236,10 @@ def _build_app() -> FastAPI:
             response.headers["Allow"] = ", ".join(_allowed_methods(app, request))
         return response
 
-    async def on_bug(request: Request, exc: Exception) -> Response:
-        logger.error("store server: %s %s failed", request.method, request.url.path, exc_info=exc)
-        return error_response(500, "InternalServerError", f"{type(exc).__name__}: {exc}")
-
     app.add_exception_handler(RequestValidationError, on_request_validation)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
-    for error_type in (errors.AgentLightningError, ValueError, TypeError):
+    for error_type in (errors.AgentLightningError, ValueError, TypeError, Exception):
         app.add_exception_handler(error_type, on_store_error)
-    app.add_exception_handler(Exception, on_bug)
 
     for router in API_ROUTERS:  # one module per resource, under server/routes/
         api.include_router(router)

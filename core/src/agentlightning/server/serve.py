@@ -6,7 +6,6 @@ import asyncio
 import gc
 import importlib
 import ipaddress
-import logging
 import socket
 import threading
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence
@@ -36,7 +35,6 @@ __all__ = [
     "is_loopback_host",
 ]
 
-logger = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4747

@@ -11,7 +11,7 @@ import logging
 import random
 import threading
 import uuid
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Union, cast
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Union, cast
 from urllib.parse import quote, urlsplit
 
 from pydantic import ValidationError
@@ -63,6 +63,15 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_RETRY_DELAYS: Tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 T = TypeVar("T")
+R = TypeVar("R")
+
+
+class _Retry(Exception):
+    """Raised inside one try of a request whose failure is worth another try; ``error`` is the cause."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 def _segment(name: str, value: Any) -> str:
@@ -290,31 +299,28 @@ class HttpLightningStore(LightningStore):
             headers[IDEMPOTENCY_HEADER] = uuid.uuid4().hex
         timeout = self.request_timeout + extra_wait
         url = f"{API_PREFIX}{path}"
-        last_error: Optional[BaseException] = None
-        for attempt in range(len(self.retry_delays) + 1):
-            if attempt:
-                delay = self.retry_delays[attempt - 1]
-                await asyncio.sleep(delay * (0.75 + random.random() / 2))
+
+        async def once() -> Optional[bytes]:
             try:
                 response = await pool.request(
                     method, url, body=content, params=params, headers=headers, timeout=timeout
                 )
             except TransportError as exc:  # connect/read/write failures and timeouts
-                last_error = exc
-                logger.debug("store request %s %s failed (%r); retrying", method, url, exc)
-                continue
-            status = response.status
-            if status < 400:
+                raise _Retry(exc) from exc
+            if response.status < 400:
                 return response.body
             error_body = self._error_body(response.body)
-            if status >= 500:
-                last_error = exception_from_error(status, error_body, response.text)
-                logger.debug("store request %s %s got %d; retrying", method, url, status)
-                continue
-            if none_on is not None and status == 404 and error_body is not None and error_body.error == none_on:
+            if (
+                none_on is not None
+                and response.status == 404
+                and error_body is not None
+                and error_body.error == none_on
+            ):
                 return None
-            raise exception_from_error(status, error_body, response.text)
-        raise self._gave_up(last_error)
+            error = exception_from_error(response.status, error_body, response.text)
+            raise _Retry(error) if response.status >= 500 else error
+
+        return await self._retrying(f"request {method} {url}", once)
 
     async def _batched(self, op: str, args: Dict[str, Any], tp: Type[T], *, mutation: bool = False) -> T:
         """One store call through the batch route, coalesced with the calls other tasks make at the
@@ -327,30 +333,31 @@ class HttpLightningStore(LightningStore):
         if mutation:
             call["idempotency_key"] = uuid.uuid4().hex
         content = _dump(call)
-        last_error: Optional[BaseException] = None
-        for attempt in range(len(self.retry_delays) + 1):
-            if attempt:
-                delay = self.retry_delays[attempt - 1]
-                await asyncio.sleep(delay * (0.75 + random.random() / 2))
+
+        async def once() -> T:
             try:
                 status, body = await batcher.submit(content)
             except (TransportError, StoreServerError, ValueError) as exc:  # lost or garbled: retry
-                last_error = exc
-                logger.debug("store batch call %s failed (%r); retrying", op, exc)
-                continue
+                raise _Retry(exc) from exc
             if status < 400:
                 return cast(T, type_adapter(tp).validate_python(body))
-            error_body = None
-            if isinstance(body, dict):
-                try:
-                    error_body = ErrorBody.model_validate(body)
-                except ValidationError:
-                    pass
-            error = exception_from_error(status, error_body, body if isinstance(body, str) else "")
-            if status < 500:
-                raise error
-            last_error = error
-            logger.debug("store batch call %s got %d; retrying", op, status)
+            error = exception_from_error(status, self._error_body(body), body if isinstance(body, str) else "")
+            raise _Retry(error) if status >= 500 else error
+
+        return await self._retrying(f"batch call {op}", once)
+
+    async def _retrying(self, what: str, once: Callable[[], Awaitable[R]]) -> R:
+        """``once()``, tried again after each of ``retry_delays`` (jittered by ±25%) while it raises
+        :class:`_Retry` (a transport failure or a 5xx: safe to repeat); then the last error is raised."""
+        last_error: Optional[BaseException] = None
+        for delay in (None, *self.retry_delays):
+            if delay is not None:
+                await asyncio.sleep(delay * (0.75 + random.random() / 2))
+            try:
+                return await once()
+            except _Retry as retry:
+                last_error = retry.error
+                logger.debug("store %s failed (%r); retrying", what, last_error)
         raise self._gave_up(last_error)
 
     def _gave_up(self, last_error: Optional[BaseException]) -> BaseException:
@@ -363,9 +370,12 @@ class HttpLightningStore(LightningStore):
         return error
 
     @staticmethod
-    def _error_body(content: bytes) -> Optional[ErrorBody]:
+    def _error_body(content: Any) -> Optional[ErrorBody]:
+        """The error body of an answer (its bytes, or a batch result's parsed JSON); ``None`` when it is not one."""
         try:
-            return ErrorBody.model_validate_json(content)
+            if isinstance(content, bytes):
+                return ErrorBody.model_validate_json(content)
+            return ErrorBody.model_validate(content) if isinstance(content, dict) else None
         except ValidationError:
             return None
 
@@ -523,10 +533,10 @@ class HttpLightningStore(LightningStore):
         offset: int = 0,
     ) -> PaginatedResult[Attempt]:
         path = f"/rollouts/{_segment('rollout_id', rollout_id)}/attempts"
-        params: Dict[str, Any] = {"sort_order": sort_order, "limit": limit, "offset": offset}
+        params = {"sort_order": str(sort_order), "limit": str(limit), "offset": str(offset)}
         if sort_by is not None:
-            params["sort_by"] = sort_by
-        return cast(AttemptsPage, await self._get(AttemptsPage, path, params=_query_params(params)))
+            params["sort_by"] = str(sort_by)
+        return cast(AttemptsPage, await self._get(AttemptsPage, path, params=params))
 
     async def get_latest_attempt(self, rollout_id: str) -> Optional[Attempt]:
         path = f"/rollouts/{_segment('rollout_id', rollout_id)}/attempts/latest"
@@ -640,10 +650,6 @@ class HttpLightningStore(LightningStore):
         path = f"/workers/{_segment('worker_id', worker_id)}"
         body = {} if heartbeat_stats is UNSET else {"heartbeat_stats": heartbeat_stats}
         return await self._post(Worker, path, body, mutation=True, method="PATCH")
-
-
-def _query_params(params: Dict[str, Any]) -> Dict[str, Any]:
-    return {key: str(value) for key, value in params.items()}
 
 
 def _arguments(arguments: Dict[str, Any], skip: Sequence[str] = ()) -> Dict[str, Any]:

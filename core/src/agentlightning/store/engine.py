@@ -111,15 +111,11 @@ _MUTABLE_FIELDS: Dict[type, Tuple[Tuple[str, Callable[[Any], Any]], ...]] = {
 }
 
 
-def _default_config() -> RolloutConfig:
-    return _construct(
-        RolloutConfig, {"timeout_seconds": None, "unresponsive_seconds": None, "max_attempts": 1, "retry_condition": []}
-    )
-
-
 # Shared by every stored rollout without a config of its own: the engine replaces a rollout's config
 # and never changes one in place, and callers get copies (fewer objects for the garbage collector).
-_DEFAULT_CONFIG = _default_config()
+_DEFAULT_CONFIG = _construct(
+    RolloutConfig, {"timeout_seconds": None, "unresponsive_seconds": None, "max_attempts": 1, "retry_condition": []}
+)
 
 
 def _set(model: BaseModel, **fields: Any) -> None:
@@ -531,17 +527,13 @@ class StoreEngine(LightningStore):
                 end_time=None,
                 mode=mode,
                 resources_id=self._resolve_resources_id(resources_id),
-                status="queuing",
+                status=None,  # set below, with what a status change brings (queue, watchdog)
                 config=config.model_copy(deep=True) if config is not None else _DEFAULT_CONFIG,
                 metadata=dict(metadata) if metadata is not None else None,
             ),
         )
         self._rollouts[rollout.rollout_id] = rollout
         self._set_rollout_status(rollout, status, now)
-        if status == "queuing":  # _set_rollout_status skips the unchanged default status
-            self._queue.append(rollout.rollout_id)
-            self._queued.add(rollout.rollout_id)
-            self._record("queue_push", rollout.rollout_id)
         self._record("rollout", rollout)
         return rollout
 
@@ -911,8 +903,7 @@ class StoreEngine(LightningStore):
 
     async def get_many_span_sequence_ids(self, rollout_attempt_ids: Sequence[Tuple[str, str]]) -> List[int]:
         result: List[int] = []
-        with self._lock:
-            self._check_open()
+        with self._writing(scan=False):
             for rollout_id, attempt_id in dict.fromkeys(rollout_attempt_ids):  # a batch names one attempt many times
                 self._get_attempt(rollout_id, attempt_id)
             for rollout_id, _ in rollout_attempt_ids:
@@ -1000,18 +991,16 @@ class StoreEngine(LightningStore):
         return _clone(update)
 
     async def add_resources(self, resources: NamedResources) -> ResourcesUpdate:
-        with self._lock:
-            self._check_open()
-            result: ResourcesUpdate = self._once(lambda: self._put_resources(_new_id("rs-", 6), resources, time.time()))
+        with self._writing(scan=False) as now:
+            result: ResourcesUpdate = self._once(lambda: self._put_resources(_new_id("rs-", 6), resources, now))
         await self._flush()
         return result
 
     async def update_resources(self, resources_id: str, resources: NamedResources) -> ResourcesUpdate:
         if not isinstance(resources_id, str) or not resources_id:
             raise ValueError(f"resources_id must be a non-empty str, got {resources_id!r}")
-        with self._lock:
-            self._check_open()
-            result = self._put_resources(resources_id, resources, time.time())
+        with self._writing(scan=False) as now:
+            result = self._put_resources(resources_id, resources, now)
         await self._flush()
         return result
 
@@ -1086,10 +1075,9 @@ class StoreEngine(LightningStore):
             raise ValueError(f"worker_id must be a non-empty str, got {worker_id!r}")
         if heartbeat_stats is not UNSET and heartbeat_stats is not None and not isinstance(heartbeat_stats, dict):
             raise TypeError(f"heartbeat_stats must be a dict, got {type(heartbeat_stats).__name__}")
-        with self._lock:
-            self._check_open()
+        with self._writing(scan=False) as now:
             worker = self._worker(worker_id)
-            worker.last_heartbeat_time = time.time()
+            worker.last_heartbeat_time = now
             if heartbeat_stats is not UNSET:
                 worker.heartbeat_stats = dict(heartbeat_stats) if heartbeat_stats is not None else None
             self._record("worker", worker)

@@ -6,10 +6,11 @@ from operator import itemgetter
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from agentlightning.errors import InvalidSpanError
-from agentlightning.types import Event, Link, OtelResource, PaginatedResult, Span, SpanContext, TraceStatus
+from agentlightning.types import Link, OtelResource, PaginatedResult, Span, SpanContext, TraceStatus
+from agentlightning.types.tracer import stored_event
 
-from .engine import SpanInsertResult, SpanQuery, StoreEngine, _clone, _construct
-from .query import match_filters, paginate
+from .engine import SpanInsertResult, SpanQuery, StoreEngine, _construct
+from .query import match_filters
 
 __all__ = ["InMemoryLightningStore", "PackedSpan", "pack_span", "select_packed_spans"]
 
@@ -85,10 +86,7 @@ def unpack_span(p: PackedSpan) -> Span:
             "name": p[6],
             "status": _construct(TraceStatus, {"status_code": p[7], "description": p[8]}),
             "attributes": dict(p[9]),
-            "events": [
-                _construct(Event, {"name": name, "attributes": dict(attrs), "timestamp": timestamp})
-                for name, attrs, timestamp in events
-            ]
+            "events": [stored_event(name, dict(attrs), timestamp) for name, attrs, timestamp in events]
             if events
             else [],
             "links": [_construct(Link, {"context": _unpack_context(c), "attributes": _copy(a)}) for c, a in links]
@@ -130,32 +128,6 @@ def select_packed_spans(spans: Iterable[PackedSpan], query: SpanQuery) -> Pagina
     page = selected[offset:] if limit == -1 else selected[offset : offset + limit]
     fields = {"items": [unpack_span(s) for s in page], "limit": limit, "offset": offset, "total": len(selected)}
     return _construct(PaginatedResult, fields)
-
-
-def _predicate(field: str, kind: str, value: str) -> Callable[[Span], bool]:
-    if kind == "exact":
-        return lambda span: getattr(span, field) == value
-
-    def contains(span: Span) -> bool:
-        current = getattr(span, field)
-        return current is not None and value in current
-
-    return contains
-
-
-def span_predicates(filters: Dict[str, Tuple[str, str]]) -> List[Callable[[Span], bool]]:
-    return [_predicate(key.rstrip("~"), kind, value) for key, (kind, value) in filters.items()]
-
-
-def select_spans(spans: Iterable[Span], query: SpanQuery) -> PaginatedResult[Span]:
-    """Filter, sort and page one rollout's spans held in memory; returns copies."""
-    match = match_filters(span_predicates(query.filters), query.filter_logic)
-    selected = [s for s in spans if (query.attempt_id is None or s.attempt_id == query.attempt_id) and match(s)]
-    page = paginate(
-        selected, sort_by=query.sort_by, sort_order=query.sort_order, limit=query.limit, offset=query.offset
-    )
-    page.items = [_clone(s) for s in page.items]
-    return page
 
 
 class InMemoryLightningStore(StoreEngine):

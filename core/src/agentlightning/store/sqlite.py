@@ -322,29 +322,27 @@ class SqliteLightningStore(StoreEngine):
                 raise AgentLightningError(
                     f"{str(self.path)!r} is not an Agent Lightning store (schema version {version!r})"
                 )
-            for (data,) in conn.execute("SELECT data FROM rollouts ORDER BY rowid"):
-                rollout = Rollout.model_validate_json(data)
-                self._rollouts[rollout.rollout_id] = rollout
-            for key, rollout_id in conn.execute("SELECT client_request_id, rollout_id FROM request_ids"):
-                self._request_ids[key] = rollout_id
-            for (data,) in conn.execute("SELECT data FROM attempts ORDER BY rollout_id, sequence_id"):
-                attempt = Attempt.model_validate_json(data)
+
+            def rows(model: Any, table: str, order: str = "rowid") -> List[Any]:
+                return [
+                    model.model_validate_json(data)
+                    for (data,) in conn.execute(f"SELECT data FROM {table} ORDER BY {order}")
+                ]
+
+            self._rollouts.update((rollout.rollout_id, rollout) for rollout in rows(Rollout, "rollouts"))
+            self._request_ids.update(conn.execute("SELECT client_request_id, rollout_id FROM request_ids"))
+            for attempt in rows(Attempt, "attempts", "rollout_id, sequence_id"):
                 self._attempts.setdefault(attempt.rollout_id, []).append(attempt)
             for position, rollout_id in conn.execute("SELECT position, rollout_id FROM queue ORDER BY position"):
                 self._queue.append(rollout_id)
                 self._queued.add(rollout_id)
                 self._queue_positions[rollout_id] = position
                 self._queue_tail = position
-            for (data,) in conn.execute("SELECT data FROM resources ORDER BY rowid"):
-                update = ResourcesUpdate.model_validate_json(data)
-                self._resources[update.resources_id] = update
+            self._resources.update((update.resources_id, update) for update in rows(ResourcesUpdate, "resources"))
             latest = conn.execute("SELECT value FROM meta WHERE key = 'latest_resources_id'").fetchone()
             self._latest_resources_id = latest[0] if latest else None
-            for (data,) in conn.execute("SELECT data FROM workers ORDER BY rowid"):
-                worker = Worker.model_validate_json(data)
-                self._workers[worker.worker_id] = worker
-            for rollout_id, value in conn.execute("SELECT rollout_id, last_value FROM span_sequences"):
-                self._span_sequence[rollout_id] = value
+            self._workers.update((worker.worker_id, worker) for worker in rows(Worker, "workers"))
+            self._span_sequence.update(conn.execute("SELECT rollout_id, last_value FROM span_sequences"))
             if not self.read_only:  # answers of idempotency keys: only writers use them (older files lack them)
                 answers = conn.execute(
                     "SELECT key, expires, data FROM answers WHERE expires >= ? ORDER BY expires DESC LIMIT ?",

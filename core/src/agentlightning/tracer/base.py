@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
 import threading
 import warnings
 from abc import abstractmethod
 from contextlib import asynccontextmanager, contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -46,7 +45,6 @@ __all__ = [
     "coerce_status",
 ]
 
-logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -81,6 +79,14 @@ def clear_active_tracer() -> None:
     global _process_tracer
     with _process_tracer_lock:
         _process_tracer = None
+
+
+def reset_context_var(var: ContextVar[Any], token: Token[Any]) -> None:
+    """``var.reset(token)``, or ``None`` when exited from another context than the one that set it."""
+    try:
+        var.reset(token)
+    except ValueError:
+        var.set(None)
 
 
 def validate_trace_ids(rollout_id: Optional[str], attempt_id: Optional[str]) -> None:
@@ -149,10 +155,7 @@ class Tracer(ParallelWorkerBase):
             ) as handle:
                 yield handle
         finally:
-            try:
-                _context_tracer.reset(token)
-            except ValueError:  # exited from another context than the one that entered
-                _context_tracer.set(None)
+            reset_context_var(_context_tracer, token)
 
     @abstractmethod
     def _trace_context(

@@ -7,7 +7,6 @@ inside its ``trace_context`` are returned by :meth:`DummyTracer.get_last_trace` 
 from __future__ import annotations
 
 import time
-import traceback
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, List, Optional, Union
@@ -15,9 +14,9 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, List, Optional, 
 from opentelemetry import trace as trace_api
 
 from agentlightning.types.tracer import Attributes, Span, SpanCoreFields, SpanRecordingContext, StatusCode, TraceStatus
-from agentlightning.utils.otel import sanitize_attributes
+from agentlightning.utils.otel import format_exception_attributes, sanitize_attributes
 
-from .base import Tracer, coerce_status
+from .base import Tracer, coerce_status, reset_context_var
 
 if TYPE_CHECKING:
     from agentlightning.store.base import LightningStore
@@ -42,7 +41,7 @@ class InMemorySpanRecordingContext(SpanRecordingContext):
         self.status = TraceStatus()
 
     def record_exception(self, exception: BaseException) -> None:
-        self.attributes.update(exception_attributes(exception))
+        self.attributes.update(format_exception_attributes(exception))
         self.record_status("ERROR", str(exception) or type(exception).__name__)
 
     def record_attributes(self, attributes: Attributes) -> None:
@@ -64,18 +63,6 @@ class InMemorySpanRecordingContext(SpanRecordingContext):
             end_time=self.end_time,
             status=self.status.model_copy(),
         )
-
-
-def exception_attributes(exception: BaseException) -> Attributes:
-    """OpenTelemetry semantic-convention attributes describing ``exception``."""
-    return {
-        "exception.type": type(exception).__name__,
-        "exception.message": str(exception),
-        "exception.stacktrace": "".join(
-            traceback.format_exception(type(exception), exception, exception.__traceback__)
-        ),
-        "exception.escaped": True,
-    }
 
 
 class _DummyTrace:
@@ -113,10 +100,7 @@ class DummyTracer(Tracer):
         try:
             yield trace_api.NoOpTracer()
         finally:
-            try:
-                self._current.reset(token)
-            except ValueError:
-                self._current.set(None)
+            reset_context_var(self._current, token)
             self._remember(trace.spans)
 
     def create_span(

@@ -40,21 +40,21 @@ from agentlightning.env_var import LightningEnvVar, resolve_list_env_var
 from agentlightning.semconv import rollout_resource_attributes
 from agentlightning.types.tracer import (
     Attributes,
-    Event,
-    Link,
     OtelResource,
     Span,
     SpanCoreFields,
     SpanRecordingContext,
     TraceStatus,
     construct_valid,
+    stored_event,
+    stored_link,
     stored_span_context,
 )
 from agentlightning.types.tracer import StatusCode as AglStatusCode
-from agentlightning.utils.otel import sanitize_attributes
+from agentlightning.utils.otel import format_exception_attributes, sanitize_attributes
 
-from .base import Tracer, coerce_status
-from .dummy import InMemorySpanRecordingContext, exception_attributes
+from .base import Tracer, coerce_status, reset_context_var
+from .dummy import InMemorySpanRecordingContext
 
 if TYPE_CHECKING:
     from agentlightning.store.base import LightningStore
@@ -510,21 +510,10 @@ class ScopedSpan(trace_api.Span):
                 ),
                 "attributes": self._attributes,
                 "events": [
-                    construct_valid(Event, {"name": name, "attributes": attributes, "timestamp": timestamp / 1e9})
+                    stored_event(name, attributes, timestamp / 1e9)
                     for name, attributes, timestamp in self._events or ()
                 ],
-                "links": [
-                    construct_valid(
-                        Link,
-                        {
-                            "context": stored_span_context(
-                                link.context.trace_id, link.context.span_id, link.context.is_remote
-                            ),
-                            "attributes": dict(link.attributes or {}),
-                        },
-                    )
-                    for link in self._links or ()
-                ],
+                "links": [stored_link(link.context, dict(link.attributes or {})) for link in self._links or ()],
                 "start_time": self._start_ns / 1e9,
                 "end_time": self._end_ns / 1e9 if self._end_ns is not None else None,
                 "context": stored_span_context(context.trace_id, context.span_id, False),
@@ -807,7 +796,7 @@ class OtelSpanRecordingContext(InMemorySpanRecordingContext):
         self._span = span
 
     def record_exception(self, exception: BaseException) -> None:
-        attributes = exception_attributes(exception)
+        attributes = format_exception_attributes(exception)
         self._span.record_exception(exception, attributes=attributes, escaped=True)
         # Also on the span itself, so readers need not dig through events (same as DummyTracer).
         self._span.set_attributes(attributes)
@@ -916,10 +905,7 @@ class OtelTracer(Tracer):
         try:
             yield otel_tracer
         finally:
-            try:
-                _current_scope.reset(token)
-            except ValueError:
-                _current_scope.set(None)
+            reset_context_var(_current_scope, token)
             await self._close_scope(scope)
 
     async def _close_scope(self, scope: _TraceScope) -> None:

@@ -137,7 +137,9 @@ def _lookup(name: Any, spec_name: str, registry: Optional[Callable[[str], Option
         except ComponentResolutionError:
             raise
         except (LookupError, ImportError) as exc:  # unknown name, or a plugin that cannot be imported
-            raise ComponentResolutionError(f"cannot resolve {spec_name} {name!r}: {exc}") from exc
+            if not isinstance(exc, LookupError) or not ("." in name or ":" in name):
+                raise ComponentResolutionError(f"cannot resolve {spec_name} {name!r}: {exc}") from exc
+            found = None  # not registered, but an import path: imported below
         if found is not None:
             return found
     if "." in name or ":" in name:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import logging
 import re
 import secrets
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
 
 from agentlightning.adapter import Adapter, TracerTraceToTriplet
 from agentlightning.algorithm import Algorithm, Baseline, FastAlgorithm
@@ -19,7 +20,7 @@ from agentlightning.execution import (
     SharedMemoryExecutionStrategy,
 )
 from agentlightning.litagent import LitAgent
-from agentlightning.plugins import UnknownComponentError, resolve
+from agentlightning.plugins import resolve
 from agentlightning.runner import LitAgentRunner, Runner
 from agentlightning.runner.base import ExecutionEvent
 from agentlightning.store import LightningStore, open_store
@@ -37,19 +38,6 @@ __all__ = ["Trainer"]
 logger = logging.getLogger(__name__)
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-def _registry(kind: str) -> Callable[[str], Optional[Callable[..., Any]]]:
-    def lookup(name: str) -> Optional[Callable[..., Any]]:
-        try:
-            found: Callable[..., Any] = resolve(kind, name)
-            return found
-        except UnknownComponentError:
-            if "." in name or ":" in name:
-                return None  # an import path; build_component imports it
-            raise
-
-    return lookup
 
 
 class _RunnerBundle:
@@ -145,18 +133,18 @@ class Trainer:
             Tracer,  # type: ignore[type-abstract]
             "tracer",
             default_factory=OtelTracer,
-            registry=_registry("tracers"),
+            registry=functools.partial(resolve, "tracers"),
         )
         self.adapter: Optional[Adapter[Any, Any]] = build_component(
             adapter,
             Adapter,
             "adapter",
             allow_none=True,
-            registry=_registry("adapters"),
+            registry=functools.partial(resolve, "adapters"),
             dict_default_cls=TracerTraceToTriplet,  # 0.3: adapter={"agent_match": ...} configures the default
         )
         self.algorithm: Optional[Algorithm] = build_component(
-            algorithm, Algorithm, "algorithm", allow_none=True, registry=_registry("algorithms")
+            algorithm, Algorithm, "algorithm", allow_none=True, registry=functools.partial(resolve, "algorithms")
         )
         self.strategy: ExecutionStrategy = build_component(
             strategy,
@@ -164,7 +152,7 @@ class Trainer:
             "strategy",
             default_factory=lambda: SharedMemoryExecutionStrategy(n_runners=self.n_runners),
             optional_defaults={"n_runners": self.n_runners},
-            registry=_registry("execution_strategies"),
+            registry=functools.partial(resolve, "execution_strategies"),
         )  # type: ignore[assignment]
         self.n_runners = getattr(self.strategy, "n_runners", self.n_runners)
         self.runner: Runner[Any] = build_component(

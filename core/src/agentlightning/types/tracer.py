@@ -129,6 +129,16 @@ def stored_span_context(trace_id: int, span_id: int, is_remote: bool) -> SpanCon
     )
 
 
+def stored_event(name: str, attributes: Attributes, timestamp: Optional[float]) -> Event:
+    return construct_valid(Event, {"name": name, "attributes": attributes, "timestamp": timestamp})
+
+
+def stored_link(context: Any, attributes: Attributes) -> Link:
+    """An OpenTelemetry link (to the span ``context`` names) as stored."""
+    span_context = stored_span_context(context.trace_id, context.span_id, context.is_remote)
+    return construct_valid(Link, {"context": span_context, "attributes": attributes})
+
+
 class SpanCoreFields(BaseModel):
     """The fields an emitter decides: name, attributes, timing and status."""
 
@@ -173,6 +183,10 @@ class Span(BaseModel):
         span_id = _hex_span_id(ctx.span_id) if ctx is not None else secrets.token_hex(8)
         parent = src.parent
         status = src.status
+        status_fields = {
+            "status_code": _STATUS_NAMES[status.status_code.value] if status is not None else "UNSET",
+            "description": status.description if status is not None else None,
+        }
         resource = src.resource
         return construct_valid(
             cls,
@@ -184,37 +198,12 @@ class Span(BaseModel):
                 "span_id": span_id,
                 "parent_id": _hex_span_id(parent.span_id) if parent is not None else None,
                 "name": src.name,
-                "status": construct_valid(
-                    TraceStatus,
-                    {
-                        "status_code": _STATUS_NAMES[status.status_code.value] if status is not None else "UNSET",
-                        "description": status.description if status is not None else None,
-                    },
-                ),
+                "status": construct_valid(TraceStatus, status_fields),
                 "attributes": _json_attributes(src.attributes),
                 "events": [
-                    construct_valid(
-                        Event,
-                        {
-                            "name": e.name,
-                            "attributes": _json_attributes(e.attributes),
-                            "timestamp": _seconds(e.timestamp),
-                        },
-                    )
-                    for e in src.events
+                    stored_event(e.name, _json_attributes(e.attributes), _seconds(e.timestamp)) for e in src.events
                 ],
-                "links": [
-                    construct_valid(
-                        Link,
-                        {
-                            "context": stored_span_context(
-                                link.context.trace_id, link.context.span_id, link.context.is_remote
-                            ),
-                            "attributes": _json_attributes(link.attributes),
-                        },
-                    )
-                    for link in src.links
-                ],
+                "links": [stored_link(link.context, _json_attributes(link.attributes)) for link in src.links],
                 "start_time": _seconds(src.start_time),
                 "end_time": _seconds(src.end_time),
                 "context": construct_valid(

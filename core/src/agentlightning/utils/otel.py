@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import math
+import traceback
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, TypeVar, Union
 
 import orjson
@@ -353,9 +354,13 @@ def full_qualified_name(obj: type) -> str:
 
 def format_exception_attributes(exception: BaseException) -> Dict[str, Any]:
     """The OpenTelemetry ``exception.*`` attributes of ``exception`` (type, message, stacktrace, escaped)."""
-    from agentlightning.tracer.dummy import exception_attributes
-
-    return dict(exception_attributes(exception))
+    stacktrace = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
+    return {
+        "exception.type": type(exception).__name__,
+        "exception.message": str(exception),
+        "exception.stacktrace": stacktrace,
+        "exception.escaped": True,
+    }
 
 
 def get_tracer_provider(inspect: bool = True) -> "TracerProvider":

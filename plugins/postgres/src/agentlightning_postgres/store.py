@@ -72,7 +72,7 @@ from agentlightning.store.engine import (
     SpanQuery,
     StoreEngine,
 )
-from agentlightning.store.memory import select_spans
+from agentlightning.store.memory import pack_span, select_packed_spans
 from agentlightning.store.query import check_filter_logic, check_page, check_sort, check_statuses
 from agentlightning.types import (
     QUEUING_ROLLOUT_STATUSES,
@@ -318,7 +318,7 @@ class _Transaction(StoreEngine):
             args.append(query.attempt_id)
         rows = await self.conn.fetch(sql + " ORDER BY created", *args)
         # Filtering, sorting and paging exactly like the in-memory backend.
-        return select_spans((Span.model_validate_json(row["data"]) for row in rows), query)
+        return select_packed_spans((pack_span(Span.model_validate_json(row["data"])) for row in rows), query)
 
     def _count_spans(self) -> int:  # statistics come from SQL
         return 0

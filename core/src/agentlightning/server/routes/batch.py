@@ -4,7 +4,6 @@ would answer it (design notes: ``docs/internals.md``)."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any, Awaitable, Callable, Dict, List, Tuple
 
 from fastapi import APIRouter, Request
@@ -22,18 +21,13 @@ from agentlightning.store.wire import (
     BatchRequest,
     BatchResponse,
     SequenceIdsResponse,
-    describe_validation_errors,
-    error_body,
-    error_status,
     type_adapter,
 )
 from agentlightning.types import ATTEMPT_STATUSES, Span
 
-from .common import JSON, Ctx, StoreContext, body_error, inserted_indexes
+from .common import JSON, Ctx, StoreContext, body_error, inserted_indexes, page_json, store_error
 
 __all__ = ["router", "run_batch"]
-
-logger = logging.getLogger(__name__)
 
 router = APIRouter()
 
@@ -75,23 +69,14 @@ assert _HANDLERS.keys() == BATCH_OPERATIONS.keys()
 
 def _dump(op: str, result: Any) -> bytes:
     _, answer_type, _ = BATCH_OPERATIONS[op]
-    if op == "query_spans":  # the store's pages are not parametrized models (see page_response)
-        items = type_adapter(List[Span]).dump_json(list(result.items))
-        tail = f',"limit":{int(result.limit)},"offset":{int(result.offset)},"total":{int(result.total)}}}'
-        return b'{"items":' + items + tail.encode()
+    if op == "query_spans":
+        return page_json(result, Span)
     return type_adapter(answer_type).dump_json(result)
 
 
 def _error(exc: BaseException, op: str) -> Answer:
-    mapped = error_status(exc)
-    if mapped is None:
-        logger.error("store server: batch call %s failed", op, exc_info=exc)
-        return 500, error_body("InternalServerError", f"{type(exc).__name__}: {exc}").model_dump_json().encode()
-    status, name = mapped
-    if isinstance(exc, ValidationError):
-        message, listed = describe_validation_errors(exc.errors())
-        return status, error_body(name, message, errors=listed).model_dump_json().encode()
-    return status, error_body(name, str(exc), exc).model_dump_json().encode()
+    status, body = store_error(exc, f"batch call {op}")
+    return status, body.model_dump_json().encode()
 
 
 async def _run_call(ctx: StoreContext, call: Any) -> Answer:
@@ -106,7 +91,8 @@ async def _run_call(ctx: StoreContext, call: Any) -> Answer:
 
     if call.idempotency_key is None:
         return await compute()
-    return await ctx.replays.run_keyed(("BATCH", op, call.idempotency_key), compute)
+    status, body, _ = await ctx.replays.run_keyed(("BATCH", op, call.idempotency_key), compute)
+    return status, body
 
 
 def _check_documented_values(call: Any) -> None:

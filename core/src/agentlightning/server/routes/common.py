@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple, Type
 
 from fastapi import Depends, Request
 from fastapi.responses import Response
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from typing_extensions import Annotated
 
@@ -27,12 +29,15 @@ from agentlightning.store.wire import (
     SpanFilters,
     describe_validation_errors,
     error_body,
+    error_status,
     type_adapter,
     validation_error_kind,
 )
 from agentlightning.types import PaginatedResult, Span
 
 JSON = "application/json"
+
+logger = logging.getLogger(__name__)
 
 ERROR_RESPONSES: Dict[int | str, Dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
@@ -52,11 +57,15 @@ def json_response(value: Any, tp: Any, status_code: int = 200) -> Response:
     return Response(content=type_adapter(tp).dump_json(value), status_code=status_code, media_type=JSON)
 
 
-def page_response(page: PaginatedResult[Any], item_type: Any) -> Response:
+def page_json(page: PaginatedResult[Any], item_type: Any) -> bytes:
     """A PaginatedResult as JSON (built by hand: the store's pages are not parametrized models)."""
     items = type_adapter(List[item_type]).dump_json(list(page.items))
     tail = f',"limit":{int(page.limit)},"offset":{int(page.offset)},"total":{int(page.total)}}}'.encode()
-    return Response(content=b'{"items":' + items + tail, media_type=JSON)
+    return b'{"items":' + items + tail
+
+
+def page_response(page: PaginatedResult[Any], item_type: Any) -> Response:
+    return Response(content=page_json(page, item_type), media_type=JSON)
 
 
 def error_response(
@@ -65,6 +74,19 @@ def error_response(
     body = error_body(name, message, exc, **details)
     headers = {"WWW-Authenticate": "Bearer"} if status_code == 401 else None
     return Response(content=body.model_dump_json(), status_code=status_code, media_type=JSON, headers=headers)
+
+
+def store_error(exc: BaseException, what: str) -> Tuple[int, ErrorBody]:
+    """The status and error body answering ``exc`` raised by ``what`` (a bug: logged, and 500)."""
+    mapped = error_status(exc)
+    if mapped is None:
+        logger.error("store server: %s failed", what, exc_info=exc)
+        return 500, error_body("InternalServerError", f"{type(exc).__name__}: {exc}")
+    status_code, name = mapped
+    if isinstance(exc, ValidationError):
+        message, listed = describe_validation_errors(exc.errors())
+        return status_code, error_body(name, message, errors=listed)
+    return status_code, error_body(name, str(exc), exc)
 
 
 def not_found(kind: Type[errors.NotFoundError], item_id: str) -> Response:
@@ -111,20 +133,15 @@ class Replays:
             response = await compute()
             return response.status_code, bytes(response.body)
 
-        status_code, body, replayed = await self._run((request.method, request.url.path, key_text), answer)
+        status_code, body, replayed = await self.run_keyed((request.method, request.url.path, key_text), answer)
         headers = {"Idempotent-Replayed": "true"} if replayed else None
         return Response(content=body, status_code=status_code, media_type=JSON, headers=headers)
 
     async def run_keyed(
         self, key: Tuple[str, str, str], compute: Callable[[], Awaitable[Tuple[int, bytes]]]
-    ) -> Tuple[int, bytes]:
-        """Like :meth:`run` for one call of a batch: ``key`` names it, ``compute`` answers (status, body)."""
-        status_code, body, _ = await self._run(key, compute)
-        return status_code, body
-
-    async def _run(
-        self, key: Tuple[str, str, str], compute: Callable[[], Awaitable[Tuple[int, bytes]]]
     ) -> Tuple[int, bytes, bool]:
+        """:meth:`run` for a call named by ``key`` (also one call of a batch): ``compute`` answers
+        (status, body); the answer comes with whether it was replayed."""
         while True:
             hit = self._done.get(key)
             if hit is not None and hit[0] > time.monotonic():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from typing_extensions import Annotated
@@ -26,8 +24,6 @@ from .common import (
     not_found,
     page_response,
 )
-
-logger = logging.getLogger(__name__)
 
 router = APIRouter()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import List
 
 from fastapi import APIRouter, Path, Query, Request
@@ -46,8 +45,6 @@ from .common import (
     present_fields,
     wait_for_disconnect,
 )
-
-logger = logging.getLogger(__name__)
 
 router = APIRouter()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Dict
 
 from fastapi import APIRouter
@@ -16,8 +15,6 @@ from .common import (
     Ctx,
     json_response,
 )
-
-logger = logging.getLogger(__name__)
 
 router = APIRouter()
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
@@ -31,8 +29,6 @@ from .common import (
     json_response,
     page_response,
 )
-
-logger = logging.getLogger(__name__)
 
 router = APIRouter()
 

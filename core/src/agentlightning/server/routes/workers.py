@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from typing_extensions import Annotated
@@ -25,8 +23,6 @@ from .common import (
     page_response,
     present_fields,
 )
-
-logger = logging.getLogger(__name__)
 
 router = APIRouter()
 
