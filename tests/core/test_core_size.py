@@ -20,8 +20,9 @@ CORE_SOURCE = Path(__file__).resolve().parents[2] / "core" / "src"
 # (agentlightning-otlp, through agl_register_server_routes); 12,469 once the install hints lost their table of
 # plugin names, resolve_algorithm and the Trainer's per-kind registry wrappers went (plugins.resolve serves),
 # duplicates went (the client's retry loop, span selection, span event/link builders, exception attributes,
-# the server's error mapping) and so did nine unused module loggers. Lower it as the core shrinks.
-LINE_BUDGET = 12_469
+# the server's error mapping) and so did nine unused module loggers; 12,471 with the hint for commands not
+# named after their plugin. Lower it as the core shrinks.
+LINE_BUDGET = 12_471
 TARGET = 12_000
 
 

@@ -570,6 +570,8 @@ def test_a_command_that_fails_to_add_itself_is_left_out(
         "the 'serve_model' command would come with agentlightning-serve-model: pip install agentlightning-serve-model"
         in error
     )
+    # Commands need not be named after their plugin: the hint points at where the README says which adds which.
+    assert "the README's layout section says which plugin adds which command" in error
 
 
 @pytest.mark.usefixtures("test_dists")

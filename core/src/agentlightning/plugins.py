@@ -518,6 +518,8 @@ def install_hint(kind: str, name: str) -> str:
         f"By this project's naming convention the {name!r} {_singular(kind)} would come with {suggestion}: "
         f"pip install {suggestion} (`agl plugins` lists what is installed)"
     )
+    if kind == "commands":  # a plugin may add commands not named after it (agl export comes with apo)
+        hint += "; the README's layout section says which plugin adds which command"
     return f"{hint}. Installed plugins that did not load: {'; '.join(not_loaded)}" if not_loaded else hint
 
 
