@@ -25,9 +25,6 @@ PLUGIN_PREFIX = "agentlightning_"
 HEAVY_OR_TEST = {"torch", "transformers", "peft", "vllm", "verl", "pytest", "_pytest"}
 SERVER_ONLY = {"fastapi", "starlette", "uvicorn"}
 SERVER_PACKAGE = "agentlightning.server"
-# The proxy re-tokenizes with a Hugging Face tokenizer (no torch needed) when a backend returns no token
-# ids and the user named a tokenizer: an optional import inside that one function.
-ALLOWED = {("agentlightning.proxy.tokens", "transformers")}
 
 
 def module_name(path: Path) -> str:
@@ -168,8 +165,6 @@ def test_core_imports_no_plugin_and_nothing_heavy() -> None:
         for target, line in imports(name, path, module_level_only=False):
             top = target.split(".")[0]
             where = f"{path.relative_to(PACKAGE_DIR.parent)}:{line} imports {target}"
-            if (name, top) in ALLOWED:
-                continue
             if top.startswith(PLUGIN_PREFIX) or top in HEAVY_OR_TEST:
                 problems.append(where)
             elif top in SERVER_ONLY and not (name == SERVER_PACKAGE or name.startswith(SERVER_PACKAGE + ".")):

@@ -21,8 +21,9 @@ CORE_SOURCE = Path(__file__).resolve().parents[2] / "core" / "src"
 # plugin names, resolve_algorithm and the Trainer's per-kind registry wrappers went (plugins.resolve serves),
 # duplicates went (the client's retry loop, span selection, span event/link builders, exception attributes,
 # the server's error mapping) and so did nine unused module loggers; 12,471 with the hint for commands not
-# named after their plugin. Lower it as the core shrinks.
-LINE_BUDGET = 12_471
+# named after their plugin; 12,402 once re-tokenizing with Hugging Face tokenizers moved to agentlightning-embedded
+# (the proxy takes a CallTokenizer; names resolve through agl_register_tokenizers). Lower it as the core shrinks.
+LINE_BUDGET = 12_402
 TARGET = 12_000
 
 

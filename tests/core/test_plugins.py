@@ -516,6 +516,27 @@ def test_hook_agl_register_serving_backends() -> None:
         start_serving_backend("nope", "tiny")
 
 
+def test_hook_agl_register_tokenizers() -> None:
+    from agentlightning.proxy import ProxyBackend
+
+    with pytest.raises(UnknownComponentError, match="tokenizer 'huggingface'.*which plugin adds which tokenizer"):
+        ProxyBackend("http://127.0.0.1:1/v1", tokenizer="org/model")
+
+    class Loaded:
+        def __init__(self, name_or_path: str) -> None:
+            self.name_or_path = name_or_path
+
+    class Tokenizers:
+        @hookimpl
+        def agl_register_tokenizers(self, register: Callable[[str, Any], None]) -> None:
+            register("huggingface", Loaded)
+
+    get_plugin_manager().register(Tokenizers(), name="tokenizers")
+    backend = ProxyBackend("http://127.0.0.1:1/v1", tokenizer="org/model")
+    assert isinstance(backend.tokenizer, Loaded) and backend.tokenizer.name_or_path == "org/model"
+    assert ProxyBackend("http://127.0.0.1:1/v1", tokenizer=backend.tokenizer).tokenizer is backend.tokenizer  # type: ignore[arg-type]
+
+
 def test_start_serving_backend_rejects_what_is_not_a_backend() -> None:
     from agentlightning.serving import start_serving_backend
 

@@ -72,6 +72,13 @@ def agl_register_serving_backends(register: Callable[[str, "ServingBackendFactor
 
 
 @hookspec
+def agl_register_tokenizers(register: Callable[[str, Callable[[str], Any]], None]) -> None:
+    """Register tokenizer loaders of the LLM proxy: ``factory(name_or_path)`` returns a
+    :class:`~agentlightning.proxy.CallTokenizer`; ``ProxyBackend(tokenizer="<name or path>")`` and
+    ``agl proxy --tokenizer`` use the one registered as ``huggingface``."""
+
+
+@hookspec
 def agl_register_execution_strategies(register: Callable[[str, ExecutionStrategyFactory], None]) -> None:
     """Register execution strategies by name: ``Trainer(strategy="<name>")`` calls the factory with the
     options given (plus ``n_runners`` when it accepts it)."""

@@ -70,6 +70,7 @@ RegistryKind = Literal[
     "adapters",
     "instrumentors",
     "serving_backends",
+    "tokenizers",
     "execution_strategies",
     "commands",
     "server_routes",
@@ -518,8 +519,8 @@ def install_hint(kind: str, name: str) -> str:
         f"By this project's naming convention the {name!r} {_singular(kind)} would come with {suggestion}: "
         f"pip install {suggestion} (`agl plugins` lists what is installed)"
     )
-    if kind == "commands":  # a plugin may add commands not named after it (agl export comes with apo)
-        hint += "; the README's layout section says which plugin adds which command"
+    if kind in ("commands", "tokenizers"):  # not named after their plugin (agl export comes with apo)
+        hint += f"; the README's layout section says which plugin adds which {_singular(kind)}"
     return f"{hint}. Installed plugins that did not load: {'; '.join(not_loaded)}" if not_loaded else hint
 
 

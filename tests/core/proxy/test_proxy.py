@@ -358,26 +358,17 @@ async def test_concurrent_rollouts_never_mix(proxy: LLMProxy, store: Any, fake: 
 
 
 class _ByteTokenizer:
-    """A tokenizer whose ids are UTF-8 bytes; its chat template renders messages like the fake server's prompt ids."""
-
-    eos_token = None
+    """A CallTokenizer whose ids are UTF-8 bytes; the prompt renders like the fake server's prompt ids."""
 
     def __init__(self, prompt_suffix: str = "") -> None:
         self.prompt_suffix = prompt_suffix
 
-    def apply_chat_template(self, messages: List[Dict[str, Any]], **kwargs: Any) -> List[int]:
-        rendered = json.dumps(messages, sort_keys=True, separators=(",", ":")) + self.prompt_suffix
-        if not kwargs.get("add_generation_prompt"):
-            # the assistant turn follows the prompt as plain text
-            prompt = json.dumps(messages[:-1], sort_keys=True, separators=(",", ":")) + self.prompt_suffix
-            rendered = prompt + (messages[-1].get("content") or "")
-        return list(rendered.encode())
+    def prompt_ids(self, operation: str, request: Dict[str, Any]) -> List[int]:
+        rendered = json.dumps(request["messages"], sort_keys=True, separators=(",", ":"))
+        return list((rendered + self.prompt_suffix).encode())
 
-    def encode(self, text: str, add_special_tokens: bool = False) -> List[int]:
-        return list(text.encode())
-
-    def convert_tokens_to_ids(self, token: str) -> int:
-        return 0
+    def response_ids(self, operation: str, request: Dict[str, Any], response: Dict[str, Any]) -> List[int]:
+        return list((response["choices"][0]["message"].get("content") or "").encode())
 
 
 async def test_backend_without_token_ids_is_retokenized(store: Any, fake: FakeOpenAIServer) -> None:

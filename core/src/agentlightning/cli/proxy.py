@@ -56,7 +56,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=None,
         metavar="NAME_OR_PATH",
         help="Hugging Face tokenizer of the served model: computes token ids for backends that return none (marked "
-        "as re-tokenized) and reports drift where the backend's ids differ. Needs transformers.",
+        "as re-tokenized) and reports drift where the backend's ids differ. Needs agentlightning-embedded.",
     )
     parser.add_argument("--api-key", default=None, help="API key sent to the backends (default: the client's).")
     parser.set_defaults(handler=run_proxy)
@@ -70,6 +70,8 @@ def parse_backend(spec: str, *, token_ids: bool, tokenizer: Optional[str], api_k
     make = ProxyBackend.vllm if token_ids else ProxyBackend  # vLLM's switches ask for token ids and logprobs
     try:
         return make(url, models=[model] if model else None, tokenizer=tokenizer, api_key=api_key)
+    except LookupError as exc:  # no plugin registers the tokenizer
+        raise CLIError(f"--tokenizer: {exc}") from exc
     except ValueError as exc:
         raise CLIError(f"bad --backend {spec!r}: {exc}") from exc
 

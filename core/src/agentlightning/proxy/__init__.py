@@ -1,5 +1,5 @@
 """OpenAI-compatible LLM proxy that records every call with exact token ids (``agl proxy``)."""
 
-from agentlightning.proxy.server import AGENT_NAME_HEADER, LLMProxy, ProxyBackend, ProxyStats
+from agentlightning.proxy.server import AGENT_NAME_HEADER, CallTokenizer, LLMProxy, ProxyBackend, ProxyStats
 
-__all__ = ["AGENT_NAME_HEADER", "LLMProxy", "ProxyBackend", "ProxyStats"]
+__all__ = ["AGENT_NAME_HEADER", "CallTokenizer", "LLMProxy", "ProxyBackend", "ProxyStats"]

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator, Dict, List, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, AsyncIterator, Dict, List, Mapping, Optional, Protocol, Sequence, Union
 
 import aiohttp
 from aiohttp import web
@@ -27,14 +27,13 @@ from agentlightning.proxy.records import (
     engine_token_ids,
     parse_traceparent,
 )
-from agentlightning.proxy.tokens import Retokenizer, first_difference
 from agentlightning.semconv import TOKEN_IDS_RETOKENIZED, LLMCallAttributes
 from agentlightning.types import LLM, ProxyLLM, Span
 
 if TYPE_CHECKING:
     from agentlightning.store.base import LightningStore
 
-__all__ = ["AGENT_NAME_HEADER", "LLMProxy", "ProxyBackend", "ProxyStats"]
+__all__ = ["AGENT_NAME_HEADER", "CallTokenizer", "LLMProxy", "ProxyBackend", "ProxyStats"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +44,39 @@ DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 _HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "content-encoding", "keep-alive"}
 
 
+class CallTokenizer(Protocol):
+    """Computes the token ids of one call (``operation`` is ``"chat"`` or ``"text_completion"``) for
+    backends that return none, and to check those that do for drift."""
+
+    def prompt_ids(self, operation: str, request: Dict[str, Any]) -> List[int]: ...
+
+    def response_ids(self, operation: str, request: Dict[str, Any], response: Dict[str, Any]) -> List[int]: ...
+
+
+def _first_difference(expected: Sequence[int], actual: Sequence[int]) -> Optional[Dict[str, Any]]:
+    """``None`` when equal, else where they first differ and both lengths."""
+    if list(expected) == list(actual):
+        return None
+    position = next(
+        (i for i, (a, b) in enumerate(zip(expected, actual, strict=False)) if a != b), min(len(expected), len(actual))
+    )
+    return {
+        "position": position,
+        "engine_length": len(expected),
+        "retokenized_length": len(actual),
+        "engine": list(expected[position : position + 8]),
+        "retokenized": list(actual[position : position + 8]),
+    }
+
+
 @dataclass
 class ProxyBackend:
     """An OpenAI-compatible server the proxy forwards to, for ``models`` (``None``: any).
 
     ``request_extras`` / ``responses_request_extras`` are added to request bodies that lack them (vLLM's
-    token-id switches); ``tokenizer`` lets the proxy compute token ids a backend does not return, and
-    check for drift when it does.
+    token-id switches); ``tokenizer`` (a :class:`CallTokenizer`, or the name or path of a Hugging Face
+    tokenizer, loaded by the tokenizer registered as ``huggingface``) lets the proxy compute token ids a
+    backend does not return, and check for drift when it does.
     """
 
     base_url: str
@@ -59,7 +84,7 @@ class ProxyBackend:
     api_key: Optional[str] = None
     request_extras: Mapping[str, Any] = field(default_factory=dict)
     responses_request_extras: Mapping[str, Any] = field(default_factory=dict)
-    tokenizer: Any = None
+    tokenizer: Union[CallTokenizer, str, None] = None
     name: Optional[str] = None
     timeout_seconds: float = 600.0
     upstream_model: Optional[str] = None
@@ -71,6 +96,10 @@ class ProxyBackend:
         self.base_url = self.base_url.rstrip("/")
         if self.name is None:
             self.name = self.base_url
+        if isinstance(self.tokenizer, str):
+            from agentlightning.plugins import resolve
+
+            self.tokenizer = resolve("tokenizers", "huggingface")(self.tokenizer)
 
     @classmethod
     def vllm(cls, base_url: str, **kwargs: Any) -> "ProxyBackend":
@@ -171,7 +200,6 @@ class LLMProxy:
         self.callbacks = list(callbacks) if callbacks is not None else None
         self.stats = ProxyStats()
         self._backends: List[ProxyBackend] = []
-        self._retokenizers: Dict[int, Retokenizer] = {}
         self._round_robin = itertools.count()
         if model_list is not None:
             self.update_model_list(model_list)
@@ -191,7 +219,6 @@ class LLMProxy:
         if not backends:
             raise ValueError("the proxy needs at least one backend")
         self._backends = list(backends)
-        self._retokenizers = {id(b): Retokenizer(b.tokenizer) for b in self._backends if b.tokenizer is not None}
 
     def update_model_list(self, model_list: Sequence[Mapping[str, Any]]) -> None:
         """0.3: replace the backends by LiteLLM-style model entries (effective at once, no restart needed)."""
@@ -564,7 +591,7 @@ class LLMProxy:
         engine_prompt, engine_response = engine_token_ids(record.response)
         has_engine_ids = engine_prompt is not None and engine_response is not None
         # Re-tokenizing renders chat messages; Responses API items are not rendered (yet).
-        retokenizer = None if record.responses_api else self._retokenizers.get(id(backend))
+        retokenizer = None if record.responses_api or isinstance(backend.tokenizer, str) else backend.tokenizer
         if has_engine_ids:
             self.stats.engine_token_ids += 1
         if retokenizer is None:
@@ -589,8 +616,8 @@ class LLMProxy:
             attributes[LLMCallAttributes.TOKEN_IDS_SOURCE] = TOKEN_IDS_RETOKENIZED
             return
         assert engine_prompt is not None and engine_response is not None
-        prompt_drift = first_difference(engine_prompt, prompt_ids)
-        response_drift = first_difference(engine_response, response_ids)
+        prompt_drift = _first_difference(engine_prompt, prompt_ids)
+        response_drift = _first_difference(engine_response, response_ids)
         self.stats.drift_checked += 1
         self.stats.prompt_drift += int(prompt_drift is not None)
         self.stats.response_drift += int(response_drift is not None)

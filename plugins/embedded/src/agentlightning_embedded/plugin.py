@@ -1,4 +1,5 @@
-"""The plugin module (entry point ``agentlightning``): serving backend ``embedded`` and ``agl serve-model``.
+"""The plugin module (entry point ``agentlightning``): serving backend ``embedded``, ``agl serve-model`` and
+the ``huggingface`` tokenizer of the LLM proxy.
 
 Registrations are lazy, so loading the plugin imports neither torch nor transformers.
 """
@@ -6,13 +7,14 @@ Registrations are lazy, so loading the plugin imports neither torch nor transfor
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from agentlightning import hookimpl
 from agentlightning.hookspecs import AddCommand
 from agentlightning.plugins import LazyObject
 from agentlightning.serving import ServingBackendFactory
 
-__all__ = ["agl_register_commands", "agl_register_serving_backends"]
+__all__ = ["agl_register_commands", "agl_register_serving_backends", "agl_register_tokenizers"]
 
 
 @hookimpl
@@ -23,3 +25,8 @@ def agl_register_serving_backends(register: Callable[[str, ServingBackendFactory
 @hookimpl
 def agl_register_commands(register: Callable[[str, AddCommand], None]) -> None:
     register("serve-model", LazyObject("agentlightning_embedded.cli:add_parser"))
+
+
+@hookimpl
+def agl_register_tokenizers(register: Callable[[str, Callable[[str], Any]], None]) -> None:
+    register("huggingface", LazyObject("agentlightning_embedded.retokenizer:Retokenizer"))

@@ -1,15 +1,15 @@
-"""Token ids for backends that cannot return them, and drift between re-tokenized and engine ids
-(design notes: ``docs/internals.md``)."""
+"""Token ids for backends that cannot return them, computed with a Hugging Face tokenizer's chat template:
+the LLM proxy's ``tokenizer`` (registered as the ``huggingface`` tokenizer; design notes: ``docs/internals.md``)."""
 
 from __future__ import annotations
 
 import json
 import threading
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List
 
 from agentlightning.proxy.records import CHAT
 
-__all__ = ["Retokenizer", "first_difference", "load_tokenizer"]
+__all__ = ["Retokenizer", "load_tokenizer"]
 
 
 _TOKENIZERS: Dict[str, Any] = {}
@@ -17,33 +17,13 @@ _TOKENIZERS_LOCK = threading.Lock()
 
 
 def load_tokenizer(name_or_path: str) -> Any:
-    """A Hugging Face tokenizer by name or path, loaded once per process (needs ``transformers``)."""
+    """A Hugging Face tokenizer by name or path, loaded once per process."""
     with _TOKENIZERS_LOCK:
         if name_or_path not in _TOKENIZERS:
-            try:
-                from transformers import AutoTokenizer  # type: ignore[import-not-found,unused-ignore]
-            except ImportError as exc:
-                raise ImportError(
-                    f"re-tokenizing with {name_or_path!r} needs transformers: pip install transformers"
-                ) from exc
+            from transformers import AutoTokenizer  # type: ignore[import-not-found,unused-ignore]
+
             _TOKENIZERS[name_or_path] = AutoTokenizer.from_pretrained(name_or_path)
         return _TOKENIZERS[name_or_path]
-
-
-def first_difference(expected: Sequence[int], actual: Sequence[int]) -> Optional[Dict[str, Any]]:
-    """``None`` when equal, else where they first differ and both lengths."""
-    if list(expected) == list(actual):
-        return None
-    position = next(
-        (i for i, (a, b) in enumerate(zip(expected, actual, strict=False)) if a != b), min(len(expected), len(actual))
-    )
-    return {
-        "position": position,
-        "engine_length": len(expected),
-        "retokenized_length": len(actual),
-        "engine": list(expected[position : position + 8]),
-        "retokenized": list(actual[position : position + 8]),
-    }
 
 
 def _tool_arguments_as_objects(messages: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -68,7 +48,11 @@ def _tool_arguments_as_objects(messages: List[Dict[str, Any]]) -> List[Dict[str,
 
 
 class Retokenizer:
-    """Computes prompt and response ids of a call with the model's tokenizer and chat template."""
+    """Computes prompt and response ids of a call with the model's tokenizer and chat template.
+
+    ``tokenizer``: a loaded tokenizer, or its name or path (loaded on first use). It implements the
+    proxy's :class:`~agentlightning.proxy.CallTokenizer`.
+    """
 
     def __init__(self, tokenizer: Any) -> None:
         self._spec = tokenizer
