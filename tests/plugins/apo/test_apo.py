@@ -323,7 +323,6 @@ def test_apo_is_found_by_name_and_by_its_0_3_path() -> None:
         ("I'm sorry, I can't.", "not a prompt"),
         ("Question {question", "not a prompt"),
         ("Tell me: {topic}", "drops placeholders"),
-        ("Q: {question} {answer}", "adds placeholders"),
         ("Q: {question} " + "x" * 100, "over-long"),
         ("Q: {question}", "not an edit"),
     ],
@@ -334,6 +333,12 @@ def test_bad_edits_are_rejected_with_a_reason(reply: str, reason: str) -> None:
     assert check_edited_prompt("<prompt>\nQ: {question}\nBe brief.\n</prompt>", "Q: {question}", max_chars=60) == (
         "Q: {question}\nBe brief."
     )
+
+
+def test_a_placeholder_the_agent_does_not_fill_is_kept_as_text() -> None:
+    edited = check_edited_prompt("Q: {question} (mind {answer!r} and {{x}})", "Q: {question}", max_chars=80)
+    assert edited == "Q: {question} (mind {{answer!r}} and {{x}})"
+    assert edited.format(question="2+2?") == "Q: 2+2? (mind {answer!r} and {x})"
 
 
 # -- resume after a kill ------------------------------------------------------------------------------

@@ -138,7 +138,8 @@ def check_edited_prompt(reply: str, original: str, *, max_chars: int) -> str:
 
     Rejected: an empty reply, one that is not a prompt (a refusal, no words, braces that do not
     parse as an f-string template, the original unchanged), one over ``max_chars``, and one that
-    drops or adds placeholders (the agent fills exactly the original's).
+    drops placeholders. A placeholder the original does not have (the agent would not fill it) is
+    kept as literal text: ``{needs}`` becomes ``{{needs}}``.
     """
     text = reply.strip()
     tagged = _PROMPT_TAGS.search(text)
@@ -161,9 +162,21 @@ def check_edited_prompt(reply: str, original: str, *, max_chars: int) -> str:
     dropped = [name for name in wanted if name not in fields]
     if dropped:
         raise EditRejected(f"drops placeholders {['{' + n + '}' for n in dropped]}")
-    added = [name for name in fields if name not in wanted]
-    if added:
-        raise EditRejected(f"adds placeholders {['{' + n + '}' for n in added]} the agent does not fill")
+    if any(name not in wanted for name in fields):
+        # Small optimizers often write a placeholder of their own ("{needs}"): keep the rewrite, that field as text.
+        text = _literal_unless(text, wanted)
     if text == original.strip():
         raise EditRejected("not an edit: the prompt is unchanged")
     return text
+
+
+def _literal_unless(template: str, fields: Sequence[str]) -> str:
+    """``template`` with every replacement field not in ``fields`` escaped, so that it renders as written."""
+    out: List[str] = []
+    for literal, field, spec, conversion in string.Formatter().parse(template):
+        out.append(literal.replace("{", "{{").replace("}", "}}"))
+        if field is None:
+            continue
+        body = field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+        out.append("{" + body + "}" if field in fields else "{{" + body + "}}")
+    return "".join(out)
