@@ -57,3 +57,7 @@ def test_the_plugin_registers_it_for_tokenizer_names(tiny_model_path: Any) -> No
     assert resolve("tokenizers", "huggingface") is Retokenizer
     backend = ProxyBackend("http://127.0.0.1:1/v1", tokenizer=str(tiny_model_path))
     assert isinstance(backend.tokenizer, Retokenizer)
+    # A loaded tokenizer object is wrapped too (as a name is); a CallTokenizer is used as it is.
+    loaded = ProxyBackend("http://127.0.0.1:1/v1", tokenizer=_ByteTokenizer())
+    assert isinstance(loaded.tokenizer, Retokenizer)
+    assert ProxyBackend("http://127.0.0.1:1/v1", tokenizer=backend.tokenizer).tokenizer is backend.tokenizer

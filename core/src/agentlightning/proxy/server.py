@@ -74,8 +74,8 @@ class ProxyBackend:
     """An OpenAI-compatible server the proxy forwards to, for ``models`` (``None``: any).
 
     ``request_extras`` / ``responses_request_extras`` are added to request bodies that lack them (vLLM's
-    token-id switches); ``tokenizer`` (a :class:`CallTokenizer`, or the name or path of a Hugging Face
-    tokenizer, loaded by the tokenizer registered as ``huggingface``) lets the proxy compute token ids a
+    token-id switches); ``tokenizer`` (a :class:`CallTokenizer`, or a Hugging Face tokenizer or its name
+    or path, wrapped by the tokenizer registered as ``huggingface``) lets the proxy compute token ids a
     backend does not return, and check for drift when it does.
     """
 
@@ -84,7 +84,7 @@ class ProxyBackend:
     api_key: Optional[str] = None
     request_extras: Mapping[str, Any] = field(default_factory=dict)
     responses_request_extras: Mapping[str, Any] = field(default_factory=dict)
-    tokenizer: Union[CallTokenizer, str, None] = None
+    tokenizer: Union[CallTokenizer, str, None] = None  # or a loaded Hugging Face tokenizer
     name: Optional[str] = None
     timeout_seconds: float = 600.0
     upstream_model: Optional[str] = None
@@ -96,7 +96,7 @@ class ProxyBackend:
         self.base_url = self.base_url.rstrip("/")
         if self.name is None:
             self.name = self.base_url
-        if isinstance(self.tokenizer, str):
+        if self.tokenizer is not None and not hasattr(self.tokenizer, "prompt_ids"):
             from agentlightning.plugins import resolve
 
             self.tokenizer = resolve("tokenizers", "huggingface")(self.tokenizer)
