@@ -148,7 +148,8 @@ def main() -> None:
             str(len(find_llm_calls(report.spans, agent_match="^Reviewer$"))),
         )
     console.print(table)
-    first = baseline.reports[0]
+    # The first task's rollout (two runners finish in either order).
+    first = next(report for report in baseline.reports if report.rollout.input == TASKS[0])
     console.print(f"\nSpans of {first.rollout.rollout_id} ({first.rollout.input['question']}):")
     console.print(span_tree([span for span in first.spans if "agentlightning.framework" in span.attributes]))
 

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, List
 
 import pytest
 from plugin_fixtures import TEST_DISTS, fresh_manager, test_dists  # noqa: F401 - fixtures
@@ -522,9 +522,15 @@ def test_hook_agl_register_tokenizers() -> None:
     with pytest.raises(UnknownComponentError, match="tokenizer 'huggingface'.*which plugin adds which tokenizer"):
         ProxyBackend("http://127.0.0.1:1/v1", tokenizer="org/model")
 
-    class Loaded:
+    class Loaded:  # a CallTokenizer: used as it is when handed over again
         def __init__(self, name_or_path: str) -> None:
             self.name_or_path = name_or_path
+
+        def prompt_ids(self, operation: str, request: Dict[str, Any]) -> List[int]:
+            return [1]
+
+        def response_ids(self, operation: str, request: Dict[str, Any], response: Dict[str, Any]) -> List[int]:
+            return [2]
 
     class Tokenizers:
         @hookimpl
