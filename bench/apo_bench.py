@@ -77,9 +77,11 @@ def run_ours(args: argparse.Namespace) -> Dict[str, Any]:
         algorithm={
             "type": "apo",
             "optimizer": {"base_url": args.optimizer_url or args.url, "model": args.optimizer_model or args.model},
-            # One template a round (system_prompt first): a critique and one edit per candidate, as the
-            # peer's; "joint" would spend three calls on each candidate of this small call budget.
+            # One template a round (system_prompt first), its critique and rewrite in one optimizer call:
+            # the 6-call budget then affords 5 candidates (the rollout budget binds) where the peer's
+            # critique-then-edit affords 3.
             "mode": "in_turn",
+            "proposal": "one_call",
             "beam_width": 2,
             "branch_factor": 3,
             "rounds": 4,  # the budgets end the run first

@@ -248,6 +248,57 @@ def test_the_rollout_budget_trims_a_round_to_the_branches_it_can_score(
     assert algorithm.stop_reason is not None and "rollout budget" in algorithm.stop_reason
 
 
+def test_one_call_proposals_write_the_critique_and_the_templates_together(
+    agent_llm: FakeOpenAIServer, optimizer_llm: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    optimizer_llm.enqueue(
+        # round 1 (joint): both templates in one reply; the first block quotes the current system prompt
+        FakeReply.text(
+            f'It is not careful. Now: <prompt name="system_prompt">{SEED_SYSTEM}</prompt> Better:\n'
+            f'<prompt name="system_prompt">{CAREFUL}</prompt>\n<prompt name="user_prompt">{USER_UNITS}</prompt>'
+        ),
+        # a reply with no block for user_prompt and a system prompt that drops nothing but changes nothing
+        FakeReply.text(f'Keep it. <prompt name="system_prompt">{SEED_SYSTEM}</prompt>'),
+    )
+    # Budget: the seed's validation, one training batch (read by both branches) and two candidates' validation:
+    # counted as paid once, the training batch leaves room for both branches.
+    algorithm = _apo(
+        optimizer_llm, proposal="one_call", branch_factor=2, rounds=1, max_rollouts=len(VAL) + 2 + 2 * len(VAL)
+    )
+    _fit(algorithm, agent_llm, tmp_path)
+    assert len(optimizer_llm.requests) == 2  # one call a candidate
+    request = optimizer_llm.requests[0]["messages"][0]["content"]
+    assert '<prompt name="NAME">' in request and "reward 0.00" in request
+    by_id = {c.id: c for c in algorithm.candidates}
+    assert by_id["r1-p0-b0"].prompts == {"system_prompt": CAREFUL, "user_prompt": USER_UNITS}
+    assert by_id["r1-p0-b0"].score == 1.0 and by_id["r1-p0-b0"].critique.startswith("It is not careful.")
+    assert by_id["r1-p0-b1"].rejected == {
+        "system_prompt": "not an edit: the prompt is unchanged",
+        "user_prompt": "no <prompt> block for it in the reply",
+    }
+    assert algorithm.budget.rollouts == len(VAL) + 2 + len(VAL)  # b1 gave no candidate: nothing to score
+    assert algorithm.get_best_prompts() == {"system_prompt": CAREFUL, "user_prompt": USER_UNITS}
+
+
+def test_candidates_written_before_the_optimizer_budget_are_still_scored(
+    agent_llm: FakeOpenAIServer, optimizer_llm: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    optimizer_llm.enqueue(
+        FakeReply.text(f"Be careful. <prompt>{CAREFUL}</prompt>"),
+        FakeReply.text("Give units. <prompt>You are an assistant. Give units.</prompt>"),
+        FakeReply.text(f"Give units. <prompt>{USER_UNITS}</prompt>"),
+    )
+    # In turn: round 1 edits system_prompt (2 branches, 2 calls); round 2 user_prompt with one call left.
+    algorithm = _apo(
+        optimizer_llm, proposal="one_call", mode="in_turn", beam_width=1, branch_factor=2, max_optimizer_calls=3
+    )
+    _fit(algorithm, agent_llm, tmp_path)
+    assert algorithm.stop_reason is not None and "optimizer call budget" in algorithm.stop_reason
+    round_two = [c for c in algorithm.candidates if c.round == 2]
+    assert [(c.prompts["user_prompt"], c.score) for c in round_two] == [(USER_UNITS, 1.0)]
+    assert algorithm.best is round_two[0] and algorithm.get_best_prompts()["system_prompt"] == CAREFUL
+
+
 @pytest.mark.parametrize(
     ("limits", "calls", "reason"),
     [({"max_optimizer_calls": 2}, 2, "optimizer call budget"), ({"max_tokens": 1}, 1, "optimizer token budget")],
@@ -282,8 +333,9 @@ def test_an_unreachable_optimizer_stops_the_run_naming_it(agent_llm: FakeOpenAIS
         _fit(algorithm, agent_llm, tmp_path)
     assert url in str(raised.value) and "unreachable" in str(raised.value)
     view = _store_view(f"sqlite:///{tmp_path / 'store.db'}")
-    # What was done before the failure is in the store: the seed's validation and the training rollouts.
-    assert len(_evaluation_rollouts(view)) == len(VAL) + 2 * 2
+    # What was done before the failure is in the store: the seed's validation and its training batch (both
+    # branches read the same 2 rollouts).
+    assert len(_evaluation_rollouts(view)) == len(VAL) + 2
     assert "agentlightning.apo.stopped" in [name for name, _ in view["records"]]
 
 
@@ -302,6 +354,10 @@ def test_bad_settings_are_refused() -> None:
         APO(critique_template="Improve {prompts}.")
     with pytest.raises(ValueError, match="unknown fields"):
         APO(edit_template="{name} {prompt} {critique} {placeholders} {extra}")
+    with pytest.raises(ValueError, match="one-call template must use the fields"):
+        APO(one_call_template="Improve {prompts} from {experiments}.")
+    with pytest.raises(ValueError, match="proposal must be"):
+        APO(proposal="three_calls")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="beam_width"):
         APO(beam_width=0)
     with pytest.raises(ValueError, match="http"):

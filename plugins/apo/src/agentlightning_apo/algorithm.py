@@ -4,13 +4,14 @@ One run:
 
 1. the seed (the ``PromptTemplate`` resources of ``initial_resources``) is scored on a fixed
    validation batch;
-2. each round, for each prompt set in the beam (a *parent*) and each of ``branch_factor`` branches:
-   the parent plays a batch of training tasks; the optimizer LLM reads the rollouts' messages
-   (``TraceToMessages``) and rewards and writes a critique (the *textual gradient*); for each template
-   being optimized (all of them with ``mode="joint"``, one per round in turn with ``mode="in_turn"``)
-   it rewrites the template to apply the critique. Each rewrite is checked (not empty, a prompt, not
-   over-long, the same placeholders); a rejected one is logged with its reason and the branch keeps
-   the parent's version; a branch with no accepted rewrite gives no candidate;
+2. each round, each prompt set in the beam (a *parent*) plays a batch of training tasks; for each of
+   its ``branch_factor`` branches the optimizer LLM reads the rollouts' messages (``TraceToMessages``)
+   and rewards and writes a critique (the *textual gradient*); for each template being optimized (all
+   of them with ``mode="joint"``, one per round in turn with ``mode="in_turn"``) it rewrites the
+   template to apply the critique: in a call of its own per template (``proposal="critique_then_edit"``)
+   or in the critique's reply (``proposal="one_call"``: one call a candidate). Each rewrite is checked
+   (not empty, a prompt, not over-long, the same placeholders); a rejected one is logged with its
+   reason and the branch keeps the parent's version; a branch with no accepted rewrite gives no candidate;
 3. the candidates are scored on the validation batch, and the best ``beam_width`` of beam +
    candidates form the next beam.
 
@@ -73,7 +74,9 @@ from .prompts import (
     CRITIQUE_FIELDS,
     DEFAULT_CRITIQUE_TEMPLATE,
     DEFAULT_EDIT_TEMPLATE,
+    DEFAULT_ONE_CALL_TEMPLATE,
     EDIT_FIELDS,
+    ONE_CALL_FIELDS,
     EditRejected,
     Experiment,
     check_edited_prompt,
@@ -81,6 +84,7 @@ from .prompts import (
     placeholders,
     render_experiments,
     render_prompts,
+    rewritten_templates,
 )
 
 __all__ = ["APO", "Candidate", "METADATA_KEY"]
@@ -136,11 +140,14 @@ class APO(Algorithm):
             per round, cycling through them.
         beam_width, branch_factor, rounds: the beam size, the candidates each parent yields per round,
             and the number of rounds.
-        gradient_batch_size: training tasks each parent plays before a critique.
+        gradient_batch_size: training tasks each parent plays in a round; its branches' critiques read them.
         val_batch_size: validation tasks every prompt set is scored on (``None``: all of them).
         max_rollouts, max_optimizer_calls, max_tokens: budgets (``None``: no limit).
-        critique_template, edit_template: the optimizer's instructions (``str.format`` templates with
-            the fields of ``CRITIQUE_FIELDS`` / ``EDIT_FIELDS``).
+        proposal: ``"critique_then_edit"``: a critique call, then an edit call per template;
+            ``"one_call"``: one call writes the critique and the rewritten templates (``one_call_template``),
+            so a call budget affords more candidates.
+        critique_template, edit_template, one_call_template: the optimizer's instructions (``str.format``
+            templates with the fields of ``CRITIQUE_FIELDS`` / ``EDIT_FIELDS`` / ``ONE_CALL_FIELDS``).
         max_prompt_chars: a rewritten template longer than this is rejected.
         optimizer_temperature, optimizer_max_tokens: sampling of the optimizer's replies.
         optimizer_concurrency: optimizer calls in flight at once.
@@ -171,8 +178,10 @@ class APO(Algorithm):
         max_rollouts: Optional[int] = None,
         max_optimizer_calls: Optional[int] = None,
         max_tokens: Optional[int] = None,
+        proposal: Literal["critique_then_edit", "one_call"] = "critique_then_edit",
         critique_template: str = DEFAULT_CRITIQUE_TEMPLATE,
         edit_template: str = DEFAULT_EDIT_TEMPLATE,
+        one_call_template: str = DEFAULT_ONE_CALL_TEMPLATE,
         max_prompt_chars: int = 4000,
         optimizer_temperature: float = 1.0,
         optimizer_max_tokens: int = 768,
@@ -193,6 +202,8 @@ class APO(Algorithm):
         super().__init__()
         if mode not in ("joint", "in_turn"):
             raise ValueError(f"mode must be 'joint' or 'in_turn', got {mode!r}")
+        if proposal not in ("critique_then_edit", "one_call"):
+            raise ValueError(f"proposal must be 'critique_then_edit' or 'one_call', got {proposal!r}")
         for name, value in (
             ("beam_width", beam_width),
             ("branch_factor", branch_factor),
@@ -208,6 +219,7 @@ class APO(Algorithm):
             raise ValueError(f"val_batch_size must be >= 1 or None, got {val_batch_size}")
         check_instruction_template(critique_template, CRITIQUE_FIELDS, "critique")
         check_instruction_template(edit_template, EDIT_FIELDS, "edit")
+        check_instruction_template(one_call_template, ONE_CALL_FIELDS, "one-call")
         self.optimizer = OptimizerEndpoint(**optimizer) if isinstance(optimizer, Mapping) else optimizer
         self.prompt_names = list(prompts) if prompts is not None else None
         self.mode = mode
@@ -217,8 +229,10 @@ class APO(Algorithm):
         self.gradient_batch_size = gradient_batch_size
         self.val_batch_size = val_batch_size
         self.budget = Budget(max_rollouts, max_optimizer_calls, max_tokens)
+        self.proposal = proposal
         self.critique_template = critique_template
         self.edit_template = edit_template
+        self.one_call_template = one_call_template
         self.max_prompt_chars = max_prompt_chars
         self.optimizer_temperature = optimizer_temperature
         self.optimizer_max_tokens = optimizer_max_tokens
@@ -590,10 +604,11 @@ class APO(Algorithm):
         outcomes: Sequence[_Outcome],
     ) -> Candidate:
         experiments = [await self._experiment(store, task, o) for task, o in zip(batch, outcomes, strict=True)]
+        one_call = self.proposal == "one_call"
         critique = await self._ask(
             optimizer,
-            [candidate_id, "critique"],
-            self.critique_template.format(
+            [candidate_id, "one_call" if one_call else "critique"],
+            (self.one_call_template if one_call else self.critique_template).format(
                 prompts=render_prompts(parent.prompts),
                 experiments=render_experiments(experiments),
                 targets=", ".join(f'"{t}"' for t in targets),
@@ -603,20 +618,28 @@ class APO(Algorithm):
             id=candidate_id, prompts=dict(parent.prompts), round=round_index, parent=parent.id, critique=critique
         )
         if not critique.strip():
-            candidate.rejected = {t: "empty critique" for t in targets}
+            candidate.rejected = {t: "empty reply" if one_call else "empty critique" for t in targets}
             return candidate
+        rewrites = rewritten_templates(critique, targets) if one_call else {}
         for name in targets:
             original = parent.prompts[name]
-            reply = await self._ask(
-                optimizer,
-                [candidate_id, "edit", name],
-                self.edit_template.format(
-                    name=name,
-                    prompt=original,
-                    critique=critique.strip(),
-                    placeholders=", ".join("{" + p + "}" for p in placeholders(original)) or "none",
-                ),
-            )
+            if one_call:
+                reply = rewrites.get(name, "")
+                if not reply:
+                    candidate.rejected[name] = "no <prompt> block for it in the reply"
+                    self._log(f"  {candidate_id}: edit of {name!r} discarded (no <prompt> block for it in the reply)")
+                    continue
+            else:
+                reply = await self._ask(
+                    optimizer,
+                    [candidate_id, "edit", name],
+                    self.edit_template.format(
+                        name=name,
+                        prompt=original,
+                        critique=critique.strip(),
+                        placeholders=", ".join("{" + p + "}" for p in placeholders(original)) or "none",
+                    ),
+                )
             try:
                 candidate.prompts[name] = check_edited_prompt(reply, original, max_chars=self.max_prompt_chars)
                 candidate.edited.append(name)
@@ -652,11 +675,12 @@ class APO(Algorithm):
                 started = time.perf_counter()
                 targets = list(names) if self.mode == "joint" else [names[(round_index - 1) % len(names)]]
                 branches: List[Tuple[Candidate, str, List[Any]]] = []
+                count = min(self.gradient_batch_size, len(train_dataset))
                 for p_index, parent in enumerate(beam):
+                    # One training batch a parent: its branches read the same rollouts (played once).
+                    draw = random.Random(f"{self.seed}-{round_index}-{p_index}")
+                    batch = [train_dataset[i] for i in draw.sample(range(len(train_dataset)), count)]
                     for b_index in range(self.branch_factor):
-                        draw = random.Random(f"{self.seed}-{round_index}-{p_index}-{b_index}")
-                        count = min(self.gradient_batch_size, len(train_dataset))
-                        batch = [train_dataset[i] for i in draw.sample(range(len(train_dataset)), count)]
                         branches.append((parent, f"r{round_index}-p{p_index}-b{b_index}", batch))
                 branches = self._affordable(branches, len(val_tasks), round_index)
                 outcomes = await self._play(
@@ -665,17 +689,21 @@ class APO(Algorithm):
                 self._log(f"round {round_index}: {len(outcomes)} training rollouts, writing critiques for {targets}")
                 proposed, stop = await self._propose_all(store, optimizer, round_index, targets, branches, outcomes)
                 fresh = await self._keep_new(proposed, beam)
-                if stop is not None:
+                if stop is not None and not isinstance(stop, BudgetExhausted):
                     for candidate in fresh:
                         candidate.outcome = "not scored (run stopped)"
                         await self._record_candidate(candidate)
                     raise stop
+                # At an optimizer budget, the candidates written before it are still scored (their
+                # validation rollouts were set aside by _affordable), then the run stops.
                 await self._score(store, initial, fresh, val_tasks)
                 pool = sorted([*beam, *fresh], key=lambda c: -(c.score or 0.0))  # stable: older wins ties
                 beam = pool[: self.beam_width]
                 for candidate in fresh:
                     candidate.outcome = "kept in beam" if candidate in beam else "dropped"
                 await self._close_round(round_index, beam, fresh, started)
+                if stop is not None:
+                    raise stop
         except BudgetExhausted as exc:
             self.stop_reason = str(exc)
             for candidate in self.candidates:
@@ -697,24 +725,28 @@ class APO(Algorithm):
     def _affordable(
         self, branches: List[Tuple[Candidate, str, List[Any]]], val_count: int, round_index: int
     ) -> List[Tuple[Candidate, str, List[Any]]]:
-        """The branches whose training batch and candidate scoring still fit the rollout budget (at worst,
-        uncached), so no rollout or optimizer call is paid for a candidate that could not be scored."""
+        """The branches whose training rollouts (those not played yet) and candidate scoring (at worst,
+        uncached) still fit the rollout budget, so no rollout or optimizer call is paid for a candidate
+        that could not be scored."""
         limit = self.budget.max_rollouts
         if limit is None or not branches:
             return branches
         remaining = limit - self.budget.rollouts
+        planned: set[Tuple[str, str, str]] = set()
         kept: List[Tuple[Candidate, str, List[Any]]] = []
-        for branch in branches:
-            cost = len(branch[2]) + val_count
+        for parent, candidate_id, batch in branches:
+            new = {(parent.key, _digest(task), "train") for task in batch} - planned - self._cache.keys()
+            cost = len(new) + val_count
             if cost > remaining:
+                if not kept:
+                    raise BudgetExhausted(
+                        f"rollout budget: {self.budget.rollouts} used, a branch needs {cost} (its training "
+                        f"rollouts and the candidate's validation), limit {limit}"
+                    )
                 break
-            kept.append(branch)
+            kept.append((parent, candidate_id, batch))
+            planned |= new
             remaining -= cost
-        if not kept:
-            raise BudgetExhausted(
-                f"rollout budget: {self.budget.rollouts} used, a branch needs {len(branches[0][2]) + val_count} "
-                f"(its training batch and the candidate's validation), limit {limit}"
-            )
         if len(kept) < len(branches):
             self._log(f"round {round_index}: the rollout budget affords {len(kept)} of {len(branches)} branches")
         return kept

@@ -1,7 +1,8 @@
-"""The optimizer's instructions (critique and edit templates) and the checks on what it answers.
+"""The optimizer's instructions (critique, edit and one-call templates) and the checks on what it answers.
 
-Both instructions are plain ``str.format`` templates a user can replace (``APO(critique_template=...,
-edit_template=...)``); they are checked for the fields they must use when the algorithm is built.
+The instructions are plain ``str.format`` templates a user can replace (``APO(critique_template=...,
+edit_template=..., one_call_template=...)``); they are checked for the fields they must use when the
+algorithm is built.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ __all__ = [
     "CRITIQUE_FIELDS",
     "DEFAULT_CRITIQUE_TEMPLATE",
     "DEFAULT_EDIT_TEMPLATE",
+    "DEFAULT_ONE_CALL_TEMPLATE",
     "EDIT_FIELDS",
+    "ONE_CALL_FIELDS",
     "EditRejected",
     "Experiment",
     "check_instruction_template",
     "check_edited_prompt",
     "placeholders",
+    "rewritten_templates",
     "render_experiments",
     "render_prompts",
 ]
@@ -54,11 +58,31 @@ Rewrite the template to apply the changes. Keep what the changes do not ask to c
 form of the answer the template asks for, and every placeholder exactly as written ({placeholders}). Keep it \
 short. Answer with the new template only, between <prompt> and </prompt>."""
 
+DEFAULT_ONE_CALL_TEMPLATE = """You improve the prompt templates of an AI agent. These are its templates now \
+(placeholders in curly braces are filled in for each task):
+
+{prompts}
+
+Below are runs of the agent with these templates: the conversation of each run and the reward it got \
+(1.0 is the best answer, 0.0 a wrong one, a reward in between a partly right one).
+
+{experiments}
+
+First say in a few sentences what the agent did wrong in the runs with a low reward, and what general rule \
+would have led it to the best answer. Then write the improved template(s) {targets}: add that rule, keep what \
+works (above all the form of the answer the template asks for) and every placeholder exactly as written. Keep \
+each template short. Write each one, after your explanation, between <prompt name="NAME"> and </prompt>."""
+
 CRITIQUE_FIELDS = ("prompts", "experiments", "targets")
 EDIT_FIELDS = ("name", "prompt", "critique", "placeholders")
+ONE_CALL_FIELDS = CRITIQUE_FIELDS
 
 _REFUSALS = ("i'm sorry", "i am sorry", "i cannot", "i can't", "as an ai")
 _PROMPT_TAGS = re.compile(r"<prompt>\s*(.*?)\s*(?:</prompt>|$)", re.DOTALL | re.IGNORECASE)
+_NAMED_PROMPT = re.compile(
+    r"<prompt(?:\s+name\s*=\s*[\"']?([^\"'>]*?)[\"']?)?\s*>\s*(.*?)\s*(?:</prompt>|(?=<prompt[\s>])|$)",
+    re.DOTALL | re.IGNORECASE,
+)
 _FENCE = re.compile(r"^```[\w-]*\s*\n(.*?)\n?```\s*$", re.DOTALL)
 
 
@@ -131,6 +155,22 @@ def render_experiments(experiments: Sequence[Experiment], *, max_chars_per_run: 
             text = text[: max_chars_per_run // 2] + "\n[...]\n" + text[-max_chars_per_run // 2 :]
         blocks.append(text)
     return "\n\n".join(blocks) if blocks else "(no runs finished)"
+
+
+def rewritten_templates(reply: str, targets: Sequence[str]) -> Dict[str, str]:
+    """The new text of each target template in a one-call reply (``<prompt name="NAME">...</prompt>``).
+
+    The last block naming a target wins: a reply often quotes the current template before its rewrite.
+    With one target, the last block is taken whatever its name. A target without a block is left out.
+    """
+    blocks = [(name.strip(), text) for name, text in _NAMED_PROMPT.findall(reply)]
+    found: Dict[str, str] = {}
+    for name, text in blocks:
+        if name in targets:
+            found[name] = text
+    if len(targets) == 1 and targets[0] not in found and blocks:
+        found[targets[0]] = blocks[-1][1]
+    return found
 
 
 def check_edited_prompt(reply: str, original: str, *, max_chars: int) -> str:
