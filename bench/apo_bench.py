@@ -77,10 +77,10 @@ def run_ours(args: argparse.Namespace) -> Dict[str, Any]:
         algorithm={
             "type": "apo",
             "optimizer": {"base_url": args.optimizer_url or args.url, "model": args.optimizer_model or args.model},
-            # One template a round (system_prompt first), its critique and rewrite in one optimizer call:
-            # the 6-call budget then affords 5 candidates (the rollout budget binds) where the peer's
-            # critique-then-edit affords 3.
-            "mode": "in_turn",
+            # Both templates from one optimizer call (the critique and the rewrites in one reply): the
+            # 6-call budget then affords 5 candidates (the rollout budget binds) where the peer's
+            # critique-then-edit affords 3; a rewrite the checks reject leaves the other one standing.
+            "mode": "joint",
             "proposal": "one_call",
             "beam_width": 2,
             "branch_factor": 3,

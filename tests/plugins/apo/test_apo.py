@@ -25,7 +25,7 @@ import agentlightning as agl
 from agentlightning.cli import main as agl_main
 from agentlightning.store import open_store
 from agentlightning_apo import APO, METADATA_KEY, OptimizerEndpointError, check_edited_prompt
-from agentlightning_apo.prompts import EditRejected
+from agentlightning_apo.prompts import EditRejected, rewritten_templates
 from agentlightning_testing.fake_openai import FakeOpenAIServer, FakeReply
 
 HERE = Path(__file__).parent
@@ -269,6 +269,7 @@ def test_one_call_proposals_write_the_critique_and_the_templates_together(
     assert len(optimizer_llm.requests) == 2  # one call a candidate
     request = optimizer_llm.requests[0]["messages"][0]["content"]
     assert '<prompt name="NAME">' in request and "reward 0.00" in request
+    assert "Question: train" in request and "Task:" not in request  # the conversation carries the task
     by_id = {c.id: c for c in algorithm.candidates}
     assert by_id["r1-p0-b0"].prompts == {"system_prompt": CAREFUL, "user_prompt": USER_UNITS}
     assert by_id["r1-p0-b0"].score == 1.0 and by_id["r1-p0-b0"].critique.startswith("It is not careful.")
@@ -389,6 +390,23 @@ def test_bad_edits_are_rejected_with_a_reason(reply: str, reason: str) -> None:
     assert check_edited_prompt("<prompt>\nQ: {question}\nBe brief.\n</prompt>", "Q: {question}", max_chars=60) == (
         "Q: {question}\nBe brief."
     )
+
+
+@pytest.mark.parametrize(
+    ("reply", "targets", "found"),
+    [
+        ('Now: <prompt name="a">old</prompt> Better: <prompt name="a">new</prompt>', ["a"], {"a": "new"}),
+        ("Rule: be brief. <prompt>\nnew\n</prompt>", ["a"], {"a": "new"}),  # one target: any block
+        ('<template name="a">A</template><b>{x} B</b>', ["a", "b"], {"a": "A", "b": "{x} B"}),
+        ('<prompt name="a">A<prompt name="b">B', ["a", "b"], {"a": "A", "b": "B"}),  # unclosed
+        ('<prompt name="c">C</prompt>', ["a", "b"], {}),  # several targets: only their names count
+        ("No template here.", ["a"], {}),
+    ],
+)
+def test_one_call_replies_yield_the_last_block_of_each_template(
+    reply: str, targets: List[str], found: Dict[str, str]
+) -> None:
+    assert rewritten_templates(reply, targets) == found
 
 
 def test_a_placeholder_the_agent_does_not_fill_is_kept_as_text() -> None:

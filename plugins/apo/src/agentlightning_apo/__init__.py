@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .algorithm import APO, METADATA_KEY, Candidate
     from .optimizer import Budget, BudgetExhausted, OptimizerEndpoint, OptimizerEndpointError
-    from .prompts import DEFAULT_CRITIQUE_TEMPLATE, DEFAULT_EDIT_TEMPLATE, EditRejected, check_edited_prompt
+    from .prompts import (
+        DEFAULT_CRITIQUE_TEMPLATE,
+        DEFAULT_EDIT_TEMPLATE,
+        DEFAULT_ONE_CALL_TEMPLATE,
+        EditRejected,
+        check_edited_prompt,
+    )
 
 __all__ = [
     "APO",
@@ -26,6 +32,7 @@ __all__ = [
     "OptimizerEndpointError",
     "DEFAULT_CRITIQUE_TEMPLATE",
     "DEFAULT_EDIT_TEMPLATE",
+    "DEFAULT_ONE_CALL_TEMPLATE",
     "EditRejected",
     "check_edited_prompt",
 ]
@@ -40,6 +47,7 @@ _HOMES = {
     "OptimizerEndpointError": "optimizer",
     "DEFAULT_CRITIQUE_TEMPLATE": "prompts",
     "DEFAULT_EDIT_TEMPLATE": "prompts",
+    "DEFAULT_ONE_CALL_TEMPLATE": "prompts",
     "EditRejected": "prompts",
     "check_edited_prompt": "prompts",
 }

@@ -68,10 +68,11 @@ Below are runs of the agent with these templates: the conversation of each run a
 
 {experiments}
 
-First say in a few sentences what the agent did wrong in the runs with a low reward, and what general rule \
-would have led it to the best answer. Then write the improved template(s) {targets}: add that rule, keep what \
-works (above all the form of the answer the template asks for) and every placeholder exactly as written. Keep \
-each template short. Write each one, after your explanation, between <prompt name="NAME"> and </prompt>."""
+First, in at most three sentences, say what the agent did wrong in the runs with a low reward and what \
+general rule would have led it to the best answer; do not repeat the runs. Then write the improved \
+template(s) {targets}: add that rule, keep what works (above all the form of the answer the template asks \
+for) and every placeholder exactly as written. Keep each template short. Write each one between \
+<prompt name="NAME"> and </prompt>, NAME being the template's name."""
 
 CRITIQUE_FIELDS = ("prompts", "experiments", "targets")
 EDIT_FIELDS = ("name", "prompt", "critique", "placeholders")
@@ -79,8 +80,10 @@ ONE_CALL_FIELDS = CRITIQUE_FIELDS
 
 _REFUSALS = ("i'm sorry", "i am sorry", "i cannot", "i can't", "as an ai")
 _PROMPT_TAGS = re.compile(r"<prompt>\s*(.*?)\s*(?:</prompt>|$)", re.DOTALL | re.IGNORECASE)
+# <prompt name="X">, and the <template name="X"> small models write instead.
 _NAMED_PROMPT = re.compile(
-    r"<prompt(?:\s+name\s*=\s*[\"']?([^\"'>]*?)[\"']?)?\s*>\s*(.*?)\s*(?:</prompt>|(?=<prompt[\s>])|$)",
+    r"<(?:prompt|template)(?:\s+name\s*=\s*[\"']?([^\"'>]*?)[\"']?)?\s*>\s*(.*?)\s*"
+    r"(?:</(?:prompt|template)>|(?=<(?:prompt|template)[\s>])|$)",
     re.DOTALL | re.IGNORECASE,
 )
 _FENCE = re.compile(r"^```[\w-]*\s*\n(.*?)\n?```\s*$", re.DOTALL)
@@ -143,11 +146,15 @@ def _message_text(message: Mapping[str, Any]) -> str:
 
 
 def render_experiments(experiments: Sequence[Experiment], *, max_chars_per_run: int = 1500) -> str:
-    """The runs as the critique sees them: the last LLM call's conversation of each, and its reward."""
+    """The runs as the critique sees them: the last LLM call's conversation of each (the task itself when
+    there is none: the conversation already carries it, and a model reading both copies the raw task), and
+    its reward."""
     blocks: List[str] = []
     for index, experiment in enumerate(experiments, 1):
         reward = "failed (no reward)" if experiment.reward is None else f"{experiment.reward:.2f}"
-        lines = [f"### Run {index}: reward {reward}", f"Task: {json.dumps(experiment.task, default=str)[:300]}"]
+        lines = [f"### Run {index}: reward {reward}"]
+        if not experiment.messages:
+            lines.append(f"Task: {json.dumps(experiment.task, default=str)[:300]}")
         for message in experiment.messages:
             lines.append(f"{message.get('role', '?')}: {_message_text(message)}")
         text = "\n".join(lines)
@@ -163,7 +170,13 @@ def rewritten_templates(reply: str, targets: Sequence[str]) -> Dict[str, str]:
     The last block naming a target wins: a reply often quotes the current template before its rewrite.
     With one target, the last block is taken whatever its name. A target without a block is left out.
     """
-    blocks = [(name.strip(), text) for name, text in _NAMED_PROMPT.findall(reply)]
+    located = [(m.start(), (m.group(1) or "").strip(), m.group(2)) for m in _NAMED_PROMPT.finditer(reply)]
+    for target in targets:  # <system_prompt>...</system_prompt>: the name as the tag
+        tag = re.escape(target)
+        located += [
+            (m.start(), target, m.group(1)) for m in re.finditer(rf"<{tag}>\s*(.*?)\s*(?:</{tag}>|$)", reply, re.DOTALL)
+        ]
+    blocks = [(name, text) for _, name, text in sorted(located)]
     found: Dict[str, str] = {}
     for name, text in blocks:
         if name in targets:
