@@ -77,11 +77,12 @@ def run_ours(args: argparse.Namespace) -> Dict[str, Any]:
         algorithm={
             "type": "apo",
             "optimizer": {"base_url": args.optimizer_url or args.url, "model": args.optimizer_model or args.model},
-            # Both templates from one optimizer call (the critique and the rewrites in one reply): the
-            # 6-call budget then affords 5 candidates (the rollout budget binds) where the peer's
-            # critique-then-edit affords 3; a rewrite the checks reject leaves the other one standing.
+            # Both templates from one optimizer call (the critique and the instructions to add in one
+            # reply): the 6-call budget then affords 5 candidates (the rollout budget binds) where the
+            # peer's critique-then-edit affords 3. Adding instead of rewriting keeps the seed's answer form
+            # and placeholders, which the small optimizer's rewrites lose (see bench/README.md).
             "mode": "joint",
-            "proposal": "one_call",
+            "proposal": "append",
             "beam_width": 2,
             "branch_factor": 3,
             "rounds": 4,  # the budgets end the run first

@@ -25,7 +25,7 @@ import agentlightning as agl
 from agentlightning.cli import main as agl_main
 from agentlightning.store import open_store
 from agentlightning_apo import APO, METADATA_KEY, OptimizerEndpointError, check_edited_prompt
-from agentlightning_apo.prompts import EditRejected, rewritten_templates
+from agentlightning_apo.prompts import EditRejected, added_instructions, appended_template, rewritten_templates
 from agentlightning_testing.fake_openai import FakeOpenAIServer, FakeReply
 
 HERE = Path(__file__).parent
@@ -281,6 +281,35 @@ def test_one_call_proposals_write_the_critique_and_the_templates_together(
     assert algorithm.get_best_prompts() == {"system_prompt": CAREFUL, "user_prompt": USER_UNITS}
 
 
+def test_append_proposals_add_instructions_at_the_end_of_each_template(
+    agent_llm: FakeOpenAIServer, optimizer_llm: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    optimizer_llm.enqueue(
+        # both templates get an addition; the user prompt's repeats the template first, as small models do
+        FakeReply.text(
+            'It must be careful. <add name="system_prompt">Be careful.</add>\n'
+            f'<add name="user_prompt">{SEED_USER}\nState the units.</add>'
+        ),
+        # an addition that invents a placeholder (kept as text), and a refusal
+        FakeReply.text('<add name="system_prompt">Mind the {units}.</add><add name="user_prompt">I cannot.</add>'),
+    )
+    algorithm = _apo(
+        optimizer_llm, proposal="append", branch_factor=2, rounds=1, max_rollouts=len(VAL) + 2 + 2 * len(VAL)
+    )
+    _fit(algorithm, agent_llm, tmp_path)
+    assert len(optimizer_llm.requests) == 2  # one call a candidate
+    assert '<add name="NAME">' in optimizer_llm.requests[0]["messages"][0]["content"]
+    by_id = {c.id: c for c in algorithm.candidates}
+    assert by_id["r1-p0-b0"].prompts == {
+        "system_prompt": f"{SEED_SYSTEM} Be careful.",
+        "user_prompt": f"{SEED_USER} State the units.",
+    }
+    assert by_id["r1-p0-b0"].score == 1.0
+    assert by_id["r1-p0-b1"].prompts["system_prompt"] == f"{SEED_SYSTEM} Mind the {{{{units}}}}."
+    assert by_id["r1-p0-b1"].rejected == {"user_prompt": "not an instruction: 'I cannot.'"}
+    assert algorithm.get_best_prompts()["user_prompt"] == f"{SEED_USER} State the units."
+
+
 def test_candidates_written_before_the_optimizer_budget_are_still_scored(
     agent_llm: FakeOpenAIServer, optimizer_llm: FakeOpenAIServer, tmp_path: Path
 ) -> None:
@@ -357,6 +386,8 @@ def test_bad_settings_are_refused() -> None:
         APO(edit_template="{name} {prompt} {critique} {placeholders} {extra}")
     with pytest.raises(ValueError, match="one-call template must use the fields"):
         APO(one_call_template="Improve {prompts} from {experiments}.")
+    with pytest.raises(ValueError, match="append template must use the fields"):
+        APO(append_template="Add to {targets}.")
     with pytest.raises(ValueError, match="proposal must be"):
         APO(proposal="three_calls")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="beam_width"):
@@ -407,6 +438,38 @@ def test_one_call_replies_yield_the_last_block_of_each_template(
     reply: str, targets: List[str], found: Dict[str, str]
 ) -> None:
     assert rewritten_templates(reply, targets) == found
+
+
+def test_append_replies_yield_the_instructions_of_each_template() -> None:
+    reply = 'Rule. <add name="a">old</add> <rule name="a">Be brief.</rule><b>Say {x}.</b><add name="c">C</add>'
+    assert added_instructions(reply, ["a", "b"]) == {"a": "Be brief.", "b": "Say {x}."}
+    assert added_instructions("Rule: be brief. <add>Be brief.</add>", ["a"]) == {"a": "Be brief."}
+
+
+@pytest.mark.parametrize(
+    ("addition", "result"),
+    [
+        ("Be brief.", "Q: {question} Be brief."),
+        ("Q: {question}\nBe brief.", "Q: {question} Be brief."),  # the template repeated first
+        ("```\nUse {units}.\n```", "Q: {question} Use {{units}}."),
+        ("  ", EditRejected("nothing to add")),
+        ("I'm sorry, I can't.", EditRejected("not an instruction")),
+        ("Q: {question}", EditRejected("nothing to add")),
+        ("{question}", EditRejected("already says it")),
+        ("x" * 60, EditRejected("over-long")),
+        ("Use {units", EditRejected("braces do not parse")),
+    ],
+)
+def test_appended_templates_keep_the_original_and_check_the_addition(addition: str, result: Any) -> None:
+    if isinstance(result, EditRejected):
+        with pytest.raises(EditRejected, match=result.reason):
+            appended_template(addition, "Q: {question}", max_chars=60)
+    else:
+        assert appended_template(addition, "Q: {question}", max_chars=60) == result
+    assert (
+        appended_template("Be brief.", "Line one.\nQ: {question}", max_chars=60)
+        == "Line one.\nQ: {question}\nBe brief."
+    )
 
 
 def test_a_placeholder_the_agent_does_not_fill_is_kept_as_text() -> None:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .algorithm import APO, METADATA_KEY, Candidate
     from .optimizer import Budget, BudgetExhausted, OptimizerEndpoint, OptimizerEndpointError
     from .prompts import (
+        DEFAULT_APPEND_TEMPLATE,
         DEFAULT_CRITIQUE_TEMPLATE,
         DEFAULT_EDIT_TEMPLATE,
         DEFAULT_ONE_CALL_TEMPLATE,
@@ -30,6 +31,7 @@ __all__ = [
     "BudgetExhausted",
     "OptimizerEndpoint",
     "OptimizerEndpointError",
+    "DEFAULT_APPEND_TEMPLATE",
     "DEFAULT_CRITIQUE_TEMPLATE",
     "DEFAULT_EDIT_TEMPLATE",
     "DEFAULT_ONE_CALL_TEMPLATE",
@@ -45,6 +47,7 @@ _HOMES = {
     "BudgetExhausted": "optimizer",
     "OptimizerEndpoint": "optimizer",
     "OptimizerEndpointError": "optimizer",
+    "DEFAULT_APPEND_TEMPLATE": "prompts",
     "DEFAULT_CRITIQUE_TEMPLATE": "prompts",
     "DEFAULT_EDIT_TEMPLATE": "prompts",
     "DEFAULT_ONE_CALL_TEMPLATE": "prompts",

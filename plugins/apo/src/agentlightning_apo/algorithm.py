@@ -9,7 +9,9 @@ One run:
    and rewards and writes a critique (the *textual gradient*); for each template being optimized (all
    of them with ``mode="joint"``, one per round in turn with ``mode="in_turn"``) it rewrites the
    template to apply the critique: in a call of its own per template (``proposal="critique_then_edit"``)
-   or in the critique's reply (``proposal="one_call"``: one call a candidate). Each rewrite is checked
+   or in the critique's reply (``proposal="one_call"``: one call a candidate), or the reply names
+   instructions to add at the end of each template (``proposal="append"``: one call a candidate; the
+   rest of the template, its answer form and placeholders included, stays as it is). Each rewrite is checked
    (not empty, a prompt, not over-long, the same placeholders); a rejected one is logged with its
    reason and the branch keeps the parent's version; a branch with no accepted rewrite gives no candidate;
 3. the candidates are scored on the validation batch, and the best ``beam_width`` of beam +
@@ -71,7 +73,9 @@ from agentlightning.types import (
 from .history import rounds_table, write_run_files
 from .optimizer import Budget, BudgetExhausted, OptimizerEndpoint, OptimizerEndpointError, OptimizerLLM
 from .prompts import (
+    APPEND_FIELDS,
     CRITIQUE_FIELDS,
+    DEFAULT_APPEND_TEMPLATE,
     DEFAULT_CRITIQUE_TEMPLATE,
     DEFAULT_EDIT_TEMPLATE,
     DEFAULT_ONE_CALL_TEMPLATE,
@@ -79,6 +83,8 @@ from .prompts import (
     ONE_CALL_FIELDS,
     EditRejected,
     Experiment,
+    added_instructions,
+    appended_template,
     check_edited_prompt,
     check_instruction_template,
     placeholders,
@@ -145,9 +151,12 @@ class APO(Algorithm):
         max_rollouts, max_optimizer_calls, max_tokens: budgets (``None``: no limit).
         proposal: ``"critique_then_edit"``: a critique call, then an edit call per template;
             ``"one_call"``: one call writes the critique and the rewritten templates (``one_call_template``),
-            so a call budget affords more candidates.
-        critique_template, edit_template, one_call_template: the optimizer's instructions (``str.format``
-            templates with the fields of ``CRITIQUE_FIELDS`` / ``EDIT_FIELDS`` / ``ONE_CALL_FIELDS``).
+            so a call budget affords more candidates; ``"append"``: one call writes the critique and
+            instructions added at the end of each template (``append_template``), for optimizer models
+            too small to rewrite a prompt without losing what already works.
+        critique_template, edit_template, one_call_template, append_template: the optimizer's instructions
+            (``str.format`` templates with the fields of ``CRITIQUE_FIELDS`` / ``EDIT_FIELDS`` /
+            ``ONE_CALL_FIELDS`` / ``APPEND_FIELDS``).
         max_prompt_chars: a rewritten template longer than this is rejected.
         optimizer_temperature, optimizer_max_tokens: sampling of the optimizer's replies.
         optimizer_concurrency: optimizer calls in flight at once.
@@ -178,10 +187,11 @@ class APO(Algorithm):
         max_rollouts: Optional[int] = None,
         max_optimizer_calls: Optional[int] = None,
         max_tokens: Optional[int] = None,
-        proposal: Literal["critique_then_edit", "one_call"] = "critique_then_edit",
+        proposal: Literal["critique_then_edit", "one_call", "append"] = "critique_then_edit",
         critique_template: str = DEFAULT_CRITIQUE_TEMPLATE,
         edit_template: str = DEFAULT_EDIT_TEMPLATE,
         one_call_template: str = DEFAULT_ONE_CALL_TEMPLATE,
+        append_template: str = DEFAULT_APPEND_TEMPLATE,
         max_prompt_chars: int = 4000,
         optimizer_temperature: float = 1.0,
         optimizer_max_tokens: int = 768,
@@ -202,8 +212,8 @@ class APO(Algorithm):
         super().__init__()
         if mode not in ("joint", "in_turn"):
             raise ValueError(f"mode must be 'joint' or 'in_turn', got {mode!r}")
-        if proposal not in ("critique_then_edit", "one_call"):
-            raise ValueError(f"proposal must be 'critique_then_edit' or 'one_call', got {proposal!r}")
+        if proposal not in ("critique_then_edit", "one_call", "append"):
+            raise ValueError(f"proposal must be 'critique_then_edit', 'one_call' or 'append', got {proposal!r}")
         for name, value in (
             ("beam_width", beam_width),
             ("branch_factor", branch_factor),
@@ -220,6 +230,7 @@ class APO(Algorithm):
         check_instruction_template(critique_template, CRITIQUE_FIELDS, "critique")
         check_instruction_template(edit_template, EDIT_FIELDS, "edit")
         check_instruction_template(one_call_template, ONE_CALL_FIELDS, "one-call")
+        check_instruction_template(append_template, APPEND_FIELDS, "append")
         self.optimizer = OptimizerEndpoint(**optimizer) if isinstance(optimizer, Mapping) else optimizer
         self.prompt_names = list(prompts) if prompts is not None else None
         self.mode = mode
@@ -233,6 +244,7 @@ class APO(Algorithm):
         self.critique_template = critique_template
         self.edit_template = edit_template
         self.one_call_template = one_call_template
+        self.append_template = append_template
         self.max_prompt_chars = max_prompt_chars
         self.optimizer_temperature = optimizer_temperature
         self.optimizer_max_tokens = optimizer_max_tokens
@@ -604,11 +616,16 @@ class APO(Algorithm):
         outcomes: Sequence[_Outcome],
     ) -> Candidate:
         experiments = [await self._experiment(store, task, o) for task, o in zip(batch, outcomes, strict=True)]
-        one_call = self.proposal == "one_call"
+        instruction = {
+            "critique_then_edit": self.critique_template,
+            "one_call": self.one_call_template,
+            "append": self.append_template,
+        }[self.proposal]
+        single = self.proposal != "critique_then_edit"  # the reply carries the templates' new text too
         critique = await self._ask(
             optimizer,
-            [candidate_id, "one_call" if one_call else "critique"],
-            (self.one_call_template if one_call else self.critique_template).format(
+            [candidate_id, "critique" if not single else self.proposal],
+            instruction.format(
                 prompts=render_prompts(parent.prompts),
                 experiments=render_experiments(experiments),
                 targets=", ".join(f'"{t}"' for t in targets),
@@ -618,36 +635,44 @@ class APO(Algorithm):
             id=candidate_id, prompts=dict(parent.prompts), round=round_index, parent=parent.id, critique=critique
         )
         if not critique.strip():
-            candidate.rejected = {t: "empty reply" if one_call else "empty critique" for t in targets}
+            candidate.rejected = {t: "empty reply" if single else "empty critique" for t in targets}
             return candidate
-        rewrites = rewritten_templates(critique, targets) if one_call else {}
+        if self.proposal == "append":
+            blocks, tag = added_instructions(critique, targets), "<add>"
+        else:
+            blocks, tag = rewritten_templates(critique, targets), "<prompt>"
         for name in targets:
             original = parent.prompts[name]
-            if one_call:
-                reply = rewrites.get(name, "")
-                if not reply:
-                    candidate.rejected[name] = "no <prompt> block for it in the reply"
-                    self._log(f"  {candidate_id}: edit of {name!r} discarded (no <prompt> block for it in the reply)")
-                    continue
-            else:
-                reply = await self._ask(
-                    optimizer,
-                    [candidate_id, "edit", name],
-                    self.edit_template.format(
-                        name=name,
-                        prompt=original,
-                        critique=critique.strip(),
-                        placeholders=", ".join("{" + p + "}" for p in placeholders(original)) or "none",
-                    ),
-                )
             try:
-                candidate.prompts[name] = check_edited_prompt(reply, original, max_chars=self.max_prompt_chars)
+                if single and not blocks.get(name):
+                    raise EditRejected(f"no {tag} block for it in the reply")
+                if self.proposal == "append":
+                    edited = appended_template(blocks[name], original, max_chars=self.max_prompt_chars)
+                else:
+                    reply = (
+                        blocks[name] if single else await self._edit(optimizer, candidate_id, name, original, critique)
+                    )
+                    edited = check_edited_prompt(reply, original, max_chars=self.max_prompt_chars)
+                candidate.prompts[name] = edited
                 candidate.edited.append(name)
             except EditRejected as exc:
                 candidate.rejected[name] = exc.reason
                 logger.warning("APO %s: discarded the optimizer's edit of %r: %s", candidate_id, name, exc.reason)
                 self._log(f"  {candidate_id}: edit of {name!r} discarded ({exc.reason})")
         return candidate
+
+    async def _edit(self, optimizer: OptimizerLLM, candidate_id: str, name: str, original: str, critique: str) -> str:
+        """The edit call of ``critique_then_edit``: the template rewritten to apply the critique."""
+        return await self._ask(
+            optimizer,
+            [candidate_id, "edit", name],
+            self.edit_template.format(
+                name=name,
+                prompt=original,
+                critique=critique.strip(),
+                placeholders=", ".join("{" + p + "}" for p in placeholders(original)) or "none",
+            ),
+        )
 
     # ---------------------------------------------------------------------------------- search
     async def _search(

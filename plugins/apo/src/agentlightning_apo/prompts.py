@@ -1,8 +1,8 @@
-"""The optimizer's instructions (critique, edit and one-call templates) and the checks on what it answers.
+"""The optimizer's instructions (critique, edit, one-call and append templates) and the checks on what it answers.
 
 The instructions are plain ``str.format`` templates a user can replace (``APO(critique_template=...,
-edit_template=..., one_call_template=...)``); they are checked for the fields they must use when the
-algorithm is built.
+edit_template=..., one_call_template=..., append_template=...)``); they are checked for the fields they
+must use when the algorithm is built.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 __all__ = [
+    "APPEND_FIELDS",
     "CRITIQUE_FIELDS",
+    "DEFAULT_APPEND_TEMPLATE",
     "DEFAULT_CRITIQUE_TEMPLATE",
     "DEFAULT_EDIT_TEMPLATE",
     "DEFAULT_ONE_CALL_TEMPLATE",
@@ -22,6 +24,8 @@ __all__ = [
     "ONE_CALL_FIELDS",
     "EditRejected",
     "Experiment",
+    "added_instructions",
+    "appended_template",
     "check_instruction_template",
     "check_edited_prompt",
     "placeholders",
@@ -74,18 +78,32 @@ template(s) {targets}: add that rule, keep what works (above all the form of the
 for) and every placeholder exactly as written. Keep each template short. Write each one between \
 <prompt name="NAME"> and </prompt>, NAME being the template's name."""
 
+DEFAULT_APPEND_TEMPLATE = """You improve the prompt templates of an AI agent. These are its templates now \
+(placeholders in curly braces are filled in for each task):
+
+{prompts}
+
+Below are runs of the agent with these templates: the conversation of each run and the reward it got \
+(1.0 is the best answer, 0.0 a wrong one, a reward in between a partly right one).
+
+{experiments}
+
+First, in at most three sentences, say what the agent did wrong in the runs with a low reward and what \
+general rule would have led it to the best answer; do not repeat the runs. Then write that rule as one or \
+two short instructions to add at the end of the template(s) {targets}. Write only the new instructions, \
+not the template, between <add name="NAME"> and </add>, NAME being the template's name."""
+
 CRITIQUE_FIELDS = ("prompts", "experiments", "targets")
 EDIT_FIELDS = ("name", "prompt", "critique", "placeholders")
 ONE_CALL_FIELDS = CRITIQUE_FIELDS
+APPEND_FIELDS = CRITIQUE_FIELDS
 
 _REFUSALS = ("i'm sorry", "i am sorry", "i cannot", "i can't", "as an ai")
 _PROMPT_TAGS = re.compile(r"<prompt>\s*(.*?)\s*(?:</prompt>|$)", re.DOTALL | re.IGNORECASE)
-# <prompt name="X">, and the <template name="X"> small models write instead.
-_NAMED_PROMPT = re.compile(
-    r"<(?:prompt|template)(?:\s+name\s*=\s*[\"']?([^\"'>]*?)[\"']?)?\s*>\s*(.*?)\s*"
-    r"(?:</(?:prompt|template)>|(?=<(?:prompt|template)[\s>])|$)",
-    re.DOTALL | re.IGNORECASE,
-)
+# The tags of a one-call reply's blocks (<prompt name="X">, and the <template name="X"> small models write
+# instead) and of an append reply's (<add name="X">, or a <rule>, or a rewrite's tags).
+_REWRITE_TAGS = ("prompt", "template")
+_ADD_TAGS = ("add", "rule", *_REWRITE_TAGS)
 _FENCE = re.compile(r"^```[\w-]*\s*\n(.*?)\n?```\s*$", re.DOTALL)
 
 
@@ -164,17 +182,23 @@ def render_experiments(experiments: Sequence[Experiment], *, max_chars_per_run: 
     return "\n\n".join(blocks) if blocks else "(no runs finished)"
 
 
-def rewritten_templates(reply: str, targets: Sequence[str]) -> Dict[str, str]:
-    """The new text of each target template in a one-call reply (``<prompt name="NAME">...</prompt>``).
+def _named_blocks(reply: str, targets: Sequence[str], tags: Sequence[str]) -> Dict[str, str]:
+    """The text of the last block ``<TAG name="NAME">...</TAG>`` (or ``<NAME>...</NAME>``) of each target.
 
-    The last block naming a target wins: a reply often quotes the current template before its rewrite.
-    With one target, the last block is taken whatever its name. A target without a block is left out.
+    The last block naming a target wins: a reply often quotes the current template first. With one
+    target, the last block is taken whatever its name. A target without a block is left out.
     """
-    located = [(m.start(), (m.group(1) or "").strip(), m.group(2)) for m in _NAMED_PROMPT.finditer(reply)]
+    tag = "(?:" + "|".join(tags) + ")"
+    named = re.compile(
+        rf"<{tag}(?:\s+name\s*=\s*[\"']?([^\"'>]*?)[\"']?)?\s*>\s*(.*?)\s*(?:</{tag}>|(?=<{tag}[\s>])|$)",
+        re.DOTALL | re.IGNORECASE,
+    )
+    located = [(m.start(), (m.group(1) or "").strip(), m.group(2)) for m in named.finditer(reply)]
     for target in targets:  # <system_prompt>...</system_prompt>: the name as the tag
-        tag = re.escape(target)
+        name = re.escape(target)
         located += [
-            (m.start(), target, m.group(1)) for m in re.finditer(rf"<{tag}>\s*(.*?)\s*(?:</{tag}>|$)", reply, re.DOTALL)
+            (m.start(), target, m.group(1))
+            for m in re.finditer(rf"<{name}>\s*(.*?)\s*(?:</{name}>|$)", reply, re.DOTALL)
         ]
     blocks = [(name, text) for _, name, text in sorted(located)]
     found: Dict[str, str] = {}
@@ -184,6 +208,40 @@ def rewritten_templates(reply: str, targets: Sequence[str]) -> Dict[str, str]:
     if len(targets) == 1 and targets[0] not in found and blocks:
         found[targets[0]] = blocks[-1][1]
     return found
+
+
+def rewritten_templates(reply: str, targets: Sequence[str]) -> Dict[str, str]:
+    """The new text of each target template in a one-call reply (``<prompt name="NAME">...</prompt>``)."""
+    return _named_blocks(reply, targets, _REWRITE_TAGS)
+
+
+def added_instructions(reply: str, targets: Sequence[str]) -> Dict[str, str]:
+    """The instructions to add to each target template in an append reply (``<add name="NAME">...</add>``)."""
+    return _named_blocks(reply, targets, _ADD_TAGS)
+
+
+def appended_template(addition: str, original: str, *, max_chars: int) -> str:
+    """``original`` with the optimizer's ``addition`` at its end, or :class:`EditRejected` with the reason.
+
+    An addition that repeats the whole template first (small models often do) counts from after it.
+    The result passes :func:`check_edited_prompt`: the original's placeholders are kept by construction,
+    one the addition invents is kept as text.
+    """
+    text = addition.strip()
+    fenced = _FENCE.match(text)
+    if fenced:
+        text = fenced.group(1).strip()
+    base = original.rstrip()
+    if base.strip() and text.startswith(base.strip()):
+        text = text[len(base.strip()) :].strip()
+    if not text:
+        raise EditRejected("nothing to add")
+    if text.lower().startswith(_REFUSALS) or not re.search(r"[A-Za-z]{2,}", text):
+        raise EditRejected(f"not an instruction: {text[:80]!r}")
+    if text in base:
+        raise EditRejected("not an edit: the template already says it")
+    separator = "\n" if "\n" in base else " "
+    return check_edited_prompt(f"{base}{separator}{text}", original, max_chars=max_chars)
 
 
 def check_edited_prompt(reply: str, original: str, *, max_chars: int) -> str:
