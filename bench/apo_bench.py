@@ -77,12 +77,11 @@ def run_ours(args: argparse.Namespace) -> Dict[str, Any]:
         algorithm={
             "type": "apo",
             "optimizer": {"base_url": args.optimizer_url or args.url, "model": args.optimizer_model or args.model},
-            # Both templates from one optimizer call (the critique and the instructions to add in one
-            # reply): the 6-call budget then affords 5 candidates (the rollout budget binds) where the
-            # peer's critique-then-edit affords 3. Adding instead of rewriting keeps the seed's answer form
-            # and placeholders, which the small optimizer's rewrites lose (see bench/README.md).
+            # Both templates from one optimizer call (the critique and the new text in one reply): the
+            # 6-call budget then affords 5 candidates (the rollout budget binds) where the peer's
+            # critique-then-edit affords 3. --ours-proposal picks another proposal (bench/README.md).
             "mode": "joint",
-            "proposal": "append",
+            "proposal": args.ours_proposal,
             "beam_width": 2,
             "branch_factor": 3,
             "rounds": 4,  # the budgets end the run first
@@ -104,7 +103,7 @@ def run_ours(args: argparse.Namespace) -> Dict[str, Any]:
         trainer.fit(BenchRoomAgent(), train, val_dataset=val)
     apo: Any = trainer.algorithm
     return {
-        "system": "ours (agentlightning-apo)",
+        "system": f"ours (agentlightning-apo, {args.ours_proposal})",
         "seed": args.seed,
         "best_val": apo.best.score,
         "seed_val": apo.candidates[0].score,
@@ -198,7 +197,7 @@ def run_system(system: str, seed: int, args: argparse.Namespace) -> Dict[str, An
     if system == "ours":
         command = [sys.executable, str(HERE / "apo_bench.py"), "--worker", *common]
         command += ["--max-rollouts", str(args.max_rollouts), "--gradient-batch-size", str(args.gradient_batch_size)]
-        command += ["--max-optimizer-calls", str(args.max_optimizer_calls)]
+        command += ["--max-optimizer-calls", str(args.max_optimizer_calls), "--ours-proposal", args.ours_proposal]
         command += ["--optimizer-max-tokens", str(args.optimizer_max_tokens), "--concurrency", str(args.concurrency)]
         command += ["--run-dir", str(Path(args.out_dir) / f"ours-seed{seed}")]
     elif system == "peer":
@@ -315,6 +314,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--val", type=int, default=8)
     parser.add_argument("--rooms", type=int, default=4, help="rooms in each request's listing")
     parser.add_argument("--gradient-batch-size", type=int, default=2)
+    parser.add_argument(
+        "--ours-proposal",
+        choices=("one_call", "append", "critique_then_edit"),
+        default="one_call",
+        help="how our APO turns a critique into candidates (APO's proposal option)",
+    )
     parser.add_argument(
         "--optimizer-max-tokens", type=int, default=250, help="the longest critique or edit (the 0.5B rambles)"
     )
