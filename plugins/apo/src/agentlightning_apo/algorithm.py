@@ -624,7 +624,7 @@ class APO(Algorithm):
         single = self.proposal != "critique_then_edit"  # the reply carries the templates' new text too
         critique = await self._ask(
             optimizer,
-            [candidate_id, "critique" if not single else self.proposal],
+            [candidate_id, self.proposal if single else "critique"],
             instruction.format(
                 prompts=render_prompts(parent.prompts),
                 experiments=render_experiments(experiments),
@@ -637,10 +637,12 @@ class APO(Algorithm):
         if not critique.strip():
             candidate.rejected = {t: "empty reply" if single else "empty critique" for t in targets}
             return candidate
-        if self.proposal == "append":
+        blocks: Dict[str, str] = {}
+        tag = "<prompt>"
+        if self.proposal == "one_call":
+            blocks = rewritten_templates(critique, targets)
+        elif self.proposal == "append":
             blocks, tag = added_instructions(critique, targets), "<add>"
-        else:
-            blocks, tag = rewritten_templates(critique, targets), "<prompt>"
         for name in targets:
             original = parent.prompts[name]
             try:
