@@ -432,12 +432,31 @@ def test_bad_edits_are_rejected_with_a_reason(reply: str, reason: str) -> None:
         ('<prompt name="a">A<prompt name="b">B', ["a", "b"], {"a": "A", "b": "B"}),  # unclosed
         ('<prompt name="c">C</prompt>', ["a", "b"], {}),  # several targets: only their names count
         ("No template here.", ["a"], {}),
+        # unnamed blocks: after a heading naming one template, else in order for the templates left
+        (
+            "### System prompt:\n<prompt>S</prompt>\n### User prompt:\n<prompt>U {q}</prompt>",
+            ["system_prompt", "user_prompt"],
+            {"system_prompt": "S", "user_prompt": "U {q}"},
+        ),
+        (
+            "Better: <prompt>S</prompt> <user_prompt>U</user_prompt>",
+            ["system_prompt", "user_prompt"],
+            {"system_prompt": "S", "user_prompt": "U"},
+        ),
+        ("<prompt>A</prompt> <prompt>B</prompt> <prompt>C</prompt>", ["a", "b"], {}),  # ambiguous: none taken
+        ("<b>{x}\n</prompt> trailing", ["a", "b"], {"b": "{x}"}),  # a name tag closed by another tag
     ],
 )
 def test_one_call_replies_yield_the_last_block_of_each_template(
     reply: str, targets: List[str], found: Dict[str, str]
 ) -> None:
     assert rewritten_templates(reply, targets) == found
+
+
+def test_the_last_block_that_changes_the_template_wins() -> None:
+    reply = 'New: <prompt name="a">A2</prompt> Summary, as it was: <prompt name="a">A</prompt>'
+    assert rewritten_templates(reply, ["a"], {"a": "A"}) == {"a": "A2"}
+    assert rewritten_templates('<prompt name="a">A</prompt>', ["a"], {"a": "A"}) == {"a": "A"}  # no change: kept
 
 
 def test_append_replies_yield_the_instructions_of_each_template() -> None:

@@ -640,7 +640,7 @@ class APO(Algorithm):
         blocks: Dict[str, str] = {}
         tag = "<prompt>"
         if self.proposal == "one_call":
-            blocks = rewritten_templates(critique, targets)
+            blocks = rewritten_templates(critique, targets, parent.prompts)
         elif self.proposal == "append":
             blocks, tag = added_instructions(critique, targets), "<add>"
         for name in targets:

@@ -11,7 +11,7 @@ import json
 import re
 import string
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 __all__ = [
     "APPEND_FIELDS",
@@ -182,37 +182,65 @@ def render_experiments(experiments: Sequence[Experiment], *, max_chars_per_run: 
     return "\n\n".join(blocks) if blocks else "(no runs finished)"
 
 
-def _named_blocks(reply: str, targets: Sequence[str], tags: Sequence[str]) -> Dict[str, str]:
-    """The text of the last block ``<TAG name="NAME">...</TAG>`` (or ``<NAME>...</NAME>``) of each target.
+def _named_blocks(
+    reply: str, targets: Sequence[str], tags: Sequence[str], current: Optional[Mapping[str, str]] = None
+) -> Dict[str, str]:
+    """The text of each target's block in a reply: ``<TAG name="NAME">...</TAG>``, ``<NAME>...</NAME>``, or
+    an unnamed ``<TAG>`` block after a heading that names one target ("### System prompt").
 
-    The last block naming a target wins: a reply often quotes the current template first. With one
-    target, the last block is taken whatever its name. A target without a block is left out.
+    Of several blocks for a target, the last one that differs from its ``current`` text wins: a reply often
+    quotes the current template before or after its rewrite. Unnamed blocks left over fill the targets
+    without a block, in order, when there are as many of each; with one target, the last block is taken
+    whatever its name. A target without a block is left out.
     """
     tag = "(?:" + "|".join(tags) + ")"
     named = re.compile(
         rf"<{tag}(?:\s+name\s*=\s*[\"']?([^\"'>]*?)[\"']?)?\s*>\s*(.*?)\s*(?:</{tag}>|(?=<{tag}[\s>])|$)",
         re.DOTALL | re.IGNORECASE,
     )
-    located = [(m.start(), (m.group(1) or "").strip(), m.group(2)) for m in named.finditer(reply)]
-    for target in targets:  # <system_prompt>...</system_prompt>: the name as the tag
+    located = [(m.start(), m.end(), (m.group(1) or "").strip(), m.group(2)) for m in named.finditer(reply)]
+    for target in targets:  # <system_prompt>...</system_prompt>: the name as the tag, closed by any tag
         name = re.escape(target)
         located += [
-            (m.start(), target, m.group(1))
-            for m in re.finditer(rf"<{name}>\s*(.*?)\s*(?:</{name}>|$)", reply, re.DOTALL)
+            (m.start(), m.end(), target, m.group(1))
+            for m in re.finditer(rf"<{name}>\s*(.*?)\s*(?:</[^>]*>|$)", reply, re.DOTALL)
         ]
-    blocks = [(name, text) for _, name, text in sorted(located)]
+    located.sort()
+    spoken = {target: re.sub(r"[\s_-]+", " ", target).lower() for target in targets}
+    blocks: List[Tuple[str, str]] = []
+    unnamed: List[str] = []
+    previous_end = 0
+    for begin, finish, name, text in located:
+        if not name:
+            heading = re.sub(r"[\s_-]+", " ", reply[previous_end:begin][-120:]).lower()
+            named_here = [t for t, words in spoken.items() if words in heading]
+            if len(named_here) == 1:
+                name = named_here[0]
+            else:
+                unnamed.append(text)
+        blocks.append((name, text))
+        previous_end = max(previous_end, finish)
+    by_target: Dict[str, List[str]] = {t: [text for name, text in blocks if name == t] for t in targets}
+    missing = [t for t in targets if not by_target[t]]
+    if len(targets) == 1 and missing and blocks:
+        by_target[targets[0]] = [blocks[-1][1]]
+    elif missing and len(unnamed) == len(missing):
+        for target, text in zip(missing, unnamed, strict=True):
+            by_target[target] = [text]
     found: Dict[str, str] = {}
-    for name, text in blocks:
-        if name in targets:
-            found[name] = text
-    if len(targets) == 1 and targets[0] not in found and blocks:
-        found[targets[0]] = blocks[-1][1]
+    for target, texts in by_target.items():
+        if texts:
+            was = (current or {}).get(target, "").strip()
+            changed = [text for text in texts if text.strip() != was]
+            found[target] = (changed or texts)[-1]
     return found
 
 
-def rewritten_templates(reply: str, targets: Sequence[str]) -> Dict[str, str]:
+def rewritten_templates(
+    reply: str, targets: Sequence[str], current: Optional[Mapping[str, str]] = None
+) -> Dict[str, str]:
     """The new text of each target template in a one-call reply (``<prompt name="NAME">...</prompt>``)."""
-    return _named_blocks(reply, targets, _REWRITE_TAGS)
+    return _named_blocks(reply, targets, _REWRITE_TAGS, current)
 
 
 def added_instructions(reply: str, targets: Sequence[str]) -> Dict[str, str]:
