@@ -62,7 +62,8 @@ Rewrite the template to apply the changes. Keep what the changes do not ask to c
 form of the answer the template asks for, and every placeholder exactly as written ({placeholders}). Keep it \
 short. Answer with the new template only, between <prompt> and </prompt>."""
 
-DEFAULT_ONE_CALL_TEMPLATE = """You improve the prompt templates of an AI agent. These are its templates now \
+# The start shared by the one-call and append instructions: the templates, the runs, the critique asked for.
+_SINGLE_CALL_START = """You improve the prompt templates of an AI agent. These are its templates now \
 (placeholders in curly braces are filled in for each task):
 
 {prompts}
@@ -73,25 +74,22 @@ Below are runs of the agent with these templates: the conversation of each run a
 {experiments}
 
 First, in at most three sentences, say what the agent did wrong in the runs with a low reward and what \
-general rule would have led it to the best answer; do not repeat the runs. Then write the improved \
+general rule would have led it to the best answer; do not repeat the runs. """
+
+DEFAULT_ONE_CALL_TEMPLATE = (
+    _SINGLE_CALL_START
+    + """Then write the improved \
 template(s) {targets}: add that rule, keep what works (above all the form of the answer the template asks \
 for) and every placeholder exactly as written. Keep each template short. Write each one between \
 <prompt name="NAME"> and </prompt>, NAME being the template's name."""
+)
 
-DEFAULT_APPEND_TEMPLATE = """You improve the prompt templates of an AI agent. These are its templates now \
-(placeholders in curly braces are filled in for each task):
-
-{prompts}
-
-Below are runs of the agent with these templates: the conversation of each run and the reward it got \
-(1.0 is the best answer, 0.0 a wrong one, a reward in between a partly right one).
-
-{experiments}
-
-First, in at most three sentences, say what the agent did wrong in the runs with a low reward and what \
-general rule would have led it to the best answer; do not repeat the runs. Then write that rule as one or \
+DEFAULT_APPEND_TEMPLATE = (
+    _SINGLE_CALL_START
+    + """Then write that rule as one or \
 two short instructions to add at the end of the template(s) {targets}. Write only the new instructions, \
 not the template, between <add name="NAME"> and </add>, NAME being the template's name."""
+)
 
 CRITIQUE_FIELDS = ("prompts", "experiments", "targets")
 EDIT_FIELDS = ("name", "prompt", "critique", "placeholders")
